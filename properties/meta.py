@@ -1,0 +1,55 @@
+"""Meta-testing: a law must fail on a deliberately broken implementation, and fail as a law fails."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from hypothesis import Phase, given, settings
+
+# A meta-test needs one failing example, not a minimal one: no shrinking, no database, and enough
+# examples that a bug showing on a fair share of problems is found in every run.
+META_EXAMPLES = 300
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    group = getattr(error, "exceptions", None)
+    if group is None:
+        return [error]
+    return [leaf for inner in group for leaf in _leaves(inner)]
+
+
+def _without_shrinking(law: Callable[..., Any]) -> Callable[..., Any]:
+    """The same law with the same strategies, run until its first failure."""
+    parent = getattr(law, "_hypothesis_internal_use_settings", settings.default)
+    quick = settings(parent, phases=[Phase.explicit, Phase.generate], database=None,
+                     max_examples=max(META_EXAMPLES, parent.max_examples), report_multiple_bugs=False)
+    # The handle's inner_test is the law's undecorated body and _given_kwargs its strategies; the body is
+    # wrapped afresh, since hypothesis marks a function it has decorated once with settings.
+    inner = law.hypothesis.inner_test  # type: ignore[attr-defined]
+
+    def body(*args: Any, **kwargs: Any) -> Any:
+        return inner(*args, **kwargs)
+
+    body.__signature__ = inspect.signature(inner)  # type: ignore[attr-defined]
+    body.__name__ = body.__qualname__ = law.__name__
+    return given(**law.hypothesis._given_kwargs)(quick(body))  # type: ignore[attr-defined]
+
+
+def assert_law_fails(law: Callable[..., Any], **arguments: Any) -> None:
+    """Run the hypothesis test `law` with `arguments` (e.g. implementation=broken) and demand that it fails.
+
+    The failure must be an AssertionError (a LawViolation, an ImplementationFailed, or a plain assert),
+    or a group of them; anything else (a skip, an error in the battery, a health check) fails the meta-test.
+    """
+    try:
+        _without_shrinking(law)(**arguments)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as error:
+        if all(isinstance(leaf, AssertionError) for leaf in _leaves(error)):
+            return
+        raise AssertionError(f"{law.__name__} did not fail as a law fails: {error!r}") from error
+    broken = ", ".join(f"{k}={getattr(v, 'name', v)!s}" for k, v in arguments.items())
+    raise AssertionError(f"{law.__name__} holds for the broken {broken}: this law has no teeth there")

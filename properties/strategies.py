@@ -1,0 +1,187 @@
+"""Hypothesis strategies for self-attention problems, each named by what it generates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from numpy.typing import NDArray
+
+from properties.problem import AttentionProblem
+
+Array = NDArray[np.float64]
+
+# Largest D, D_q, D_v by hypothesis profile (N may be two larger). Small sizes find the bugs that
+# matter (shapes, axes, scales) and keep every example fast; `thorough` reaches further.
+SIZE_LIMITS = {"dev": 5, "ci": 6, "thorough": 9}
+DEFAULT_SIZE_LIMIT = 6
+# Entries are drawn from [-ENTRY_BOUND, ENTRY_BOUND]: logits of order D * ENTRY_BOUND^3, enough to give
+# both near-uniform and near-one-hot attention columns.
+ENTRY_BOUND = 2.0
+
+
+@dataclass
+class Generation:
+    """Global switches for what the strategies generate, set once from the command line by conftest."""
+
+    square: bool = False  # only D_q = D_v = D, the notebook's own setting
+
+
+GENERATION = Generation()
+
+
+def size_limit() -> int:
+    """The largest matrix side for the hypothesis profile in force."""
+    from hypothesis import settings
+
+    return SIZE_LIMITS.get(settings.get_current_profile_name(), DEFAULT_SIZE_LIMIT)
+
+
+@dataclass(frozen=True)
+class Dimensions:
+    """The sizes of one problem: inputs of dimension D, queries and keys of D_q, values of D_v; N inputs."""
+
+    D: int
+    D_q: int
+    D_v: int
+    N: int
+
+
+@st.composite
+def dimensions(
+    draw: st.DrawFn, *, max_side: int | None = None, min_n: int = 1, max_n: int | None = None,
+    square: bool | None = None,
+) -> Dimensions:
+    """Independent D, D_q, D_v in [1, max_side] and N in [min_n, max_side + 2] (D_q = D_v = D if square)."""
+    side = size_limit() if max_side is None else max_side
+    top_n = side + 2 if max_n is None else max_n
+    D = draw(st.integers(1, side))
+    if GENERATION.square if square is None else square:
+        D_q = D_v = D
+    else:
+        D_q = draw(st.integers(1, side))
+        D_v = draw(st.integers(1, side))
+    N = draw(st.integers(min_n, max(min_n, top_n)))
+    return Dimensions(D, D_q, D_v, N)
+
+
+def finite_floats(bound: float = ENTRY_BOUND) -> st.SearchStrategy[float]:
+    """Floats in [-bound, bound]: no NaN, no infinity, no subnormals."""
+    return st.floats(-bound, bound, allow_nan=False, allow_infinity=False, allow_subnormal=False, width=64)
+
+
+def matrices(rows: int, cols: int, *, bound: float = ENTRY_BOUND) -> st.SearchStrategy[Array]:
+    """rows x cols float64 matrices with entries in [-bound, bound]."""
+    return hnp.arrays(np.float64, (rows, cols), elements=finite_floats(bound))
+
+
+def columns(rows: int, *, bound: float = ENTRY_BOUND) -> st.SearchStrategy[Array]:
+    """Bias vectors: rows x 1 float64 columns with entries in [-bound, bound]."""
+    return matrices(rows, 1, bound=bound)
+
+
+@st.composite
+def well_conditioned_matrices(
+    draw: st.DrawFn, rows: int, cols: int, *, max_condition: float = 10.0, bound: float = ENTRY_BOUND
+) -> Array:
+    """rows x cols matrices of full rank whose singular values lie within a factor max_condition.
+
+    Drawn as U diag(sigma) V^T with U, V orthonormal (QR of drawn Gaussian-like matrices) and sigma in
+    [bound / max_condition, bound]: for laws that need non-degenerate weights.
+    """
+    k = min(rows, cols)
+    seed = draw(st.integers(0, 2**32 - 1), label="orthonormal factors seed")
+    rng = np.random.default_rng(seed)
+    U, _ = np.linalg.qr(rng.standard_normal((rows, k)))
+    V, _ = np.linalg.qr(rng.standard_normal((cols, k)))
+    sigma = draw(hnp.arrays(np.float64, (k,), elements=st.floats(bound / max_condition, bound)),
+                 label="singular values")
+    return np.asarray((U * sigma) @ V.T)
+
+
+@st.composite
+def unimodular_pairs(draw: st.DrawFn, n: int) -> tuple[Array, Array]:
+    """(M, M^-1) for invertible n x n matrices M whose inverse is exactly representable.
+
+    M = L U S with L, U unit triangular with entries in {-1, 0, 1} and S a diagonal of powers of two in
+    [1/4, 4]: the inverse S^-1 U^-1 L^-1 has integer-over-power-of-two entries (at most 2^(2n+2) in size,
+    exact in float64 for n < 25), so the law, not the construction, is what a test of it measures.
+    """
+    def unit_triangular(lower: bool) -> NDArray[np.int64]:
+        entries = draw(hnp.arrays(np.int64, (n, n), elements=st.integers(-1, 1)))
+        T = np.tril(entries, -1) if lower else np.triu(entries, 1)
+        return np.asarray(T + np.eye(n, dtype=np.int64))
+
+    def integer_inverse(T: NDArray[np.int64]) -> NDArray[np.int64]:
+        # Unit triangular: det = 1, so the inverse is integral; np.linalg.inv is exact to rounding and
+        # its rounded result recovers the integers.
+        return np.rint(np.linalg.inv(T.astype(np.float64))).astype(np.int64)
+
+    L, U = unit_triangular(True), unit_triangular(False)
+    exponents = draw(hnp.arrays(np.int64, (n,), elements=st.integers(-2, 2)))
+    S = np.ldexp(1.0, exponents)
+    LU = L @ U
+    M = LU.astype(np.float64) * S  # scales column j by S_j: exact, a power of two
+    inverse = (integer_inverse(U) @ integer_inverse(L)).astype(np.float64) / S.reshape(-1, 1)
+    return M, inverse
+
+
+def inputs(D: int, N: int, *, bound: float = ENTRY_BOUND) -> st.SearchStrategy[Array]:
+    """Inputs X: D x N, one input per column."""
+    return matrices(D, N, bound=bound)
+
+
+def permutations_of(n: int) -> st.SearchStrategy[NDArray[np.intp]]:
+    """Permutations of range(n) as index arrays (X[:, p] permutes the columns)."""
+    return st.permutations(range(n)).map(lambda p: np.asarray(p, dtype=np.intp))
+
+
+@st.composite
+def attention_problems(
+    draw: st.DrawFn, dims: st.SearchStrategy[Dimensions] | None = None, *, bound: float = ENTRY_BOUND
+) -> AttentionProblem:
+    """X and the six parameters of self-attention, for dimensions drawn from `dims`."""
+    d = draw(dimensions() if dims is None else dims, label="dimensions")
+    return AttentionProblem(
+        X=draw(inputs(d.D, d.N, bound=bound), label="X"),
+        omega_v=draw(matrices(d.D_v, d.D, bound=bound), label="omega_v"),
+        omega_q=draw(matrices(d.D_q, d.D, bound=bound), label="omega_q"),
+        omega_k=draw(matrices(d.D_q, d.D, bound=bound), label="omega_k"),
+        beta_v=draw(columns(d.D_v, bound=bound), label="beta_v"),
+        beta_q=draw(columns(d.D_q, bound=bound), label="beta_q"),
+        beta_k=draw(columns(d.D_q, bound=bound), label="beta_k"),
+    )
+
+
+@st.composite
+def large_logit_problems(
+    draw: st.DrawFn, dims: st.SearchStrategy[Dimensions] | None = None, *, largest: float = 1e4
+) -> AttentionProblem:
+    """Problems whose logits reach magnitudes between 100 and `largest` (about 1e4 by default).
+
+    A drawn problem's omega_q and beta_q are rescaled so that the bound on |K^T Q| (unscaled) equals a
+    target drawn log-uniformly from [100, largest]. Problems whose queries or keys are all zero cannot
+    be scaled up and are rejected.
+    """
+    problem = draw(attention_problems(dims))
+    Qhat = np.abs(problem.omega_q) @ np.abs(problem.X) + np.abs(problem.beta_q)
+    Khat = np.abs(problem.omega_k) @ np.abs(problem.X) + np.abs(problem.beta_k)
+    current = float((Khat.T @ Qhat).max())
+    if current == 0.0:
+        from hypothesis import reject
+
+        reject()
+    target = 10 ** draw(st.floats(2.0, float(np.log10(largest))), label="log10 of the logit magnitude")
+    factor = target / current
+    return problem.replace(omega_q=problem.omega_q * factor, beta_q=problem.beta_q * factor)
+
+
+@st.composite
+def problems_with_permutations(
+    draw: st.DrawFn, problems: st.SearchStrategy[AttentionProblem] | None = None
+) -> tuple[AttentionProblem, NDArray[np.intp]]:
+    """A problem and a permutation of its N inputs."""
+    problem = draw(attention_problems() if problems is None else problems)
+    return problem, draw(permutations_of(problem.N), label="permutation")

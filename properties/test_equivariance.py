@@ -1,0 +1,54 @@
+"""Permutation equivariance of self-attention (book eq. 12.18 and section 12.2.2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from numpy.typing import NDArray
+
+from properties import broken as b
+from properties.implementation import Implementation
+from properties.measures import assert_close
+from properties.meta import assert_law_fails
+from properties.problem import AttentionProblem
+from properties.strategies import problems_with_permutations
+
+pytestmark = pytest.mark.semantics
+
+
+@given(case=problems_with_permutations())
+def test_output_is_equivariant_under_column_permutations(
+    implementation: Implementation, case: tuple[AttentionProblem, NDArray[np.intp]]
+) -> None:
+    """f(X P) = f(X) P for every permutation matrix P: permuting the inputs permutes the outputs (eq. 12.18)."""
+    problem, p = case
+    original, permuted = implementation(problem), implementation(problem.with_columns(p))
+    bounds = implementation.bounds(problem, max(original.eps, permuted.eps))
+    tolerance = (bounds + bounds).x_prime[:, p]
+    assert_close(permuted.X_prime, original.X_prime[:, p], tolerance,
+                 what=f"X' of the inputs permuted by {p.tolist()} must be X' with its columns permuted alike")
+
+
+@pytest.mark.parametrize("bug", [b.positional_bias, b.bias_tiled_for_three_inputs])
+def test_output_is_equivariant_catches(bug: object) -> None:
+    assert_law_fails(test_output_is_equivariant_under_column_permutations, implementation=b.broken(bug))
+
+
+@given(case=problems_with_permutations())
+def test_attentions_are_equivariant_under_column_permutations(
+    implementation: Implementation, case: tuple[AttentionProblem, NDArray[np.intp]]
+) -> None:
+    """attentions(X P) = P^T attentions(X) P: keys and queries are permuted together."""
+    problem, p = case
+    original, permuted = implementation(problem), implementation(problem.with_columns(p))
+    A, A_permuted = original.attentions, permuted.attentions
+    bounds = implementation.bounds(problem, max(original.eps, permuted.eps))
+    tolerance = np.broadcast_to((bounds + bounds).attentions[:, p], A.shape)
+    assert_close(A_permuted, A[np.ix_(p, p)], tolerance,
+                 what=f"attentions of the inputs permuted by {p.tolist()} must be P^T attentions P")
+
+
+def test_attentions_are_equivariant_catches_positional_bias() -> None:
+    assert_law_fails(test_attentions_are_equivariant_under_column_permutations,
+                     implementation=b.broken(b.positional_bias))

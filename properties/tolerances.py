@@ -1,0 +1,130 @@
+"""Every tolerance of the battery, each derived from a forward-error bound and computed in float64.
+
+Notation: u is the machine epsilon of the dtype under test (twice the unit roundoff, so first-order
+bounds below also cover the second-order terms at these sizes); s is the logit scale (1/sqrt(D_q) or 1).
+Absolute values of the projections bound everything any summation order can produce:
+
+    Qhat = |omega_q| |X| + |beta_q| 1^T,   Khat likewise,   Vhat = |omega_v| |X| + |beta_v| 1^T.
+
+k = 2D + D_q + N + 4 counts the rounding steps on any path from the inputs to one output entry: D + 1 in a
+projection, D_q in a logit, D more for an association such as K^T (omega_q X), N in a softmax sum or in
+the weighted sum of values, and a handful for exp, shift, scale and division.
+
+1. Logits.  |delta L_mn| <= k u s (Khat^T Qhat)_mn <= k u l_n,  with l_n = s max_m (Khat^T Qhat)_mn.
+2. Weights.  d(log a_m) = dL_m - sum_j a_j dL_j, so logit errors move each weight by at most 2 max|dL| in
+   relative terms; evaluating exp, the column shift (or a log-sum-exp), the sum and the division adds at
+   most k u (1 + |L_m - max L|) <= k u (1 + 2 l_n). Every weight thus has relative error at most
+       r_n = k u (4 l_n + 1),
+   which also bounds its absolute error (weights are at most 1). An online (blockwise) softmax rescales
+   by exp(m_old - m_new) at most N times, each exact to u (1 + 2 l_n) relative: inside the same bound.
+3. Outputs.  X'_dn = sum_m a_mn V_dm, so |delta X'_dn| <= v_d (r_n + k u), with v_d = max_m Vhat_dm:
+   the weights' errors, the rounding of V (at most (D + 1) u Vhat) and of the sum (N u), all weighted by
+   the a_mn that sum to 1. The same bound covers how far X' can leave the convex hull of the values.
+4. Underflow.  Products and weights below the smallest normal number (tiny) lose relative accuracy but
+   keep an absolute one: a floor of N tiny on each weight and k tiny on each entry of X' covers that.
+
+A law comparing two evaluations adds their two bounds. Each bound scales with the magnitudes involved,
+so a genuine bug (a wrong scale, axis, bias or index) shows up as an error many orders of magnitude
+above it: about 1e-12 relative at the sizes the strategies draw, against O(1e-3) or more for a bug.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from properties.problem import AttentionProblem
+
+Array = NDArray[np.float64]
+FLOAT64_EPS = float(np.finfo(np.float64).eps)
+
+
+def epsilon_of(*dtypes: np.dtype[np.generic]) -> float:
+    """The machine epsilon to judge a result by: the coarsest float dtype among inputs and outputs.
+
+    The battery passes float64; a result returned in float32 is judged by float32's epsilon, one in
+    extended precision by float64's (its inputs were float64).
+    """
+    eps = [float(np.finfo(dtype).eps) for dtype in dtypes if np.issubdtype(dtype, np.floating)]
+    return max([FLOAT64_EPS, *eps])
+
+
+def tiny_of(eps: float) -> float:
+    """Smallest normal number of the float type whose epsilon is `eps`."""
+    dtype = np.float32 if eps > FLOAT64_EPS else np.float64
+    return float(np.finfo(dtype).smallest_normal)
+
+
+@dataclass(frozen=True)
+class ErrorBounds:
+    """Forward-error bounds of one self-attention evaluation (section comments in the module docstring)."""
+
+    logit_bound: Array  # l_n, shape (N,): s max_m (Khat^T Qhat)_mn
+    value_bound: Array  # v_d, shape (D_v, 1): max_m Vhat_dm
+    steps: int  # k = 2D + D_q + N + 4
+    eps: float
+
+    @property
+    def attentions(self) -> Array:
+        """Bound on the error of every attention weight of column n, shape (1, N): r_n + N tiny."""
+        N = self.logit_bound.shape[0]
+        r = self.steps * self.eps * (4.0 * self.logit_bound + 1.0)
+        return (r + N * tiny_of(self.eps)).reshape(1, -1)
+
+    @property
+    def x_prime(self) -> Array:
+        """Bound on the error of X'_dn, shape (D_v, N): v_d (r_n + k u) (+ the underflow floors)."""
+        return self.value_bound * (self.attentions + self.steps * self.eps) + self.steps * tiny_of(self.eps)
+
+    def __add__(self, other: ErrorBounds) -> ErrorBounds:
+        """Bounds for the difference of two evaluations (of problems of the same shape)."""
+        return ErrorBounds(
+            self.logit_bound + other.logit_bound,
+            self.value_bound + other.value_bound,
+            max(self.steps, other.steps),
+            max(self.eps, other.eps),
+        )
+
+
+def error_bounds(problem: AttentionProblem, scale: float, eps: float = FLOAT64_EPS) -> ErrorBounds:
+    """The forward-error bounds of evaluating self-attention on `problem` with logit scale `scale`."""
+    absX = np.abs(problem.X)
+    Qhat = np.abs(problem.omega_q) @ absX + np.abs(problem.beta_q)
+    Khat = np.abs(problem.omega_k) @ absX + np.abs(problem.beta_k)
+    Vhat = np.abs(problem.omega_v) @ absX + np.abs(problem.beta_v)
+    N = problem.N
+    logit_bound = scale * (Khat.T @ Qhat).max(axis=0) if N else np.zeros(0)
+    value_bound = Vhat.max(axis=1, keepdims=True) if N else np.zeros((problem.D_v, 1))
+    steps = 2 * problem.D + problem.D_q + N + 4
+    return ErrorBounds(logit_bound, value_bound, steps, eps)
+
+
+def softmax_error(data: Array, eps: float) -> Array:
+    """Bound on the error of each softmax weight of a column of `data` (shape (1, columns)).
+
+    As in 2. above with exact logits: k u (1 + |z_m - max z|) with k = N + 4, and |z_m - max z| is at most
+    the column's spread; plus the underflow floor.
+    """
+    rows = data.shape[0]
+    spread = np.ptp(data, axis=0, keepdims=True) if rows else np.zeros((1, data.shape[1]))
+    with np.errstate(over="ignore"):
+        spread = np.minimum(spread, np.finfo(np.float64).max)
+    return (rows + 4) * eps * (1.0 + spread) + rows * tiny_of(eps)
+
+
+def sum_to_one_error(rows: int, eps: float) -> float:
+    """Bound on |sum of a softmax column - 1|: the division by the computed sum leaves at most (N + 4) u."""
+    return (rows + 4) * eps
+
+
+def no_weight_can_underflow(bounds: ErrorBounds) -> NDArray[np.bool_]:
+    """Columns n in which every weight is at least exp(-2 l_n) / N > tiny, so must be strictly positive.
+
+    Every logit of column n lies within 2 l_n of the column's largest, so its weight is at least
+    exp(-2 l_n) / N; one is added to the exponent to cover the rounding of the logits (r_n << 1).
+    """
+    N = bounds.logit_bound.shape[0]
+    exponent = 2.0 * bounds.logit_bound * (1.0 + bounds.steps * bounds.eps) + np.log(max(N, 1)) + 1.0
+    return np.asarray(exponent < -np.log(tiny_of(bounds.eps)))
