@@ -14,14 +14,15 @@ from properties.strategies import GENERATION
 
 # Profiles. Numerical examples have no meaningful deadline; `ci` extends hypothesis's built-in ci
 # profile (derandomised, no example database), which hypothesis selects by itself when CI is set.
-settings.register_profile("dev", max_examples=30, deadline=None)
+settings.register_profile("dev", max_examples=20, deadline=None)
 settings.register_profile(
-    "ci", settings.get_profile("ci"), max_examples=100, deadline=None,
+    "ci",
+    settings.get_profile("ci"),
+    max_examples=100,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-settings.register_profile(
-    "thorough", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+settings.register_profile("thorough", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 if "HYPOTHESIS_PROFILE" in os.environ:
     settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
 elif settings.get_current_profile_name() == "ci":
@@ -30,7 +31,9 @@ else:
     settings.load_profile("dev")
 
 REFERENCE = {
-    "scaled": Implementation(scaled_dot_product_self_attention, "scaled", "attention:scaled_dot_product_self_attention"),
+    "scaled": Implementation(
+        scaled_dot_product_self_attention, "scaled", "attention:scaled_dot_product_self_attention"
+    ),
     "unscaled": Implementation(self_attention, "unscaled", "attention:self_attention"),
 }
 
@@ -38,16 +41,22 @@ REFERENCE = {
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("attention", "attention-properties")
     group.addoption(
-        "--impl", default=os.environ.get("ATTENTION_IMPL"), metavar="TARGET",
+        "--impl",
+        default=os.environ.get("ATTENTION_IMPL"),
+        metavar="TARGET",
         help="implementation to check: package.module:function or path/to/file.py:function "
         "(default: $ATTENTION_IMPL, else both reference functions)",
     )
     group.addoption(
-        "--impl-kind", default="scaled", choices=KINDS,
+        "--impl-kind",
+        default="scaled",
+        choices=KINDS,
         help="which notebook function TARGET is: scaled (eq. 12.9, default) or unscaled (eq. 12.8)",
     )
     group.addoption(
-        "--square", action="store_true", default=False,
+        "--square",
+        action="store_true",
+        default=False,
         help="generate only D_q = D_v = D, the notebook's own setting",
     )
 
@@ -74,8 +83,10 @@ IMPLEMENTATIONS = pytest.StashKey[list[Implementation]]()
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     names = ", ".join(f"{impl.name} ({impl.kind})" for impl in config.stash[IMPLEMENTATIONS])
-    return [f"attention implementation under test: {names}",
-            f"hypothesis profile: {settings.get_current_profile_name()}"]
+    return [
+        f"attention implementation under test: {names}",
+        f"hypothesis profile: {settings.get_current_profile_name()}",
+    ]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -28,15 +28,15 @@ def check_finite(name: str, array: FloatArray) -> None:
     """Raise ValueError naming `name` when `array` holds NaN or infinity."""
     if not np.isfinite(array).all():
         bad = np.argwhere(~np.isfinite(array))[0]
-        raise ValueError(
-            f"{name} must be finite; found {array[tuple(bad)]} at index {tuple(int(i) for i in bad)}"
-        )
+        raise ValueError(f"{name} must be finite; found {array[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
 
 
 def check_matrix(name: str, array: FloatArray, rows: int | None, cols: int | None, expected: str) -> None:
     """Check that `array` is 2-D with the given number of rows and columns (None: any)."""
-    if array.ndim != 2 or (rows is not None and array.shape[0] != rows) or (
-        cols is not None and array.shape[1] != cols
+    if (
+        array.ndim != 2
+        or (rows is not None and array.shape[0] != rows)
+        or (cols is not None and array.shape[1] != cols)
     ):
         raise ValueError(f"{name} must have shape {expected}; got shape {array.shape}")
 
@@ -100,7 +100,7 @@ def check_self_attention_arguments(
     check_matrix("omega_q", arrays["omega_q"], None, D, f"(D_q, D) = (D_q, {D})")
     D_q = arrays["omega_q"].shape[0]
     if D_q == 0:
-        raise ValueError("omega_q must have at least one row (D_q >= 1); got shape " f"{arrays['omega_q'].shape}")
+        raise ValueError(f"omega_q must have at least one row (D_q >= 1); got shape {arrays['omega_q'].shape}")
     check_matrix("omega_k", arrays["omega_k"], D_q, D, f"(D_q, D) = ({D_q}, {D}), like omega_q")
     check_matrix("omega_v", arrays["omega_v"], None, D, f"(D_v, D) = (D_v, {D})")
     D_v = arrays["omega_v"].shape[0]

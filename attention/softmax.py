@@ -33,7 +33,7 @@ def _softmax_cols(data: FloatArray, *, overwrite: bool = False) -> FloatArray:
     # exp(-inf) = 0 is then the right weight, and underflow of tiny weights to 0 is likewise exact enough.
     with np.errstate(over="ignore", under="ignore"):
         column_max = data.max(axis=0, keepdims=True)
-        shifted = np.subtract(data, column_max, out=data if overwrite else None)
+        shifted: FloatArray = np.subtract(data, column_max, out=data if overwrite else None)
         np.exp(shifted, out=shifted)
     # The column max contributes exp(0) = 1, so every denominator lies in [1, N]: no division by zero.
     shifted /= shifted.sum(axis=0, keepdims=True)

@@ -16,66 +16,83 @@ Array = NDArray[np.float64]
 Pair = tuple[Array, Array]
 
 
-def _stable_softmax_cols(logits: Array, axis: int = 0) -> Array:
+def stable_softmax(logits: Array, axis: int = 0) -> Array:
     shifted = np.exp(logits - logits.max(axis=axis, keepdims=True))
     return np.asarray(shifted / shifted.sum(axis=axis, keepdims=True))
 
 
-def _attention(X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array,
-               beta_k: Array, scale: float) -> Pair:
+def correct_attention(
+    X: Array,
+    omega_v: Array,
+    omega_q: Array,
+    omega_k: Array,
+    beta_v: Array,
+    beta_q: Array,
+    beta_k: Array,
+    *,
+    scale: float,
+) -> Pair:
+    """Correct self-attention with logit scale `scale`: what each bug below starts from."""
     Q = omega_q @ X + beta_q
     K = omega_k @ X + beta_k
     V = omega_v @ X + beta_v
-    A = _stable_softmax_cols(scale * (K.T @ Q))
+    A = stable_softmax(scale * (K.T @ Q))
     return V @ A, A
 
 
-def scale_by_sqrt_D(X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array,
-                    beta_k: Array) -> Pair:
+def scale_by_sqrt_D(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
     """Scales by 1/sqrt(D), the input dimension, instead of 1/sqrt(D_q): right only when D_q = D."""
-    return _attention(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, 1 / np.sqrt(X.shape[0]))
+    return correct_attention(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, scale=1 / np.sqrt(X.shape[0]))
 
 
-def scale_hard_coded(X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array,
-                     beta_k: Array) -> Pair:
+def scale_hard_coded(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
     """Scales by 1/sqrt(4), the notebook's D_q, for every problem."""
-    return _attention(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, 1 / np.sqrt(4))
+    return correct_attention(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, scale=1 / np.sqrt(4))
 
 
-def scale_by_D_q(X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array,
-                 beta_k: Array) -> Pair:
+def scale_by_D_q(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
     """Scales by 1/D_q instead of 1/sqrt(D_q)."""
-    return _attention(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, 1 / omega_q.shape[0])
+    return correct_attention(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, scale=1 / omega_q.shape[0])
 
 
-def softmax_over_rows(X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array,
-                      beta_k: Array) -> Pair:
+def softmax_over_rows(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
     """Normalises each row of K^T Q (over the queries) instead of each column (over the keys)."""
     Q, K, V = omega_q @ X + beta_q, omega_k @ X + beta_k, omega_v @ X + beta_v
-    A = _stable_softmax_cols((K.T @ Q) / np.sqrt(omega_q.shape[0]), axis=1)
+    A = stable_softmax((K.T @ Q) / np.sqrt(omega_q.shape[0]), axis=1)
     return V @ A, A
 
 
-def transposed_logits(X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array,
-                      beta_k: Array) -> Pair:
+def transposed_logits(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
     """Uses Q^T K for K^T Q: the weight of key m for query n becomes q_m . k_n."""
     Q, K, V = omega_q @ X + beta_q, omega_k @ X + beta_k, omega_v @ X + beta_v
-    A = _stable_softmax_cols((Q.T @ K) / np.sqrt(omega_q.shape[0]))
+    A = stable_softmax((Q.T @ K) / np.sqrt(omega_q.shape[0]))
     return V @ A, A
 
 
-def bias_tiled_for_three_inputs(X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array,
-                                beta_q: Array, beta_k: Array) -> Pair:
+def bias_tiled_for_three_inputs(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
     """Broadcasts the biases with a hard-coded N = 3 (np.tile(beta, 3)): fails for every other N."""
     Q = omega_q @ X + np.tile(beta_q, (1, 3))
     K = omega_k @ X + np.tile(beta_k, (1, 3))
     V = omega_v @ X + np.tile(beta_v, (1, 3))
-    A = _stable_softmax_cols((K.T @ Q) / np.sqrt(omega_q.shape[0]))
+    A = stable_softmax((K.T @ Q) / np.sqrt(omega_q.shape[0]))
     return V @ A, A
 
 
-def notebook_softmax(X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array,
-                     beta_k: Array) -> Pair:
+def notebook_softmax(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
     """Correct, but with the notebook's softmax_cols (no shift by the column max): overflows for large logits."""
     Q, K, V = omega_q @ X + beta_q, omega_k @ X + beta_k, omega_v @ X + beta_v
     with np.errstate(over="ignore", invalid="ignore"):
@@ -84,60 +101,72 @@ def notebook_softmax(X: Array, omega_v: Array, omega_q: Array, omega_k: Array, b
     return V @ A, A
 
 
-def keys_from_query_weights(X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array,
-                            beta_q: Array, beta_k: Array) -> Pair:
+def keys_from_query_weights(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
     """Forms the keys with omega_q (a copy-paste slip): K = omega_q X + beta_k."""
-    return _attention(X, omega_v, omega_q, omega_q, beta_v, beta_q, beta_k, 1 / np.sqrt(omega_q.shape[0]))
+    return correct_attention(X, omega_v, omega_q, omega_q, beta_v, beta_q, beta_k, scale=1 / np.sqrt(omega_q.shape[0]))
 
 
-def values_without_bias(X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array,
-                        beta_q: Array, beta_k: Array) -> Pair:
+def values_without_bias(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
     """Forgets beta_v: V = omega_v X."""
-    return _attention(X, omega_v, omega_q, omega_k, 0 * beta_v, beta_q, beta_k, 1 / np.sqrt(omega_q.shape[0]))
+    return correct_attention(
+        X, omega_v, omega_q, omega_k, 0 * beta_v, beta_q, beta_k, scale=1 / np.sqrt(omega_q.shape[0])
+    )
 
 
-def query_bias_on_keys(X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array,
-                       beta_q: Array, beta_k: Array) -> Pair:
+def query_bias_on_keys(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
     """Adds beta_q to the keys and beta_k to the queries."""
-    return _attention(X, omega_v, omega_q, omega_k, beta_v, beta_k, beta_q, 1 / np.sqrt(omega_q.shape[0]))
+    return correct_attention(X, omega_v, omega_q, omega_k, beta_v, beta_k, beta_q, scale=1 / np.sqrt(omega_q.shape[0]))
 
 
-def positional_bias(X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array,
-                    beta_k: Array) -> Pair:
+def positional_bias(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
     """Favours earlier keys by a bias of -0.5 per position: no longer permutation equivariant."""
     Q, K, V = omega_q @ X + beta_q, omega_k @ X + beta_k, omega_v @ X + beta_v
     N = X.shape[1]
-    A = _stable_softmax_cols((K.T @ Q) / np.sqrt(omega_q.shape[0]) - 0.5 * np.arange(N).reshape(-1, 1))
+    A = stable_softmax((K.T @ Q) / np.sqrt(omega_q.shape[0]) - 0.5 * np.arange(N).reshape(-1, 1))
     return V @ A, A
 
 
-def uniform_attention(X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array,
-                      beta_k: Array) -> Pair:
+def uniform_attention(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
     """Ignores queries and keys: every column of attentions is uniform (the limit of a zero scale)."""
     N = X.shape[1]
     A = np.full((N, N), 1.0 / N)
     return (omega_v @ X + beta_v) @ A, A
 
 
-def attentions_transposed_in_output(X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array,
-                                    beta_q: Array, beta_k: Array) -> Pair:
+def attentions_transposed_in_output(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
     """Returns the right attention matrix but forms X' = V A^T."""
-    X_prime, A = _attention(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, 1 / np.sqrt(omega_q.shape[0]))
+    _, A = correct_attention(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, scale=1 / np.sqrt(omega_q.shape[0]))
     return (omega_v @ X + beta_v) @ A.T, A
 
 
-def mutates_inputs(X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array,
-                   beta_k: Array) -> Pair:
+def mutates_inputs(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
     """Correct output, but centres X in place (a caller's array is changed)."""
-    result = _attention(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, 1 / np.sqrt(omega_q.shape[0]))
+    result = correct_attention(
+        X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, scale=1 / np.sqrt(omega_q.shape[0])
+    )
     X -= X.mean() + 1.0
     return result
 
 
-def nondeterministic_order(X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array,
-                           beta_q: Array, beta_k: Array) -> Pair:
+def nondeterministic_order(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
     """Sums the values in a random order on every call: equal within rounding, not bitwise reproducible."""
-    X_prime, A = _attention(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, 1 / np.sqrt(omega_q.shape[0]))
+    _, A = correct_attention(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, scale=1 / np.sqrt(omega_q.shape[0]))
     V = omega_v @ X + beta_v
     order = np.random.default_rng().permutation(X.shape[1])
     wobble = np.nextafter(1.0, 2.0) if np.random.default_rng().random() < 0.5 else 1.0
@@ -147,13 +176,15 @@ def nondeterministic_order(X: Array, omega_v: Array, omega_q: Array, omega_k: Ar
 _CACHE: dict[Any, Pair] = {}
 
 
-def cached_by_shape(X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array,
-                    beta_k: Array) -> Pair:
+def cached_by_shape(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
     """Caches its result by the shapes of the arguments, so a second problem of the same shape gets a stale answer."""
     key = tuple(a.shape for a in (X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k))
     if key not in _CACHE:
-        _CACHE[key] = _attention(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k,
-                                 1 / np.sqrt(omega_q.shape[0]))
+        _CACHE[key] = correct_attention(
+            X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, scale=1 / np.sqrt(omega_q.shape[0])
+        )
     X_prime, A = _CACHE[key]
     return X_prime.copy(), A.copy()
 

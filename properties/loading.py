@@ -39,4 +39,4 @@ def load_function(target: str) -> Callable[..., Any]:
         function = getattr(function, part)
     if not callable(function):
         raise ValueError(f"{target!r} is not callable")
-    return function  # type: ignore[return-value]
+    return function

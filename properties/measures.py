@@ -43,8 +43,9 @@ def discrepancy(actual: ArrayLike, expected: ArrayLike, tolerance: ArrayLike) ->
         ratio = np.where(error == 0, 0.0, ratio)
     flat = int(np.argmax(ratio))
     index = tuple(int(i) for i in np.unravel_index(flat, a.shape))
-    return Discrepancy(float(ratio[index]), index, float(a[index]), float(e[index]), float(error[index]),
-                       float(t[index]))
+    return Discrepancy(
+        float(ratio[index]), index, float(a[index]), float(e[index]), float(error[index]), float(t[index])
+    )
 
 
 def assert_close(actual: ArrayLike, expected: ArrayLike, tolerance: ArrayLike, *, what: str) -> None:

@@ -22,9 +22,14 @@ def _leaves(error: BaseException) -> list[BaseException]:
 
 def _without_shrinking(law: Callable[..., Any]) -> Callable[..., Any]:
     """The same law with the same strategies, run until its first failure."""
-    parent = getattr(law, "_hypothesis_internal_use_settings", settings.default)
-    quick = settings(parent, phases=[Phase.explicit, Phase.generate], database=None,
-                     max_examples=max(META_EXAMPLES, parent.max_examples), report_multiple_bugs=False)
+    parent = getattr(law, "_hypothesis_internal_use_settings", None) or settings()
+    quick = settings(
+        parent,
+        phases=[Phase.explicit, Phase.generate],
+        database=None,
+        max_examples=max(META_EXAMPLES, parent.max_examples),
+        report_multiple_bugs=False,
+    )
     # The handle's inner_test is the law's undecorated body and _given_kwargs its strategies; the body is
     # wrapped afresh, since hypothesis marks a function it has decorated once with settings.
     inner = law.hypothesis.inner_test  # type: ignore[attr-defined]

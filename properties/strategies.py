@@ -51,7 +51,11 @@ class Dimensions:
 
 @st.composite
 def dimensions(
-    draw: st.DrawFn, *, max_side: int | None = None, min_n: int = 1, max_n: int | None = None,
+    draw: st.DrawFn,
+    *,
+    max_side: int | None = None,
+    min_n: int = 1,
+    max_n: int | None = None,
     square: bool | None = None,
 ) -> Dimensions:
     """Independent D, D_q, D_v in [1, max_side] and N in [min_n, max_side + 2] (D_q = D_v = D if square)."""
@@ -96,8 +100,10 @@ def well_conditioned_matrices(
     rng = np.random.default_rng(seed)
     U, _ = np.linalg.qr(rng.standard_normal((rows, k)))
     V, _ = np.linalg.qr(rng.standard_normal((cols, k)))
-    sigma = draw(hnp.arrays(np.float64, (k,), elements=st.floats(bound / max_condition, bound)),
-                 label="singular values")
+    sigma = draw(
+        hnp.arrays(np.float64, (k,), elements=st.floats(bound / max_condition, bound)),
+        label="singular values",
+    )
     return np.asarray((U * sigma) @ V.T)
 
 
@@ -109,6 +115,7 @@ def unimodular_pairs(draw: st.DrawFn, n: int) -> tuple[Array, Array]:
     [1/4, 4]: the inverse S^-1 U^-1 L^-1 has integer-over-power-of-two entries (at most 2^(2n+2) in size,
     exact in float64 for n < 25), so the law, not the construction, is what a test of it measures.
     """
+
     def unit_triangular(lower: bool) -> NDArray[np.int64]:
         entries = draw(hnp.arrays(np.int64, (n, n), elements=st.integers(-1, 1)))
         T = np.tril(entries, -1) if lower else np.triu(entries, 1)

@@ -30,13 +30,14 @@ def test_attention_columns_are_probability_distributions(
 
 
 def test_attention_columns_are_probability_distributions_catches_row_softmax() -> None:
-    assert_law_fails(test_attention_columns_are_probability_distributions,
-                     implementation=b.broken(b.softmax_over_rows))
+    assert_law_fails(test_attention_columns_are_probability_distributions, implementation=b.broken(b.softmax_over_rows))
 
 
 def test_attention_columns_are_probability_distributions_catches_bias_tiled_for_three() -> None:
-    assert_law_fails(test_attention_columns_are_probability_distributions,
-                     implementation=b.broken(b.bias_tiled_for_three_inputs))
+    assert_law_fails(
+        test_attention_columns_are_probability_distributions,
+        implementation=b.broken(b.bias_tiled_for_three_inputs),
+    )
 
 
 @given(problem=attention_problems())
@@ -59,13 +60,15 @@ def test_attentions_are_strictly_positive_where_no_weight_can_underflow(
 
 def test_attentions_are_strictly_positive_catches_zeroed_weights() -> None:
     def hard_max(*arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        X_prime, A = b.scale_by_D_q(*arrays)
-        A = np.where(A == A.max(axis=0, keepdims=True), 1.0, 0.0)
+        """Rounds every weight below its column's largest down to zero."""
+        _, A = b.correct_attention(*arrays, scale=1 / np.sqrt(arrays[2].shape[0]))
+        A = np.where(A.max(axis=0, keepdims=True) == A, 1.0, 0.0)
         A /= A.sum(axis=0, keepdims=True)
         return (arrays[1] @ arrays[0] + arrays[4]) @ A, A
 
-    assert_law_fails(test_attentions_are_strictly_positive_where_no_weight_can_underflow,
-                     implementation=b.broken(hard_max))
+    assert_law_fails(
+        test_attentions_are_strictly_positive_where_no_weight_can_underflow, implementation=b.broken(hard_max)
+    )
 
 
 @given(problem=attention_problems())
@@ -75,13 +78,11 @@ def test_output_is_values_times_attentions(implementation: Implementation, probl
     A = result.attentions
     bounds = implementation.bounds(problem, result.eps)
     # Two evaluations of V A: the implementation's and ours from its attentions.
-    assert_close(result.X_prime, problem.values() @ A, (bounds + bounds).x_prime,
-                 what="X' must equal V @ attentions")
+    assert_close(result.X_prime, problem.values() @ A, (bounds + bounds).x_prime, what="X' must equal V @ attentions")
 
 
 def test_output_is_values_times_attentions_catches_transposed_product() -> None:
-    assert_law_fails(test_output_is_values_times_attentions,
-                     implementation=b.broken(b.attentions_transposed_in_output))
+    assert_law_fails(test_output_is_values_times_attentions, implementation=b.broken(b.attentions_transposed_in_output))
 
 
 def test_output_is_values_times_attentions_catches_missing_value_bias() -> None:
@@ -106,17 +107,20 @@ def test_attentions_are_the_softmax_of_the_scaled_logits(
     top = np.argmax(A, axis=0)
     columns = np.arange(problem.N)
     tiny = float(np.finfo(np.float32 if result.eps > np.finfo(np.float64).eps else np.float64).smallest_normal)
-    usable = A >= tiny
+    usable = tiny <= A
     with np.errstate(divide="ignore"):
         log_ratio = np.log(np.where(usable, A, 1.0)) - np.log(A[top, columns])
     expected = np.where(usable, logits - logits[top, columns], 0.0)
     r = bounds.attentions
     tolerance = 2 * r / (1 - np.minimum(r, 0.5)) + 2 * bounds.steps * bounds.eps * bounds.logit_bound
-    assert_close(log_ratio, expected, tolerance,
-                 what="log(a_mn / a_jn) must equal the difference of the scaled logits s (k_m - k_j)^T q_n")
+    assert_close(
+        log_ratio,
+        expected,
+        tolerance,
+        what="log(a_mn / a_jn) must equal the difference of the scaled logits s (k_m - k_j)^T q_n",
+    )
 
 
-@pytest.mark.parametrize("bug", [b.scale_by_sqrt_D, b.transposed_logits, b.uniform_attention,
-                                 b.query_bias_on_keys])
+@pytest.mark.parametrize("bug", [b.scale_by_sqrt_D, b.transposed_logits, b.uniform_attention, b.query_bias_on_keys])
 def test_attentions_are_the_softmax_of_the_scaled_logits_catches(bug: object) -> None:
     assert_law_fails(test_attentions_are_the_softmax_of_the_scaled_logits, implementation=b.broken(bug))

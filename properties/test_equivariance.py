@@ -26,8 +26,12 @@ def test_output_is_equivariant_under_column_permutations(
     original, permuted = implementation(problem), implementation(problem.with_columns(p))
     bounds = implementation.bounds(problem, max(original.eps, permuted.eps))
     tolerance = (bounds + bounds).x_prime[:, p]
-    assert_close(permuted.X_prime, original.X_prime[:, p], tolerance,
-                 what=f"X' of the inputs permuted by {p.tolist()} must be X' with its columns permuted alike")
+    assert_close(
+        permuted.X_prime,
+        original.X_prime[:, p],
+        tolerance,
+        what=f"X' of the inputs permuted by {p.tolist()} must be X' with its columns permuted alike",
+    )
 
 
 @pytest.mark.parametrize("bug", [b.positional_bias, b.bias_tiled_for_three_inputs])
@@ -45,10 +49,15 @@ def test_attentions_are_equivariant_under_column_permutations(
     A, A_permuted = original.attentions, permuted.attentions
     bounds = implementation.bounds(problem, max(original.eps, permuted.eps))
     tolerance = np.broadcast_to((bounds + bounds).attentions[:, p], A.shape)
-    assert_close(A_permuted, A[np.ix_(p, p)], tolerance,
-                 what=f"attentions of the inputs permuted by {p.tolist()} must be P^T attentions P")
+    assert_close(
+        A_permuted,
+        A[np.ix_(p, p)],
+        tolerance,
+        what=f"attentions of the inputs permuted by {p.tolist()} must be P^T attentions P",
+    )
 
 
 def test_attentions_are_equivariant_catches_positional_bias() -> None:
-    assert_law_fails(test_attentions_are_equivariant_under_column_permutations,
-                     implementation=b.broken(b.positional_bias))
+    assert_law_fails(
+        test_attentions_are_equivariant_under_column_permutations, implementation=b.broken(b.positional_bias)
+    )

@@ -27,10 +27,18 @@ def test_outputs_lie_in_the_convex_hull_of_the_values(
     result = implementation(problem)
     V = problem.values()
     tolerance = implementation.bounds(problem, result.eps).x_prime
-    assert_at_most(V.min(axis=1, keepdims=True), result.X_prime, tolerance,
-                   what="X' must not fall below the smallest value of its row")
-    assert_at_most(result.X_prime, V.max(axis=1, keepdims=True), tolerance,
-                   what="X' must not exceed the largest value of its row")
+    assert_at_most(
+        V.min(axis=1, keepdims=True),
+        result.X_prime,
+        tolerance,
+        what="X' must not fall below the smallest value of its row",
+    )
+    assert_at_most(
+        result.X_prime,
+        V.max(axis=1, keepdims=True),
+        tolerance,
+        what="X' must not exceed the largest value of its row",
+    )
 
 
 @pytest.mark.parametrize("bug", [b.softmax_over_rows, b.values_without_bias])
@@ -56,9 +64,12 @@ def test_output_does_not_depend_on_the_key_bias(
     bounds = implementation.bounds(problem, eps) + implementation.bounds(other, eps)
     assert_close(second.X_prime, first.X_prime, bounds.x_prime, what="X' must not change with beta_k")
     if first.attentions_or_none is not None and second.attentions_or_none is not None:
-        assert_close(second.attentions_or_none, first.attentions_or_none,
-                     np.broadcast_to(bounds.attentions, (problem.N, problem.N)),
-                     what="attentions must not change with beta_k")
+        assert_close(
+            second.attentions_or_none,
+            first.attentions_or_none,
+            np.broadcast_to(bounds.attentions, (problem.N, problem.N)),
+            what="attentions must not change with beta_k",
+        )
 
 
 @pytest.mark.parametrize("bug", [b.transposed_logits, b.query_bias_on_keys, b.softmax_over_rows])
@@ -67,7 +78,9 @@ def test_output_does_not_depend_on_the_key_bias_catches(bug: object) -> None:
 
 
 @st.composite
-def problems_with_gauges(draw: st.DrawFn) -> tuple[AttentionProblem, NDArray[np.float64], NDArray[np.float64]]:
+def problems_with_gauges(
+    draw: st.DrawFn,
+) -> tuple[AttentionProblem, NDArray[np.float64], NDArray[np.float64]]:
     problem = draw(attention_problems())
     M, M_inverse = draw(unimodular_pairs(problem.D_q), label="(M, M^-1)")
     return problem, M, M_inverse
@@ -85,19 +98,27 @@ def test_output_is_invariant_under_query_key_gauge_transformations(
     """
     problem, M, M_inverse = case
     gauged = problem.replace(
-        omega_q=M @ problem.omega_q, beta_q=M @ problem.beta_q,
-        omega_k=M_inverse.T @ problem.omega_k, beta_k=M_inverse.T @ problem.beta_k,
+        omega_q=M @ problem.omega_q,
+        beta_q=M @ problem.beta_q,
+        omega_k=M_inverse.T @ problem.omega_k,
+        beta_k=M_inverse.T @ problem.beta_k,
     )
     first, second = implementation(problem), implementation(gauged)
     eps = max(first.eps, second.eps)
     # Bounds of the gauged problem computed from |M| |omega_q| etc.: they dominate its true magnitudes.
     magnitudes = problem.replace(
-        omega_q=np.abs(M) @ np.abs(problem.omega_q), beta_q=np.abs(M) @ np.abs(problem.beta_q),
-        omega_k=np.abs(M_inverse.T) @ np.abs(problem.omega_k), beta_k=np.abs(M_inverse.T) @ np.abs(problem.beta_k),
+        omega_q=np.abs(M) @ np.abs(problem.omega_q),
+        beta_q=np.abs(M) @ np.abs(problem.beta_q),
+        omega_k=np.abs(M_inverse.T) @ np.abs(problem.omega_k),
+        beta_k=np.abs(M_inverse.T) @ np.abs(problem.beta_k),
     )
     bounds = implementation.bounds(problem, eps) + implementation.bounds(magnitudes, eps)
-    assert_close(second.X_prime, first.X_prime, bounds.x_prime,
-                 what="X' must not change when queries are transformed by M and keys by M^-T")
+    assert_close(
+        second.X_prime,
+        first.X_prime,
+        bounds.x_prime,
+        what="X' must not change when queries are transformed by M and keys by M^-T",
+    )
 
 
 @pytest.mark.parametrize("bug", [b.keys_from_query_weights, b.query_bias_on_keys])
@@ -111,19 +132,28 @@ def stacked_queries_and_keys(problem: AttentionProblem) -> AttentionProblem:
     Under --square (D_q = D_v = D only) the inputs are stacked too, with weights [[W, 0], [W, 0]], so that
     D doubles along with D_q and the values are [V; V]: the doubled problem stays square.
     """
+
     def twice(array: NDArray[np.float64]) -> NDArray[np.float64]:
         return np.vstack([array, array])
 
     if not GENERATION.square:
-        return problem.replace(omega_q=twice(problem.omega_q), beta_q=twice(problem.beta_q),
-                               omega_k=twice(problem.omega_k), beta_k=twice(problem.beta_k))
+        return problem.replace(
+            omega_q=twice(problem.omega_q),
+            beta_q=twice(problem.beta_q),
+            omega_k=twice(problem.omega_k),
+            beta_k=twice(problem.beta_k),
+        )
 
     def padded(weights: NDArray[np.float64]) -> NDArray[np.float64]:
         return twice(np.hstack([weights, np.zeros_like(weights)]))
 
     return AttentionProblem(
-        X=twice(problem.X), omega_v=padded(problem.omega_v), omega_q=padded(problem.omega_q),
-        omega_k=padded(problem.omega_k), beta_v=twice(problem.beta_v), beta_q=twice(problem.beta_q),
+        X=twice(problem.X),
+        omega_v=padded(problem.omega_v),
+        omega_q=padded(problem.omega_q),
+        omega_k=padded(problem.omega_k),
+        beta_v=twice(problem.beta_v),
+        beta_q=twice(problem.beta_q),
         beta_k=twice(problem.beta_k),
     )
 
@@ -144,17 +174,22 @@ def test_doubling_the_query_key_dimension_scales_the_logits_by_sqrt_two(
     eps = max(first.eps, second.eps)
     # The stacked problem's logit bound is 2 s' Khat^T Qhat = c s Khat^T Qhat: the same as the sharpened one's.
     bounds = implementation.bounds(sharpened, eps) + implementation.bounds(sharpened, eps)
-    assert_close(first.X_prime[: problem.D_v], second.X_prime, bounds.x_prime,
-                 what=f"stacking queries and keys (D_q {problem.D_q} -> {stacked.D_q}) must equal "
-                 f"multiplying the queries by {c:.6g}")
+    assert_close(
+        first.X_prime[: problem.D_v],
+        second.X_prime,
+        bounds.x_prime,
+        what=f"stacking queries and keys (D_q {problem.D_q} -> {stacked.D_q}) must equal "
+        f"multiplying the queries by {c:.6g}",
+    )
 
 
 @pytest.mark.parametrize("bug", [b.scale_by_sqrt_D, b.scale_hard_coded, b.scale_by_D_q])
 def test_doubling_the_query_key_dimension_catches(bug: object) -> None:
-    assert_law_fails(test_doubling_the_query_key_dimension_scales_the_logits_by_sqrt_two,
-                     implementation=b.broken(bug))
+    assert_law_fails(test_doubling_the_query_key_dimension_scales_the_logits_by_sqrt_two, implementation=b.broken(bug))
 
 
 def test_doubling_the_query_key_dimension_catches_scaled_function_checked_as_unscaled() -> None:
-    assert_law_fails(test_doubling_the_query_key_dimension_scales_the_logits_by_sqrt_two,
-                     implementation=b.broken(scaled_dot_product_self_attention, "unscaled"))
+    assert_law_fails(
+        test_doubling_the_query_key_dimension_scales_the_logits_by_sqrt_two,
+        implementation=b.broken(scaled_dot_product_self_attention, "unscaled"),
+    )

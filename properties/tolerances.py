@@ -31,6 +31,7 @@ above it: about 1e-12 relative at the sizes the strategies draw, against O(1e-3)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -41,13 +42,13 @@ Array = NDArray[np.float64]
 FLOAT64_EPS = float(np.finfo(np.float64).eps)
 
 
-def epsilon_of(*dtypes: np.dtype[np.generic]) -> float:
+def epsilon_of(*dtypes: np.dtype[Any]) -> float:
     """The machine epsilon to judge a result by: the coarsest float dtype among inputs and outputs.
 
     The battery passes float64; a result returned in float32 is judged by float32's epsilon, one in
     extended precision by float64's (its inputs were float64).
     """
-    eps = [float(np.finfo(dtype).eps) for dtype in dtypes if np.issubdtype(dtype, np.floating)]
+    eps = [float(np.finfo(dtype.type).eps) for dtype in dtypes if np.issubdtype(dtype, np.floating)]
     return max([FLOAT64_EPS, *eps])
 
 
@@ -71,7 +72,7 @@ class ErrorBounds:
         """Bound on the error of every attention weight of column n, shape (1, N): r_n + N tiny."""
         N = self.logit_bound.shape[0]
         r = self.steps * self.eps * (4.0 * self.logit_bound + 1.0)
-        return (r + N * tiny_of(self.eps)).reshape(1, -1)
+        return np.asarray(r + N * tiny_of(self.eps), dtype=np.float64).reshape(1, -1)
 
     @property
     def x_prime(self) -> Array:
@@ -111,7 +112,7 @@ def softmax_error(data: Array, eps: float) -> Array:
     spread = np.ptp(data, axis=0, keepdims=True) if rows else np.zeros((1, data.shape[1]))
     with np.errstate(over="ignore"):
         spread = np.minimum(spread, np.finfo(np.float64).max)
-    return (rows + 4) * eps * (1.0 + spread) + rows * tiny_of(eps)
+    return np.asarray((rows + 4) * eps * (1.0 + spread) + rows * tiny_of(eps), dtype=np.float64)
 
 
 def sum_to_one_error(rows: int, eps: float) -> float:

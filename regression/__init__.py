@@ -1,0 +1,1 @@
+"""Golden values, the differential check against the reference, and benchmarks."""

@@ -28,8 +28,15 @@ def _project(omega: Matrix, beta: Matrix, X: Matrix) -> Matrix:
 
 
 def self_attention_exact(
-    X: Matrix, omega_v: Matrix, omega_q: Matrix, omega_k: Matrix, beta_v: Matrix, beta_q: Matrix, beta_k: Matrix,
-    *, scaled: bool,
+    X: Matrix,
+    omega_v: Matrix,
+    omega_q: Matrix,
+    omega_k: Matrix,
+    beta_v: Matrix,
+    beta_q: Matrix,
+    beta_k: Matrix,
+    *,
+    scaled: bool,
 ) -> tuple[Matrix, Matrix]:
     """(X_prime, attentions) of (scaled) dot-product self-attention; betas are (rows, 1) matrices."""
     with localcontext() as context:
@@ -48,8 +55,7 @@ def self_attention_exact(
             for m in range(N):
                 attentions[m][n] = weights[m] / total
         X_prime = [
-            [sum((V[d][m] * attentions[m][n] for m in range(N)), Decimal(0)) for n in range(N)]
-            for d in range(len(V))
+            [sum((V[d][m] * attentions[m][n] for m in range(N)), Decimal(0)) for n in range(N)] for d in range(len(V))
         ]
     return X_prime, attentions
 

@@ -31,8 +31,13 @@ def notebook_12_1_inputs() -> dict[str, list[list[float]]]:
     beta_k = np.random.normal(size=(D, 1))
     beta_v = np.random.normal(size=(D, 1))
     arrays = {
-        "X": np.hstack(all_x), "omega_v": omega_v, "omega_q": omega_q, "omega_k": omega_k,
-        "beta_v": beta_v, "beta_q": beta_q, "beta_k": beta_k,
+        "X": np.hstack(all_x),
+        "omega_v": omega_v,
+        "omega_q": omega_q,
+        "omega_k": omega_k,
+        "beta_v": beta_v,
+        "beta_q": beta_q,
+        "beta_k": beta_k,
     }
     return {name: array.tolist() for name, array in arrays.items()}
 

@@ -1,0 +1,78 @@
+"""Hygiene: an implementation leaves its inputs alone, is deterministic, and keeps no state between calls."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from numpy.typing import NDArray
+
+from properties import broken as b
+from properties.implementation import Implementation
+from properties.measures import LawViolation, assert_close
+from properties.meta import assert_law_fails
+from properties.problem import AttentionProblem
+from properties.strategies import attention_problems, columns
+
+pytestmark = pytest.mark.hygiene
+
+
+@given(problem=attention_problems())
+def test_inputs_are_never_modified(implementation: Implementation, problem: AttentionProblem) -> None:
+    """After a call, every argument holds exactly the bits it was given."""
+    result = implementation(problem)
+    if result.modified:
+        raise LawViolation(f"the call modified its argument(s) {', '.join(result.modified)} in place")
+
+
+def test_inputs_are_never_modified_catches_in_place_centring() -> None:
+    assert_law_fails(test_inputs_are_never_modified, implementation=b.broken(b.mutates_inputs))
+
+
+@given(problem=attention_problems())
+def test_equal_inputs_give_bitwise_equal_outputs(implementation: Implementation, problem: AttentionProblem) -> None:
+    """Two calls with equal inputs return the same bits (same dtype, shape and values)."""
+    if not implementation(problem).bitwise_equal(implementation(problem)):
+        raise LawViolation("two calls with equal inputs returned different bits")
+
+
+def test_equal_inputs_give_bitwise_equal_outputs_catches_random_summation_order() -> None:
+    assert_law_fails(test_equal_inputs_give_bitwise_equal_outputs, implementation=b.broken(b.nondeterministic_order))
+
+
+@st.composite
+def problems_with_value_shifts(draw: st.DrawFn) -> tuple[AttentionProblem, NDArray[np.float64]]:
+    problem = draw(attention_problems())
+    shift = draw(columns(problem.D_v).filter(lambda c: bool(np.abs(c).max() >= 0.5)), label="c, |c| >= 0.5")
+    return problem, shift
+
+
+@given(case=problems_with_value_shifts())
+def test_a_call_does_not_depend_on_earlier_calls(
+    implementation: Implementation, case: tuple[AttentionProblem, NDArray[np.float64]]
+) -> None:
+    """Called on p, then on p' (p with beta_v + c, same shapes), then on p again: f(p') = f(p) + c 1^T as for a
+    fresh call, and the second f(p) is bitwise the first. A result cached by shape, or any state carried from
+    one call to the next, breaks one or the other."""
+    problem, c = case
+    shifted = problem.replace(beta_v=problem.beta_v + c)
+    first = implementation(problem)
+    after = implementation(shifted)
+    again = implementation(problem)
+    eps = max(first.eps, after.eps)
+    expected = first.X_prime + c
+    tolerance = (implementation.bounds(problem, eps) + implementation.bounds(shifted, eps)).x_prime
+    assert_close(
+        after.X_prime,
+        expected,
+        tolerance + eps * np.abs(expected),
+        what="a call right after another on a same-shaped problem must not return a stale or shifted result",
+    )
+    if not again.bitwise_equal(first):
+        raise LawViolation("calling again on the first problem, after another call, returned different bits")
+
+
+def test_a_call_does_not_depend_on_earlier_calls_catches_cache_by_shape() -> None:
+    b._CACHE.clear()
+    assert_law_fails(test_a_call_does_not_depend_on_earlier_calls, implementation=b.broken(b.cached_by_shape))

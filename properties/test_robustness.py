@@ -1,0 +1,77 @@
+"""Robustness: logits of magnitude up to about 1e4 give finite outputs that still obey the laws."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from numpy.typing import NDArray
+
+from properties import broken as b
+from properties.implementation import Implementation
+from properties.measures import assert_at_most, assert_close, assert_finite
+from properties.meta import assert_law_fails
+from properties.problem import AttentionProblem
+from properties.strategies import large_logit_problems, problems_with_permutations
+from properties.tolerances import sum_to_one_error
+
+pytestmark = pytest.mark.robustness
+
+
+@given(problem=large_logit_problems())
+def test_large_logits_give_finite_outputs(implementation: Implementation, problem: AttentionProblem) -> None:
+    """Logits up to ~1e4 (exp would overflow at ~710): X' and attentions stay finite (no NaN, no inf)."""
+    result = implementation(problem)
+    assert_finite(result.X_prime, what="X' for large logits")
+    if result.attentions_or_none is not None:
+        assert_finite(result.attentions_or_none, what="attentions for large logits")
+
+
+def test_large_logits_give_finite_outputs_catches_unshifted_softmax() -> None:
+    assert_law_fails(test_large_logits_give_finite_outputs, implementation=b.broken(b.notebook_softmax))
+
+
+@given(problem=large_logit_problems())
+def test_large_logits_keep_outputs_in_the_convex_hull_of_the_values(
+    implementation: Implementation, problem: AttentionProblem
+) -> None:
+    """With large logits, columns of attentions still sum to 1 and X' stays within [min_m V_dm, max_m V_dm]."""
+    result = implementation(problem)
+    V = problem.values()
+    tolerance = implementation.bounds(problem, result.eps).x_prime
+    assert_at_most(V.min(axis=1, keepdims=True), result.X_prime, tolerance, what="X' below the values' range")
+    assert_at_most(result.X_prime, V.max(axis=1, keepdims=True), tolerance, what="X' above the values' range")
+    if result.attentions_or_none is not None:
+        assert_close(
+            result.attentions_or_none.sum(axis=0),
+            np.ones(problem.N),
+            sum_to_one_error(problem.N, result.eps),
+            what="columns of attentions must sum to 1",
+        )
+
+
+def test_large_logits_keep_outputs_in_the_convex_hull_catches_unshifted_softmax() -> None:
+    assert_law_fails(
+        test_large_logits_keep_outputs_in_the_convex_hull_of_the_values,
+        implementation=b.broken(b.notebook_softmax),
+    )
+
+
+@given(case=problems_with_permutations(large_logit_problems()))
+def test_large_logits_keep_permutation_equivariance(
+    implementation: Implementation, case: tuple[AttentionProblem, NDArray[np.intp]]
+) -> None:
+    """f(X P) = f(X) P (eq. 12.18) also when the logits are large."""
+    problem, p = case
+    original, permuted = implementation(problem), implementation(problem.with_columns(p))
+    bounds = implementation.bounds(problem, max(original.eps, permuted.eps))
+    assert_close(
+        permuted.X_prime,
+        original.X_prime[:, p],
+        (bounds + bounds).x_prime[:, p],
+        what=f"X' for large logits, inputs permuted by {p.tolist()}",
+    )
+
+
+def test_large_logits_keep_permutation_equivariance_catches_positional_bias() -> None:
+    assert_law_fails(test_large_logits_keep_permutation_equivariance, implementation=b.broken(b.positional_bias))

@@ -1,0 +1,109 @@
+"""Meta-tests of the strategies: they generate what their names and docstrings claim."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import find, given, settings
+from hypothesis import strategies as st
+from numpy.typing import NDArray
+
+from properties.problem import AttentionProblem
+from properties.strategies import (
+    ENTRY_BOUND,
+    Dimensions,
+    attention_problems,
+    dimensions,
+    large_logit_problems,
+    matrices,
+    permutations_of,
+    size_limit,
+    unimodular_pairs,
+    well_conditioned_matrices,
+)
+from properties.tolerances import error_bounds
+
+SEARCH = settings(max_examples=2000, database=None)
+
+
+def test_strategy_dimensions_cover_their_whole_range() -> None:
+    """Every corner of the dimension box is reachable: N = 1, the largest sizes, and rectangular shapes."""
+    side = size_limit()
+    for goal in (
+        lambda d: d.N == 1,
+        lambda d: side + 2 == d.N,
+        lambda d: side == d.D and d.D_q == 1 and d.D_v == side,
+        lambda d: d.D == 1 and d.D_q == side,
+        lambda d: len({d.D, d.D_q, d.D_v}) == 3,
+    ):
+        found: Dimensions = find(dimensions(), goal, settings=SEARCH)
+        assert goal(found)
+
+
+@given(dimensions())
+def test_strategy_dimensions_stay_in_bounds(d: Dimensions) -> None:
+    side = size_limit()
+    assert 1 <= d.D <= side and 1 <= d.D_q <= side and 1 <= d.D_v <= side and 1 <= d.N <= side + 2
+
+
+@given(dimensions(square=True))
+def test_strategy_square_dimensions_are_square(d: Dimensions) -> None:
+    assert d.D == d.D_q == d.D_v
+
+
+@given(attention_problems())
+def test_strategy_problems_are_bounded_finite_and_shaped(problem: AttentionProblem) -> None:
+    """Entries finite, within +-ENTRY_BOUND, no subnormals; shapes consistent; betas are columns."""
+    D, N, D_q, D_v = problem.D, problem.N, problem.D_q, problem.D_v
+    shapes = [(D, N), (D_v, D), (D_q, D), (D_q, D), (D_v, 1), (D_q, 1), (D_q, 1)]
+    for array, shape in zip(problem.arrays(), shapes, strict=True):
+        assert array.shape == shape and array.dtype == np.float64
+        assert np.isfinite(array).all() and (np.abs(array) <= ENTRY_BOUND).all()
+        nonzero = np.abs(array[array != 0])
+        assert (nonzero >= np.finfo(np.float64).smallest_normal).all()
+        assert not array.flags.writeable
+
+
+@given(matrices(3, 4, bound=0.5))
+def test_strategy_matrices_respect_their_bound(matrix: NDArray[np.float64]) -> None:
+    assert matrix.shape == (3, 4) and (np.abs(matrix) <= 0.5).all()
+
+
+@given(st.integers(1, 6), st.integers(1, 6), st.data())
+def test_strategy_well_conditioned_matrices_bound_their_singular_values(
+    rows: int, cols: int, data: st.DataObject
+) -> None:
+    matrix = data.draw(well_conditioned_matrices(rows, cols, max_condition=10.0))
+    sigma = np.linalg.svd(matrix, compute_uv=False)
+    assert matrix.shape == (rows, cols)
+    assert sigma.max() <= ENTRY_BOUND * (1 + 1e-12) and sigma.min() >= ENTRY_BOUND / 10 * (1 - 1e-12)
+
+
+@given(st.integers(1, 10).flatmap(unimodular_pairs))
+def test_strategy_unimodular_pairs_have_exact_inverses(
+    pair: tuple[NDArray[np.float64], NDArray[np.float64]],
+) -> None:
+    M, inverse = pair
+    identity = np.eye(M.shape[0])
+    assert (M @ inverse == identity).all() and (inverse @ M == identity).all()
+
+
+@given(st.integers(1, 8).flatmap(lambda n: st.tuples(st.just(n), permutations_of(n))))
+def test_strategy_permutations_are_permutations(case: tuple[int, NDArray[np.intp]]) -> None:
+    n, p = case
+    assert sorted(p.tolist()) == list(range(n))
+
+
+def test_strategy_permutations_reach_every_permutation_of_three() -> None:
+    for target in [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]:
+
+        def is_target(p: NDArray[np.intp], target: tuple[int, ...] = target) -> bool:
+            return tuple(p.tolist()) == target
+
+        assert is_target(find(permutations_of(3), is_target, settings=SEARCH))
+
+
+@given(large_logit_problems())
+def test_strategy_large_logit_problems_reach_the_stated_magnitudes(problem: AttentionProblem) -> None:
+    """The unscaled logit bound max (Khat^T Qhat) lies in [100, 1e4], up to rounding of the rescaling."""
+    bound = float(error_bounds(problem, 1.0).logit_bound.max())
+    assert 100 * (1 - 1e-9) <= bound <= 1e4 * (1 + 1e-9)

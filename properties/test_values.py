@@ -1,0 +1,145 @@
+"""Laws of the values: X' is linear in (omega_v, beta_v); degenerate sequences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from numpy.typing import NDArray
+
+from properties import broken as b
+from properties.implementation import Implementation
+from properties.measures import assert_close
+from properties.meta import assert_law_fails
+from properties.problem import AttentionProblem
+from properties.strategies import attention_problems, columns, dimensions, finite_floats, matrices
+
+pytestmark = pytest.mark.semantics
+Array = NDArray[np.float64]
+
+
+def residual_added(*arrays: Array) -> tuple[Array, Array]:
+    """Adds the input to the output (a transformer block's residual, where self-attention alone was asked)."""
+    X_prime, A = b.correct_attention(*arrays, scale=1 / np.sqrt(arrays[2].shape[0]))
+    return X_prime + arrays[0], A
+
+
+@st.composite
+def problems_with_second_values(draw: st.DrawFn) -> tuple[AttentionProblem, Array, Array, float, float]:
+    problem = draw(attention_problems())
+    omega_v = draw(matrices(problem.D_v, problem.D), label="second omega_v")
+    beta_v = draw(columns(problem.D_v), label="second beta_v")
+    a, c = draw(finite_floats(), label="a"), draw(finite_floats(), label="b")
+    return problem, omega_v, beta_v, a, c
+
+
+@given(case=problems_with_second_values())
+def test_output_is_linear_in_the_value_weights_and_bias(
+    implementation: Implementation, case: tuple[AttentionProblem, Array, Array, float, float]
+) -> None:
+    """f(a W1 + b W2) = a f(W1) + b f(W2) for W = (omega_v, beta_v): V enters X' = V A linearly (eq. 12.6)
+    and the attentions do not depend on it."""
+    problem, omega_v, beta_v, a, c = case
+    second = problem.replace(omega_v=omega_v, beta_v=beta_v)
+    mixed = problem.replace(omega_v=a * problem.omega_v + c * omega_v, beta_v=a * problem.beta_v + c * beta_v)
+    f1, f2, f_mixed = implementation(problem), implementation(second), implementation(mixed)
+    eps = max(f1.eps, f2.eps, f_mixed.eps)
+    magnitudes = problem.replace(
+        omega_v=abs(a) * np.abs(problem.omega_v) + abs(c) * np.abs(omega_v),
+        beta_v=abs(a) * np.abs(problem.beta_v) + abs(c) * np.abs(beta_v),
+    )
+    expected = a * f1.X_prime + c * f2.X_prime
+    tolerance = (
+        2 * implementation.bounds(magnitudes, eps).x_prime  # f_mixed, and the rounding of the mixed weights
+        + abs(a) * implementation.bounds(problem, eps).x_prime
+        + abs(c) * implementation.bounds(second, eps).x_prime
+        + 2 * eps * np.abs(expected)  # the law's own a f1 + b f2
+    )
+    assert_close(f_mixed.X_prime, expected, tolerance, what=f"X' must be linear in (omega_v, beta_v): a={a}, b={c}")
+
+
+def test_output_is_linear_in_the_value_weights_catches_residual() -> None:
+    assert_law_fails(test_output_is_linear_in_the_value_weights_and_bias, implementation=b.broken(residual_added))
+
+
+@st.composite
+def problems_with_value_shifts(draw: st.DrawFn) -> tuple[AttentionProblem, Array]:
+    problem = draw(attention_problems())
+    return problem, draw(columns(problem.D_v), label="c")
+
+
+@given(case=problems_with_value_shifts())
+def test_adding_to_the_value_bias_adds_to_every_output(
+    implementation: Implementation, case: tuple[AttentionProblem, Array]
+) -> None:
+    """f(beta_v + c) = f(beta_v) + c 1^T: the columns of attentions sum to one (eqs. 12.3, 12.5)."""
+    problem, c = case
+    shifted = problem.replace(beta_v=problem.beta_v + c)
+    before, after = implementation(problem), implementation(shifted)
+    eps = max(before.eps, after.eps)
+    expected = before.X_prime + c
+    tolerance = (implementation.bounds(problem, eps) + implementation.bounds(shifted, eps)).x_prime
+    assert_close(
+        after.X_prime,
+        expected,
+        tolerance + eps * np.abs(expected),
+        what="adding c to beta_v must add c to every column of X'",
+    )
+
+
+@pytest.mark.parametrize("bug", [b.values_without_bias, b.softmax_over_rows])
+def test_adding_to_the_value_bias_catches(bug: object) -> None:
+    assert_law_fails(test_adding_to_the_value_bias_adds_to_every_output, implementation=b.broken(bug))
+
+
+@given(problem=attention_problems(dimensions(max_n=1)))
+def test_a_single_input_attends_to_itself(implementation: Implementation, problem: AttentionProblem) -> None:
+    """N = 1: attentions = [[1]] and X' = v_1 = omega_v x_1 + beta_v (a softmax over one key)."""
+    result = implementation(problem)
+    bounds = implementation.bounds(problem, result.eps)
+    assert_close(result.X_prime, problem.values(), (bounds + bounds).x_prime, what="for N = 1, X' must be v_1")
+    if result.attentions_or_none is not None:
+        assert_close(result.attentions_or_none, [[1.0]], bounds.attentions, what="for N = 1, attentions must be [[1]]")
+
+
+@pytest.mark.parametrize("bug", [b.values_without_bias, b.bias_tiled_for_three_inputs])
+def test_a_single_input_attends_to_itself_catches(bug: object) -> None:
+    assert_law_fails(test_a_single_input_attends_to_itself, implementation=b.broken(bug))
+
+
+@st.composite
+def problems_with_repeated_inputs(draw: st.DrawFn) -> tuple[AttentionProblem, NDArray[np.intp]]:
+    """A problem whose inputs repeat: X = X0[:, index] with at least one index drawn twice."""
+    problem = draw(attention_problems(dimensions(min_n=1)))
+    n = draw(st.integers(problem.N + 1, problem.N + 4), label="number of inputs after repetition")
+    index = np.asarray(draw(st.lists(st.integers(0, problem.N - 1), min_size=n, max_size=n), label="index"))
+    return problem.with_columns(index), index
+
+
+@given(case=problems_with_repeated_inputs())
+def test_identical_inputs_give_identical_outputs(
+    implementation: Implementation, case: tuple[AttentionProblem, NDArray[np.intp]]
+) -> None:
+    """x_i = x_j implies x'_i = x'_j, and equal attention columns i, j and rows i, j (equivariance under the
+    transposition of i and j, which leaves X unchanged)."""
+    problem, index = case
+    result = implementation(problem)
+    bounds = implementation.bounds(problem, result.eps)
+    same = index.reshape(-1, 1) == index.reshape(1, -1)
+    for i, j in zip(*np.nonzero(np.triu(same, 1)), strict=True):
+        assert_close(
+            result.X_prime[:, j],
+            result.X_prime[:, i],
+            (bounds + bounds).x_prime[:, i],
+            what=f"inputs {i} and {j} are equal, so must their outputs be",
+        )
+        if result.attentions_or_none is not None:
+            A = result.attentions_or_none
+            tolerance = 2 * bounds.attentions.ravel()
+            assert_close(A[:, j], A[:, i], tolerance[i], what=f"attention columns {i} and {j} (equal queries)")
+            assert_close(A[j, :], A[i, :], tolerance, what=f"attention rows {i} and {j} (equal keys)")
+
+
+def test_identical_inputs_give_identical_outputs_catches_positional_bias() -> None:
+    assert_law_fails(test_identical_inputs_give_identical_outputs, implementation=b.broken(b.positional_bias))

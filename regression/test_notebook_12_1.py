@@ -1,0 +1,72 @@
+"""Golden values of notebook 12.1, checked on the implementation under test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from properties.implementation import Implementation
+from properties.measures import assert_close
+from regression.goldens import load, notebook_12_1_problem
+from regression.make_goldens import notebook_12_1_inputs
+
+pytestmark = pytest.mark.golden
+GOLDEN = load("notebook_12_1")
+
+
+def printed_tolerance(decimals: int) -> float:
+    """A value printed to `decimals` places is within half a unit of the last place, plus float64 error."""
+    return 0.5 * 10.0**-decimals + 1e-12
+
+
+def test_inputs_are_the_notebooks_seeded_draws() -> None:
+    """The stored inputs are exactly what np.random.seed(3) / seed(0) draw in the notebook's cells."""
+    assert notebook_12_1_inputs() == GOLDEN["inputs"]
+
+
+def test_output_matches_the_values_printed_in_the_notebook(implementation: Implementation) -> None:
+    """Unscaled self-attention reproduces x_prime_n_true as the notebook prints them (8 decimals)."""
+    if implementation.kind != "unscaled":
+        pytest.skip("the notebook prints reference values for unscaled self-attention only")
+    printed = GOLDEN["notebook_printed"]
+    X_prime = implementation(notebook_12_1_problem()).X_prime
+    assert_close(
+        X_prime.T,
+        np.array(printed["unscaled_X_prime_columns"]),
+        printed_tolerance(printed["decimals"]),
+        what="X' against the notebook's x_prime_n_true",
+    )
+
+
+def test_scaled_attentions_match_the_known_values(implementation: Implementation) -> None:
+    """Scaled attention reproduces the attention matrix filed with the foundation issue, to 1e-8."""
+    if implementation.kind != "scaled":
+        pytest.skip("these are values of scaled dot-product attention")
+    known = GOLDEN["known_scaled_attentions"]
+    A = implementation(notebook_12_1_problem()).attentions
+    assert_close(A, np.array(known["attentions"]), known["tolerance"], what="scaled attention matrix")
+
+
+def test_outputs_match_the_50_digit_computation(implementation: Implementation) -> None:
+    """X' and attentions agree with the independent 50-digit computation within the forward-error bounds."""
+    exact = GOLDEN["exact"][implementation.kind]
+    problem = notebook_12_1_problem()
+    result = implementation(problem)
+    bounds = implementation.bounds(problem, result.eps)
+    assert_close(result.X_prime, np.array(exact["X_prime"]), bounds.x_prime, what="X' against 50-digit values")
+    if result.attentions_or_none is not None:
+        assert_close(
+            result.attentions_or_none,
+            np.array(exact["attentions"]),
+            np.broadcast_to(bounds.attentions, (problem.N, problem.N)),
+            what="attentions against 50-digit values",
+        )
+
+
+def test_permuting_the_notebooks_inputs_permutes_the_outputs(implementation: Implementation) -> None:
+    """The notebook's closing TODO: permuting the columns of X by [1, 2, 0] permutes the columns of X'."""
+    p = np.array(GOLDEN["permutation"]["columns"])
+    problem = notebook_12_1_problem()
+    original, permuted = implementation(problem), implementation(problem.with_columns(p))
+    bounds = implementation.bounds(problem, max(original.eps, permuted.eps))
+    assert_close(permuted.X_prime, original.X_prime[:, p], (bounds + bounds).x_prime, what="X' of permuted inputs")

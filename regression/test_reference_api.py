@@ -1,0 +1,228 @@
+"""The bundled reference's own API: input validation, dtypes, edge shapes, no warnings, no mutation."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from attention import scaled_dot_product_self_attention, self_attention, softmax_cols
+from regression.goldens import notebook_12_1_problem
+
+pytestmark = pytest.mark.reference_api
+FUNCTIONS = [self_attention, scaled_dot_product_self_attention]
+NAMES = ("X", "omega_v", "omega_q", "omega_k", "beta_v", "beta_q", "beta_k")
+
+
+def arguments(D: int = 3, D_q: int = 2, D_v: int = 4, N: int = 5, seed: int = 0) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    shapes = {
+        "X": (D, N),
+        "omega_v": (D_v, D),
+        "omega_q": (D_q, D),
+        "omega_k": (D_q, D),
+        "beta_v": (D_v, 1),
+        "beta_q": (D_q, 1),
+        "beta_k": (D_q, 1),
+    }
+    return {name: rng.standard_normal(shape) for name, shape in shapes.items()}
+
+
+def call(function: Callable[..., Any], args: dict[str, Any]) -> Any:
+    return function(*(args[name] for name in NAMES))
+
+
+@pytest.fixture(params=FUNCTIONS, ids=["unscaled", "scaled"])
+def function(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "expected"),
+    [
+        ("X", (3,), "2-D array of shape (D, N)"),
+        ("X", (3, 5, 1), "2-D array of shape (D, N)"),
+        ("omega_q", (2, 4), "(D_q, D) = (D_q, 3)"),
+        ("omega_k", (2, 4), "(D_q, D) = (2, 3)"),
+        ("omega_k", (3, 3), "(D_q, D) = (2, 3)"),
+        ("omega_v", (4, 2), "(D_v, D) = (D_v, 3)"),
+        ("beta_v", (3, 1), "(D_v, 1) = (4, 1)"),
+        ("beta_q", (3,), "(D_q, 1) = (2, 1)"),
+        ("beta_k", (1, 2), "(D_q, 1) = (2, 1)"),
+        ("beta_k", (2, 5), "(D_q, 1) = (2, 1)"),
+    ],
+)
+def test_shape_mismatches_raise_value_errors_naming_the_argument(
+    function: Callable[..., Any], name: str, shape: tuple[int, ...], expected: str
+) -> None:
+    args = arguments()
+    args[name] = np.ones(shape)
+    with pytest.raises(ValueError, match=r"^" + name + r" must .*") as info:
+        call(function, args)
+    message = str(info.value)
+    assert expected in message and str(shape) in message
+
+
+def test_a_beta_given_as_a_flat_vector_is_accepted(function: Callable[..., Any]) -> None:
+    args = arguments()
+    flat = {**args, **{name: args[name].ravel() for name in ("beta_v", "beta_q", "beta_k")}}
+    for got, expected in zip(call(function, flat), call(function, args), strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_raise_value_errors_naming_the_argument(
+    function: Callable[..., Any], name: str, bad: float
+) -> None:
+    args = arguments()
+    args[name] = args[name].copy()
+    args[name].flat[0] = bad
+    with pytest.raises(ValueError, match=rf"^{name} must be finite"):
+        call(function, args)
+
+
+def test_zero_query_dimension_raises(function: Callable[..., Any]) -> None:
+    args = arguments()
+    args.update(omega_q=np.ones((0, 3)), omega_k=np.ones((0, 3)), beta_q=np.ones((0, 1)), beta_k=np.ones((0, 1)))
+    with pytest.raises(ValueError, match=r"^omega_q must have at least one row"):
+        call(function, args)
+
+
+@pytest.mark.parametrize("dtype", [np.complex128, object, np.str_])
+def test_non_real_dtypes_raise_type_errors_naming_the_argument(function: Callable[..., Any], dtype: Any) -> None:
+    args = arguments()
+    args["omega_k"] = args["omega_k"].astype(dtype)
+    with pytest.raises(TypeError, match=r"^omega_k must be a real"):
+        call(function, args)
+
+
+def test_overflowing_logits_raise_a_clear_error_without_warnings(function: Callable[..., Any]) -> None:
+    args = arguments()
+    args["omega_q"] = args["omega_q"] * 1e300
+    args["omega_k"] = args["omega_k"] * 1e300
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"logits .* overflow"):
+            call(function, args)
+
+
+def test_overflowing_values_raise_a_clear_error_without_warnings(function: Callable[..., Any]) -> None:
+    args = arguments()
+    args["X"] = args["X"] * 1e300
+    args["omega_v"] = args["omega_v"] * 1e300
+    args["omega_q"] = args["omega_q"] * 1e-300
+    args["omega_k"] = args["omega_k"] * 1e-300
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"values .* overflow"):
+            call(function, args)
+
+
+def test_no_inputs_give_empty_outputs(function: Callable[..., Any]) -> None:
+    X_prime, attentions = call(function, arguments(N=0))
+    assert X_prime.shape == (4, 0) and attentions.shape == (0, 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_dtypes_are_kept(function: Callable[..., Any], dtype: Any) -> None:
+    args = {name: value.astype(dtype) for name, value in arguments().items()}
+    X_prime, attentions = call(function, args)
+    assert X_prime.dtype == dtype and attentions.dtype == dtype
+
+
+def test_float32_results_are_within_float32_rounding_of_float64(function: Callable[..., Any]) -> None:
+    """Forward-error bound of tolerances.ErrorBounds with float32's epsilon."""
+    from properties.implementation import Implementation
+    from properties.problem import AttentionProblem
+
+    args = arguments()
+    problem = AttentionProblem(**args)
+    implementation = Implementation(function, "unscaled" if function is self_attention else "scaled")
+    bounds = implementation.bounds(problem, float(np.finfo(np.float32).eps))
+    X32, A32 = call(function, {name: value.astype(np.float32) for name, value in args.items()})
+    # The float32 inputs are themselves rounded: a further relative u per entry, inside the k u bound.
+    X64, A64 = call(function, args)
+    assert (np.abs(X32 - X64) <= bounds.x_prime).all() and (np.abs(A32 - A64) <= bounds.attentions).all()
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.bool_])
+def test_integer_and_bool_inputs_are_promoted_to_float64(function: Callable[..., Any], dtype: Any) -> None:
+    args = {name: (value > 0).astype(dtype) for name, value in arguments().items()}
+    X_prime, attentions = call(function, args)
+    assert X_prime.dtype == np.float64 and attentions.dtype == np.float64
+
+
+def test_mixed_inputs_follow_numpy_promotion(function: Callable[..., Any]) -> None:
+    args = {name: value.astype(np.float32) for name, value in arguments().items()}
+    args["beta_v"] = args["beta_v"].astype(np.float64)
+    X_prime, attentions = call(function, args)
+    assert X_prime.dtype == attentions.dtype == np.result_type(np.float32, np.float64)
+
+
+def test_inputs_are_not_modified_and_unusual_layouts_work(function: Callable[..., Any]) -> None:
+    args = arguments()
+    expected = call(function, args)
+    unusual = {
+        "X": np.asfortranarray(args["X"]),
+        "omega_v": args["omega_v"].copy(),
+        "omega_q": np.broadcast_to(args["omega_q"][:1], args["omega_q"].shape),
+        "omega_k": args["omega_k"][:, ::-1][:, ::-1],
+        "beta_v": args["beta_v"],
+        "beta_q": args["beta_q"],
+        "beta_k": args["beta_k"],
+    }
+    for value in unusual.values():
+        if value.flags.writeable and value.base is None:
+            value.setflags(write=False)
+    snapshot = {name: value.copy() for name, value in unusual.items()}
+    X_prime, _ = call(function, unusual)
+    for name, value in unusual.items():
+        np.testing.assert_array_equal(value, snapshot[name], err_msg=f"{name} was modified")
+    assert X_prime.shape == expected[0].shape
+
+
+def test_the_scale_uses_the_query_dimension_not_the_input_dimension() -> None:
+    """With D_q != D, scaled attention equals unscaled attention on queries divided by sqrt(D_q)."""
+    args = arguments(D=3, D_q=5)
+    scaled = call(scaled_dot_product_self_attention, args)
+    divided = call(
+        self_attention,
+        {**args, "omega_q": args["omega_q"] / np.sqrt(5), "beta_q": args["beta_q"] / np.sqrt(5)},
+    )
+    np.testing.assert_allclose(scaled[1], divided[1], rtol=1e-12, atol=1e-15)
+
+
+def test_no_runtime_warning_escapes_for_extreme_inputs(function: Callable[..., Any]) -> None:
+    args = arguments()
+    args["omega_q"] = args["omega_q"] * 1e150
+    args["omega_k"] = args["omega_k"] * 1e150
+    args["X"] = args["X"] * 1e-300
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        X_prime, attentions = call(function, args)
+        assert np.isfinite(X_prime).all() and np.isfinite(attentions).all()
+        problem = notebook_12_1_problem()
+        call(function, {name: getattr(problem, name) * 300 for name in NAMES})
+
+
+def test_softmax_cols_is_stable_for_huge_spreads() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(softmax_cols(np.array([[1e5], [-1e5], [0.0]])), [[1.0], [0.0], [0.0]])
+        extreme = np.array([[1.7e308, -1.7e308], [-1.7e308, 1.7e308]])
+        np.testing.assert_array_equal(softmax_cols(extreme), np.eye(2))
+
+
+def test_softmax_cols_keeps_float32_and_validates() -> None:
+    assert softmax_cols(np.zeros((3, 2), dtype=np.float32)).dtype == np.float32
+    assert softmax_cols(np.zeros((3, 2), dtype=np.int64)).dtype == np.float64
+    with pytest.raises(ValueError, match=r"^data_in must be finite"):
+        softmax_cols(np.array([[np.nan]]))
+    with pytest.raises(ValueError, match=r"^data_in must be a 1-D or 2-D array"):
+        softmax_cols(np.zeros((2, 2, 2)))
+    with pytest.raises(TypeError, match=r"^data_in must be a real"):
+        softmax_cols(np.zeros((2, 2), dtype=complex))
