@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from hypothesis import reject
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from numpy.typing import NDArray
@@ -20,6 +21,8 @@ DEFAULT_SIZE_LIMIT = 6
 # Entries are drawn from [-ENTRY_BOUND, ENTRY_BOUND]: logits of order D * ENTRY_BOUND^3, enough to give
 # both near-uniform and near-one-hot attention columns.
 ENTRY_BOUND = 2.0
+# large_logit_problems multiplies the queries by at most this much.
+MAX_QUERY_GAIN = 1e12
 
 
 @dataclass
@@ -169,18 +172,16 @@ def large_logit_problems(
     """Problems whose logits reach magnitudes between 100 and `largest` (about 1e4 by default).
 
     A drawn problem's omega_q and beta_q are rescaled so that the bound on |K^T Q| (unscaled) equals a
-    target drawn log-uniformly from [100, largest]. Problems whose queries or keys are all zero cannot
-    be scaled up and are rejected.
+    target drawn log-uniformly from [100, largest]. Problems whose queries or keys are (nearly) all zero
+    would need a factor above MAX_QUERY_GAIN, giving queries of absurd size; they are rejected.
     """
     problem = draw(attention_problems(dims))
     Qhat = np.abs(problem.omega_q) @ np.abs(problem.X) + np.abs(problem.beta_q)
     Khat = np.abs(problem.omega_k) @ np.abs(problem.X) + np.abs(problem.beta_k)
     current = float((Khat.T @ Qhat).max())
-    if current == 0.0:
-        from hypothesis import reject
-
-        reject()
     target = 10 ** draw(st.floats(2.0, float(np.log10(largest))), label="log10 of the logit magnitude")
+    if current * MAX_QUERY_GAIN < target:
+        reject()
     factor = target / current
     return problem.replace(omega_q=problem.omega_q * factor, beta_q=problem.beta_q * factor)
 
