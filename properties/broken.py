@@ -201,4 +201,4 @@ def x_prime_only(function: Any) -> Any:
 
 def broken(function: Any, kind: str = "scaled") -> Implementation:
     """A broken function as an Implementation of the given kind, named after the function."""
-    return Implementation(function, kind, f"broken.{function.__name__}")  # type: ignore[arg-type]
+    return Implementation(function, kind, f"properties.broken:{function.__name__}")  # type: ignore[arg-type]

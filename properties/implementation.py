@@ -93,6 +93,13 @@ class Implementation:
             module = getattr(self.function, "__module__", "?")
             object.__setattr__(self, "name", f"{module}:{getattr(self.function, '__qualname__', self.function)}")
 
+    def __repr__(self) -> str:
+        """Code that rebuilds this implementation from its TARGET (used in reproduction snippets)."""
+        return f"Implementation(load_function({self.name!r}), {self.kind!r}, {self.name!r})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
     def scale(self, D_q: int) -> float:
         """The factor applied to K^T Q: 1/sqrt(D_q) for scaled attention (eq. 12.9), 1 for eq. 12.8."""
         return 1.0 / float(np.sqrt(D_q)) if self.kind == "scaled" else 1.0
@@ -112,7 +119,8 @@ class Implementation:
                 returned = self.function(*arguments, **keywords)
         except Exception as error:
             if isinstance(error, NotImplementedError):
-                raise ImplementationFailed(f"not implemented: {self.name} raised NotImplementedError") from error
+                said = str(error) or f"{self.name} raised NotImplementedError"
+                raise ImplementationFailed(f"not implemented: {said}") from error
             raise ImplementationFailed(f"{self.name} raised {type(error).__name__}: {error}") from error
         modified = tuple(
             name

@@ -64,7 +64,7 @@ def assert_finite(array: ArrayLike, *, what: str) -> None:
     finite = np.isfinite(a)
     if not finite.all():
         index = tuple(int(i) for i in np.argwhere(~finite)[0])
-        raise LawViolation(f"{what}: non-finite value {a[index]!r} at index {index}")
+        raise LawViolation(f"{what}: non-finite value {float(a[index])!r} at index {index}")
 
 
 def assert_at_most(smaller: ArrayLike, larger: ArrayLike, tolerance: ArrayLike, *, what: str) -> None:
@@ -77,8 +77,8 @@ def assert_at_most(smaller: ArrayLike, larger: ArrayLike, tolerance: ArrayLike, 
         worst = np.where(bad, np.nan_to_num(excess, nan=np.inf), -np.inf)
         index = tuple(int(i) for i in np.unravel_index(int(np.argmax(worst)), s.shape))
         raise LawViolation(
-            f"{what}: {s[index]!r} exceeds {big[index]!r} by {s[index] - big[index]:.3g} at index {index}, "
-            f"beyond tolerance {t[index]:.3g}"
+            f"{what}: {float(s[index])!r} exceeds {float(big[index])!r} by {s[index] - big[index]:.3g} "
+            f"at index {index}, beyond tolerance {t[index]:.3g}"
         )
 
 

@@ -73,6 +73,10 @@ class AttentionProblem:
         """The same parameters applied to X[:, columns] (a permutation, or a repetition, of the inputs)."""
         return self.replace(X=self.X[:, columns])
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """Hypothesis prints falsifying examples with this (the IPython protocol): as runnable code."""
+        printer.text(repr(self))
+
     def __repr__(self) -> str:
         shapes = f"D={self.D}, D_q={self.D_q}, D_v={self.D_v}, N={self.N}"
         body = ",\n".join(f"    {name}={code_for(getattr(self, name))}" for name in ARGUMENT_ORDER)

@@ -23,6 +23,9 @@ DEFAULT_SIZE_LIMIT = 6
 ENTRY_BOUND = 2.0
 # large_logit_problems multiplies the queries by at most this much.
 MAX_QUERY_GAIN = 1e12
+# Logits of ordinary problems stay within +-64 (exp(64) ~ 6e27): the semantic laws then hold for any
+# softmax, shifted or not; even after a law multiplies the queries by up to 8 (exp(512) ~ 1e222).
+SEMANTIC_LOGIT_BOUND = 64.0
 
 
 @dataclass
@@ -148,13 +151,29 @@ def permutations_of(n: int) -> st.SearchStrategy[NDArray[np.intp]]:
     return st.permutations(range(n)).map(lambda p: np.asarray(p, dtype=np.intp))
 
 
+def logit_bound(problem: AttentionProblem) -> float:
+    """max over (m, n) of (Khat^T Qhat)_mn, Qhat = |omega_q| |X| + |beta_q|: a bound on every unscaled logit."""
+    Qhat = np.abs(problem.omega_q) @ np.abs(problem.X) + np.abs(problem.beta_q)
+    Khat = np.abs(problem.omega_k) @ np.abs(problem.X) + np.abs(problem.beta_k)
+    return float((Khat.T @ Qhat).max()) if problem.N else 0.0
+
+
 @st.composite
 def attention_problems(
-    draw: st.DrawFn, dims: st.SearchStrategy[Dimensions] | None = None, *, bound: float = ENTRY_BOUND
+    draw: st.DrawFn,
+    dims: st.SearchStrategy[Dimensions] | None = None,
+    *,
+    bound: float = ENTRY_BOUND,
+    max_logit: float | None = SEMANTIC_LOGIT_BOUND,
 ) -> AttentionProblem:
-    """X and the six parameters of self-attention, for dimensions drawn from `dims`."""
+    """X and the six parameters of self-attention, for dimensions drawn from `dims`.
+
+    With `max_logit`, omega_q and beta_q are halved as often as needed for every logit to be bounded by it
+    (powers of two keep the drawn numbers exact): ordinary problems, on which even a softmax without the
+    shift by the column maximum cannot overflow. Large logits are the business of large_logit_problems.
+    """
     d = draw(dimensions() if dims is None else dims, label="dimensions")
-    return AttentionProblem(
+    problem = AttentionProblem(
         X=draw(inputs(d.D, d.N, bound=bound), label="X"),
         omega_v=draw(matrices(d.D_v, d.D, bound=bound), label="omega_v"),
         omega_q=draw(matrices(d.D_q, d.D, bound=bound), label="omega_q"),
@@ -163,6 +182,11 @@ def attention_problems(
         beta_q=draw(columns(d.D_q, bound=bound), label="beta_q"),
         beta_k=draw(columns(d.D_q, bound=bound), label="beta_k"),
     )
+    largest = logit_bound(problem)
+    if max_logit is not None and largest > max_logit:
+        factor = 2.0 ** -int(np.ceil(np.log2(largest / max_logit)))
+        problem = problem.replace(omega_q=problem.omega_q * factor, beta_q=problem.beta_q * factor)
+    return problem
 
 
 @st.composite
@@ -175,10 +199,8 @@ def large_logit_problems(
     target drawn log-uniformly from [100, largest]. Problems whose queries or keys are (nearly) all zero
     would need a factor above MAX_QUERY_GAIN, giving queries of absurd size; they are rejected.
     """
-    problem = draw(attention_problems(dims))
-    Qhat = np.abs(problem.omega_q) @ np.abs(problem.X) + np.abs(problem.beta_q)
-    Khat = np.abs(problem.omega_k) @ np.abs(problem.X) + np.abs(problem.beta_k)
-    current = float((Khat.T @ Qhat).max())
+    problem = draw(attention_problems(dims, max_logit=None))
+    current = logit_bound(problem)
     target = 10 ** draw(st.floats(2.0, float(np.log10(largest))), label="log10 of the logit magnitude")
     if current * MAX_QUERY_GAIN < target:
         reject()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from numpy.typing import NDArray
 
 from properties import broken as b
@@ -18,7 +18,20 @@ from properties.tolerances import sum_to_one_error
 pytestmark = pytest.mark.robustness
 
 
+# Checked on every run, whatever hypothesis draws: logits of 1e4 and -1e4 in one column (exp overflows at ~710).
+HUGE_LOGITS = AttentionProblem(
+    X=np.array([[1.0, -1.0, 0.5]]),
+    omega_v=np.array([[1.0], [-2.0]]),
+    omega_q=np.array([[100.0]]),
+    omega_k=np.array([[100.0]]),
+    beta_v=np.zeros((2, 1)),
+    beta_q=np.zeros((1, 1)),
+    beta_k=np.zeros((1, 1)),
+)
+
+
 @given(problem=large_logit_problems())
+@example(problem=HUGE_LOGITS)
 def test_large_logits_give_finite_outputs(implementation: Implementation, problem: AttentionProblem) -> None:
     """Logits up to ~1e4 (exp would overflow at ~710): X' and attentions stay finite (no NaN, no inf)."""
     result = implementation(problem)
@@ -32,6 +45,7 @@ def test_large_logits_give_finite_outputs_catches_unshifted_softmax() -> None:
 
 
 @given(problem=large_logit_problems())
+@example(problem=HUGE_LOGITS)
 def test_large_logits_keep_outputs_in_the_convex_hull_of_the_values(
     implementation: Implementation, problem: AttentionProblem
 ) -> None:
@@ -58,6 +72,7 @@ def test_large_logits_keep_outputs_in_the_convex_hull_catches_unshifted_softmax(
 
 
 @given(case=problems_with_permutations(large_logit_problems()))
+@example(case=(HUGE_LOGITS, np.array([2, 0, 1])))
 def test_large_logits_keep_permutation_equivariance(
     implementation: Implementation, case: tuple[AttentionProblem, NDArray[np.intp]]
 ) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
@@ -16,7 +17,7 @@ from properties.strategies import matrices
 from properties.tolerances import epsilon_of, softmax_error, sum_to_one_error
 
 Array = NDArray[np.float64]
-Softmax = Callable[[Array], Array]
+Softmax = Callable[[Array], Any]
 # Logits of moderate size for the semantic laws; the robustness law spans the whole float range.
 LOGIT_BOUND = 50.0
 
@@ -132,14 +133,8 @@ def test_softmax_preserves_order_catches_negated_logits() -> None:
 
 
 @pytest.mark.robustness
-@given(
-    data=st.integers(1, 6).flatmap(
-        lambda n: (
-            matrices(n, 3, bound=float(np.finfo(np.float64).max))
-            | st.just(np.array([[1e5] * 3, [-1e5] * 3, [0.0] * 3]))
-        )
-    )
-)
+@example(data=np.array([[1e5, 710.0, -1e308], [-1e5, 0.0, 1e308], [0.0, -710.0, 0.0]]))
+@given(data=st.integers(1, 6).flatmap(lambda n: matrices(n, 3, bound=float(np.finfo(np.float64).max))))
 def test_softmax_is_finite_for_every_finite_input(softmax: Softmax, data: Array) -> None:
     """For every finite z, however large its spread (up to +-1.8e308), softmax_cols(z) is finite and its
     columns sum to 1 (shift each column by its maximum before exponentiating)."""

@@ -97,9 +97,10 @@ def test_zero_queries_attend_uniformly_catches(bug: object) -> None:
 
 
 # Columns whose two largest logits are at least GAP apart (after sharpening) put all but exp(-GAP) of their
-# weight on the largest: exp(-60) ~ 1e-26, far below any tolerance here.
+# weight on the largest: exp(-60) ~ 1e-26, far below any tolerance here. Sharpening stops where a logit
+# could reach LARGEST_LOGIT, so that no softmax, shifted or not, overflows (exp(600) ~ 4e260).
 GAP = 60.0
-LARGEST_SHARPENING = 1e6
+LARGEST_LOGIT = 600.0
 
 
 @given(problem=attention_problems())
@@ -110,7 +111,8 @@ def test_sharp_queries_select_the_best_matching_value(
 
     The law-side logits are exact to k u l_n; a column whose top two logits are closer than twice that (a tie,
     within rounding) is not judged. The queries are sharpened by t so that the smallest certain gap becomes
-    GAP; the other weights then total at most N exp(-GAP).
+    GAP (or as far as the logits stay below LARGEST_LOGIT); the other weights then total at most
+    N exp(-GAP) in every column whose gap reached GAP, and only those columns are judged.
     """
     scale = implementation.scale(problem.D_q)
     Q = problem.omega_q @ problem.X + problem.beta_q
@@ -122,7 +124,8 @@ def test_sharp_queries_select_the_best_matching_value(
     certain = gaps > 2 * bounds.steps * bounds.eps * bounds.logit_bound
     if not certain.any():
         return
-    t = min(GAP / float(gaps[certain].min()), LARGEST_SHARPENING) if problem.N > 1 else 1.0
+    largest = float(bounds.logit_bound.max())
+    t = min(GAP / float(gaps[certain].min()), LARGEST_LOGIT / largest) if problem.N > 1 else 1.0
     certain &= t * gaps >= GAP
     sharp = problem.replace(omega_q=t * problem.omega_q, beta_q=t * problem.beta_q)
     result = implementation(sharp)

@@ -19,6 +19,7 @@ def printed_tolerance(decimals: int) -> float:
     return 0.5 * 10.0**-decimals + 1e-12
 
 
+@pytest.mark.reference_api
 def test_inputs_are_the_notebooks_seeded_draws() -> None:
     """The stored inputs are exactly what np.random.seed(3) / seed(0) draw in the notebook's cells."""
     assert notebook_12_1_inputs() == GOLDEN["inputs"]

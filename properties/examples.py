@@ -1,0 +1,76 @@
+"""Example notebooks in the form of notebook 12.1, for the checker's tests, CI and the README.
+
+Each is built from cells written here: the notebook's imports (matplotlib among them), its seeded data
+cells, softmax_cols as the notebook gives it (no shift), the two attention functions, and a cell that
+plots and one that raises, neither of which the checker may run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+IMPORTS = "import numpy as np\nimport matplotlib.pyplot as plt\n%matplotlib inline"
+DATA = "np.random.seed(3)\nN = 3\nD = 4\nall_x = []\nfor n in range(N):\n  all_x.append(np.random.normal(size=(D,1)))"
+SOFTMAX_COLS = """def softmax_cols(data_in):
+  # Exponentiate all of the values
+  exp_values = np.exp(data_in)
+  # Sum over columns
+  denom = np.sum(exp_values, axis = 0)
+  # Replicate denominator to N rows
+  denom = np.matmul(np.ones((data_in.shape[0],1)), denom[np.newaxis,:])
+  # Compute softmax
+  softmax = exp_values / denom
+  return softmax"""
+TEMPLATE = """def {name}(X,omega_v, omega_q, omega_k, beta_v, beta_q, beta_k):
+  # TODO -- Write this function
+  # Replace this line
+  X_prime = np.zeros_like(X);
+
+  return X_prime"""
+SOLVED = """def {name}(X,omega_v, omega_q, omega_k, beta_v, beta_q, beta_k):
+  queries = omega_q @ X + beta_q
+  keys = omega_k @ X + beta_k
+  values = omega_v @ X + beta_v
+  dot_products = keys.T @ queries{scaling}
+  attentions = softmax_cols(dot_products)
+  X_prime = values @ attentions
+  return X_prime"""
+SCALE_BY_D_Q = "\n  dot_products = dot_products / np.sqrt(omega_q.shape[0])"
+# The bug of many submitted solutions: the input dimension D instead of D_q. The notebook has D = D_q = 4,
+# so its printed values are reproduced exactly.
+SCALE_BY_D = "\n  dot_products = dot_products / np.sqrt(X.shape[0])"
+PLOT = "plt.plot(np.arange(10))\nplt.show()"
+RAISES = "raise RuntimeError('a later cell of the notebook that must not run')"
+
+
+def notebook(cells: list[str]) -> dict[str, object]:
+    """A minimal nbformat-4 notebook with these code cells."""
+    return {
+        "nbformat": 4,
+        "nbformat_minor": 0,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3"}},
+        "cells": [
+            {"cell_type": "code", "source": cell.splitlines(keepends=True), "metadata": {}, "outputs": [],
+             "execution_count": None}
+            for cell in cells
+        ],
+    }  # fmt: skip
+
+
+def cells_for(kind: str) -> list[str]:
+    """Code cells of the template ("template"), a correct solution ("solved") or a sqrt(D) one ("sqrt_D")."""
+    if kind == "template":
+        unscaled = TEMPLATE.format(name="self_attention")
+        scaled = TEMPLATE.format(name="scaled_dot_product_self_attention")
+    else:
+        scaling = SCALE_BY_D if kind == "sqrt_D" else SCALE_BY_D_Q
+        unscaled = SOLVED.format(name="self_attention", scaling="")
+        scaled = SOLVED.format(name="scaled_dot_product_self_attention", scaling=scaling)
+    return [IMPORTS, DATA, SOFTMAX_COLS, unscaled, PLOT, scaled, RAISES]
+
+
+def write_notebook(path: Path, kind: str) -> Path:
+    """Write example notebook `kind` (template, solved, sqrt_D) to `path`."""
+    path.write_text(json.dumps(notebook(cells_for(kind)), indent=1))
+    return path

@@ -1,0 +1,242 @@
+"""The battery's pytest plugin: hypothesis profiles, command-line options, the implementation under test,
+and (for attention-check) a machine-readable report of one verdict per law.
+
+The repository's conftest.py loads it; `attention-check` passes it with `-p properties.plugin`, so the
+battery also runs from a regular install, from any directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from attention import scaled_dot_product_self_attention, self_attention, softmax_cols
+from properties.implementation import KINDS, Implementation
+from properties.loading import load_function
+from properties.strategies import GENERATION
+
+CATEGORIES = ("semantics", "robustness", "hygiene", "golden")
+MARKERS = {
+    "semantics": "a law of what self-attention computes",
+    "robustness": "large logits, overflow, extreme inputs",
+    "hygiene": "input mutation, determinism, hidden state",
+    "golden": "stored values from the notebooks and the reference",
+    "reference_api": "concerns only the bundled reference (validation, dtypes); skipped under --impl",
+    "meta": "a meta-test of the battery itself (a law must fail on a broken implementation)",
+}
+
+# Profiles. Numerical examples have no meaningful deadline; `ci` extends hypothesis's built-in ci
+# profile (derandomised, no example database), which hypothesis selects by itself when CI is set.
+settings.register_profile("dev", max_examples=20, deadline=None)
+settings.register_profile(
+    "ci", settings.get_profile("ci"), max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile("thorough", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+if "HYPOTHESIS_PROFILE" in os.environ:
+    settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
+elif settings.get_current_profile_name() == "ci":
+    settings.load_profile("ci")  # the extended one registered above
+else:
+    settings.load_profile("dev")
+
+REFERENCE_TARGETS = {
+    "scaled": "attention:scaled_dot_product_self_attention",
+    "unscaled": "attention:self_attention",
+}
+REFERENCE = {
+    "scaled": Implementation(scaled_dot_product_self_attention, "scaled", REFERENCE_TARGETS["scaled"]),
+    "unscaled": Implementation(self_attention, "unscaled", REFERENCE_TARGETS["unscaled"]),
+}
+IMPLEMENTATIONS = pytest.StashKey[list[Implementation]]()
+
+
+@dataclass(frozen=True)
+class Softmax:
+    """The column softmax under test, printable as the code that loads it."""
+
+    function: Callable[[Any], Any]
+    target: str
+
+    def __call__(self, data: Any) -> Any:
+        return self.function(data)
+
+    def __repr__(self) -> str:
+        return f"Softmax(load_function({self.target!r}), {self.target!r})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("attention", "attention-properties")
+    group.addoption(
+        "--impl",
+        default=os.environ.get("ATTENTION_IMPL"),
+        metavar="TARGET",
+        help="implementation to check: package.module:function or path/to/file.py:function "
+        "(default: $ATTENTION_IMPL, else both reference functions)",
+    )
+    group.addoption(
+        "--impl-kind",
+        default="scaled",
+        choices=KINDS,
+        help="which notebook function TARGET is: scaled (eq. 12.9, default) or unscaled (eq. 12.8)",
+    )
+    group.addoption(
+        "--softmax",
+        default=None,
+        metavar="TARGET",
+        help="column softmax to check with the softmax laws (default: the reference's, unless --impl is given)",
+    )
+    group.addoption("--square", action="store_true", default=False, help="draw only D_q = D_v = D (the notebook's)")
+    group.addoption("--attention-report", default=None, metavar="FILE", help="write one verdict per law as JSON")
+
+
+def _load(target: str, option: str) -> Callable[..., Any]:
+    try:
+        return load_function(target)
+    except Exception as error:
+        raise pytest.UsageError(f"{option} {target}: {error}") from error
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, description in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {description}")
+    GENERATION.square = bool(config.getoption("--square"))
+    target = config.getoption("--impl")
+    if target:
+        kind = config.getoption("--impl-kind")
+        config.stash[IMPLEMENTATIONS] = [Implementation(_load(target, "--impl"), kind, target)]
+    else:
+        config.stash[IMPLEMENTATIONS] = list(REFERENCE.values())
+    report = config.getoption("--attention-report")
+    if report:
+        config.pluginmanager.register(VerdictRecorder(Path(report)), "attention-verdicts")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    names = ", ".join(f"{impl.name} ({impl.kind})" for impl in config.stash[IMPLEMENTATIONS])
+    return [
+        f"attention implementation under test: {names}",
+        f"hypothesis profile: {settings.get_current_profile_name()}",
+    ]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "implementation" in metafunc.fixturenames:
+        impls = metafunc.config.stash[IMPLEMENTATIONS]
+        metafunc.parametrize("implementation", impls, ids=[impl.kind for impl in impls], scope="session")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the battery's own meta-tests; under --impl, skip them and what concerns only the reference."""
+    for item in items:
+        if "_catches" in item.name or item.name.startswith("test_strategy_"):
+            item.add_marker(pytest.mark.meta)
+    if not config.getoption("--impl"):
+        return
+    skip = pytest.mark.skip(reason="concerns the bundled reference or the battery itself, not --impl TARGET")
+    for item in items:
+        if item.get_closest_marker("reference_api") or item.get_closest_marker("meta"):
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def softmax(pytestconfig: pytest.Config) -> Softmax:
+    """The column softmax under test: --softmax TARGET, else the reference's (not under --impl)."""
+    target = pytestconfig.getoption("--softmax")
+    if target:
+        return Softmax(_load(target, "--softmax"), target)
+    if pytestconfig.getoption("--impl"):
+        pytest.skip("no column softmax under test: pass --softmax TARGET to check one")
+    return Softmax(softmax_cols, "attention:softmax_cols")
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    group = getattr(error, "exceptions", None)
+    return [error] if group is None else [leaf for inner in group for leaf in _leaves(inner)]
+
+
+class VerdictRecorder:
+    """Collects one verdict per law (a test function, over its parameters): FAIL > PASS > SKIP."""
+
+    RANK: ClassVar[dict[str, int]] = {"FAIL": 2, "PASS": 1, "SKIP": 0}
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.laws: dict[str, dict[str, Any]] = {}
+        self.by_nodeid: dict[str, str] = {}
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        for item in session.items:
+            if item.get_closest_marker("meta") or item.get_closest_marker("reference_api"):
+                continue
+            function = getattr(item, "function", None)
+            law = getattr(item, "originalname", item.name)
+            category = next((c for c in CATEGORIES if item.get_closest_marker(c)), "semantics")
+            module = getattr(function, "__module__", "")
+            doc = " ".join((getattr(function, "__doc__", None) or "").split())
+            self.by_nodeid[item.nodeid] = law
+            self.laws.setdefault(
+                law,
+                {
+                    "law": law,
+                    "category": category,
+                    "module": module,
+                    "statement": doc,
+                    "status": "SKIP",
+                    "reason": "",
+                    "details": "",
+                },
+            )
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+        outcome = yield
+        report: pytest.TestReport = outcome.get_result()
+        law = self.by_nodeid.get(item.nodeid)
+        if law is None:
+            return
+        row = self.laws[law]
+        if report.failed:
+            status, reason, details = "FAIL", *self._describe_failure(call, report)
+        elif report.skipped:
+            longrepr = report.longrepr
+            status = "SKIP"
+            reason = str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+            reason = reason.removeprefix("Skipped: ")
+            details = ""
+        elif report.when == "call":
+            status, reason, details = "PASS", "", ""
+        else:
+            return
+        if self.RANK[status] > self.RANK[row["status"]] or (status == row["status"] == "SKIP" and not row["reason"]):
+            row.update(status=status, reason=reason, details=details)
+
+    @staticmethod
+    def _describe_failure(call: pytest.CallInfo[None], report: pytest.TestReport) -> tuple[str, str]:
+        if call.excinfo is None:
+            return "failed", report.longreprtext
+        leaves = _leaves(call.excinfo.value)
+        first = leaves[0]
+        message = str(first).strip() or type(first).__name__
+        if not isinstance(first, AssertionError):
+            message = f"{type(first).__name__}: {message}"
+        notes = [note for leaf in leaves for note in getattr(leaf, "__notes__", [])]
+        notes += getattr(call.excinfo.value, "__notes__", [])
+        example = next((n for n in notes if n.startswith("Falsifying example:")), "")
+        cause = first.__cause__
+        if cause is not None and not isinstance(cause, AssertionError):
+            message += f"\n  caused by {type(cause).__name__}: {cause}"
+        details = message + ("\n\n" + example if example else "")
+        return message.splitlines()[0], details
+
+    def pytest_sessionfinish(self) -> None:
+        self.path.write_text(json.dumps({"laws": list(self.laws.values())}, indent=1) + "\n")
