@@ -1,6 +1,12 @@
 """Exact self-attention in numpy, in the convention of "Understanding Deep Learning", notebook 12.1."""
 
+from attention.positional import sinusoidal_positional_encoding
 from attention.self_attention import scaled_dot_product_self_attention, self_attention
 from attention.softmax import softmax_cols
 
-__all__ = ["scaled_dot_product_self_attention", "self_attention", "softmax_cols"]
+__all__ = [
+    "scaled_dot_product_self_attention",
+    "self_attention",
+    "sinusoidal_positional_encoding",
+    "softmax_cols",
+]

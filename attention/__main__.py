@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from attention import scaled_dot_product_self_attention, self_attention
+from attention import scaled_dot_product_self_attention, self_attention, sinusoidal_positional_encoding
 
 
 def notebook_inputs() -> tuple[np.ndarray, ...]:
@@ -63,6 +63,32 @@ def main() -> None:
         bool(np.allclose(permuted_prime, scaled_prime[:, permutation])),
         "-> self-attention is equivariant to permutations of its inputs (eq. 12.18)",
     )
+
+    positional_question(arguments, permutation)
+
+
+def positional_question(arguments: tuple[np.ndarray, ...], permutation: list[int]) -> None:
+    """The notebook's closing question: would this still be equivariant with positional encodings?"""
+    X, rest = arguments[0], arguments[1:]
+    Pi = sinusoidal_positional_encoding(*X.shape)
+    section("Would it still be equivariant with positional encoding? Pi = sinusoidal_positional_encoding(4, 3)")
+    print(Pi)
+
+    def largest_gap(first: np.ndarray, second: np.ndarray) -> str:
+        return f"{float(np.abs(first - second).max()):.3g}"
+
+    plain, _ = scaled_dot_product_self_attention(X, *rest)
+    plain_permuted, _ = scaled_dot_product_self_attention(X[:, permutation], *rest)
+    with_pi, _ = scaled_dot_product_self_attention(X, *rest, positional=Pi)
+    fixed_pi, _ = scaled_dot_product_self_attention(X[:, permutation], *rest, positional=Pi)
+    moving_pi, _ = scaled_dot_product_self_attention(X[:, permutation], *rest, positional=Pi[:, permutation])
+    print(
+        f"max |f(X P) - f(X) P|, no positions:                   {largest_gap(plain_permuted, plain[:, permutation])}"
+    )
+    print(f"max |f(X P; Pi) - f(X; Pi) P|, positions stay put:     {largest_gap(fixed_pi, with_pi[:, permutation])}")
+    print(f"max |f(X P; Pi P) - f(X; Pi) P|, positions move along: {largest_gap(moving_pi, with_pi[:, permutation])}")
+    print("-> No: with absolute positions the output depends on where each input stands; equivariance returns")
+    print("   only if the positions are permuted together with the inputs.")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ comes back to a `Result` of X' and the attention matrix (None when only X' is re
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -99,6 +100,21 @@ class Implementation:
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))
+
+    def accepts(self, *keywords: str) -> bool:
+        """Whether the function takes these keyword arguments (positional=, mask=, causal=, bias=, ...)."""
+        try:
+            parameters = inspect.signature(self.function).parameters
+        except (TypeError, ValueError):
+            return False
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            return True
+        return all(k in parameters for k in keywords)
+
+    def require(self, *keywords: str) -> None:
+        """Skip the calling test unless the function takes these keyword arguments."""
+        if not self.accepts(*keywords):
+            pytest.skip(f"the implementation takes no keyword argument(s) {', '.join(keywords)}")
 
     def scale(self, D_q: int) -> float:
         """The factor applied to K^T Q: 1/sqrt(D_q) for scaled attention (eq. 12.9), 1 for eq. 12.8."""

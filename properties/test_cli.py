@@ -14,6 +14,7 @@ from properties.examples import write_notebook
 from properties.loading import load_function
 from properties.measures import LawViolation
 from properties.notebook import extract
+from properties.problem import AttentionProblem
 
 pytestmark = pytest.mark.meta
 
@@ -52,12 +53,20 @@ def test_file_targets_are_made_absolute(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_reproduction_snippet_replays_the_shrunk_counterexample() -> None:
+    """A snippet built from a falsifying example, printed as hypothesis prints it (with the reprs of
+    Implementation and AttentionProblem), runs and fails the law again."""
     implementation = b.broken(b.attentions_transposed_in_output)
-    with pytest.raises(AssertionError) as failure:
-        laws.test_output_is_values_times_attentions(implementation=implementation)
-    example = next(n for n in getattr(failure.value, "__notes__", []) if n.startswith("Falsifying example:"))
+    one, zero = np.ones((1, 1)), np.zeros((1, 1))
+    problem = AttentionProblem(np.array([[0.0, 1.0]]), one, one, one, zero, zero, zero)
+    law = laws.test_output_is_values_times_attentions.hypothesis.inner_test  # type: ignore[attr-defined]
+    with pytest.raises(LawViolation):
+        law(implementation=implementation, problem=problem)
+    example = (
+        "Falsifying example: test_output_is_values_times_attentions(\n"
+        f"    implementation={implementation!r},\n    problem={problem!r},\n)"
+    )
     row = {"law": "test_output_is_values_times_attentions", "module": "properties.test_attention_matrix",
-           "details": f"{failure.value}\n\n{example}"}  # fmt: skip
+           "details": f"X' must equal V @ attentions: ...\n\n{example}"}  # fmt: skip
     snippet = reproduction(row, Run("implementation", implementation.name, "scaled"))
     with pytest.raises(LawViolation, match="X' must equal V @ attentions"):
         exec(snippet, {})

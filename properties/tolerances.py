@@ -79,6 +79,10 @@ class ErrorBounds:
         """Bound on the error of X'_dn, shape (D_v, N): v_d (r_n + k u) (+ the underflow floors)."""
         return self.value_bound * (self.attentions + self.steps * self.eps) + self.steps * tiny_of(self.eps)
 
+    def with_logit_offset(self, offset: float) -> ErrorBounds:
+        """Bounds when a term of magnitude at most `offset` (a bias matrix) is added to every logit."""
+        return ErrorBounds(self.logit_bound + offset, self.value_bound, self.steps + 1, self.eps)
+
     def __add__(self, other: ErrorBounds) -> ErrorBounds:
         """Bounds for the difference of two evaluations (of problems of the same shape)."""
         return ErrorBounds(

@@ -226,3 +226,66 @@ def test_softmax_cols_keeps_float32_and_validates() -> None:
         softmax_cols(np.zeros((2, 2, 2)))
     with pytest.raises(TypeError, match=r"^data_in must be a real"):
         softmax_cols(np.zeros((2, 2), dtype=complex))
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "error", "pattern"),
+    [
+        ("positional", np.ones((3, 4)), ValueError, r"^positional must have shape \(D, N\) = \(3, 5\)"),
+        ("positional", np.full((3, 5), np.nan), ValueError, r"^positional must be finite"),
+        ("positional_mode", "values", ValueError, r"^positional_mode must be one of"),
+        ("mask", np.ones((5, 5)), TypeError, r"^mask must be a boolean array"),
+        ("mask", np.ones((5, 4), dtype=bool), ValueError, r"^mask must have shape \(N, N\) = \(5, 5\)"),
+        ("causal", 1, TypeError, r"^causal must be True or False"),
+        ("bias", np.ones((4, 5)), ValueError, r"^bias must have shape \(N, N\) = \(5, 5\)"),
+        ("bias", np.full((5, 5), np.inf), ValueError, r"^bias must be finite"),
+    ],
+)
+def test_bad_keyword_arguments_raise_errors_naming_them(
+    function: Callable[..., Any], keyword: str, value: Any, error: type[Exception], pattern: str
+) -> None:
+    with pytest.raises(error, match=pattern):
+        function(*(arguments()[name] for name in NAMES), **{keyword: value})
+
+
+def test_queries_without_visible_keys_get_zero_columns_without_warnings(function: Callable[..., Any]) -> None:
+    mask = np.ones((5, 5), dtype=bool)
+    mask[:, 2] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        X_prime, attentions = function(*(arguments()[name] for name in NAMES), mask=mask)
+    assert (X_prime[:, 2] == 0).all() and (attentions[:, 2] == 0).all()
+    assert np.isfinite(X_prime).all() and np.allclose(np.delete(attentions, 2, axis=1).sum(axis=0), 1.0)
+
+
+def test_hidden_keys_may_hold_values_that_would_overflow(function: Callable[..., Any]) -> None:
+    args = arguments()
+    args["X"] = args["X"].copy()
+    args["X"][:, 4] = 1e300  # key 4 is hidden from everyone, and hides its own query's output too
+    mask = np.ones((5, 5), dtype=bool)
+    mask[4, :] = False
+    mask[:, 4] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        X_prime, _ = function(*(args[name] for name in NAMES), mask=mask)
+    reference, _ = function(*(arguments()[name] for name in NAMES), mask=mask)
+    np.testing.assert_array_equal(X_prime, reference)
+
+
+@pytest.mark.parametrize(("D", "N", "error"), [(-1, 3, ValueError), (2, -1, ValueError), (2.5, 3, TypeError)])
+def test_sinusoidal_encoding_validates_its_sizes(D: Any, N: Any, error: type[Exception]) -> None:
+    from attention import sinusoidal_positional_encoding
+
+    with pytest.raises(error, match=r"^[DN] must be"):
+        sinusoidal_positional_encoding(D, N)
+
+
+def test_sinusoidal_encoding_follows_its_formula_with_odd_D() -> None:
+    from attention import sinusoidal_positional_encoding
+
+    Pi = sinusoidal_positional_encoding(5, 7)
+    n = np.arange(7)
+    for i in range(3):
+        np.testing.assert_allclose(Pi[2 * i], np.sin(n / 10000 ** (2 * i / 5)), rtol=0, atol=1e-15)
+        if 2 * i + 1 < 5:
+            np.testing.assert_allclose(Pi[2 * i + 1], np.cos(n / 10000 ** (2 * i / 5)), rtol=0, atol=1e-15)

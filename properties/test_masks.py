@@ -1,0 +1,290 @@
+"""Masks, causal attention and relative-position biases: only what they allow of the symmetry survives.
+
+These laws need the keyword arguments mask=, causal= and bias= (the reference takes them); they are skipped
+for implementations that do not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from numpy.typing import NDArray
+
+from attention import scaled_dot_product_self_attention
+from properties import broken as b
+from properties.implementation import Implementation
+from properties.measures import LawViolation, assert_close
+from properties.meta import assert_law_fails
+from properties.problem import AttentionProblem
+from properties.strategies import attention_problems, columns, dimensions, matrices, well_conditioned_matrices
+from properties.tolerances import sum_to_one_error
+
+pytestmark = pytest.mark.semantics
+Array = NDArray[np.float64]
+# Changed inputs are multiplied by up to this much: huge, yet every logit stays far from overflow.
+HUGE = 1e6
+
+
+def masked_problem(problem: AttentionProblem, changed: NDArray[np.bool_], scale: float) -> AttentionProblem:
+    """The problem with the input columns flagged in `changed` replaced by scale * (their values + 1)."""
+    X = problem.X.copy()
+    X[:, changed] = scale * (X[:, changed] + 1.0)
+    return problem.replace(X=X)
+
+
+@st.composite
+def problems_with_a_position(draw: st.DrawFn) -> tuple[AttentionProblem, int, float]:
+    problem = draw(attention_problems(dimensions(min_n=2)))
+    n = draw(st.integers(0, problem.N - 2), label="query n")
+    return problem, n, draw(st.floats(1.0, HUGE), label="scale of the later inputs")
+
+
+@given(case=problems_with_a_position())
+def test_causal_outputs_do_not_depend_on_later_inputs(
+    implementation: Implementation, case: tuple[AttentionProblem, int, float]
+) -> None:
+    """With causal=True, x'_j for j <= n does not change when any input x_m with m > n changes, even to huge
+    values: key m is invisible to query j < m."""
+    implementation.require("causal")
+    problem, n, scale = case
+    later = np.arange(problem.N) > n
+    before = implementation(problem, causal=True)
+    after = implementation(masked_problem(problem, later, scale), causal=True)
+    prefix = problem.with_columns(np.arange(n + 1))  # only these columns take part in the outputs compared
+    bounds = implementation.bounds(prefix, max(before.eps, after.eps))
+    assert_close(after.X_prime[:, : n + 1], before.X_prime[:, : n + 1], (bounds + bounds).x_prime,
+                 what=f"causal outputs 0..{n} after changing the inputs after {n}")  # fmt: skip
+
+
+def mask_ignored(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
+    """Takes the keywords and ignores them."""
+    return scaled_dot_product_self_attention(*arrays)
+
+
+def mask_as_large_negative_bias(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
+    """Masks by adding -1e4 to hidden logits: hidden keys with huge logits still win."""
+    N = arrays[0].shape[1]
+    visible = np.ones((N, N), dtype=bool) if mask is None else np.asarray(mask)
+    if causal:
+        visible = visible & np.tri(N, dtype=bool).T
+    penalty = np.where(visible, 0.0, -1e4) + (0.0 if bias is None else np.asarray(bias))
+    return scaled_dot_product_self_attention(*arrays, bias=penalty)
+
+
+@pytest.mark.parametrize("bug", [mask_ignored, mask_as_large_negative_bias])
+def test_causal_outputs_do_not_depend_on_later_inputs_catches(bug: Any) -> None:
+    assert_law_fails(test_causal_outputs_do_not_depend_on_later_inputs, implementation=b.broken(bug))
+
+
+@given(problem=attention_problems(dimensions(min_n=2)), data=st.data())
+def test_causal_attention_is_consistent_with_its_prefixes(
+    implementation: Implementation, problem: AttentionProblem, data: st.DataObject
+) -> None:
+    """f(X[:, :t], causal) = f(X, causal)[:, :t]: a causal model's outputs for a prefix ignore what follows."""
+    implementation.require("causal")
+    t = data.draw(st.integers(1, problem.N - 1), label="prefix length t")
+    prefix = problem.with_columns(np.arange(t))
+    whole, part = implementation(problem, causal=True), implementation(prefix, causal=True)
+    bounds = implementation.bounds(prefix, max(whole.eps, part.eps))
+    assert_close(part.X_prime, whole.X_prime[:, :t], (bounds + bounds).x_prime, what=f"causal prefix of length {t}")
+
+
+def test_causal_prefixes_catch_an_ignored_mask() -> None:
+    assert_law_fails(test_causal_attention_is_consistent_with_its_prefixes, implementation=b.broken(mask_ignored))
+
+
+@given(problem=attention_problems())
+def test_causal_equals_the_explicit_lower_triangular_mask(
+    implementation: Implementation, problem: AttentionProblem
+) -> None:
+    """causal=True is mask[m, n] = (m <= n): key m visible to query n iff m <= n."""
+    implementation.require("causal", "mask")
+    triangle = np.tri(problem.N, dtype=bool).T
+    causal, masked = implementation(problem, causal=True), implementation(problem, mask=triangle)
+    bounds = implementation.bounds(problem, max(causal.eps, masked.eps))
+    assert_close(causal.X_prime, masked.X_prime, (bounds + bounds).x_prime, what="causal=True against the mask")
+
+
+def causal_upper_triangle(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
+    """Implements causal=True as key m visible to query n iff m >= n (the transposed triangle)."""
+    N = arrays[0].shape[1]
+    if causal:
+        mask = np.tri(N, dtype=bool) if mask is None else np.asarray(mask) & np.tri(N, dtype=bool)
+    return scaled_dot_product_self_attention(*arrays, mask=mask, bias=bias)
+
+
+def test_causal_equals_the_explicit_mask_catches_the_transposed_triangle() -> None:
+    assert_law_fails(test_causal_equals_the_explicit_lower_triangular_mask,
+                     implementation=b.broken(causal_upper_triangle))  # fmt: skip
+
+
+@st.composite
+def problems_with_masks(draw: st.DrawFn) -> tuple[AttentionProblem, NDArray[np.bool_], NDArray[np.bool_], float]:
+    """A problem, a mask (any pattern, fully hidden queries included), and a set of inputs to change."""
+    problem = draw(attention_problems(dimensions(min_n=2)))
+    mask = draw(matrices(problem.N, problem.N).map(lambda a: a > 0), label="mask")
+    changed = draw(columns(problem.N).map(lambda c: c.ravel() > 0), label="inputs to change")
+    return problem, mask, changed, draw(st.floats(1.0, HUGE), label="scale")
+
+
+@given(case=problems_with_masks())
+def test_masked_keys_influence_nothing(
+    implementation: Implementation, case: tuple[AttentionProblem, NDArray[np.bool_], NDArray[np.bool_], float]
+) -> None:
+    """Changing inputs whose keys are hidden from query n (mask[m, n] False), even to huge values, leaves
+    x'_n unchanged, for every query n that is not itself among the changed inputs."""
+    implementation.require("mask")
+    problem, mask, changed, scale = case
+    unaffected = ~changed & ~(mask & changed[:, None]).any(axis=0)
+    assume(unaffected.any())
+    before = implementation(problem, mask=mask)
+    after = implementation(masked_problem(problem, changed, scale), mask=mask)
+    bounds = implementation.bounds(problem, max(before.eps, after.eps))
+    assert_close(after.X_prime[:, unaffected], before.X_prime[:, unaffected], (bounds + bounds).x_prime[:, unaffected],
+                 what="outputs of queries that cannot see the changed inputs")  # fmt: skip
+
+
+@pytest.mark.parametrize("bug", [mask_ignored, mask_as_large_negative_bias])
+def test_masked_keys_influence_nothing_catches(bug: Any) -> None:
+    assert_law_fails(test_masked_keys_influence_nothing, implementation=b.broken(bug))
+
+
+@given(case=problems_with_masks())
+def test_attentions_are_distributions_over_the_visible_keys(
+    implementation: Implementation, case: tuple[AttentionProblem, NDArray[np.bool_], NDArray[np.bool_], float]
+) -> None:
+    """attentions[m, n] = 0 where key m is hidden from query n; each column with a visible key sums to 1
+    over the visible keys; a query with no visible key has a zero column in attentions and in X'."""
+    implementation.require("mask")
+    problem, mask, _, _ = case
+    result = implementation(problem, mask=mask)
+    A = result.attentions
+    if (A[~mask] != 0).any():
+        m, n = (int(i) for i in np.argwhere((A != 0) & ~mask)[0])
+        raise LawViolation(f"attentions[{m}, {n}] = {float(A[m, n])!r}, but key {m} is hidden from query {n}")
+    some = mask.any(axis=0)
+    assert_close(A[:, some].sum(axis=0), np.ones(int(some.sum())), sum_to_one_error(problem.N, result.eps),
+                 what="columns of attentions with a visible key must sum to 1")  # fmt: skip
+    assert_close(result.X_prime[:, ~some], np.zeros((problem.D_v, int((~some).sum()))), 0.0,
+                 what="a query with no visible key must give a zero column of X'")  # fmt: skip
+
+
+def mask_without_renormalising(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
+    """Zeroes hidden weights after the softmax and does not renormalise."""
+    _, A = scaled_dot_product_self_attention(*arrays, bias=bias)
+    if mask is not None:
+        A = np.where(mask, A, 0.0)
+    return (arrays[1] @ arrays[0] + arrays[4]) @ A, A
+
+
+def test_attentions_over_visible_keys_catches_missing_renormalisation() -> None:
+    assert_law_fails(test_attentions_are_distributions_over_the_visible_keys,
+                     implementation=b.broken(mask_without_renormalising))  # fmt: skip
+
+
+def circulant(first_column: Array) -> Array:
+    """B[m, n] = c[(n - m) mod N]: a bias that depends on the distance n - m on a ring only."""
+    N = first_column.shape[0]
+    index = (np.arange(N)[None, :] - np.arange(N)[:, None]) % N
+    return np.asarray(first_column[index])
+
+
+@st.composite
+def problems_with_circulant_biases(draw: st.DrawFn) -> tuple[AttentionProblem, Array, int]:
+    problem = draw(attention_problems())
+    bias = circulant(draw(columns(problem.N), label="relative bias c").ravel())
+    return problem, bias, draw(st.integers(0, max(problem.N - 1, 0)), label="cyclic shift")
+
+
+@given(case=problems_with_circulant_biases())
+def test_circulant_biases_keep_equivariance_under_cyclic_shifts(
+    implementation: Implementation, case: tuple[AttentionProblem, Array, int]
+) -> None:
+    """With a circulant bias (relative positions on a ring), f(X C; B) = f(X; B) C for every cyclic shift C."""
+    implementation.require("bias")
+    problem, bias, shift = case
+    p = np.roll(np.arange(problem.N), -shift)
+    original = implementation(problem, bias=bias)
+    shifted = implementation(problem.with_columns(p), bias=bias)
+    bounds = implementation.bounds(problem, max(original.eps, shifted.eps)).with_logit_offset(float(np.abs(bias).max()))
+    assert_close(shifted.X_prime, original.X_prime[:, p], (bounds + bounds).x_prime[:, p],
+                 what=f"X' with a circulant bias, inputs shifted cyclically by {shift}")  # fmt: skip
+
+
+def bias_rows_reversed(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
+    """Adds the bias upside down: B[N-1-m, n] instead of B[m, n]."""
+    return scaled_dot_product_self_attention(*arrays, bias=None if bias is None else np.asarray(bias)[::-1])
+
+
+def test_circulant_biases_keep_equivariance_catches_reversed_bias() -> None:
+    assert_law_fails(test_circulant_biases_keep_equivariance_under_cyclic_shifts,
+                     implementation=b.broken(bias_rows_reversed))  # fmt: skip
+
+
+@st.composite
+def bias_witnesses(draw: st.DrawFn) -> tuple[AttentionProblem, Array, NDArray[np.intp], Array]:
+    """A generic bias with omega_q = omega_k = 0, so that the bias alone sets the attention, on inputs and
+    value weights of full rank (D >= N, D_v >= D), so that different weights give different outputs.
+    Returns the problem, the bias, a transposition p and the law-side weights a = softmax_cols(bias)."""
+    N = draw(st.integers(2, 4), label="N")
+    D = draw(st.integers(N, N + 2), label="D")
+    D_q, D_v = draw(st.integers(1, 3), label="D_q"), draw(st.integers(D, D + 2), label="D_v")
+    problem = AttentionProblem(
+        X=draw(well_conditioned_matrices(D, N, max_condition=4.0, bound=1.0), label="X"),
+        omega_v=draw(well_conditioned_matrices(D_v, D, max_condition=4.0, bound=1.0), label="omega_v"),
+        omega_q=np.zeros((D_q, D)),
+        omega_k=np.zeros((D_q, D)),
+        beta_v=draw(columns(D_v), label="beta_v"),
+        beta_q=draw(columns(D_q), label="beta_q"),
+        beta_k=draw(columns(D_q), label="beta_k"),
+    )
+    bias = draw(matrices(N, N), label="bias")
+    i, j = draw(st.lists(st.integers(0, N - 1), min_size=2, max_size=2, unique=True), label="transposed pair")
+    p = np.arange(N)
+    p[[i, j]] = p[[j, i]]
+    weights = np.exp(bias - bias.max(axis=0))
+    weights /= weights.sum(axis=0)
+    return problem, bias, p, weights
+
+
+@given(witness=bias_witnesses())
+def test_generic_biases_break_equivariance_under_permutations(
+    implementation: Implementation, witness: tuple[AttentionProblem, Array, NDArray[np.intp], Array]
+) -> None:
+    """With a bias that is not invariant under the transposition P, f(X P; B) != f(X; B) P, by a margin.
+
+    With omega_q = omega_k = 0 the attentions are a = softmax_cols(B), whatever X. Column j of
+    f(X P) - f(X) P is V w_j with w_j[m] = a[p^-1(m), j] - a[m, p(j)], which sums to 0, so V w_j =
+    omega_v X w_j and |V w_j|_2 >= sigma_min(omega_v X) |w_j|_2 (omega_v X has full column rank).
+    """
+    implementation.require("bias")
+    problem, bias, p, a = witness
+    inverse = np.argsort(p)
+    w = a[inverse, :] - a[:, p]
+    sigma = float(np.linalg.svd(problem.omega_v @ problem.X, compute_uv=False).min())
+    margin = sigma * float(np.linalg.norm(w, axis=0).max())
+    assume(margin >= 1e-6)  # B nearly invariant under P: no loss to see
+    original, permuted = implementation(problem, bias=bias), implementation(problem.with_columns(p), bias=bias)
+    bounds = implementation.bounds(problem, max(original.eps, permuted.eps)).with_logit_offset(
+        float(np.abs(bias).max())
+    )
+    difference = float(np.linalg.norm(permuted.X_prime - original.X_prime[:, p], axis=0).max())
+    # sigma and a are float64 law-side values, exact to far below 1e-12 relative at these sizes.
+    tolerance = 2 * float(np.linalg.norm((bounds + bounds).x_prime, axis=0).max()) + 1e-12 * margin
+    if not difference >= margin - tolerance:
+        raise LawViolation(
+            f"f(X P; B) - f(X; B) P has largest column norm {difference:.6g} for the transposition {p.tolist()}; "
+            f"the bias must make it at least {margin:.6g}"
+        )
+
+
+def bias_ignored(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
+    return scaled_dot_product_self_attention(*arrays)
+
+
+def test_generic_biases_break_equivariance_catches_an_ignored_bias() -> None:
+    assert_law_fails(test_generic_biases_break_equivariance_under_permutations, implementation=b.broken(bias_ignored))
