@@ -1,10 +1,14 @@
 """Exact self-attention in numpy, in the convention of "Understanding Deep Learning", notebook 12.1."""
 
+from attention.blockwise import blockwise_scaled_dot_product_self_attention
+from attention.multihead import multihead_scaled_self_attention
 from attention.positional import sinusoidal_positional_encoding
 from attention.self_attention import scaled_dot_product_self_attention, self_attention
 from attention.softmax import softmax_cols
 
 __all__ = [
+    "blockwise_scaled_dot_product_self_attention",
+    "multihead_scaled_self_attention",
     "scaled_dot_product_self_attention",
     "self_attention",
     "sinusoidal_positional_encoding",

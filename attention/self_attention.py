@@ -16,7 +16,6 @@ from attention._checks import (
     check_matrix,
     check_self_attention_arguments,
 )
-from attention.softmax import _softmax_cols
 
 PositionalMode = Literal["input", "query_key"]
 POSITIONAL_MODES = ("input", "query_key")
@@ -148,18 +147,15 @@ def _self_attention(
         queries = omega_q @ X_qk + beta_q
         keys = omega_k @ X_qk + beta_k
         values = omega_v @ (X_qk if positions_in_values else X) + beta_v
+    if visible is None:
+        _check_no_overflow("the values V = omega_v X + beta_v", values, "reduce the magnitudes of X, omega_v, beta_v")
+        return _dense_attention(queries, keys, values, scaled, bias)
+    with np.errstate(over="ignore", invalid="ignore"):
         logits = keys.T @ queries
         if scaled:
             logits /= np.sqrt(logits.dtype.type(omega_q.shape[0]))
         if bias is not None:
             logits += bias
-    if visible is None:
-        _check_no_overflow("the values V = omega_v X + beta_v", values, "reduce the magnitudes of X, omega_v, beta_v")
-        _check_no_overflow(
-            "the logits K^T Q (with Q, K)", logits, "reduce the magnitudes of X, omega_q, omega_k, beta_q, beta_k"
-        )
-        attentions = _softmax_cols(logits, overwrite=True)
-        return values @ attentions, attentions
     # Masked keys: their logits and values must not matter, whatever they are (even inf or NaN here).
     seen = visible.any(axis=1)
     values[:, ~seen] = 0.0
@@ -169,6 +165,47 @@ def _self_attention(
         "the visible logits K^T Q", logits, "reduce the magnitudes of X, omega_q, omega_k, beta_q, beta_k"
     )
     return values @ (attentions := _masked_softmax_cols(logits, visible)), attentions
+
+
+# Rows of A^T computed at a time: about 2 MiB of float64 logits, so that the shift, exp and normalisation
+# of a block run in cache right after the product that made it.
+BLOCK_ELEMENTS = 1 << 18
+
+
+def _dense_attention(
+    queries: FloatArray, keys: FloatArray, values: FloatArray, scaled: bool, bias: FloatArray | None
+) -> tuple[FloatArray, FloatArray]:
+    """(V A, A) with A = softmax_cols(s K^T Q + bias), computed as A^T, a block of queries (rows) at a time.
+
+    A^T is C-contiguous, so each block of queries is a contiguous slab whose row softmax is the column
+    softmax of A; A is returned as the transposed view of A^T.
+    """
+    dtype = queries.dtype
+    N = queries.shape[1]
+    if scaled:
+        queries = queries / np.sqrt(dtype.type(queries.shape[0]))
+    attentions_t = np.empty((N, N), dtype=dtype)
+    X_prime_t = np.empty((N, values.shape[0]), dtype=dtype)
+    queries_t, values_t = np.ascontiguousarray(queries.T), np.ascontiguousarray(values.T)
+    rows = max(1, BLOCK_ELEMENTS // max(N, 1))
+    for start in range(0, N, rows):
+        block = attentions_t[start : start + rows]
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.matmul(queries_t[start : start + rows], keys, out=block)
+            if bias is not None:
+                block += bias[:, start : start + rows].T
+        block_max = block.max(axis=1, keepdims=True)
+        if not (np.isfinite(block_max).all() and np.isfinite(block.min(initial=0.0))):
+            raise ValueError(
+                f"the logits K^T Q (with Q, K) overflow {dtype} (largest finite value {np.finfo(dtype).max:.3g}); "
+                "reduce the magnitudes of X, omega_q, omega_k, beta_q, beta_k"
+            )
+        with np.errstate(under="ignore"):
+            block -= block_max
+            np.exp(block, out=block)
+        block /= block.sum(axis=1, keepdims=True)
+        np.matmul(block, values_t, out=X_prime_t[start : start + rows])
+    return X_prime_t.T, attentions_t.T
 
 
 def _masked_softmax_cols(logits: FloatArray, visible: NDArray[np.bool_]) -> FloatArray:

@@ -55,7 +55,7 @@ def run_battery(run: Run, *, profile: str, only: Sequence[str], square: bool, ti
         command = [
             sys.executable, "-m", "pytest", "--pyargs", "properties", "regression",
             "-p", "properties.plugin", "-p", "no:cacheprovider", "-c", str(ini), "--rootdir", scratch,
-            "-q", "--no-header", "-m", selection, "--impl", run.target, "--impl-kind", run.kind,
+            "-q", "--no-header", "--benchmark-skip", "-m", selection, "--impl", run.target, "--impl-kind", run.kind,
             "--hypothesis-profile", profile, "--attention-report", str(report),
         ]  # fmt: skip
         if run.softmax:

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from attention import scaled_dot_product_self_attention, self_attention, softmax_cols
+from attention import multihead_scaled_self_attention, scaled_dot_product_self_attention, self_attention, softmax_cols
 from properties.implementation import KINDS, Implementation
 from properties.loading import load_function
 from properties.strategies import GENERATION
@@ -95,6 +96,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="TARGET",
         help="column softmax to check with the softmax laws (default: the reference's, unless --impl is given)",
     )
+    group.addoption(
+        "--multihead",
+        default=None,
+        metavar="TARGET",
+        help="multi-head attention to check, f(X, heads, omega_c) (default: the reference's, unless --impl is given)",
+    )
     group.addoption("--square", action="store_true", default=False, help="draw only D_q = D_v = D (the notebook's)")
     group.addoption("--attention-report", default=None, metavar="FILE", help="write one verdict per law as JSON")
 
@@ -157,6 +164,35 @@ def softmax(pytestconfig: pytest.Config) -> Softmax:
     if pytestconfig.getoption("--impl"):
         pytest.skip("no column softmax under test: pass --softmax TARGET to check one")
     return Softmax(softmax_cols, "attention:softmax_cols")
+
+
+@dataclass(frozen=True)
+class Multihead:
+    """The multi-head attention under test, f(X, heads, omega_c) -> X', printable as the code that loads it."""
+
+    function: Callable[..., Any]
+    target: str
+
+    def __call__(self, X: Any, heads: Any, omega_c: Any) -> Any:
+        copies = [tuple(np.array(a, copy=True) for a in head) for head in heads]
+        return np.asarray(self.function(np.array(X, copy=True), copies, np.array(omega_c, copy=True)))
+
+    def __repr__(self) -> str:
+        return f"Multihead(load_function({self.target!r}), {self.target!r})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+
+@pytest.fixture(scope="session")
+def multihead(pytestconfig: pytest.Config) -> Multihead:
+    """The multi-head attention under test: --multihead TARGET, else the reference's (not under --impl)."""
+    target = pytestconfig.getoption("--multihead")
+    if target:
+        return Multihead(_load(target, "--multihead"), target)
+    if pytestconfig.getoption("--impl"):
+        pytest.skip("no multi-head attention under test: pass --multihead TARGET to check one")
+    return Multihead(multihead_scaled_self_attention, "attention:multihead_scaled_self_attention")
 
 
 def _leaves(error: BaseException) -> list[BaseException]:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from regression.exact import self_attention_exact, to_decimal, to_float
+from regression.exact import PRECISION, self_attention_exact, to_decimal, to_float
 
 DATA = Path(__file__).with_name("data")
 
@@ -82,6 +83,80 @@ def notebook_12_1() -> dict[str, Any]:
     }
 
 
+def notebook_12_2_inputs() -> dict[str, Any]:
+    """The inputs of notebook 12.2 (multi-head), drawn exactly as its cells draw them."""
+    np.random.seed(3)
+    N, D, H = 6, 8, 2
+    H_D = D // H
+    X = np.random.normal(size=(D, N))
+    np.random.seed(0)
+    heads = []
+    for _ in range(H):
+        omega_q = np.random.normal(size=(H_D, D))
+        omega_k = np.random.normal(size=(H_D, D))
+        omega_v = np.random.normal(size=(H_D, D))
+        beta_q = np.random.normal(size=(H_D, 1))
+        beta_k = np.random.normal(size=(H_D, 1))
+        beta_v = np.random.normal(size=(H_D, 1))
+        heads.append({"omega_v": omega_v, "omega_q": omega_q, "omega_k": omega_k,
+                      "beta_v": beta_v, "beta_q": beta_q, "beta_k": beta_k})  # fmt: skip
+    omega_c = np.random.normal(size=(D, D))
+    return {
+        "X": X.tolist(),
+        "heads": [{name: array.tolist() for name, array in head.items()} for head in heads],
+        "omega_c": omega_c.tolist(),
+    }
+
+
+def multihead_exact(inputs: dict[str, Any]) -> list[list[float]]:
+    """X' of notebook 12.2 in 50-digit decimals: each head by regression.exact, stacked, times omega_c."""
+    X = to_decimal(inputs["X"])
+    stacked = []
+    for head in inputs["heads"]:
+        names = ("omega_v", "omega_q", "omega_k", "beta_v", "beta_q", "beta_k")
+        X_prime, _ = self_attention_exact(X, *(to_decimal(head[name]) for name in names), scaled=True)
+        stacked.extend(X_prime)
+    omega_c = to_decimal(inputs["omega_c"])
+    with localcontext() as context:
+        context.prec = PRECISION
+        product = [
+            [sum((omega_c[i][j] * stacked[j][n] for j in range(len(stacked))), Decimal(0)) for n in range(len(X[0]))]
+            for i in range(len(omega_c))
+        ]
+    return to_float(product)
+
+
+def notebook_12_2() -> dict[str, Any]:
+    inputs = notebook_12_2_inputs()
+    return {
+        "source": "Understanding Deep Learning, notebook 12.2 (Multihead Self-Attention), udlbook/Notebooks/Chap12",
+        "provenance": (
+            "np.random.seed(3); N=6; D=8; X = normal(size=(D,N)); H=2; H_D=4; np.random.seed(0); for each head "
+            "omega_q, omega_k, omega_v = normal(size=(H_D,D)), then beta_q, beta_k, beta_v = normal(size=(H_D,1)); "
+            "then omega_c = normal(size=(D,D))"
+        ),
+        "inputs": inputs,
+        "notebook_printed": {
+            "note": "the True values the notebook prints for X' (np.set_printoptions(precision=3))",
+            "decimals": 3,
+            "X_prime": [
+                [-21.207, -5.373, -20.933, -9.179, -11.319, -17.812],
+                [-1.995, 7.906, -10.516, 3.452, 9.863, -7.24],
+                [5.479, 1.115, 9.244, 0.453, 5.656, 7.089],
+                [-7.413, -7.416, 0.363, -5.573, -6.736, -0.848],
+                [-11.261, -9.937, -4.848, -8.915, -13.378, -5.761],
+                [3.548, 10.036, -2.244, 1.604, 12.113, -2.557],
+                [4.888, -5.814, 2.407, 3.228, -4.232, 3.71],
+                [1.248, 18.894, -6.409, 3.224, 19.717, -5.629],
+            ],
+        },
+        "exact": {
+            "note": "50-digit decimals (regression/exact.py; heads stacked, times omega_c), rounded to float64",
+            "X_prime": multihead_exact(inputs),
+        },
+    }
+
+
 def dumps(data: Any) -> str:
     """JSON with one matrix row a line, so that a person can read the file."""
     text = json.dumps(data, indent=1)
@@ -89,9 +164,10 @@ def dumps(data: Any) -> str:
 
 
 def main() -> None:
-    path = DATA / "notebook_12_1.json"
-    path.write_text(dumps(notebook_12_1()) + "\n")
-    print(f"wrote {path}")
+    for name, make in (("notebook_12_1", notebook_12_1), ("notebook_12_2", notebook_12_2)):
+        path = DATA / f"{name}.json"
+        path.write_text(dumps(make()) + "\n")
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

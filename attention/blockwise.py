@@ -1,0 +1,80 @@
+"""Blockwise (memory-efficient) scaled dot-product self-attention: an online softmax over blocks of keys,
+as in FlashAttention, that never forms the N x N attention matrix."""
+
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from attention._checks import FloatArray, check_self_attention_arguments
+
+DEFAULT_BLOCK_SIZE = 512
+
+
+def blockwise_scaled_dot_product_self_attention(
+    X: ArrayLike,
+    omega_v: ArrayLike,
+    omega_q: ArrayLike,
+    omega_k: ArrayLike,
+    beta_v: ArrayLike,
+    beta_q: ArrayLike,
+    beta_k: ArrayLike,
+    *,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+) -> FloatArray:
+    """X' of scaled dot-product self-attention (eq. 12.9), computed block by block; returns X' only.
+
+    Queries are taken block_size at a time; for each block, keys and values stream past block_size at a
+    time while a running maximum m, a running sum l and a running weighted sum of values are kept per query
+    (each rescaled by exp(m_old - m_new) when m grows). Extra memory: O(D N + block_size^2).
+    """
+    problem = check_self_attention_arguments(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k)
+    try:
+        block = operator.index(block_size)
+    except TypeError:
+        raise TypeError(f"block_size must be an integer; got {type(block_size).__name__} {block_size!r}") from None
+    if block < 1:
+        raise ValueError(f"block_size must be >= 1; got {block}")
+    X_, omega_v_, omega_q_, omega_k_, beta_v_, beta_q_, beta_k_ = problem
+    N = X_.shape[1]
+    dtype = X_.dtype
+    with np.errstate(over="ignore", invalid="ignore"):
+        scale = 1 / np.sqrt(dtype.type(omega_q_.shape[0]))
+        queries = (omega_q_ @ X_ + beta_q_) * scale
+        keys = omega_k_ @ X_ + beta_k_
+        values = omega_v_ @ X_ + beta_v_
+    for what, array in (("queries", queries), ("keys", keys), ("values", values)):
+        if not np.isfinite(array).all():
+            raise ValueError(f"the {what} overflow {dtype}; reduce the magnitudes of X and the weights")
+    # |logit| <= D_q max|q| max|k|: when that cannot overflow, the blocks need no check of their own.
+    largest = float(np.abs(queries).max(initial=0.0)) * float(np.abs(keys).max(initial=0.0)) * queries.shape[0]
+    check_blocks = not largest < float(np.finfo(dtype).max)
+    keys_t = np.ascontiguousarray(keys.T)
+    values_t = np.ascontiguousarray(values.T)
+    out_t = np.empty((N, values.shape[0]), dtype=dtype)
+    for q0 in range(0, N, block):
+        q = queries[:, q0 : q0 + block]
+        running_max = np.full((1, q.shape[1]), -np.inf, dtype=dtype)
+        running_sum = np.zeros((1, q.shape[1]), dtype=dtype)
+        accumulated = np.zeros((values.shape[0], q.shape[1]), dtype=dtype)
+        for k0 in range(0, N, block):
+            with np.errstate(over="ignore", invalid="ignore"):
+                scores = keys_t[k0 : k0 + block] @ q  # (keys in block) x (queries in block)
+            block_max = scores.max(axis=0, keepdims=True)
+            if check_blocks and not np.isfinite(scores).all():
+                raise ValueError(
+                    f"the logits K^T Q / sqrt(D_q) overflow {dtype}; reduce the magnitudes of X and the weights"
+                )
+            new_max = np.maximum(running_max, block_max)
+            with np.errstate(under="ignore"):
+                correction = np.exp(running_max - new_max)  # exp(-inf) = 0 on the first block
+                np.subtract(scores, new_max, out=scores)
+                np.exp(scores, out=scores)
+            running_sum = running_sum * correction + scores.sum(axis=0, keepdims=True)
+            accumulated *= correction
+            accumulated += values_t[k0 : k0 + block].T @ scores
+            running_max = new_max
+        out_t[q0 : q0 + q.shape[1]] = (accumulated / running_sum).T
+    return np.asarray(out_t.T)
