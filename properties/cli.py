@@ -28,6 +28,7 @@ class Run:
     target: str
     kind: str
     softmax: str | None = None
+    multihead: str | None = None
     laws: list[dict[str, Any]] = field(default_factory=list)
     error: str = ""
 
@@ -49,7 +50,7 @@ def run_battery(run: Run, *, profile: str, only: Sequence[str], square: bool, ti
     with tempfile.TemporaryDirectory(prefix="attention-check-") as scratch:
         report, ini = Path(scratch) / "verdicts.json", Path(scratch) / "pytest.ini"
         ini.write_text("[pytest]\n")
-        selection = "not meta and not reference_api"
+        selection = "not meta and not reference_api and not benchmark"
         if only:
             selection += " and (" + " or ".join(only) + ")"
         command = [
@@ -60,6 +61,8 @@ def run_battery(run: Run, *, profile: str, only: Sequence[str], square: bool, ti
         ]  # fmt: skip
         if run.softmax:
             command += ["--softmax", run.softmax]
+        if run.multihead:
+            command += ["--multihead", run.multihead]
         if square:
             command.append("--square")
         environment = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
@@ -166,6 +169,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--only", default="", metavar="CATEGORIES", help="comma-separated subset of " + ",".join(CATEGORIES))
     p.add_argument("--square", action="store_true", help="draw only D_q = D_v = D (the notebook's setting)")
     p.add_argument("--softmax", default=None, metavar="TARGET", help="also check this column softmax")
+    p.add_argument("--multihead", default=None, metavar="TARGET", help="also check this multi-head attention")
     p.add_argument("--json", default=None, metavar="FILE", help="write the verdicts as JSON")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds allowed for one run")
     return p
@@ -197,7 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             target = absolute_target(args.target) if args.target else REFERENCE_TARGETS[args.kind]
             softmax = args.softmax or (None if args.target else "attention:softmax_cols")
-            runs = [Run("implementation", target, args.kind, softmax=softmax and absolute_target(softmax))]
+            multihead = args.multihead or (None if args.target else "attention:multihead_scaled_self_attention")
+            runs = [
+                Run("implementation", target, args.kind, softmax=softmax and absolute_target(softmax),
+                    multihead=multihead and absolute_target(multihead))
+            ]  # fmt: skip
             extraction = None
         for run in runs:
             run_battery(run, profile=args.profile, only=only, square=args.square, timeout=args.timeout)

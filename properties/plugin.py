@@ -212,7 +212,7 @@ class VerdictRecorder:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         for item in session.items:
-            if item.get_closest_marker("meta") or item.get_closest_marker("reference_api"):
+            if any(item.get_closest_marker(name) for name in ("meta", "reference_api", "benchmark")):
                 continue
             function = getattr(item, "function", None)
             law = getattr(item, "originalname", item.name)

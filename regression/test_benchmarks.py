@@ -18,6 +18,7 @@ import pytest
 from attention import blockwise_scaled_dot_product_self_attention, scaled_dot_product_self_attention
 from properties.plugin import REFERENCE
 
+pytestmark = pytest.mark.benchmark  # measurements, not laws: attention-check leaves them out
 D = 64
 SIZES = (256, 1024, 4096)
 DTYPES = (np.float32, np.float64)
