@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from typing import NamedTuple
 
 import numpy as np
@@ -22,6 +23,17 @@ def as_float_array(name: str, value: ArrayLike) -> FloatArray:
     if kind != "f":
         raise TypeError(f"{name} must be a real (float, integer or bool) array; got dtype {array.dtype}")
     return array
+
+
+def as_count(name: str, value: int, minimum: int = 0) -> int:
+    """`value` as an int of at least `minimum`: TypeError for a non-integer, ValueError below the minimum."""
+    try:
+        count = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer; got {type(value).__name__} {value!r}") from None
+    if count < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {count}")
+    return count
 
 
 def check_finite(name: str, array: FloatArray) -> None:

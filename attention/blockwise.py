@@ -3,12 +3,10 @@ as in FlashAttention, that never forms the N x N attention matrix."""
 
 from __future__ import annotations
 
-import operator
-
 import numpy as np
 from numpy.typing import ArrayLike
 
-from attention._checks import FloatArray, check_self_attention_arguments
+from attention._checks import FloatArray, as_count, check_self_attention_arguments
 
 DEFAULT_BLOCK_SIZE = 512
 
@@ -31,12 +29,7 @@ def blockwise_scaled_dot_product_self_attention(
     (each rescaled by exp(m_old - m_new) when m grows). Extra memory: O(D N + block_size^2).
     """
     problem = check_self_attention_arguments(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k)
-    try:
-        block = operator.index(block_size)
-    except TypeError:
-        raise TypeError(f"block_size must be an integer; got {type(block_size).__name__} {block_size!r}") from None
-    if block < 1:
-        raise ValueError(f"block_size must be >= 1; got {block}")
+    block = as_count("block_size", block_size, minimum=1)
     X_, omega_v_, omega_q_, omega_k_, beta_v_, beta_q_, beta_k_ = problem
     N = X_.shape[1]
     dtype = X_.dtype

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import operator
-
 import numpy as np
 from numpy.typing import NDArray
+
+from attention._checks import as_count
 
 
 def sinusoidal_positional_encoding(D: int, N: int) -> NDArray[np.float64]:
@@ -14,20 +14,10 @@ def sinusoidal_positional_encoding(D: int, N: int) -> NDArray[np.float64]:
     Column n encodes position n. For odd D the last row is a sine. Each (sin, cos) pair is a unit vector
     turning by a fixed angle per position, so Pi[:, n+k] is Pi[:, n] rotated pair by pair, independently of n.
     """
-    D, N = _count("D", D), _count("N", N)
+    D, N = as_count("D", D), as_count("N", N)
     frequencies = 10000.0 ** (-2.0 * np.arange((D + 1) // 2) / D) if D else np.zeros(0)
     angles = np.outer(frequencies, np.arange(N, dtype=np.float64))
     Pi = np.empty((D, N))
     Pi[0::2] = np.sin(angles)
     Pi[1::2] = np.cos(angles[: D // 2])
     return Pi
-
-
-def _count(name: str, value: int) -> int:
-    try:
-        count = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer; got {type(value).__name__} {value!r}") from None
-    if count < 0:
-        raise ValueError(f"{name} must be >= 0; got {count}")
-    return count

@@ -10,8 +10,9 @@ from numpy.typing import NDArray
 
 from attention import scaled_dot_product_self_attention
 from properties import broken as b
+from properties.assertions import assert_in_value_hull
 from properties.implementation import Implementation
-from properties.measures import assert_at_most, assert_close
+from properties.measures import assert_close
 from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
 from properties.strategies import GENERATION, attention_problems, columns, unimodular_pairs
@@ -24,21 +25,7 @@ def test_outputs_lie_in_the_convex_hull_of_the_values(
     implementation: Implementation, problem: AttentionProblem
 ) -> None:
     """min_m V_dm <= X'_dn <= max_m V_dm: each output is a convex combination of the values (eq. 12.3)."""
-    result = implementation(problem)
-    V = problem.values()
-    tolerance = implementation.bounds(problem, result.eps).x_prime
-    assert_at_most(
-        V.min(axis=1, keepdims=True),
-        result.X_prime,
-        tolerance,
-        what="X' must not fall below the smallest value of its row",
-    )
-    assert_at_most(
-        result.X_prime,
-        V.max(axis=1, keepdims=True),
-        tolerance,
-        what="X' must not exceed the largest value of its row",
-    )
+    assert_in_value_hull(implementation, problem, implementation(problem))
 
 
 @pytest.mark.parametrize("bug", [b.softmax_over_rows, b.values_without_bias])

@@ -8,8 +8,9 @@ from hypothesis import example, given
 from numpy.typing import NDArray
 
 from properties import broken as b
+from properties.assertions import assert_equivariant, assert_in_value_hull
 from properties.implementation import Implementation
-from properties.measures import assert_at_most, assert_close, assert_finite
+from properties.measures import assert_close, assert_finite
 from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
 from properties.strategies import large_logit_problems, problems_with_permutations
@@ -51,10 +52,7 @@ def test_large_logits_keep_outputs_in_the_convex_hull_of_the_values(
 ) -> None:
     """With large logits, columns of attentions still sum to 1 and X' stays within [min_m V_dm, max_m V_dm]."""
     result = implementation(problem)
-    V = problem.values()
-    tolerance = implementation.bounds(problem, result.eps).x_prime
-    assert_at_most(V.min(axis=1, keepdims=True), result.X_prime, tolerance, what="X' below the values' range")
-    assert_at_most(result.X_prime, V.max(axis=1, keepdims=True), tolerance, what="X' above the values' range")
+    assert_in_value_hull(implementation, problem, result)
     if result.attentions_or_none is not None:
         assert_close(
             result.attentions_or_none.sum(axis=0),
@@ -78,14 +76,7 @@ def test_large_logits_keep_permutation_equivariance(
 ) -> None:
     """f(X P) = f(X) P (eq. 12.18) also when the logits are large."""
     problem, p = case
-    original, permuted = implementation(problem), implementation(problem.with_columns(p))
-    bounds = implementation.bounds(problem, max(original.eps, permuted.eps))
-    assert_close(
-        permuted.X_prime,
-        original.X_prime[:, p],
-        (bounds + bounds).x_prime[:, p],
-        what=f"X' for large logits, inputs permuted by {p.tolist()}",
-    )
+    assert_equivariant(implementation, problem, p, what="X' for large logits")
 
 
 def test_large_logits_keep_permutation_equivariance_catches_positional_bias() -> None:

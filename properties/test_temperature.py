@@ -13,7 +13,7 @@ from properties.implementation import Implementation
 from properties.measures import assert_at_most, assert_close, entropy
 from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
-from properties.strategies import attention_problems
+from properties.strategies import MAX_QUERY_GAIN, attention_problems
 
 pytestmark = pytest.mark.semantics
 Array = NDArray[np.float64]
@@ -100,7 +100,7 @@ def test_zero_queries_attend_uniformly_catches(bug: object) -> None:
 # weight on the largest: exp(-60) ~ 1e-26, far below any tolerance here. Sharpening stops where a logit
 # could reach LARGEST_LOGIT, so that no softmax, shifted or not, overflows (exp(600) ~ 4e260).
 GAP = 60.0
-LARGEST_LOGIT = 600.0
+LARGEST_LOGIT = 600.0  # and the queries grow by at most MAX_QUERY_GAIN (tiny logits cannot be sharpened at will)
 
 
 @given(problem=attention_problems())
@@ -125,7 +125,7 @@ def test_sharp_queries_select_the_best_matching_value(
     if not certain.any():
         return
     largest = float(bounds.logit_bound.max())
-    t = min(GAP / float(gaps[certain].min()), LARGEST_LOGIT / largest) if problem.N > 1 else 1.0
+    t = min(GAP / float(gaps[certain].min()), LARGEST_LOGIT / largest, MAX_QUERY_GAIN) if problem.N > 1 else 1.0
     certain &= t * gaps >= GAP
     sharp = problem.replace(omega_q=t * problem.omega_q, beta_q=t * problem.beta_q)
     result = implementation(sharp)
