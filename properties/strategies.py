@@ -151,6 +151,18 @@ def permutations_of(n: int) -> st.SearchStrategy[NDArray[np.intp]]:
     return st.permutations(range(n)).map(lambda p: np.asarray(p, dtype=np.intp))
 
 
+def with_queries_scaled(problem: AttentionProblem, factor: float) -> AttentionProblem:
+    """The problem with omega_q and beta_q multiplied by `factor`, entries that fall below the smallest
+    normal number flushed to zero (the strategies promise no subnormals)."""
+
+    def scaled(array: Array) -> Array:
+        result = array * factor
+        result[np.abs(result) < np.finfo(np.float64).smallest_normal] = 0.0
+        return result
+
+    return problem.replace(omega_q=scaled(problem.omega_q), beta_q=scaled(problem.beta_q))
+
+
 def logit_bound(problem: AttentionProblem) -> float:
     """max over (m, n) of (Khat^T Qhat)_mn, Qhat = |omega_q| |X| + |beta_q|: a bound on every unscaled logit."""
     Qhat = np.abs(problem.omega_q) @ np.abs(problem.X) + np.abs(problem.beta_q)
@@ -185,7 +197,7 @@ def attention_problems(
     largest = logit_bound(problem)
     if max_logit is not None and largest > max_logit:
         factor = 2.0 ** -int(np.ceil(np.log2(largest / max_logit)))
-        problem = problem.replace(omega_q=problem.omega_q * factor, beta_q=problem.beta_q * factor)
+        problem = with_queries_scaled(problem, factor)
     return problem
 
 
@@ -205,7 +217,7 @@ def large_logit_problems(
     if current * MAX_QUERY_GAIN < target:
         reject()
     factor = target / current
-    return problem.replace(omega_q=problem.omega_q * factor, beta_q=problem.beta_q * factor)
+    return with_queries_scaled(problem, factor)
 
 
 @st.composite

@@ -28,6 +28,7 @@ from properties.strategies import (
     matrices,
     permutations_of,
     size_limit,
+    with_queries_scaled,
 )
 from properties.tolerances import FLOAT64_EPS, error_bounds
 
@@ -70,7 +71,7 @@ def multihead_problems(draw: st.DrawFn, max_heads: int = 3) -> MultiheadProblem:
         largest = logit_bound(head)
         if largest > SEMANTIC_LOGIT_BOUND:  # as attention_problems does: halve the queries
             factor = 2.0 ** -int(np.ceil(np.log2(largest / SEMANTIC_LOGIT_BOUND)))
-            head = head.replace(omega_q=factor * head.omega_q, beta_q=factor * head.beta_q)
+            head = with_queries_scaled(head, factor)
         heads.append(head.arrays()[1:])
     rows = draw(st.integers(1, side), label="rows of omega_c")
     omega_c = draw(matrices(rows, sum(head[0].shape[0] for head in heads)), label="omega_c")

@@ -29,6 +29,7 @@ from properties.strategies import (
     permutations_of,
     symmetric_positive_definite_matrices,
     well_conditioned_matrices,
+    with_queries_scaled,
 )
 
 pytestmark = pytest.mark.semantics
@@ -84,7 +85,7 @@ def position_sensitive_witnesses(draw: st.DrawFn) -> tuple[AttentionProblem, Arr
                    @ np.abs(positioned.omega_q @ positioned.X + positioned.beta_q)).max())  # fmt: skip
     if bound > LOSS_LOGITS:
         factor = 2.0 ** -int(np.ceil(np.log2(bound / LOSS_LOGITS)))
-        problem = problem.replace(omega_q=factor * problem.omega_q, beta_q=factor * problem.beta_q)
+        problem = with_queries_scaled(problem, factor)
     return problem, Pi
 
 
