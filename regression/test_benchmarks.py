@@ -93,5 +93,5 @@ def test_benchmark_battery_examples_per_second(benchmark: Any) -> None:
     examples = settings.get_profile("dev").max_examples
     benchmark.group = "battery"
     benchmark(law, implementation=REFERENCE["scaled"])
-    if benchmark.stats is not None:  # None under --benchmark-disable (a smoke run)
+    if benchmark.stats is not None:  # None under --benchmark-disable
         benchmark.extra_info["examples_per_second"] = examples / benchmark.stats.stats.mean
