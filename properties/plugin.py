@@ -59,20 +59,32 @@ IMPLEMENTATIONS = pytest.StashKey[list[Implementation]]()
 
 
 @dataclass(frozen=True)
-class Softmax:
-    """The column softmax under test, printable as the code that loads it."""
+class FunctionUnderTest:
+    """A loaded function and the TARGET it came from; prints as the code that loads it again."""
 
-    function: Callable[[Any], Any]
+    function: Callable[..., Any]
     target: str
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(load_function({self.target!r}), {self.target!r})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+
+class Softmax(FunctionUnderTest):
+    """The column softmax under test."""
 
     def __call__(self, data: Any) -> Any:
         return self.function(data)
 
-    def __repr__(self) -> str:
-        return f"Softmax(load_function({self.target!r}), {self.target!r})"
 
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        printer.text(repr(self))
+class Multihead(FunctionUnderTest):
+    """The multi-head attention under test, f(X, heads, omega_c) -> X', called on copies of its inputs."""
+
+    def __call__(self, X: Any, heads: Any, omega_c: Any) -> Any:
+        copies = [tuple(np.array(a, copy=True) for a in head) for head in heads]
+        return np.asarray(self.function(np.array(X, copy=True), copies, np.array(omega_c, copy=True)))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -155,44 +167,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+def _under_test(config: pytest.Config, option: str, what: str, reference: FunctionUnderTest) -> Any:
+    """The function given with `option`, else the reference's; skips under --impl when none was given."""
+    target = config.getoption(option)
+    if target:
+        return type(reference)(_load(target, option), target)
+    if config.getoption("--impl"):
+        pytest.skip(f"no {what} under test: pass {option} TARGET to check one")
+    return reference
+
+
 @pytest.fixture(scope="session")
 def softmax(pytestconfig: pytest.Config) -> Softmax:
     """The column softmax under test: --softmax TARGET, else the reference's (not under --impl)."""
-    target = pytestconfig.getoption("--softmax")
-    if target:
-        return Softmax(_load(target, "--softmax"), target)
-    if pytestconfig.getoption("--impl"):
-        pytest.skip("no column softmax under test: pass --softmax TARGET to check one")
-    return Softmax(softmax_cols, "attention:softmax_cols")
-
-
-@dataclass(frozen=True)
-class Multihead:
-    """The multi-head attention under test, f(X, heads, omega_c) -> X', printable as the code that loads it."""
-
-    function: Callable[..., Any]
-    target: str
-
-    def __call__(self, X: Any, heads: Any, omega_c: Any) -> Any:
-        copies = [tuple(np.array(a, copy=True) for a in head) for head in heads]
-        return np.asarray(self.function(np.array(X, copy=True), copies, np.array(omega_c, copy=True)))
-
-    def __repr__(self) -> str:
-        return f"Multihead(load_function({self.target!r}), {self.target!r})"
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        printer.text(repr(self))
+    result: Softmax = _under_test(
+        pytestconfig, "--softmax", "column softmax", Softmax(softmax_cols, "attention:softmax_cols")
+    )
+    return result
 
 
 @pytest.fixture(scope="session")
 def multihead(pytestconfig: pytest.Config) -> Multihead:
     """The multi-head attention under test: --multihead TARGET, else the reference's (not under --impl)."""
-    target = pytestconfig.getoption("--multihead")
-    if target:
-        return Multihead(_load(target, "--multihead"), target)
-    if pytestconfig.getoption("--impl"):
-        pytest.skip("no multi-head attention under test: pass --multihead TARGET to check one")
-    return Multihead(multihead_scaled_self_attention, "attention:multihead_scaled_self_attention")
+    reference = Multihead(multihead_scaled_self_attention, "attention:multihead_scaled_self_attention")
+    result: Multihead = _under_test(pytestconfig, "--multihead", "multi-head attention", reference)
+    return result
 
 
 def _leaves(error: BaseException) -> list[BaseException]:
