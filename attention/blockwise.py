@@ -7,6 +7,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from attention._checks import FloatArray, as_count, check_self_attention_arguments
+from attention.self_attention import LOGIT_REMEDY, _check_no_overflow, _logits_may_overflow
 
 DEFAULT_BLOCK_SIZE = 512
 
@@ -38,12 +39,9 @@ def blockwise_scaled_dot_product_self_attention(
         queries = (omega_q_ @ X_ + beta_q_) * scale
         keys = omega_k_ @ X_ + beta_k_
         values = omega_v_ @ X_ + beta_v_
-    for what, array in (("queries", queries), ("keys", keys), ("values", values)):
-        if not np.isfinite(array).all():
-            raise ValueError(f"the {what} overflow {dtype}; reduce the magnitudes of X and the weights")
-    # |logit| <= D_q max|q| max|k|: when that cannot overflow, the blocks need no check of their own.
-    largest = float(np.abs(queries).max(initial=0.0)) * float(np.abs(keys).max(initial=0.0)) * queries.shape[0]
-    check_blocks = not largest < float(np.finfo(dtype).max)
+    for what, array in (("the queries", queries), ("the keys", keys), ("the values", values)):
+        _check_no_overflow(what, array, "reduce the magnitudes of X and the weights")
+    check_blocks = _logits_may_overflow(queries, keys)
     keys_t = np.ascontiguousarray(keys.T)
     values_t = np.ascontiguousarray(values.T)
     out_t = np.empty((N, values.shape[0]), dtype=dtype)
@@ -56,10 +54,8 @@ def blockwise_scaled_dot_product_self_attention(
             with np.errstate(over="ignore", invalid="ignore"):
                 scores = keys_t[k0 : k0 + block] @ q  # (keys in block) x (queries in block)
             block_max = scores.max(axis=0, keepdims=True)
-            if check_blocks and not np.isfinite(scores).all():
-                raise ValueError(
-                    f"the logits K^T Q / sqrt(D_q) overflow {dtype}; reduce the magnitudes of X and the weights"
-                )
+            if check_blocks:
+                _check_no_overflow("the logits K^T Q / sqrt(D_q)", scores, LOGIT_REMEDY)
             new_max = np.maximum(running_max, block_max)
             with np.errstate(under="ignore"):
                 correction = np.exp(running_max - new_max)  # exp(-inf) = 0 on the first block

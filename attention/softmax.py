@@ -22,18 +22,16 @@ def softmax_cols(data_in: ArrayLike) -> FloatArray:
     return _softmax_cols(data)
 
 
-def _softmax_cols(data: FloatArray, *, overwrite: bool = False) -> FloatArray:
-    """Core of softmax_cols for finite float input: shift by the column max, exponentiate, normalise.
-
-    With `overwrite`, `data` (which the caller owns) is reused as the output instead of copied.
-    """
+def _softmax_cols(data: FloatArray) -> FloatArray:
+    """Core of softmax_cols for finite float input: shift by the column max, exponentiate, normalise."""
     if data.shape[0] == 0:
-        return data if overwrite else data.copy()
+        empty: FloatArray = data.copy()
+        return empty
     # The shift can overflow to -inf when a column spans more than the float range (1e308 - -1e308);
     # exp(-inf) = 0 is then the right weight, and underflow of tiny weights to 0 is likewise exact enough.
     with np.errstate(over="ignore", under="ignore"):
         column_max = data.max(axis=0, keepdims=True)
-        shifted: FloatArray = np.subtract(data, column_max, out=data if overwrite else None)
+        shifted: FloatArray = data - column_max
         np.exp(shifted, out=shifted)
     # The column max contributes exp(0) = 1, so every denominator lies in [1, N]: no division by zero.
     shifted /= shifted.sum(axis=0, keepdims=True)
