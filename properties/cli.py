@@ -182,7 +182,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = sorted(set(only) - set(CATEGORIES))
     if unknown:
         parser().error(f"--only: unknown categories {unknown}; choose from {', '.join(CATEGORIES)}")
-    note_overflow = False
     with tempfile.TemporaryDirectory(prefix="attention-notebook-") as scratch:
         if args.target and args.target.endswith(".ipynb"):
             notebook = Path(args.target).expanduser().resolve()

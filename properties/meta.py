@@ -13,11 +13,12 @@ from hypothesis import Phase, given, settings
 META_EXAMPLES = 300
 
 
-def _leaves(error: BaseException) -> list[BaseException]:
+def leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside an exception group (hypothesis may raise several), or the exception itself."""
     group = getattr(error, "exceptions", None)
     if group is None:
         return [error]
-    return [leaf for inner in group for leaf in _leaves(inner)]
+    return [leaf for inner in group for leaf in leaves(inner)]
 
 
 def _without_shrinking(law: Callable[..., Any]) -> Callable[..., Any]:
@@ -53,7 +54,7 @@ def assert_law_fails(law: Callable[..., Any], **arguments: Any) -> None:
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as error:
-        if all(isinstance(leaf, AssertionError) for leaf in _leaves(error)):
+        if all(isinstance(leaf, AssertionError) for leaf in leaves(error)):
             return
         raise AssertionError(f"{law.__name__} did not fail as a law fails: {error!r}") from error
     broken = ", ".join(f"{k}={getattr(v, 'name', v)!s}" for k, v in arguments.items())

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, settings
 from attention import multihead_scaled_self_attention, scaled_dot_product_self_attention, self_attention, softmax_cols
 from properties.implementation import KINDS, Implementation
 from properties.loading import load_function
+from properties.meta import leaves
 from properties.strategies import GENERATION
 
 CATEGORIES = ("semantics", "robustness", "hygiene", "golden")
@@ -194,11 +195,6 @@ def multihead(pytestconfig: pytest.Config) -> Multihead:
     return result
 
 
-def _leaves(error: BaseException) -> list[BaseException]:
-    group = getattr(error, "exceptions", None)
-    return [error] if group is None else [leaf for inner in group for leaf in _leaves(inner)]
-
-
 class VerdictRecorder:
     """Collects one verdict per law (a test function, over its parameters): FAIL > PASS > SKIP."""
 
@@ -259,12 +255,12 @@ class VerdictRecorder:
     def _describe_failure(call: pytest.CallInfo[None], report: pytest.TestReport) -> tuple[str, str]:
         if call.excinfo is None:
             return "failed", report.longreprtext
-        leaves = _leaves(call.excinfo.value)
-        first = leaves[0]
+        inner = leaves(call.excinfo.value)
+        first = inner[0]
         message = str(first).strip() or type(first).__name__
         if not isinstance(first, AssertionError):
             message = f"{type(first).__name__}: {message}"
-        notes = [note for leaf in leaves for note in getattr(leaf, "__notes__", [])]
+        notes = [note for leaf in inner for note in getattr(leaf, "__notes__", [])]
         notes += getattr(call.excinfo.value, "__notes__", [])
         example = next((n for n in notes if n.startswith("Falsifying example:")), "")
         cause = first.__cause__

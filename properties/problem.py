@@ -69,6 +69,12 @@ class AttentionProblem:
         """V = omega_v X + beta_v 1^T (eq. 12.2), computed in float64 on the law's side."""
         return self.omega_v @ self.X + self.beta_v
 
+    def logits(self, scale: float) -> Array:
+        """scale K^T Q with Q = omega_q X + beta_q 1^T, K = omega_k X + beta_k 1^T (eqs. 12.7-12.9), in float64."""
+        queries = self.omega_q @ self.X + self.beta_q
+        keys = self.omega_k @ self.X + self.beta_k
+        return np.asarray(scale * (keys.T @ queries))
+
     def with_columns(self, columns: NDArray[np.intp]) -> AttentionProblem:
         """The same parameters applied to X[:, columns] (a permutation, or a repetition, of the inputs)."""
         return self.replace(X=self.X[:, columns])

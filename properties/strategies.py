@@ -11,6 +11,7 @@ from hypothesis.extra import numpy as hnp
 from numpy.typing import NDArray
 
 from properties.problem import AttentionProblem
+from properties.tolerances import error_bounds
 
 Array = NDArray[np.float64]
 
@@ -164,10 +165,8 @@ def with_queries_scaled(problem: AttentionProblem, factor: float) -> AttentionPr
 
 
 def logit_bound(problem: AttentionProblem) -> float:
-    """max over (m, n) of (Khat^T Qhat)_mn, Qhat = |omega_q| |X| + |beta_q|: a bound on every unscaled logit."""
-    Qhat = np.abs(problem.omega_q) @ np.abs(problem.X) + np.abs(problem.beta_q)
-    Khat = np.abs(problem.omega_k) @ np.abs(problem.X) + np.abs(problem.beta_k)
-    return float((Khat.T @ Qhat).max()) if problem.N else 0.0
+    """max over (m, n) of (Khat^T Qhat)_mn (tolerances.error_bounds, scale 1): a bound on every unscaled logit."""
+    return float(error_bounds(problem, 1.0).logit_bound.max(initial=0.0))
 
 
 @st.composite

@@ -12,7 +12,7 @@ from properties.measures import LawViolation, assert_at_most, assert_close
 from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
 from properties.strategies import attention_problems
-from properties.tolerances import no_weight_can_underflow, sum_to_one_error
+from properties.tolerances import epsilon_of, no_weight_can_underflow, sum_to_one_error, tiny_of
 
 pytestmark = pytest.mark.semantics
 
@@ -23,8 +23,7 @@ def test_attention_columns_are_probability_distributions(
 ) -> None:
     """Every column of attentions is a distribution over the keys (eq. 12.5): a_mn >= 0, sum_m a_mn = 1."""
     A = implementation(problem).attentions
-    eps = float(np.finfo(A.dtype).eps) if A.dtype.kind == "f" else 0.0
-    tolerance = sum_to_one_error(problem.N, max(eps, float(np.finfo(np.float64).eps)))
+    tolerance = sum_to_one_error(problem.N, epsilon_of(A.dtype))
     assert_at_most(0.0, A, 0.0, what="attention weights must be >= 0")
     assert_close(A.sum(axis=0), np.ones(problem.N), tolerance, what="columns of attentions must sum to 1")
 
@@ -101,12 +100,10 @@ def test_attentions_are_the_softmax_of_the_scaled_logits(
     result = implementation(problem)
     A = np.asarray(result.attentions, dtype=np.float64)
     bounds = implementation.bounds(problem, result.eps)
-    Q = problem.omega_q @ problem.X + problem.beta_q
-    K = problem.omega_k @ problem.X + problem.beta_k
-    logits = implementation.scale(problem.D_q) * (K.T @ Q)
+    logits = problem.logits(implementation.scale(problem.D_q))
     top = np.argmax(A, axis=0)
     columns = np.arange(problem.N)
-    tiny = float(np.finfo(np.float32 if result.eps > np.finfo(np.float64).eps else np.float64).smallest_normal)
+    tiny = tiny_of(result.eps)
     usable = tiny <= A
     with np.errstate(divide="ignore"):
         log_ratio = np.log(np.where(usable, A, 1.0)) - np.log(A[top, columns])

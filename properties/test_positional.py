@@ -104,11 +104,15 @@ def test_shifting_positions_rotates_each_pair_independently_of_the_position(
     assert_close(Pi[1 : 2 * pairs : 2, k:], rotated_cos, tolerance, what=f"cosine rows at n+{k} against R_{k} Pi[:, n]")
 
 
-def quadratic_phase(D: int, N: int) -> Array:
-    Pi = sinusoidal_positional_encoding(D, N)
-    angles = np.outer(frequencies(D), np.arange(N) ** 2 / max(N, 1))
+def from_angles(D: int, angles: Array) -> Array:
+    """An encoding laid out as the sinusoidal one: sin of pair i's angles in row 2i, cos in row 2i + 1."""
+    Pi = np.empty((D, angles.shape[1]))
     Pi[0::2], Pi[1::2] = np.sin(angles), np.cos(angles[: D // 2])
     return Pi
+
+
+def quadratic_phase(D: int, N: int) -> Array:
+    return from_angles(D, np.outer(frequencies(D), np.arange(N) ** 2 / max(N, 1)))
 
 
 def test_shifting_positions_rotates_each_pair_catches_quadratic_phase() -> None:
@@ -147,10 +151,7 @@ def test_positions_have_distinct_encodings(encoding: Encoding, shape: tuple[int,
 
 
 def period_two_pi(D: int, N: int) -> Array:
-    angles = np.outer(np.full((D + 1) // 2, 2 * np.pi), np.arange(N))
-    Pi = np.empty((D, N))
-    Pi[0::2], Pi[1::2] = np.sin(angles), np.cos(angles[: D // 2])
-    return Pi
+    return from_angles(D, np.outer(np.full((D + 1) // 2, 2 * np.pi), np.arange(N)))
 
 
 def test_positions_have_distinct_encodings_catches_a_full_turn_per_position() -> None:

@@ -14,13 +14,13 @@ from properties.strategies import (
     attention_problems,
     dimensions,
     large_logit_problems,
+    logit_bound,
     matrices,
     permutations_of,
     size_limit,
     unimodular_pairs,
     well_conditioned_matrices,
 )
-from properties.tolerances import error_bounds
 
 SEARCH = settings(max_examples=2000, database=None)
 
@@ -105,5 +105,5 @@ def test_strategy_permutations_reach_every_permutation_of_three() -> None:
 @given(large_logit_problems())
 def test_strategy_large_logit_problems_reach_the_stated_magnitudes(problem: AttentionProblem) -> None:
     """The unscaled logit bound max (Khat^T Qhat) lies in [100, 1e4], up to rounding of the rescaling."""
-    bound = float(error_bounds(problem, 1.0).logit_bound.max())
+    bound = logit_bound(problem)
     assert 100 * (1 - 1e-9) <= bound <= 1e4 * (1 + 1e-9)

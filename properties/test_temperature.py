@@ -14,6 +14,7 @@ from properties.measures import assert_at_most, assert_close, entropy
 from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
 from properties.strategies import MAX_QUERY_GAIN, attention_problems
+from properties.tolerances import FLOAT64_EPS
 
 pytestmark = pytest.mark.semantics
 Array = NDArray[np.float64]
@@ -114,11 +115,8 @@ def test_sharp_queries_select_the_best_matching_value(
     GAP (or as far as the logits stay below LARGEST_LOGIT); the other weights then total at most
     N exp(-GAP) in every column whose gap reached GAP, and only those columns are judged.
     """
-    scale = implementation.scale(problem.D_q)
-    Q = problem.omega_q @ problem.X + problem.beta_q
-    K = problem.omega_k @ problem.X + problem.beta_k
-    logits = scale * (K.T @ Q)
-    bounds = implementation.bounds(problem, float(np.finfo(np.float64).eps))
+    logits = problem.logits(implementation.scale(problem.D_q))
+    bounds = implementation.bounds(problem, FLOAT64_EPS)
     ordered = np.sort(logits, axis=0)
     gaps = ordered[-1] - ordered[-2] if problem.N > 1 else np.full(1, np.inf)
     certain = gaps > 2 * bounds.steps * bounds.eps * bounds.logit_bound
