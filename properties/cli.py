@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from properties.notebook import extract
-from properties.plugin import CATEGORIES, REFERENCE_TARGETS
+from properties.options import CATEGORIES, REFERENCE_TARGETS
 
 DEFAULT_TIMEOUT = 1800.0  # seconds for one run of the battery (the thorough profile needs minutes)
 SOFTMAX_OVERFLOW_LAW = "test_softmax_is_finite_for_every_finite_input"
@@ -50,7 +50,7 @@ def run_battery(run: Run, *, profile: str, only: Sequence[str], square: bool, ti
     with tempfile.TemporaryDirectory(prefix="attention-check-") as scratch:
         report, ini = Path(scratch) / "verdicts.json", Path(scratch) / "pytest.ini"
         ini.write_text("[pytest]\n")
-        selection = "not meta and not reference_api and not benchmark"
+        selection = "not meta and not benchmark"
         if only:
             selection += " and (" + " or ".join(only) + ")"
         command = [
@@ -104,9 +104,9 @@ def reproduction(row: dict[str, Any], run: Run) -> str:
             "from numpy import array",
             "from properties.implementation import Implementation",
             "from properties.loading import load_function",
-            "from properties.plugin import Multihead, Softmax",
+            "from properties.implementation import Multihead, Softmax",
             "from properties.problem import AttentionProblem",
-            *(["from properties.test_multihead import MultiheadProblem"] if "MultiheadProblem(" in call else []),
+            *(["from properties.problem import MultiheadProblem"] if "MultiheadProblem(" in call else []),
             f"from {row['module']} import {row['law']} as law",
             "",
             call.strip(),

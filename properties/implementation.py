@@ -1,8 +1,11 @@
-"""The implementation under test: a user's function behind one calling convention.
+"""The functions under test, each behind one wrapper: self-attention (`Implementation`), the column softmax
+(`Softmax`) and multi-head attention (`Multihead`).
 
-Laws never call an implementation directly: they call an `Implementation`, which copies the inputs,
-passes them exactly as the notebook does (float64, each beta a (rows, 1) column), and normalises what
-comes back to a `Result` of X' and the attention matrix (None when only X' is returned).
+Laws never call a user's function directly: they call its wrapper, which passes fresh writable copies of the
+inputs (float64, each beta a (rows, 1) column, exactly as the notebooks do), shows the function's warnings
+without turning them into errors, turns an exception into an `ImplementationFailed`, and checks the shape and
+dtype of what comes back. All three share `call_function` for that; an `Implementation` also normalises its
+result to a `Result` of X' and the attention matrix (None when only X' is returned).
 """
 
 from __future__ import annotations
@@ -11,17 +14,22 @@ import inspect
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from attention import multihead_scaled_self_attention, scaled_dot_product_self_attention, self_attention, softmax_cols
+from properties.options import (
+    KINDS,
+    MULTIHEAD_REFERENCE_TARGET,
+    REFERENCE_TARGETS,
+    SOFTMAX_REFERENCE_TARGET,
+    Kind,
+)
 from properties.problem import ARGUMENT_ORDER, AttentionProblem
 from properties.tolerances import ErrorBounds, epsilon_of, error_bounds
-
-Kind = Literal["scaled", "unscaled"]
-KINDS: tuple[Kind, ...] = ("scaled", "unscaled")
 
 
 class ImplementationFailed(AssertionError):
@@ -33,27 +41,26 @@ class Result:
     """What one call returned: X' (D_v x N) and the attention matrix (N x N), or None if not returned."""
 
     X_prime: NDArray[np.floating]
-    attentions_or_none: NDArray[np.floating] | None
+    attentions: NDArray[np.floating] | None
     modified: tuple[str, ...] = ()  # names of the arguments the call changed in place
 
-    @property
-    def attentions(self) -> NDArray[np.floating]:
+    def require_attentions(self) -> NDArray[np.floating]:
         """The attention matrix; skips the calling test when the implementation returns X' only."""
-        if self.attentions_or_none is None:
+        if self.attentions is None:
             pytest.skip("the implementation returns X' only; this law needs the attention matrix")
-        return self.attentions_or_none
+        return self.attentions
 
     @property
     def eps(self) -> float:
         """Machine epsilon to judge this result by (see tolerances.epsilon_of)."""
         dtypes = [self.X_prime.dtype]
-        if self.attentions_or_none is not None:
-            dtypes.append(self.attentions_or_none.dtype)
+        if self.attentions is not None:
+            dtypes.append(self.attentions.dtype)
         return epsilon_of(*dtypes)
 
     def bitwise_equal(self, other: Result) -> bool:
         """Same dtypes, shapes and bits (NaNs in the same places count as equal)."""
-        pairs = [(self.X_prime, other.X_prime), (self.attentions_or_none, other.attentions_or_none)]
+        pairs = [(self.X_prime, other.X_prime), (self.attentions, other.attentions)]
         return all(
             (a is None and b is None)
             or (
@@ -67,7 +74,8 @@ class Result:
         )
 
 
-def _as_real_array(value: Any, what: str, shape: tuple[int, int]) -> NDArray[np.floating]:
+def as_result_array(value: Any, what: str, shape: tuple[int, ...]) -> NDArray[np.floating]:
+    """A copy of what the function returned as a real float array of the expected shape, else ImplementationFailed."""
     try:
         array = np.array(value, copy=True)
     except Exception as error:  # a tensor on a device, a ragged list, ...
@@ -77,6 +85,29 @@ def _as_real_array(value: Any, what: str, shape: tuple[int, int]) -> NDArray[np.
     if array.shape != shape:
         raise ImplementationFailed(f"{what} has shape {array.shape}; expected {shape}")
     return array if array.dtype.kind == "f" else array.astype(np.float64)
+
+
+def copied(value: Any) -> Any:
+    """A fresh writable float64 copy of an array, or of every array in a (nested) sequence of them."""
+    if isinstance(value, tuple | list):
+        return type(value)(copied(item) for item in value)
+    return np.array(value, dtype=np.float64, copy=True)
+
+
+def call_function(name: str, function: Callable[..., Any], *arguments: Any, **keywords: Any) -> Any:
+    """function(*arguments, **keywords), with its warnings shown rather than raised and its exceptions
+    reported as ImplementationFailed (NotImplementedError as "not implemented")."""
+    try:
+        # A warning from the function under test is reported by pytest, not turned into an error: the laws
+        # judge what it returns (the project's own warnings-as-errors filter is for its own code).
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            return function(*arguments, **keywords)
+    except Exception as error:
+        if isinstance(error, NotImplementedError):
+            said = str(error) or f"{name} raised NotImplementedError"
+            raise ImplementationFailed(f"not implemented: {said}") from error
+        raise ImplementationFailed(f"{name} raised {type(error).__name__}: {error}") from error
 
 
 @dataclass(frozen=True)
@@ -126,18 +157,8 @@ class Implementation:
 
     def __call__(self, problem: AttentionProblem, **keywords: Any) -> Result:
         """Call the function on fresh writable copies of the problem's arrays; check and normalise the result."""
-        arguments = [np.array(array, dtype=np.float64, copy=True) for array in problem.arrays()]
-        try:
-            # A warning from the implementation is reported by pytest, not turned into an error: the laws
-            # judge what it returns (the project's own warnings-as-errors filter is for its own code).
-            with warnings.catch_warnings():
-                warnings.simplefilter("default")
-                returned = self.function(*arguments, **keywords)
-        except Exception as error:
-            if isinstance(error, NotImplementedError):
-                said = str(error) or f"{self.name} raised NotImplementedError"
-                raise ImplementationFailed(f"not implemented: {said}") from error
-            raise ImplementationFailed(f"{self.name} raised {type(error).__name__}: {error}") from error
+        arguments = copied(list(problem.arrays()))
+        returned = call_function(self.name, self.function, *arguments, **keywords)
         modified = tuple(
             name
             for name, given, original in zip(ARGUMENT_ORDER, arguments, problem.arrays(), strict=True)
@@ -150,8 +171,48 @@ class Implementation:
                     f"{self.name} returned a sequence of length {len(returned)}; expected (X_prime, attentions)"
                 )
             return Result(
-                _as_real_array(returned[0], "X_prime", x_shape),
-                _as_real_array(returned[1], "attentions", a_shape),
+                as_result_array(returned[0], "X_prime", x_shape),
+                as_result_array(returned[1], "attentions", a_shape),
                 modified,
             )
-        return Result(_as_real_array(returned, "X_prime", x_shape), None, modified)
+        return Result(as_result_array(returned, "X_prime", x_shape), None, modified)
+
+
+@dataclass(frozen=True)
+class FunctionUnderTest:
+    """A loaded function and the TARGET it came from; prints as the code that loads it again."""
+
+    function: Callable[..., Any]
+    target: str
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(load_function({self.target!r}), {self.target!r})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+
+class Softmax(FunctionUnderTest):
+    """The column softmax under test, f(data) -> weights of data's shape, called on a copy of its input."""
+
+    def __call__(self, data: Any) -> NDArray[np.floating]:
+        array = copied(data)
+        return as_result_array(call_function(self.target, self.function, array), "the softmax", array.shape)
+
+
+class Multihead(FunctionUnderTest):
+    """The multi-head attention under test, f(X, heads, omega_c) -> X', called on copies of its inputs."""
+
+    def __call__(self, X: Any, heads: Any, omega_c: Any) -> NDArray[np.floating]:
+        X, heads, omega_c = copied(X), copied(list(heads)), copied(omega_c)
+        returned = call_function(self.target, self.function, X, heads, omega_c)
+        return as_result_array(returned, "multi-head X'", (omega_c.shape[0], X.shape[1]))
+
+
+# The bundled reference behind the same wrappers: what the battery checks when no TARGET is given.
+REFERENCE: dict[Kind, Implementation] = {
+    "scaled": Implementation(scaled_dot_product_self_attention, "scaled", REFERENCE_TARGETS["scaled"]),
+    "unscaled": Implementation(self_attention, "unscaled", REFERENCE_TARGETS["unscaled"]),
+}
+REFERENCE_SOFTMAX = Softmax(softmax_cols, SOFTMAX_REFERENCE_TARGET)
+REFERENCE_MULTIHEAD = Multihead(multihead_scaled_self_attention, MULTIHEAD_REFERENCE_TARGET)

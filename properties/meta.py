@@ -8,17 +8,11 @@ from typing import Any
 
 from hypothesis import Phase, given, settings
 
+from properties.checks import leaves
+
 # A meta-test needs one failing example, not a minimal one: no shrinking, no database, and enough
 # examples that a bug showing on a fair share of problems is found in every run.
 META_EXAMPLES = 300
-
-
-def leaves(error: BaseException) -> list[BaseException]:
-    """The exceptions inside an exception group (hypothesis may raise several), or the exception itself."""
-    group = getattr(error, "exceptions", None)
-    if group is None:
-        return [error]
-    return [leaf for inner in group for leaf in leaves(inner)]
 
 
 def _without_shrinking(law: Callable[..., Any]) -> Callable[..., Any]:

@@ -10,29 +10,24 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from attention import multihead_scaled_self_attention, scaled_dot_product_self_attention, self_attention, softmax_cols
-from properties.implementation import KINDS, Implementation
+from properties.checks import leaves
+from properties.implementation import (
+    REFERENCE,
+    REFERENCE_MULTIHEAD,
+    REFERENCE_SOFTMAX,
+    FunctionUnderTest,
+    Implementation,
+    Multihead,
+    Softmax,
+)
 from properties.loading import load_function
-from properties.meta import leaves
-from properties.strategies import GENERATION
-
-CATEGORIES = ("semantics", "robustness", "hygiene", "golden")
-MARKERS = {
-    "semantics": "a law of what self-attention computes",
-    "robustness": "large logits, overflow, extreme inputs",
-    "hygiene": "input mutation, determinism, hidden state",
-    "golden": "stored values from the notebooks and the reference",
-    "reference_api": "concerns only the bundled reference (validation, dtypes); skipped under --impl",
-    "meta": "a meta-test of the battery itself (a law must fail on a broken implementation)",
-}
+from properties.options import CATEGORIES, GENERATION, KINDS, MARKERS
 
 # Profiles. Numerical examples have no meaningful deadline; `ci` extends hypothesis's built-in ci
 # profile (derandomised, no example database), which hypothesis selects by itself when CI is set.
@@ -48,44 +43,7 @@ elif settings.get_current_profile_name() == "ci":
 else:
     settings.load_profile("dev")
 
-REFERENCE_TARGETS = {
-    "scaled": "attention:scaled_dot_product_self_attention",
-    "unscaled": "attention:self_attention",
-}
-REFERENCE = {
-    "scaled": Implementation(scaled_dot_product_self_attention, "scaled", REFERENCE_TARGETS["scaled"]),
-    "unscaled": Implementation(self_attention, "unscaled", REFERENCE_TARGETS["unscaled"]),
-}
 IMPLEMENTATIONS = pytest.StashKey[list[Implementation]]()
-
-
-@dataclass(frozen=True)
-class FunctionUnderTest:
-    """A loaded function and the TARGET it came from; prints as the code that loads it again."""
-
-    function: Callable[..., Any]
-    target: str
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(load_function({self.target!r}), {self.target!r})"
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        printer.text(repr(self))
-
-
-class Softmax(FunctionUnderTest):
-    """The column softmax under test."""
-
-    def __call__(self, data: Any) -> Any:
-        return self.function(data)
-
-
-class Multihead(FunctionUnderTest):
-    """The multi-head attention under test, f(X, heads, omega_c) -> X', called on copies of its inputs."""
-
-    def __call__(self, X: Any, heads: Any, omega_c: Any) -> Any:
-        copies = [tuple(np.array(a, copy=True) for a in head) for head in heads]
-        return np.asarray(self.function(np.array(X, copy=True), copies, np.array(omega_c, copy=True)))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -156,15 +114,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the battery's own meta-tests; under --impl, skip them and what concerns only the reference."""
-    for item in items:
-        if "_catches" in item.name or item.name.startswith("test_strategy_"):
-            item.add_marker(pytest.mark.meta)
+    """Under --impl, skip the battery's meta-tests (marked `meta`): they test the battery, not TARGET.
+
+    The reference's own tests (tests/) are skipped under --impl by their folder's conftest.py.
+    """
     if not config.getoption("--impl"):
         return
-    skip = pytest.mark.skip(reason="concerns the bundled reference or the battery itself, not --impl TARGET")
+    skip = pytest.mark.skip(reason="a meta-test of the battery itself, not of --impl TARGET")
     for item in items:
-        if item.get_closest_marker("reference_api") or item.get_closest_marker("meta"):
+        if item.get_closest_marker("meta"):
             item.add_marker(skip)
 
 
@@ -181,17 +139,14 @@ def _under_test(config: pytest.Config, option: str, what: str, reference: Functi
 @pytest.fixture(scope="session")
 def softmax(pytestconfig: pytest.Config) -> Softmax:
     """The column softmax under test: --softmax TARGET, else the reference's (not under --impl)."""
-    result: Softmax = _under_test(
-        pytestconfig, "--softmax", "column softmax", Softmax(softmax_cols, "attention:softmax_cols")
-    )
+    result: Softmax = _under_test(pytestconfig, "--softmax", "column softmax", REFERENCE_SOFTMAX)
     return result
 
 
 @pytest.fixture(scope="session")
 def multihead(pytestconfig: pytest.Config) -> Multihead:
     """The multi-head attention under test: --multihead TARGET, else the reference's (not under --impl)."""
-    reference = Multihead(multihead_scaled_self_attention, "attention:multihead_scaled_self_attention")
-    result: Multihead = _under_test(pytestconfig, "--multihead", "multi-head attention", reference)
+    result: Multihead = _under_test(pytestconfig, "--multihead", "multi-head attention", REFERENCE_MULTIHEAD)
     return result
 
 
@@ -207,7 +162,7 @@ class VerdictRecorder:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         for item in session.items:
-            if any(item.get_closest_marker(name) for name in ("meta", "reference_api", "benchmark")):
+            if any(item.get_closest_marker(name) for name in ("meta", "benchmark")):
                 continue
             function = getattr(item, "function", None)
             law = getattr(item, "originalname", item.name)

@@ -1,4 +1,5 @@
-"""One self-attention problem: the notebook's seven arrays by name, immutable, printable as code."""
+"""The problems the laws draw: one self-attention problem (the notebook's seven arrays by name) and one
+multi-head problem (notebook 12.2), each immutable and printable as code that rebuilds it."""
 
 from __future__ import annotations
 
@@ -69,6 +70,23 @@ class AttentionProblem:
         """V = omega_v X + beta_v 1^T (eq. 12.2), computed in float64 on the law's side."""
         return self.omega_v @ self.X + self.beta_v
 
+    def magnitudes(self) -> tuple[Array, Array, Array]:
+        """(Qhat, Khat, Vhat) = |omega| |X| + |beta| 1^T for queries, keys and values: entrywise bounds on
+        |Q|, |K|, |V| that every summation order obeys (the magnitudes of properties/tolerances.py)."""
+        absX = np.abs(self.X)
+        return (
+            np.abs(self.omega_q) @ absX + np.abs(self.beta_q),
+            np.abs(self.omega_k) @ absX + np.abs(self.beta_k),
+            np.abs(self.omega_v) @ absX + np.abs(self.beta_v),
+        )
+
+    def logit_bounds(self, scale: float = 1.0) -> Array:
+        """l_n = scale max_m (Khat^T Qhat)_mn, shape (N,): a bound on every logit of column n."""
+        if self.N == 0:
+            return np.zeros(0)
+        Qhat, Khat, _ = self.magnitudes()
+        return np.asarray(scale * (Khat.T @ Qhat).max(axis=0))
+
     def logits(self, scale: float) -> Array:
         """scale K^T Q with Q = omega_q X + beta_q 1^T, K = omega_k X + beta_k 1^T (eqs. 12.7-12.9), in float64."""
         queries = self.omega_q @ self.X + self.beta_q
@@ -87,3 +105,30 @@ class AttentionProblem:
         shapes = f"D={self.D}, D_q={self.D_q}, D_v={self.D_v}, N={self.N}"
         body = ",\n".join(f"    {name}={code_for(getattr(self, name))}" for name in ARGUMENT_ORDER)
         return f"AttentionProblem(  # {shapes}\n{body},\n)"
+
+
+Head = tuple[Array, Array, Array, Array, Array, Array]
+
+
+@dataclass(frozen=True, repr=False)
+class MultiheadProblem:
+    """X, the heads (each (omega_v, omega_q, omega_k, beta_v, beta_q, beta_k)) and omega_c (eq. 12.12)."""
+
+    X: Array
+    heads: tuple[Head, ...]
+    omega_c: Array
+
+    def head_problem(self, h: int) -> AttentionProblem:
+        """Head h as a single-head problem on the shared X."""
+        return AttentionProblem(self.X, *self.heads[h])
+
+    def replace(self, **changes: Any) -> MultiheadProblem:
+        """A copy with some fields replaced."""
+        return dataclasses.replace(self, **changes)
+
+    def __repr__(self) -> str:
+        heads = ", ".join("(" + ", ".join(code_for(a) for a in head) + ")" for head in self.heads)
+        return f"MultiheadProblem(X={code_for(self.X)}, heads=({heads},), omega_c={code_for(self.omega_c)})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))

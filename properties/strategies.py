@@ -10,33 +10,21 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from numpy.typing import NDArray
 
-from properties.problem import AttentionProblem
-from properties.tolerances import error_bounds
+from properties.options import DEFAULT_SIZE_LIMIT, GENERATION, SIZE_LIMITS
+from properties.problem import AttentionProblem, Head, MultiheadProblem
 
 Array = NDArray[np.float64]
 
-# Largest D, D_q, D_v by hypothesis profile (N may be two larger). Small sizes find the bugs that
-# matter (shapes, axes, scales) and keep every example fast; `thorough` reaches further.
-SIZE_LIMITS = {"dev": 5, "ci": 6, "thorough": 9}
-DEFAULT_SIZE_LIMIT = 6
-# Entries are drawn from [-ENTRY_BOUND, ENTRY_BOUND]: logits of order D * ENTRY_BOUND^3, enough to give
-# both near-uniform and near-one-hot attention columns.
+# Largest D, D_q, D_v by hypothesis profile (options.SIZE_LIMITS; N may be two larger). Small sizes find the
+# bugs that matter (shapes, axes, scales) and keep every example fast; `thorough` reaches further.
+# Entries are drawn from [-ENTRY_BOUND, ENTRY_BOUND], so |q|, |k| reach D B^2 + B and the logits about
+# D_q (D B^2 + B)^2 before attention_problems halves the queries: both near-uniform and near-one-hot columns.
 ENTRY_BOUND = 2.0
 # large_logit_problems multiplies the queries by at most this much.
 MAX_QUERY_GAIN = 1e12
 # Logits of ordinary problems stay within +-64 (exp(64) ~ 6e27): the semantic laws then hold for any
 # softmax, shifted or not; even after a law multiplies the queries by up to 8 (exp(512) ~ 1e222).
 SEMANTIC_LOGIT_BOUND = 64.0
-
-
-@dataclass
-class Generation:
-    """Global switches for what the strategies generate, set once from the command line by conftest."""
-
-    square: bool = False  # only D_q = D_v = D, the notebook's own setting
-
-
-GENERATION = Generation()
 
 
 def size_limit() -> int:
@@ -165,8 +153,19 @@ def with_queries_scaled(problem: AttentionProblem, factor: float) -> AttentionPr
 
 
 def logit_bound(problem: AttentionProblem) -> float:
-    """max over (m, n) of (Khat^T Qhat)_mn (tolerances.error_bounds, scale 1): a bound on every unscaled logit."""
-    return float(error_bounds(problem, 1.0).logit_bound.max(initial=0.0))
+    """max over (m, n) of (Khat^T Qhat)_mn (AttentionProblem.logit_bounds): a bound on every unscaled logit."""
+    return float(problem.logit_bounds().max(initial=0.0))
+
+
+def with_logits_within(
+    problem: AttentionProblem, max_logit: float, *, positions: Array | None = None
+) -> AttentionProblem:
+    """The problem with omega_q and beta_q halved as often as needed for every unscaled logit (of X + positions,
+    when given) to be bounded by max_logit; powers of two keep the drawn numbers exact."""
+    largest = logit_bound(problem if positions is None else problem.replace(X=problem.X + positions))
+    if largest <= max_logit:
+        return problem
+    return with_queries_scaled(problem, 2.0 ** -int(np.ceil(np.log2(largest / max_logit))))
 
 
 @st.composite
@@ -193,11 +192,7 @@ def attention_problems(
     )
     parts = np.split(entries, np.cumsum(sizes)[:-1])
     problem = AttentionProblem(*(part.reshape(shape) for part, shape in zip(parts, shapes, strict=True)))
-    largest = logit_bound(problem)
-    if max_logit is not None and largest > max_logit:
-        factor = 2.0 ** -int(np.ceil(np.log2(largest / max_logit)))
-        problem = with_queries_scaled(problem, factor)
-    return problem
+    return problem if max_logit is None else with_logits_within(problem, max_logit)
 
 
 @st.composite
@@ -235,3 +230,34 @@ def symmetric_positive_definite_matrices(draw: st.DrawFn, n: int, *, low: float 
     U, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, n)))
     eigenvalues = draw(hnp.arrays(np.float64, (n,), elements=st.floats(low, high)), label="eigenvalues")
     return np.asarray((U * eigenvalues) @ U.T)
+
+
+@st.composite
+def problems_with_value_shifts(
+    draw: st.DrawFn, *, at_least: float = 0.0
+) -> tuple[AttentionProblem, NDArray[np.float64]]:
+    """A problem and a shift c (D_v x 1) of its value bias with max |c_d| >= at_least."""
+    problem = draw(attention_problems())
+    shifts = columns(problem.D_v)
+    if at_least > 0:
+        shifts = shifts.filter(lambda c: bool(np.abs(c).max() >= at_least))
+    return problem, draw(shifts, label="c")
+
+
+@st.composite
+def multihead_problems(draw: st.DrawFn, max_heads: int = 3) -> MultiheadProblem:
+    """1 to max_heads heads on one X, each with its own D_q and D_v, and an omega_c for their stacked outputs."""
+    side = size_limit()
+    base = draw(attention_problems(dimensions(max_side=side)), label="X and the first head")
+    heads = [base.arrays()[1:]]
+    for _ in range(draw(st.integers(1, max_heads), label="H") - 1):
+        D_q, D_v = draw(st.integers(1, side), label="D_q"), draw(st.integers(1, side), label="D_v")
+        arrays = [draw(matrices(rows, cols), label=name) for rows, cols, name in [
+            (D_v, base.D, "omega_v"), (D_q, base.D, "omega_q"), (D_q, base.D, "omega_k"),
+            (D_v, 1, "beta_v"), (D_q, 1, "beta_q"), (D_q, 1, "beta_k")]]  # fmt: skip
+        head = with_logits_within(AttentionProblem(base.X, *arrays), SEMANTIC_LOGIT_BOUND)
+        heads.append(head.arrays()[1:])
+    rows = draw(st.integers(1, side), label="rows of omega_c")
+    omega_c = draw(matrices(rows, sum(head[0].shape[0] for head in heads)), label="omega_c")
+    stacked: tuple[Head, ...] = tuple(heads)  # type: ignore[arg-type]
+    return MultiheadProblem(base.X, stacked, omega_c)

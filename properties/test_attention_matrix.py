@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, note
 
 from properties import broken as b
+from properties.checks import LawViolation, assert_at_most, assert_close
 from properties.implementation import Implementation
-from properties.measures import LawViolation, assert_at_most, assert_close
 from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
 from properties.strategies import attention_problems
@@ -22,16 +22,18 @@ def test_attention_columns_are_probability_distributions(
     implementation: Implementation, problem: AttentionProblem
 ) -> None:
     """Every column of attentions is a distribution over the keys (eq. 12.5): a_mn >= 0, sum_m a_mn = 1."""
-    A = implementation(problem).attentions
+    A = implementation(problem).require_attentions()
     tolerance = sum_to_one_error(problem.N, epsilon_of(A.dtype))
     assert_at_most(0.0, A, 0.0, what="attention weights must be >= 0")
     assert_close(A.sum(axis=0), np.ones(problem.N), tolerance, what="columns of attentions must sum to 1")
 
 
+@pytest.mark.meta
 def test_attention_columns_are_probability_distributions_catches_row_softmax() -> None:
     assert_law_fails(test_attention_columns_are_probability_distributions, implementation=b.broken(b.softmax_over_rows))
 
 
+@pytest.mark.meta
 def test_attention_columns_are_probability_distributions_catches_bias_tiled_for_three() -> None:
     assert_law_fails(
         test_attention_columns_are_probability_distributions,
@@ -48,7 +50,7 @@ def test_attentions_are_strictly_positive_where_no_weight_can_underflow(
     Precondition, from tolerances.no_weight_can_underflow: 2 l_n + log N + 1 < -log(tiny).
     """
     result = implementation(problem)
-    A = result.attentions
+    A = result.require_attentions()
     columns = no_weight_can_underflow(implementation.bounds(problem, result.eps))
     note(f"columns where no weight can underflow: {np.flatnonzero(columns).tolist()}")
     zeros = np.argwhere((A <= 0) & columns.reshape(1, -1))
@@ -57,6 +59,7 @@ def test_attentions_are_strictly_positive_where_no_weight_can_underflow(
         raise LawViolation(f"attentions[{m}, {n}] = {A[m, n]!r}, but no weight of column {n} can underflow")
 
 
+@pytest.mark.meta
 def test_attentions_are_strictly_positive_catches_zeroed_weights() -> None:
     def hard_max(*arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rounds every weight below its column's largest down to zero."""
@@ -74,16 +77,18 @@ def test_attentions_are_strictly_positive_catches_zeroed_weights() -> None:
 def test_output_is_values_times_attentions(implementation: Implementation, problem: AttentionProblem) -> None:
     """X' = V attentions with V = omega_v X + beta_v 1^T (eqs. 12.2, 12.3 in matrix form, 12.6)."""
     result = implementation(problem)
-    A = result.attentions
+    A = result.require_attentions()
     bounds = implementation.bounds(problem, result.eps)
     # Two evaluations of V A: the implementation's and ours from its attentions.
     assert_close(result.X_prime, problem.values() @ A, (bounds + bounds).x_prime, what="X' must equal V @ attentions")
 
 
+@pytest.mark.meta
 def test_output_is_values_times_attentions_catches_transposed_product() -> None:
     assert_law_fails(test_output_is_values_times_attentions, implementation=b.broken(b.attentions_transposed_in_output))
 
 
+@pytest.mark.meta
 def test_output_is_values_times_attentions_catches_missing_value_bias() -> None:
     assert_law_fails(test_output_is_values_times_attentions, implementation=b.broken(b.values_without_bias))
 
@@ -98,7 +103,7 @@ def test_attentions_are_the_softmax_of_the_scaled_logits(
     The law-side logits are float64 (error k u l_n each); each log-weight is off by at most r_n / (1 - r_n).
     """
     result = implementation(problem)
-    A = np.asarray(result.attentions, dtype=np.float64)
+    A = np.asarray(result.require_attentions(), dtype=np.float64)
     bounds = implementation.bounds(problem, result.eps)
     logits = problem.logits(implementation.scale(problem.D_q))
     top = np.argmax(A, axis=0)
@@ -118,6 +123,7 @@ def test_attentions_are_the_softmax_of_the_scaled_logits(
     )
 
 
+@pytest.mark.meta
 @pytest.mark.parametrize("bug", [b.scale_by_sqrt_D, b.transposed_logits, b.uniform_attention, b.query_bias_on_keys])
 def test_attentions_are_the_softmax_of_the_scaled_logits_catches(bug: object) -> None:
     assert_law_fails(test_attentions_are_the_softmax_of_the_scaled_logits, implementation=b.broken(bug))

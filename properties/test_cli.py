@@ -9,10 +9,10 @@ import pytest
 
 from properties import broken as b
 from properties import test_attention_matrix as laws
+from properties.checks import LawViolation
 from properties.cli import Run, absolute_target, reproduction
 from properties.examples import write_notebook
 from properties.loading import load_function
-from properties.measures import LawViolation
 from properties.notebook import extract
 from properties.problem import AttentionProblem
 

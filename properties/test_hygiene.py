@@ -5,16 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from properties import broken as b
-from properties.assertions import value_shift_error
+from properties.checks import LawViolation, value_shift_error
 from properties.implementation import Implementation
-from properties.measures import LawViolation
 from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
-from properties.strategies import attention_problems, columns
+from properties.strategies import attention_problems, problems_with_value_shifts
 
 pytestmark = pytest.mark.hygiene
 
@@ -27,6 +25,7 @@ def test_inputs_are_never_modified(implementation: Implementation, problem: Atte
         raise LawViolation(f"the call modified its argument(s) {', '.join(result.modified)} in place")
 
 
+@pytest.mark.meta
 def test_inputs_are_never_modified_catches_in_place_centring() -> None:
     assert_law_fails(test_inputs_are_never_modified, implementation=b.broken(b.mutates_inputs))
 
@@ -38,18 +37,12 @@ def test_equal_inputs_give_bitwise_equal_outputs(implementation: Implementation,
         raise LawViolation("two calls with equal inputs returned different bits")
 
 
+@pytest.mark.meta
 def test_equal_inputs_give_bitwise_equal_outputs_catches_random_summation_order() -> None:
     assert_law_fails(test_equal_inputs_give_bitwise_equal_outputs, implementation=b.broken(b.nondeterministic_order))
 
 
-@st.composite
-def problems_with_value_shifts(draw: st.DrawFn) -> tuple[AttentionProblem, NDArray[np.float64]]:
-    problem = draw(attention_problems())
-    shift = draw(columns(problem.D_v).filter(lambda c: bool(np.abs(c).max() >= 0.5)), label="c, |c| >= 0.5")
-    return problem, shift
-
-
-@given(case=problems_with_value_shifts())
+@given(case=problems_with_value_shifts(at_least=0.5))
 def test_a_call_does_not_depend_on_earlier_calls(
     implementation: Implementation, case: tuple[AttentionProblem, NDArray[np.float64]]
 ) -> None:
@@ -70,6 +63,7 @@ def test_a_call_does_not_depend_on_earlier_calls(
         raise LawViolation("calling again on the first problem, after another call, returned different bits")
 
 
+@pytest.mark.meta
 def test_a_call_does_not_depend_on_earlier_calls_catches_cache_by_shape() -> None:
     b._CACHE.clear()
     assert_law_fails(test_a_call_does_not_depend_on_earlier_calls, implementation=b.broken(b.cached_by_shape))

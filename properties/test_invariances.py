@@ -10,12 +10,12 @@ from numpy.typing import NDArray
 
 from attention import scaled_dot_product_self_attention
 from properties import broken as b
-from properties.assertions import assert_in_value_hull
+from properties.checks import assert_close, assert_in_value_hull
 from properties.implementation import Implementation
-from properties.measures import assert_close
 from properties.meta import assert_law_fails
+from properties.options import GENERATION
 from properties.problem import AttentionProblem
-from properties.strategies import GENERATION, attention_problems, columns, unimodular_pairs
+from properties.strategies import attention_problems, columns, unimodular_pairs
 
 pytestmark = pytest.mark.semantics
 
@@ -28,6 +28,7 @@ def test_outputs_lie_in_the_convex_hull_of_the_values(
     assert_in_value_hull(implementation, problem, implementation(problem))
 
 
+@pytest.mark.meta
 @pytest.mark.parametrize("bug", [b.softmax_over_rows, b.values_without_bias])
 def test_outputs_lie_in_the_convex_hull_catches(bug: object) -> None:
     assert_law_fails(test_outputs_lie_in_the_convex_hull_of_the_values, implementation=b.broken(bug))
@@ -50,15 +51,16 @@ def test_output_does_not_depend_on_the_key_bias(
     eps = max(first.eps, second.eps)
     bounds = implementation.bounds(problem, eps) + implementation.bounds(other, eps)
     assert_close(second.X_prime, first.X_prime, bounds.x_prime, what="X' must not change with beta_k")
-    if first.attentions_or_none is not None and second.attentions_or_none is not None:
+    if first.attentions is not None and second.attentions is not None:
         assert_close(
-            second.attentions_or_none,
-            first.attentions_or_none,
+            second.attentions,
+            first.attentions,
             np.broadcast_to(bounds.attentions, (problem.N, problem.N)),
             what="attentions must not change with beta_k",
         )
 
 
+@pytest.mark.meta
 @pytest.mark.parametrize("bug", [b.transposed_logits, b.query_bias_on_keys, b.softmax_over_rows])
 def test_output_does_not_depend_on_the_key_bias_catches(bug: object) -> None:
     assert_law_fails(test_output_does_not_depend_on_the_key_bias, implementation=b.broken(bug))
@@ -108,6 +110,7 @@ def test_output_is_invariant_under_query_key_gauge_transformations(
     )
 
 
+@pytest.mark.meta
 @pytest.mark.parametrize("bug", [b.keys_from_query_weights, b.query_bias_on_keys])
 def test_output_is_invariant_under_query_key_gauge_catches(bug: object) -> None:
     assert_law_fails(test_output_is_invariant_under_query_key_gauge_transformations, implementation=b.broken(bug))
@@ -170,11 +173,13 @@ def test_doubling_the_query_key_dimension_scales_the_logits_by_sqrt_two(
     )
 
 
+@pytest.mark.meta
 @pytest.mark.parametrize("bug", [b.scale_by_sqrt_D, b.scale_hard_coded, b.scale_by_D_q])
 def test_doubling_the_query_key_dimension_catches(bug: object) -> None:
     assert_law_fails(test_doubling_the_query_key_dimension_scales_the_logits_by_sqrt_two, implementation=b.broken(bug))
 
 
+@pytest.mark.meta
 def test_doubling_the_query_key_dimension_catches_scaled_function_checked_as_unscaled() -> None:
     assert_law_fails(
         test_doubling_the_query_key_dimension_scales_the_logits_by_sqrt_two,

@@ -16,8 +16,8 @@ from numpy.typing import NDArray
 
 from attention import scaled_dot_product_self_attention
 from properties import broken as b
+from properties.checks import LawViolation, assert_close
 from properties.implementation import Implementation
-from properties.measures import LawViolation, assert_close
 from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
 from properties.strategies import attention_problems, columns, dimensions, matrices, well_conditioned_matrices
@@ -75,6 +75,7 @@ def mask_as_large_negative_bias(*arrays: Array, causal: bool = False, mask: Any 
     return scaled_dot_product_self_attention(*arrays, bias=penalty)
 
 
+@pytest.mark.meta
 @pytest.mark.parametrize("bug", [mask_ignored, mask_as_large_negative_bias])
 def test_causal_outputs_do_not_depend_on_later_inputs_catches(bug: Any) -> None:
     assert_law_fails(test_causal_outputs_do_not_depend_on_later_inputs, implementation=b.broken(bug))
@@ -93,6 +94,7 @@ def test_causal_attention_is_consistent_with_its_prefixes(
     assert_close(part.X_prime, whole.X_prime[:, :t], (bounds + bounds).x_prime, what=f"causal prefix of length {t}")
 
 
+@pytest.mark.meta
 def test_causal_prefixes_catch_an_ignored_mask() -> None:
     assert_law_fails(test_causal_attention_is_consistent_with_its_prefixes, implementation=b.broken(mask_ignored))
 
@@ -117,6 +119,7 @@ def causal_upper_triangle(*arrays: Array, causal: bool = False, mask: Any = None
     return scaled_dot_product_self_attention(*arrays, mask=mask, bias=bias)
 
 
+@pytest.mark.meta
 def test_causal_equals_the_explicit_mask_catches_the_transposed_triangle() -> None:
     assert_law_fails(test_causal_equals_the_explicit_lower_triangular_mask,
                      implementation=b.broken(causal_upper_triangle))  # fmt: skip
@@ -148,6 +151,7 @@ def test_masked_keys_influence_nothing(
                  what="outputs of queries that cannot see the changed inputs")  # fmt: skip
 
 
+@pytest.mark.meta
 @pytest.mark.parametrize("bug", [mask_ignored, mask_as_large_negative_bias])
 def test_masked_keys_influence_nothing_catches(bug: Any) -> None:
     assert_law_fails(test_masked_keys_influence_nothing, implementation=b.broken(bug))
@@ -162,7 +166,7 @@ def test_attentions_are_distributions_over_the_visible_keys(
     implementation.require("mask")
     problem, mask, _, _ = case
     result = implementation(problem, mask=mask)
-    A = result.attentions
+    A = result.require_attentions()
     if (A[~mask] != 0).any():
         m, n = (int(i) for i in np.argwhere((A != 0) & ~mask)[0])
         raise LawViolation(f"attentions[{m}, {n}] = {float(A[m, n])!r}, but key {m} is hidden from query {n}")
@@ -181,6 +185,7 @@ def mask_without_renormalising(*arrays: Array, causal: bool = False, mask: Any =
     return (arrays[1] @ arrays[0] + arrays[4]) @ A, A
 
 
+@pytest.mark.meta
 def test_attentions_over_visible_keys_catches_missing_renormalisation() -> None:
     assert_law_fails(test_attentions_are_distributions_over_the_visible_keys,
                      implementation=b.broken(mask_without_renormalising))  # fmt: skip
@@ -220,6 +225,7 @@ def bias_rows_reversed(*arrays: Array, causal: bool = False, mask: Any = None, b
     return scaled_dot_product_self_attention(*arrays, bias=None if bias is None else np.asarray(bias)[::-1])
 
 
+@pytest.mark.meta
 def test_circulant_biases_keep_equivariance_catches_reversed_bias() -> None:
     assert_law_fails(test_circulant_biases_keep_equivariance_under_cyclic_shifts,
                      implementation=b.broken(bias_rows_reversed))  # fmt: skip
@@ -286,5 +292,6 @@ def bias_ignored(*arrays: Array, causal: bool = False, mask: Any = None, bias: A
     return scaled_dot_product_self_attention(*arrays)
 
 
+@pytest.mark.meta
 def test_generic_biases_break_equivariance_catches_an_ignored_bias() -> None:
     assert_law_fails(test_generic_biases_break_equivariance_under_permutations, implementation=b.broken(bias_ignored))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -14,80 +14,15 @@ from numpy.typing import NDArray
 
 from attention import scaled_dot_product_self_attention
 from properties import broken as b
-from properties.implementation import Implementation
-from properties.measures import assert_close
+from properties.checks import assert_close
+from properties.implementation import REFERENCE, Implementation, Multihead
 from properties.meta import assert_law_fails
-from properties.plugin import Multihead
-from properties.problem import AttentionProblem, code_for
-from properties.strategies import (
-    SEMANTIC_LOGIT_BOUND,
-    attention_problems,
-    dimensions,
-    finite_floats,
-    logit_bound,
-    matrices,
-    permutations_of,
-    size_limit,
-    with_queries_scaled,
-)
-from properties.tolerances import FLOAT64_EPS, error_bounds
+from properties.problem import AttentionProblem, Head, MultiheadProblem
+from properties.strategies import attention_problems, finite_floats, multihead_problems, permutations_of
+from properties.tolerances import FLOAT64_EPS, multihead_error
 
 pytestmark = pytest.mark.semantics
 Array = NDArray[np.float64]
-Head = tuple[Array, Array, Array, Array, Array, Array]
-
-
-@dataclass(frozen=True, repr=False)
-class MultiheadProblem:
-    """X, the heads (each (omega_v, omega_q, omega_k, beta_v, beta_q, beta_k)) and omega_c."""
-
-    X: Array
-    heads: tuple[Head, ...]
-    omega_c: Array
-
-    def head_problem(self, h: int) -> AttentionProblem:
-        return AttentionProblem(self.X, *self.heads[h])
-
-    def __repr__(self) -> str:
-        heads = ", ".join("(" + ", ".join(code_for(a) for a in head) + ")" for head in self.heads)
-        return f"MultiheadProblem(X={code_for(self.X)}, heads=({heads},), omega_c={code_for(self.omega_c)})"
-
-    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
-        printer.text(repr(self))
-
-
-@st.composite
-def multihead_problems(draw: st.DrawFn, max_heads: int = 3) -> MultiheadProblem:
-    """1 to max_heads heads on one X, each with its own D_q and D_v, and an omega_c for their stacked outputs."""
-    side = size_limit()
-    base = draw(attention_problems(dimensions(max_side=side)), label="X and the first head")
-    heads = [base.arrays()[1:]]
-    for _ in range(draw(st.integers(1, max_heads), label="H") - 1):
-        D_q, D_v = draw(st.integers(1, side), label="D_q"), draw(st.integers(1, side), label="D_v")
-        arrays = [draw(matrices(rows, cols), label=name) for rows, cols, name in [
-            (D_v, base.D, "omega_v"), (D_q, base.D, "omega_q"), (D_q, base.D, "omega_k"),
-            (D_v, 1, "beta_v"), (D_q, 1, "beta_q"), (D_q, 1, "beta_k")]]  # fmt: skip
-        head = AttentionProblem(base.X, *arrays)
-        largest = logit_bound(head)
-        if largest > SEMANTIC_LOGIT_BOUND:  # as attention_problems does: halve the queries
-            factor = 2.0 ** -int(np.ceil(np.log2(largest / SEMANTIC_LOGIT_BOUND)))
-            head = with_queries_scaled(head, factor)
-        heads.append(head.arrays()[1:])
-    rows = draw(st.integers(1, side), label="rows of omega_c")
-    omega_c = draw(matrices(rows, sum(head[0].shape[0] for head in heads)), label="omega_c")
-    return MultiheadProblem(base.X, tuple(heads), omega_c)  # type: ignore[arg-type]
-
-
-def multihead_tolerance(problem: MultiheadProblem, eps: float = FLOAT64_EPS) -> Array:
-    """Bound on the error of X' = omega_c [X'_1; ...; X'_H]: each head's bound (tolerances.ErrorBounds,
-    scale 1/sqrt(its D_q)) carried through |omega_c|, plus the rounding of the final product, at most
-    (its inner dimension + 1) u |omega_c| times the heads' output magnitudes v_d."""
-    bounds = [error_bounds(problem.head_problem(h), 1 / np.sqrt(head[1].shape[0]), eps)
-              for h, head in enumerate(problem.heads)]  # fmt: skip
-    stacked_error = np.vstack([bound.x_prime for bound in bounds])
-    stacked_size = np.vstack([bound.value_bound for bound in bounds]) * np.ones((1, problem.X.shape[1]))
-    inner = problem.omega_c.shape[1]
-    return np.asarray(np.abs(problem.omega_c) @ (stacked_error + (inner + 1) * eps * stacked_size))
 
 
 def call(multihead: Multihead, problem: MultiheadProblem) -> Array:
@@ -111,9 +46,8 @@ def unscaled_heads(X: Array, heads: Any, omega_c: Array) -> Array:
     return np.asarray(omega_c @ np.vstack([b.correct_attention(X, *head, scale=1.0)[0] for head in heads]))
 
 
+@pytest.mark.meta
 def test_one_head_with_identity_mixing_catches_unscaled_heads() -> None:
-    from properties.plugin import REFERENCE
-
     law = test_one_head_with_identity_mixing_is_single_head_attention
     assert_law_fails(law, multihead=Multihead(unscaled_heads, "unscaled_heads"), implementation=REFERENCE["scaled"])
 
@@ -135,7 +69,7 @@ def test_reordering_heads_with_their_mixing_columns_changes_nothing(
     blocks = [problem.omega_c[:, edges[h] : edges[h + 1]] for h in range(len(problem.heads))]
     reordered = replace(problem, heads=tuple(problem.heads[h] for h in order),
                         omega_c=np.hstack([blocks[h] for h in order]))  # fmt: skip
-    tolerance = multihead_tolerance(problem) + multihead_tolerance(reordered)
+    tolerance = multihead_error(problem) + multihead_error(reordered)
     assert_close(call(multihead, reordered), call(multihead, problem), tolerance,
                  what=f"heads reordered as {order.tolist()} with their blocks of omega_c")  # fmt: skip
 
@@ -145,6 +79,7 @@ def heads_stacked_in_reverse(X: Array, heads: Any, omega_c: Array) -> Array:
     return np.asarray(omega_c @ np.vstack(outputs[::-1]))
 
 
+@pytest.mark.meta
 def test_reordering_heads_catches_heads_stacked_in_reverse() -> None:
     assert_law_fails(test_reordering_heads_with_their_mixing_columns_changes_nothing,
                      multihead=Multihead(heads_stacked_in_reverse, "heads_stacked_in_reverse"))  # fmt: skip
@@ -163,7 +98,7 @@ def test_multihead_output_is_equivariant_under_column_permutations(
     """f(X P) = f(X) P: every head is equivariant (eq. 12.18), and omega_c mixes rows, not columns."""
     problem, p = case
     permuted = replace(problem, X=problem.X[:, p])
-    tolerance = multihead_tolerance(problem)[:, p] + multihead_tolerance(permuted)
+    tolerance = multihead_error(problem)[:, p] + multihead_error(permuted)
     assert_close(call(multihead, permuted), call(multihead, problem)[:, p], tolerance,
                  what=f"multi-head X' of inputs permuted by {p.tolist()}")  # fmt: skip
 
@@ -172,6 +107,7 @@ def positional_heads(X: Array, heads: Any, omega_c: Array) -> Array:
     return np.asarray(omega_c @ np.vstack([b.positional_bias(X, *head)[0] for head in heads]))
 
 
+@pytest.mark.meta
 def test_multihead_equivariance_catches_positional_heads() -> None:
     assert_law_fails(test_multihead_output_is_equivariant_under_column_permutations,
                      multihead=Multihead(positional_heads, "positional_heads"))  # fmt: skip
@@ -194,7 +130,7 @@ def test_each_head_is_scaled_by_its_own_query_dimension(
         return replace(problem, heads=(*problem.heads[:h], head, *problem.heads[h + 1 :]))
 
     sharpened = with_head(sharpened_head)
-    tolerance = 2 * multihead_tolerance(sharpened)
+    tolerance = 2 * multihead_error(sharpened)
     assert_close(call(multihead, with_head(stacked_head)), call(multihead, sharpened), tolerance,
                  what=f"head {h}: stacked queries and keys against queries times sqrt(2)")  # fmt: skip
 
@@ -207,6 +143,7 @@ def shared_scale(X: Array, heads: Any, omega_c: Array) -> Array:
     )
 
 
+@pytest.mark.meta
 def test_each_head_is_scaled_by_its_own_query_dimension_catches_a_shared_scale() -> None:
     assert_law_fails(
         test_each_head_is_scaled_by_its_own_query_dimension, multihead=Multihead(shared_scale, "shared_scale")
@@ -229,7 +166,7 @@ def test_multihead_output_is_linear_in_the_mixing_matrix(
     mixed = replace(problem, omega_c=a * problem.omega_c + c * second)
     f1, f2 = call(multihead, problem), call(multihead, replace(problem, omega_c=second))
     magnitude = replace(problem, omega_c=abs(a) * np.abs(problem.omega_c) + abs(c) * np.abs(second))
-    tolerance = 3 * multihead_tolerance(magnitude) + 2 * FLOAT64_EPS * np.abs(a * f1 + c * f2)
+    tolerance = 3 * multihead_error(magnitude) + 2 * FLOAT64_EPS * np.abs(a * f1 + c * f2)
     assert_close(call(multihead, mixed), a * f1 + c * f2, tolerance, what=f"linearity in omega_c, a={a}, b={c}")
 
 
@@ -239,6 +176,7 @@ def residual_added(X: Array, heads: Any, omega_c: Array) -> Array:
     return np.asarray(out + X if out.shape == X.shape else out + 1.0)
 
 
+@pytest.mark.meta
 def test_multihead_linearity_catches_a_residual() -> None:
     assert_law_fails(
         test_multihead_output_is_linear_in_the_mixing_matrix, multihead=Multihead(residual_added, "residual_added")

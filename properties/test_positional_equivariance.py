@@ -18,8 +18,8 @@ from numpy.typing import NDArray
 
 from attention import scaled_dot_product_self_attention, sinusoidal_positional_encoding
 from properties import broken as b
+from properties.checks import LawViolation, assert_close
 from properties.implementation import Implementation, Result
-from properties.measures import LawViolation, assert_close
 from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
 from properties.strategies import (
@@ -29,7 +29,7 @@ from properties.strategies import (
     permutations_of,
     symmetric_positive_definite_matrices,
     well_conditioned_matrices,
-    with_queries_scaled,
+    with_logits_within,
 )
 
 pytestmark = pytest.mark.semantics
@@ -79,14 +79,7 @@ def position_sensitive_witnesses(draw: st.DrawFn) -> tuple[AttentionProblem, Arr
         beta_q=draw(columns(D_q, bound=1.0), label="beta_q"),
         beta_k=draw(columns(D_q, bound=1.0), label="beta_k"),
     )
-    # Halve the queries until every logit (with positions) is within LOSS_LOGITS.
-    positioned = problem.replace(X=problem.X + Pi)
-    bound = float((np.abs(positioned.omega_k @ positioned.X + positioned.beta_k).T
-                   @ np.abs(positioned.omega_q @ positioned.X + positioned.beta_q)).max())  # fmt: skip
-    if bound > LOSS_LOGITS:
-        factor = 2.0 ** -int(np.ceil(np.log2(bound / LOSS_LOGITS)))
-        problem = with_queries_scaled(problem, factor)
-    return problem, Pi
+    return with_logits_within(problem, LOSS_LOGITS, positions=Pi), Pi
 
 
 @given(witness=position_sensitive_witnesses())
@@ -123,10 +116,12 @@ def test_absolute_positions_break_equivariance(
         )
 
 
+@pytest.mark.meta
 def test_absolute_positions_break_equivariance_catches_position_blind_outputs() -> None:
     assert_law_fails(test_absolute_positions_break_equivariance, implementation=b.broken(b.uniform_attention))
 
 
+@pytest.mark.meta
 def test_absolute_positions_break_equivariance_catches_ignored_keyword() -> None:
     def ignores_positional(*arrays: Array, positional: Any = None, positional_mode: str = "input") -> Any:
         return b.uniform_attention(*arrays)
@@ -166,12 +161,14 @@ def positions_reversed(*arrays: Array, positional: Any = None, positional_mode: 
     return scaled_dot_product_self_attention(*arrays, positional=Pi, positional_mode=positional_mode)
 
 
+@pytest.mark.meta
 @pytest.mark.parametrize("mode", ["input", "query_key"])
 def test_positions_moved_with_the_inputs_catches_reversed_positions(mode: str) -> None:
     assert_law_fails(test_positions_moved_with_the_inputs_restore_equivariance,
                      implementation=b.broken(positions_reversed), mode=mode)  # fmt: skip
 
 
+@pytest.mark.meta
 def test_positions_restore_equivariance_catches_positional_bias() -> None:
     assert_law_fails(test_positions_moved_with_the_inputs_restore_equivariance,
                      implementation=b.broken(b.positional_bias), mode="input")  # fmt: skip
@@ -196,6 +193,7 @@ def adds_its_own_positions(*arrays: Array) -> Any:
     return scaled_dot_product_self_attention(X + 10 * sinusoidal_positional_encoding(*X.shape), *arrays[1:])
 
 
+@pytest.mark.meta
 def test_zero_positions_keep_identical_inputs_identical_catches_built_in_positions() -> None:
     assert_law_fails(test_zero_positions_keep_identical_inputs_identical,
                      implementation=b.broken(adds_its_own_positions), mode="input")  # fmt: skip

@@ -8,9 +8,8 @@ from hypothesis import example, given
 from numpy.typing import NDArray
 
 from properties import broken as b
-from properties.assertions import assert_equivariant, assert_in_value_hull
+from properties.checks import assert_close, assert_equivariant, assert_finite, assert_in_value_hull
 from properties.implementation import Implementation
-from properties.measures import assert_close, assert_finite
 from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
 from properties.strategies import large_logit_problems, problems_with_permutations
@@ -37,10 +36,11 @@ def test_large_logits_give_finite_outputs(implementation: Implementation, proble
     """Logits up to ~1e4 (exp would overflow at ~710): X' and attentions stay finite (no NaN, no inf)."""
     result = implementation(problem)
     assert_finite(result.X_prime, what="X' for large logits")
-    if result.attentions_or_none is not None:
-        assert_finite(result.attentions_or_none, what="attentions for large logits")
+    if result.attentions is not None:
+        assert_finite(result.attentions, what="attentions for large logits")
 
 
+@pytest.mark.meta
 def test_large_logits_give_finite_outputs_catches_unshifted_softmax() -> None:
     assert_law_fails(test_large_logits_give_finite_outputs, implementation=b.broken(b.notebook_softmax))
 
@@ -53,15 +53,16 @@ def test_large_logits_keep_outputs_in_the_convex_hull_of_the_values(
     """With large logits, columns of attentions still sum to 1 and X' stays within [min_m V_dm, max_m V_dm]."""
     result = implementation(problem)
     assert_in_value_hull(implementation, problem, result)
-    if result.attentions_or_none is not None:
+    if result.attentions is not None:
         assert_close(
-            result.attentions_or_none.sum(axis=0),
+            result.attentions.sum(axis=0),
             np.ones(problem.N),
             sum_to_one_error(problem.N, result.eps),
             what="columns of attentions must sum to 1",
         )
 
 
+@pytest.mark.meta
 def test_large_logits_keep_outputs_in_the_convex_hull_catches_unshifted_softmax() -> None:
     assert_law_fails(
         test_large_logits_keep_outputs_in_the_convex_hull_of_the_values,
@@ -79,5 +80,6 @@ def test_large_logits_keep_permutation_equivariance(
     assert_equivariant(implementation, problem, p, what="X' for large logits")
 
 
+@pytest.mark.meta
 def test_large_logits_keep_permutation_equivariance_catches_positional_bias() -> None:
     assert_law_fails(test_large_logits_keep_permutation_equivariance, implementation=b.broken(b.positional_bias))

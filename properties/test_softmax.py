@@ -11,7 +11,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from properties.measures import LawViolation, assert_at_most, assert_close, assert_finite
+from properties.checks import LawViolation, assert_at_most, assert_close, assert_finite
 from properties.meta import assert_law_fails
 from properties.strategies import matrices
 from properties.tolerances import epsilon_of, softmax_error, sum_to_one_error
@@ -62,6 +62,7 @@ def exp_without_normalisation(data: Array) -> Array:
     return np.asarray(np.exp(data - data.max(axis=0, keepdims=True)))
 
 
+@pytest.mark.meta
 @pytest.mark.parametrize("bug", [row_softmax, exp_without_normalisation])
 def test_softmax_columns_are_probability_distributions_catches(bug: Softmax) -> None:
     assert_law_fails(test_softmax_columns_are_probability_distributions, softmax=bug)
@@ -100,6 +101,7 @@ def softmax_over_all_entries(data: Array) -> Array:
     return np.asarray(shifted / shifted.sum())
 
 
+@pytest.mark.meta
 @pytest.mark.parametrize("bug", [row_softmax, softmax_over_all_entries])
 def test_softmax_ignores_a_constant_added_to_a_column_catches(bug: Softmax) -> None:
     assert_law_fails(test_softmax_ignores_a_constant_added_to_a_column, softmax=bug)
@@ -128,6 +130,7 @@ def reversed_softmax(data: Array) -> Array:
     return np.asarray(shifted / shifted.sum(axis=0, keepdims=True))
 
 
+@pytest.mark.meta
 def test_softmax_preserves_order_catches_negated_logits() -> None:
     assert_law_fails(test_softmax_preserves_order_within_a_column, softmax=reversed_softmax)
 
@@ -155,5 +158,6 @@ def notebook_softmax_cols(data: Array) -> Array:
         return np.asarray(exp_values / exp_values.sum(axis=0))
 
 
+@pytest.mark.meta
 def test_softmax_is_finite_catches_the_notebooks_softmax() -> None:
     assert_law_fails(test_softmax_is_finite_for_every_finite_input, softmax=notebook_softmax_cols)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import find, given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
@@ -25,6 +26,7 @@ from properties.strategies import (
 SEARCH = settings(max_examples=2000, database=None)
 
 
+@pytest.mark.meta
 def test_strategy_dimensions_cover_their_whole_range() -> None:
     """Every corner of the dimension box is reachable: N = 1, the largest sizes, and rectangular shapes."""
     side = size_limit()
@@ -39,17 +41,20 @@ def test_strategy_dimensions_cover_their_whole_range() -> None:
         assert goal(found)
 
 
+@pytest.mark.meta
 @given(dimensions())
 def test_strategy_dimensions_stay_in_bounds(d: Dimensions) -> None:
     side = size_limit()
     assert 1 <= d.D <= side and 1 <= d.D_q <= side and 1 <= d.D_v <= side and 1 <= d.N <= side + 2
 
 
+@pytest.mark.meta
 @given(dimensions(square=True))
 def test_strategy_square_dimensions_are_square(d: Dimensions) -> None:
     assert d.D == d.D_q == d.D_v
 
 
+@pytest.mark.meta
 @given(attention_problems())
 def test_strategy_problems_are_bounded_finite_and_shaped(problem: AttentionProblem) -> None:
     """Entries finite, within +-ENTRY_BOUND, no subnormals; shapes consistent; betas are columns."""
@@ -63,11 +68,13 @@ def test_strategy_problems_are_bounded_finite_and_shaped(problem: AttentionProbl
         assert not array.flags.writeable
 
 
+@pytest.mark.meta
 @given(matrices(3, 4, bound=0.5))
 def test_strategy_matrices_respect_their_bound(matrix: NDArray[np.float64]) -> None:
     assert matrix.shape == (3, 4) and (np.abs(matrix) <= 0.5).all()
 
 
+@pytest.mark.meta
 @given(st.integers(1, 6), st.integers(1, 6), st.data())
 def test_strategy_well_conditioned_matrices_bound_their_singular_values(
     rows: int, cols: int, data: st.DataObject
@@ -78,6 +85,7 @@ def test_strategy_well_conditioned_matrices_bound_their_singular_values(
     assert sigma.max() <= ENTRY_BOUND * (1 + 1e-12) and sigma.min() >= ENTRY_BOUND / 10 * (1 - 1e-12)
 
 
+@pytest.mark.meta
 @given(st.integers(1, 10).flatmap(unimodular_pairs))
 def test_strategy_unimodular_pairs_have_exact_inverses(
     pair: tuple[NDArray[np.float64], NDArray[np.float64]],
@@ -87,12 +95,14 @@ def test_strategy_unimodular_pairs_have_exact_inverses(
     assert (M @ inverse == identity).all() and (inverse @ M == identity).all()
 
 
+@pytest.mark.meta
 @given(st.integers(1, 8).flatmap(lambda n: st.tuples(st.just(n), permutations_of(n))))
 def test_strategy_permutations_are_permutations(case: tuple[int, NDArray[np.intp]]) -> None:
     n, p = case
     assert sorted(p.tolist()) == list(range(n))
 
 
+@pytest.mark.meta
 def test_strategy_permutations_reach_every_permutation_of_three() -> None:
     for target in [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]:
 
@@ -102,6 +112,7 @@ def test_strategy_permutations_reach_every_permutation_of_three() -> None:
         assert is_target(find(permutations_of(3), is_target, settings=SEARCH))
 
 
+@pytest.mark.meta
 @given(large_logit_problems())
 def test_strategy_large_logit_problems_reach_the_stated_magnitudes(problem: AttentionProblem) -> None:
     """The unscaled logit bound max (Khat^T Qhat) lies in [100, 1e4], up to rounding of the rescaling."""

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from properties import broken as b
+from properties.checks import assert_at_most, assert_close, entropy
 from properties.implementation import Implementation
-from properties.measures import assert_at_most, assert_close, entropy
 from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
 from properties.strategies import MAX_QUERY_GAIN, attention_problems
@@ -48,7 +48,7 @@ def test_sharper_queries_never_flatten_attention(
     before, after = implementation(problem), implementation(sharp)
     eps = max(before.eps, after.eps)
     r = (implementation.bounds(problem, eps) + implementation.bounds(sharp, eps)).attentions.ravel()
-    A, A_sharp = before.attentions, after.attentions
+    A, A_sharp = before.require_attentions(), after.require_attentions()
     assert_at_most(
         A.max(axis=0),
         A_sharp.max(axis=0),
@@ -63,6 +63,7 @@ def test_sharper_queries_never_flatten_attention(
     )
 
 
+@pytest.mark.meta
 @pytest.mark.parametrize("bug", [query_norm_squared_scale, b.softmax_over_rows])
 def test_sharper_queries_never_flatten_attention_catches(bug: object) -> None:
     assert_law_fails(test_sharper_queries_never_flatten_attention, implementation=b.broken(bug))
@@ -82,16 +83,17 @@ def test_zero_queries_attend_uniformly(implementation: Implementation, problem: 
         (bounds + bounds).x_prime,
         what="with zero queries every output must be the mean of the values",
     )
-    if result.attentions_or_none is not None:
+    if result.attentions is not None:
         uniform = np.full((problem.N, problem.N), 1.0 / problem.N)
         assert_close(
-            result.attentions_or_none,
+            result.attentions,
             uniform,
             np.broadcast_to(bounds.attentions, uniform.shape),
             what="with zero queries every attention weight must be 1/N",
         )
 
 
+@pytest.mark.meta
 @pytest.mark.parametrize("bug", [b.positional_bias, b.values_without_bias])
 def test_zero_queries_attend_uniformly_catches(bug: object) -> None:
     assert_law_fails(test_zero_queries_attend_uniformly, implementation=b.broken(bug))
@@ -141,6 +143,7 @@ def test_sharp_queries_select_the_best_matching_value(
     )
 
 
+@pytest.mark.meta
 @pytest.mark.parametrize("bug", [b.uniform_attention, b.transposed_logits])
 def test_sharp_queries_select_the_best_matching_value_catches(bug: object) -> None:
     assert_law_fails(test_sharp_queries_select_the_best_matching_value, implementation=b.broken(b.x_prime_only(bug)))

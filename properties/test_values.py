@@ -9,12 +9,18 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from properties import broken as b
-from properties.assertions import value_shift_error
+from properties.checks import LawViolation, assert_close, value_shift_error
 from properties.implementation import Implementation
-from properties.measures import LawViolation, assert_close
 from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
-from properties.strategies import attention_problems, columns, dimensions, finite_floats, matrices
+from properties.strategies import (
+    attention_problems,
+    columns,
+    dimensions,
+    finite_floats,
+    matrices,
+    problems_with_value_shifts,
+)
 
 pytestmark = pytest.mark.semantics
 Array = NDArray[np.float64]
@@ -60,14 +66,9 @@ def test_output_is_linear_in_the_value_weights_and_bias(
     assert_close(f_mixed.X_prime, expected, tolerance, what=f"X' must be linear in (omega_v, beta_v): a={a}, b={c}")
 
 
+@pytest.mark.meta
 def test_output_is_linear_in_the_value_weights_catches_residual() -> None:
     assert_law_fails(test_output_is_linear_in_the_value_weights_and_bias, implementation=b.broken(residual_added))
-
-
-@st.composite
-def problems_with_value_shifts(draw: st.DrawFn) -> tuple[AttentionProblem, Array]:
-    problem = draw(attention_problems())
-    return problem, draw(columns(problem.D_v), label="c")
 
 
 @given(case=problems_with_value_shifts())
@@ -83,6 +84,7 @@ def test_adding_to_the_value_bias_adds_to_every_output(
         raise LawViolation(f"adding c to beta_v must add c to every column of X': {worst}")
 
 
+@pytest.mark.meta
 @pytest.mark.parametrize("bug", [b.values_without_bias, b.softmax_over_rows])
 def test_adding_to_the_value_bias_catches(bug: object) -> None:
     assert_law_fails(test_adding_to_the_value_bias_adds_to_every_output, implementation=b.broken(bug))
@@ -94,10 +96,11 @@ def test_a_single_input_attends_to_itself(implementation: Implementation, proble
     result = implementation(problem)
     bounds = implementation.bounds(problem, result.eps)
     assert_close(result.X_prime, problem.values(), (bounds + bounds).x_prime, what="for N = 1, X' must be v_1")
-    if result.attentions_or_none is not None:
-        assert_close(result.attentions_or_none, [[1.0]], bounds.attentions, what="for N = 1, attentions must be [[1]]")
+    if result.attentions is not None:
+        assert_close(result.attentions, [[1.0]], bounds.attentions, what="for N = 1, attentions must be [[1]]")
 
 
+@pytest.mark.meta
 @pytest.mark.parametrize("bug", [b.values_without_bias, b.bias_tiled_for_three_inputs])
 def test_a_single_input_attends_to_itself_catches(bug: object) -> None:
     assert_law_fails(test_a_single_input_attends_to_itself, implementation=b.broken(bug))
@@ -129,12 +132,13 @@ def test_identical_inputs_give_identical_outputs(
             (bounds + bounds).x_prime[:, i],
             what=f"inputs {i} and {j} are equal, so must their outputs be",
         )
-        if result.attentions_or_none is not None:
-            A = result.attentions_or_none
+        if result.attentions is not None:
+            A = result.attentions
             tolerance = 2 * bounds.attentions.ravel()
             assert_close(A[:, j], A[:, i], tolerance[i], what=f"attention columns {i} and {j} (equal queries)")
             assert_close(A[j, :], A[i, :], tolerance, what=f"attention rows {i} and {j} (equal keys)")
 
 
+@pytest.mark.meta
 def test_identical_inputs_give_identical_outputs_catches_positional_bias() -> None:
     assert_law_fails(test_identical_inputs_give_identical_outputs, implementation=b.broken(b.positional_bias))

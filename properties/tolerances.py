@@ -22,10 +22,13 @@ the weighted sum of values, and a handful for exp, shift, scale and division.
    the a_mn that sum to 1. The same bound covers how far X' can leave the convex hull of the values.
 4. Underflow.  Products and weights below the smallest normal number (tiny) lose relative accuracy but
    keep an absolute one: a floor of N tiny on each weight and k tiny on each entry of X' covers that.
+5. Two evaluations.  A law comparing two evaluations uses `bounds_a + bounds_b` (ErrorBounds.__add__): the
+   logit and value bounds add, and since every bound above grows with both, the result bounds the sum of
+   the two evaluations' errors.
 
-A law comparing two evaluations adds their two bounds. Each bound scales with the magnitudes involved,
-so a genuine bug (a wrong scale, axis, bias or index) shows up as an error many orders of magnitude
-above it: about 1e-12 relative at the sizes the strategies draw, against O(1e-3) or more for a bug.
+Each bound scales with the magnitudes involved, so a genuine bug (a wrong scale, axis, bias or index) shows
+up as an error many orders of magnitude above it: about 1e-12 relative at the sizes the strategies draw,
+against O(1e-3) or more for a bug.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from properties.problem import AttentionProblem
+from properties.problem import AttentionProblem, MultiheadProblem
 
 Array = NDArray[np.float64]
 FLOAT64_EPS = float(np.finfo(np.float64).eps)
@@ -84,7 +87,9 @@ class ErrorBounds:
         return ErrorBounds(self.logit_bound + offset, self.value_bound, self.steps + 1, self.eps)
 
     def __add__(self, other: ErrorBounds) -> ErrorBounds:
-        """Bounds for the difference of two evaluations (of problems of the same shape)."""
+        """Bounds that dominate both (of problems of the same shape): logit and value bounds add, steps and eps
+        take the larger. Since every bound grows with l_n and v_d, (a + b).x_prime >= a.x_prime + b.x_prime up
+        to the tiny floors, so it bounds the difference of the two evaluations (section 5 above)."""
         return ErrorBounds(
             self.logit_bound + other.logit_bound,
             self.value_bound + other.value_bound,
@@ -95,15 +100,29 @@ class ErrorBounds:
 
 def error_bounds(problem: AttentionProblem, scale: float, eps: float = FLOAT64_EPS) -> ErrorBounds:
     """The forward-error bounds of evaluating self-attention on `problem` with logit scale `scale`."""
-    absX = np.abs(problem.X)
-    Qhat = np.abs(problem.omega_q) @ absX + np.abs(problem.beta_q)
-    Khat = np.abs(problem.omega_k) @ absX + np.abs(problem.beta_k)
-    Vhat = np.abs(problem.omega_v) @ absX + np.abs(problem.beta_v)
     N = problem.N
-    logit_bound = scale * (Khat.T @ Qhat).max(axis=0) if N else np.zeros(0)
+    Vhat = problem.magnitudes()[2]
     value_bound = Vhat.max(axis=1, keepdims=True) if N else np.zeros((problem.D_v, 1))
     steps = 2 * problem.D + problem.D_q + N + 4
-    return ErrorBounds(logit_bound, value_bound, steps, eps)
+    return ErrorBounds(problem.logit_bounds(scale), value_bound, steps, eps)
+
+
+def multihead_error(problem: MultiheadProblem, eps: float = FLOAT64_EPS, value_sizes: Array | None = None) -> Array:
+    """Bound on the error of X' = omega_c [X'_1; ...; X'_H] (eq. 12.12), shape (rows of omega_c, N).
+
+    Each head's X' bound (ErrorBounds, scale 1/sqrt(its D_q)) carried through |omega_c|, plus the rounding of
+    the final product: at most (its inner dimension) u |omega_c| times the sizes of the stacked head outputs.
+    Those sizes are the heads' v_d (bounds on |V|, hence on |X'_h|) unless `value_sizes` (stacked rows, one
+    column) gives measured ones.
+    """
+    bounds = [
+        error_bounds(problem.head_problem(h), 1 / np.sqrt(head[1].shape[0]), eps)
+        for h, head in enumerate(problem.heads)
+    ]
+    stacked_error = np.vstack([bound.x_prime for bound in bounds])
+    sizes = np.vstack([bound.value_bound for bound in bounds]) if value_sizes is None else value_sizes
+    inner = problem.omega_c.shape[1]
+    return np.asarray(np.abs(problem.omega_c) @ (stacked_error + inner * eps * sizes))
 
 
 def softmax_error(data: Array, eps: float) -> Array:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from attention import blockwise_scaled_dot_product_self_attention, scaled_dot_product_self_attention
-from properties.plugin import REFERENCE
+from properties.implementation import REFERENCE
 
 pytestmark = pytest.mark.benchmark  # measurements, not laws: attention-check leaves them out
 D = 64

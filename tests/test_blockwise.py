@@ -10,14 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from attention import blockwise_scaled_dot_product_self_attention, scaled_dot_product_self_attention
+from properties.checks import assert_close
 from properties.implementation import Implementation
-from properties.measures import assert_close
 from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
 from properties.strategies import attention_problems, large_logit_problems
 
-# A check of the bundled blockwise reference (skipped under --impl, which checks a TARGET instead).
-pytestmark = [pytest.mark.semantics, pytest.mark.reference_api]
 FULL = Implementation(scaled_dot_product_self_attention, "scaled", "attention:scaled_dot_product_self_attention")
 
 
@@ -74,6 +72,7 @@ def no_rescaling(X: Any, omega_v: Any, omega_q: Any, omega_k: Any, beta_v: Any, 
     return out
 
 
+@pytest.mark.meta
 def test_blockwise_equals_the_full_computation_catches_missing_rescaling() -> None:
     assert_law_fails(test_blockwise_equals_the_full_computation, blockwise_function=no_rescaling)
 

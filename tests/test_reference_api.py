@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from attention import scaled_dot_product_self_attention, self_attention, softmax_cols
+from properties.problem import ARGUMENT_ORDER
 from regression.goldens import notebook_12_1_problem
 
-pytestmark = pytest.mark.reference_api
 FUNCTIONS = [self_attention, scaled_dot_product_self_attention]
-NAMES = ("X", "omega_v", "omega_q", "omega_k", "beta_v", "beta_q", "beta_k")
+NAMES = ARGUMENT_ORDER
 
 
 def arguments(D: int = 3, D_q: int = 2, D_v: int = 4, N: int = 5, seed: int = 0) -> dict[str, Any]:

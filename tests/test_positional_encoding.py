@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from attention import sinusoidal_positional_encoding
-from properties.measures import LawViolation, assert_at_most, assert_close
+from properties.checks import LawViolation, assert_at_most, assert_close
 from properties.meta import assert_law_fails
 from properties.tolerances import FLOAT64_EPS
 
@@ -45,7 +45,6 @@ def angle_rounding(D: int, N: int) -> float:
 
 
 encoding_shapes = st.tuples(st.integers(1, 16), st.integers(1, 24))
-pytestmark = pytest.mark.reference_api  # these laws check the reference's encoding function
 
 
 @pytest.mark.semantics
@@ -60,6 +59,7 @@ def unnormalised_encoding(D: int, N: int) -> Array:
     return np.asarray(sinusoidal_positional_encoding(D, N) * (1 + np.arange(N)))
 
 
+@pytest.mark.meta
 def test_sinusoidal_entries_catches_unnormalised_encoding() -> None:
     assert_law_fails(test_sinusoidal_entries_lie_in_the_unit_interval, encoding=unnormalised_encoding)
 
@@ -80,6 +80,7 @@ def sines_only(D: int, N: int) -> Array:
     return np.asarray(np.sin(angles))
 
 
+@pytest.mark.meta
 def test_sinusoidal_pairs_have_unit_norm_catches_sines_only() -> None:
     assert_law_fails(test_sinusoidal_pairs_have_unit_norm, encoding=sines_only)
 
@@ -115,6 +116,7 @@ def quadratic_phase(D: int, N: int) -> Array:
     return from_angles(D, np.outer(frequencies(D), np.arange(N) ** 2 / max(N, 1)))
 
 
+@pytest.mark.meta
 def test_shifting_positions_rotates_each_pair_catches_quadratic_phase() -> None:
     assert_law_fails(test_shifting_positions_rotates_each_pair_independently_of_the_position, encoding=quadratic_phase)
 
@@ -134,6 +136,7 @@ def test_dot_products_of_positions_depend_only_on_their_distance(encoding: Encod
                      what=f"Pi[:, m] . Pi[:, m + {offset}] must not depend on m")  # fmt: skip
 
 
+@pytest.mark.meta
 def test_dot_products_depend_only_on_distance_catches_quadratic_phase() -> None:
     assert_law_fails(test_dot_products_of_positions_depend_only_on_their_distance, encoding=quadratic_phase)
 
@@ -154,5 +157,6 @@ def period_two_pi(D: int, N: int) -> Array:
     return from_angles(D, np.outer(np.full((D + 1) // 2, 2 * np.pi), np.arange(N)))
 
 
+@pytest.mark.meta
 def test_positions_have_distinct_encodings_catches_a_full_turn_per_position() -> None:
     assert_law_fails(test_positions_have_distinct_encodings, encoding=period_two_pi)

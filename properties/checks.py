@@ -1,4 +1,9 @@
-"""Measurements that return numbers, and assertions that wrap them and report the worst case."""
+"""The checks laws use: measurements that return numbers, and assertions that wrap them and report the worst
+case (as e3nn's equivariance_error and assert_equivariant do).
+
+Where a new check goes: here, when more than one law uses it or when it measures something a reader of a
+FAIL needs explained; a check used by a single law stays in that law's module.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from properties.implementation import Implementation, Result
+from properties.problem import AttentionProblem
 
 
 class LawViolation(AssertionError):
@@ -88,3 +96,48 @@ def entropy(attentions: NDArray[np.floating]) -> NDArray[np.float64]:
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(a > 0, a * np.log(np.where(a > 0, a, 1.0)), 0.0)
     return np.asarray(-terms.sum(axis=0))
+
+
+def leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside an exception group (hypothesis may raise several), or the exception itself."""
+    group = getattr(error, "exceptions", None)
+    if group is None:
+        return [error]
+    return [leaf for inner in group for leaf in leaves(inner)]
+
+
+def equivariance_error(implementation: Implementation, problem: AttentionProblem, p: NDArray[np.intp]) -> Discrepancy:
+    """How far f(X P) is from f(X) P, in units of the forward-error bound of the two evaluations."""
+    original, permuted = implementation(problem), implementation(problem.with_columns(p))
+    bounds = implementation.bounds(problem, max(original.eps, permuted.eps))
+    return discrepancy(permuted.X_prime, original.X_prime[:, p], (bounds + bounds).x_prime[:, p])
+
+
+def assert_equivariant(
+    implementation: Implementation, problem: AttentionProblem, p: NDArray[np.intp], *, what: str = "X'"
+) -> None:
+    """Raise LawViolation unless f(X P) = f(X) P within tolerance, reporting the worst entry."""
+    worst = equivariance_error(implementation, problem, p)
+    if worst.ratio > 1.0:
+        raise LawViolation(f"{what} of the inputs permuted by {p.tolist()} must be {what} permuted alike: {worst}")
+
+
+def assert_in_value_hull(implementation: Implementation, problem: AttentionProblem, result: Result) -> None:
+    """Raise LawViolation unless min_m V_dm <= X'_dn <= max_m V_dm for every d, n (within the X' bound)."""
+    V = problem.values()
+    tolerance = implementation.bounds(problem, result.eps).x_prime
+    assert_at_most(V.min(axis=1, keepdims=True), result.X_prime, tolerance,
+                   what="X' must not fall below the smallest value of its row")  # fmt: skip
+    assert_at_most(result.X_prime, V.max(axis=1, keepdims=True), tolerance,
+                   what="X' must not exceed the largest value of its row")  # fmt: skip
+
+
+def value_shift_error(
+    implementation: Implementation, problem: AttentionProblem, c: NDArray[np.float64], before: Result, after: Result
+) -> Discrepancy:
+    """How far f(beta_v + c), given as `after`, is from f(beta_v) + c 1^T (`before` + c), in tolerance units."""
+    shifted = problem.replace(beta_v=problem.beta_v + c)
+    eps = max(before.eps, after.eps)
+    expected = before.X_prime + c
+    tolerance = (implementation.bounds(problem, eps) + implementation.bounds(shifted, eps)).x_prime
+    return discrepancy(after.X_prime, expected, tolerance + eps * np.abs(expected))

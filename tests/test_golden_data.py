@@ -1,0 +1,16 @@
+"""The stored golden inputs are the notebooks' own seeded draws (regression/make_goldens.py replays them)."""
+
+from __future__ import annotations
+
+from regression.goldens import load
+from regression.make_goldens import notebook_12_1_inputs, notebook_12_2_inputs
+
+
+def test_notebook_12_1_inputs_are_the_notebooks_seeded_draws() -> None:
+    """The stored inputs are exactly what np.random.seed(3) / seed(0) draw in the notebook's cells."""
+    assert notebook_12_1_inputs() == load("notebook_12_1")["inputs"]
+
+
+def test_notebook_12_2_inputs_are_the_notebooks_seeded_draws() -> None:
+    """The stored inputs are exactly what the seeded cells of notebook 12.2 draw."""
+    assert notebook_12_2_inputs() == load("notebook_12_2")["inputs"]
