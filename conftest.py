@@ -1,4 +1,6 @@
-"""The battery's hypothesis profiles, options (--impl, --impl-kind, --softmax, --square) and fixtures live in
-properties/plugin.py, so that an installed battery (attention-check) has them too."""
+"""Loads the battery's pytest plugin, properties/plugin.py: the hypothesis profiles (dev, ci, thorough), the
+options --impl, --impl-kind, --softmax, --multihead, --square and --attention-report, and the fixtures
+`implementation`, `softmax` and `multihead`. It lives in the package so that an installed battery
+(attention-check) has them too; `pytest --help` lists the options under "attention-properties"."""
 
 pytest_plugins = ("properties.plugin",)

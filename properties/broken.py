@@ -1,6 +1,9 @@
-"""Deliberately broken implementations, each with one bug seen in real solutions of notebook 12.1.
+"""The catalogue of deliberately broken implementations: each one mistake seen in real solutions of notebooks
+12.1 and 12.2 or in attention code, and each caught by at least one law (its meta-test names it).
 
-Every law's meta-test names the one(s) here that the law must catch. They share the notebook's signature.
+Self-attention mistakes share the notebook's signature (and take the keyword options where the mistake is in
+one); multi-head ones take (X, heads, omega_c); softmax ones take the logits. `broken(f)` wraps a function as
+the implementation under test, as the plugin wraps a user's.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from properties.implementation import Implementation
+from attention import scaled_dot_product_self_attention, sinusoidal_positional_encoding
+from properties.implementation import Implementation, Multihead, Softmax
 
 Array = NDArray[np.float64]
 Pair = tuple[Array, Array]
@@ -199,6 +203,141 @@ def x_prime_only(function: Any) -> Any:
     return wrapped
 
 
+# --- More mistakes in self-attention ---
+
+
+def query_norm_squared_scale(*arrays: Array) -> tuple[Array, Array]:
+    """Divides the logits by |q_n|^2 (over-normalised queries): sharper queries give flatter attention."""
+    X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = arrays
+    Q, K, V = omega_q @ X + beta_q, omega_k @ X + beta_k, omega_v @ X + beta_v
+    A = stable_softmax((K.T @ Q) / np.maximum((Q * Q).sum(axis=0, keepdims=True), 1e-12))
+    return V @ A, A
+
+
+def residual_added(*arrays: Array) -> tuple[Array, Array]:
+    """Adds the input to the output (a transformer block's residual, where self-attention alone was asked)."""
+    X_prime, A = correct_attention(*arrays, scale=1 / np.sqrt(arrays[2].shape[0]))
+    return X_prime + arrays[0], A
+
+
+# --- Mistakes in the keyword options (positions, masks, causal, bias) ---
+
+
+def keywords_ignored(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
+    """Takes the keywords mask, causal and bias, and ignores them."""
+    return scaled_dot_product_self_attention(*arrays)
+
+
+def mask_as_large_negative_bias(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
+    """Masks by adding -1e4 to hidden logits: hidden keys with huge logits still win."""
+    N = arrays[0].shape[1]
+    visible = np.ones((N, N), dtype=bool) if mask is None else np.asarray(mask)
+    if causal:
+        visible = visible & np.tri(N, dtype=bool).T
+    penalty = np.where(visible, 0.0, -1e4) + (0.0 if bias is None else np.asarray(bias))
+    return scaled_dot_product_self_attention(*arrays, bias=penalty)
+
+
+def causal_upper_triangle(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
+    """Implements causal=True as key m visible to query n iff m >= n (the transposed triangle)."""
+    N = arrays[0].shape[1]
+    if causal:
+        mask = np.tri(N, dtype=bool) if mask is None else np.asarray(mask) & np.tri(N, dtype=bool)
+    return scaled_dot_product_self_attention(*arrays, mask=mask, bias=bias)
+
+
+def mask_without_renormalising(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
+    """Zeroes hidden weights after the softmax and does not renormalise."""
+    _, A = scaled_dot_product_self_attention(*arrays, bias=bias)
+    if mask is not None:
+        A = np.where(mask, A, 0.0)
+    return (arrays[1] @ arrays[0] + arrays[4]) @ A, A
+
+
+def bias_rows_reversed(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
+    """Adds the bias upside down: B[N-1-m, n] instead of B[m, n]."""
+    return scaled_dot_product_self_attention(*arrays, bias=None if bias is None else np.asarray(bias)[::-1])
+
+
+def positions_reversed(*arrays: Array, positional: Any = None, positional_mode: Any = "input") -> Any:
+    """Reads the positions back to front: Pi[:, ::-1]."""
+    Pi = None if positional is None else np.asarray(positional)[:, ::-1]
+    return scaled_dot_product_self_attention(*arrays, positional=Pi, positional_mode=positional_mode)
+
+
+def adds_its_own_positions(*arrays: Array) -> Any:
+    """Always adds a sinusoidal encoding to X, whatever positions the caller meant."""
+    X = arrays[0]
+    return scaled_dot_product_self_attention(X + 10 * sinusoidal_positional_encoding(*X.shape), *arrays[1:])
+
+
+# --- Mistakes in multi-head attention: f(X, heads, omega_c) ---
+
+
+def unscaled_heads(X: Array, heads: Any, omega_c: Array) -> Array:
+    return np.asarray(omega_c @ np.vstack([correct_attention(X, *head, scale=1.0)[0] for head in heads]))
+
+
+def heads_stacked_in_reverse(X: Array, heads: Any, omega_c: Array) -> Array:
+    outputs = [scaled_dot_product_self_attention(X, *head)[0] for head in heads]
+    return np.asarray(omega_c @ np.vstack(outputs[::-1]))
+
+
+def positional_heads(X: Array, heads: Any, omega_c: Array) -> Array:
+    return np.asarray(omega_c @ np.vstack([positional_bias(X, *head)[0] for head in heads]))
+
+
+def shared_scale(X: Array, heads: Any, omega_c: Array) -> Array:
+    """Scales every head by 1/sqrt of the total query dimension of all heads."""
+    total = sum(head[1].shape[0] for head in heads)
+    return np.asarray(omega_c @ np.vstack([correct_attention(X, *head, scale=1 / np.sqrt(total))[0] for head in heads]))
+
+
+def heads_with_a_residual(X: Array, heads: Any, omega_c: Array) -> Array:
+    """Adds X to the output when the shapes allow (a transformer block's residual)."""
+    out = omega_c @ np.vstack([scaled_dot_product_self_attention(X, *head)[0] for head in heads])
+    return np.asarray(out + X if out.shape == X.shape else out + 1.0)
+
+
+# --- Mistakes in the column softmax: f(data) ---
+
+
+def row_softmax(data: Array) -> Array:
+    shifted = np.exp(data - data.max(axis=1, keepdims=True))
+    return np.asarray(shifted / shifted.sum(axis=1, keepdims=True))
+
+
+def exp_without_normalisation(data: Array) -> Array:
+    return np.asarray(np.exp(data - data.max(axis=0, keepdims=True)))
+
+
+def softmax_over_all_entries(data: Array) -> Array:
+    shifted = np.exp(data - data.max())
+    return np.asarray(shifted / shifted.sum())
+
+
+def reversed_softmax(data: Array) -> Array:
+    shifted = np.exp(data.min(axis=0, keepdims=True) - data)
+    return np.asarray(shifted / shifted.sum(axis=0, keepdims=True))
+
+
+def notebook_softmax_cols(data: Array) -> Array:
+    """The notebook's own softmax_cols: no shift, so exp overflows for logits above ~709."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        exp_values = np.exp(data)
+        return np.asarray(exp_values / exp_values.sum(axis=0))
+
+
 def broken(function: Any, kind: str = "scaled") -> Implementation:
     """A broken function as an Implementation of the given kind, named after the function."""
     return Implementation(function, kind, f"properties.broken:{function.__name__}")  # type: ignore[arg-type]
+
+
+def broken_multihead(function: Any) -> Multihead:
+    """A broken multi-head function behind the multi-head wrapper, named after the function."""
+    return Multihead(function, f"properties.broken:{function.__name__}")
+
+
+def broken_softmax(function: Any) -> Softmax:
+    """A broken column softmax behind the softmax wrapper, named after the function."""
+    return Softmax(function, f"properties.broken:{function.__name__}")

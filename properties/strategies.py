@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from hypothesis import reject
+from hypothesis import assume, reject
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from numpy.typing import NDArray
 
+from attention import sinusoidal_positional_encoding
 from properties.options import DEFAULT_SIZE_LIMIT, GENERATION, SIZE_LIMITS
 from properties.problem import AttentionProblem, Head, MultiheadProblem
 
@@ -261,3 +262,202 @@ def multihead_problems(draw: st.DrawFn, max_heads: int = 3) -> MultiheadProblem:
     omega_c = draw(matrices(rows, sum(head[0].shape[0] for head in heads)), label="omega_c")
     stacked: tuple[Head, ...] = tuple(heads)  # type: ignore[arg-type]
     return MultiheadProblem(base.X, stacked, omega_c)
+
+
+# --- Logit matrices for the column softmax (properties/test_softmax.py) ---
+
+# Logits of moderate size for the semantic softmax laws; the robustness law spans the whole float range.
+SOFTMAX_LOGIT_BOUND = 50.0
+
+
+@st.composite
+def logit_matrices(draw: st.DrawFn, bound: float = SOFTMAX_LOGIT_BOUND) -> Array:
+    """Matrices of logits, N x columns with N in [1, 8] and columns in [1, 4]."""
+    rows, cols = draw(st.integers(1, 8), label="N"), draw(st.integers(1, 4), label="columns")
+    return draw(matrices(rows, cols, bound=bound), label="logits")
+
+
+@st.composite
+def logits_with_column_shifts(draw: st.DrawFn) -> tuple[Array, Array]:
+    data = draw(logit_matrices())
+    return data, draw(matrices(1, data.shape[1], bound=SOFTMAX_LOGIT_BOUND), label="shift per column")
+
+
+# --- Problems paired with what the value laws vary ---
+
+
+@st.composite
+def problems_with_second_values(draw: st.DrawFn) -> tuple[AttentionProblem, Array, Array, float, float]:
+    problem = draw(attention_problems())
+    omega_v = draw(matrices(problem.D_v, problem.D), label="second omega_v")
+    beta_v = draw(columns(problem.D_v), label="second beta_v")
+    a, c = draw(finite_floats(), label="a"), draw(finite_floats(), label="b")
+    return problem, omega_v, beta_v, a, c
+
+
+@st.composite
+def problems_with_repeated_inputs(draw: st.DrawFn) -> tuple[AttentionProblem, NDArray[np.intp]]:
+    """A problem whose inputs repeat: X = X0[:, index] with at least one index drawn twice."""
+    problem = draw(attention_problems(dimensions(min_n=1)))
+    n = draw(st.integers(problem.N + 1, problem.N + 4), label="number of inputs after repetition")
+    index = np.asarray(draw(st.lists(st.integers(0, problem.N - 1), min_size=n, max_size=n), label="index"))
+    return problem.with_columns(index), index
+
+
+# --- Problems paired with what the invariance laws vary ---
+
+
+@st.composite
+def problems_with_second_key_bias(draw: st.DrawFn) -> tuple[AttentionProblem, NDArray[np.float64]]:
+    problem = draw(attention_problems())
+    return problem, draw(columns(problem.D_q), label="second beta_k")
+
+
+@st.composite
+def problems_with_gauges(
+    draw: st.DrawFn,
+) -> tuple[AttentionProblem, NDArray[np.float64], NDArray[np.float64]]:
+    problem = draw(attention_problems())
+    M, M_inverse = draw(unimodular_pairs(problem.D_q), label="(M, M^-1)")
+    return problem, M, M_inverse
+
+
+# --- Temperatures ---
+
+
+@st.composite
+def problems_with_temperatures(draw: st.DrawFn) -> tuple[AttentionProblem, float]:
+    return draw(attention_problems()), draw(st.floats(1.0, 8.0), label="t")
+
+
+# --- Masks, causal attention and logit biases ---
+
+# Later (or hidden) inputs are multiplied by up to this much: whatever they become must not matter.
+HUGE = 1e6
+
+
+def circulant(first_column: Array) -> Array:
+    """B[m, n] = c[(n - m) mod N]: a bias that depends on the distance n - m on a ring only."""
+    N = first_column.shape[0]
+    index = (np.arange(N)[None, :] - np.arange(N)[:, None]) % N
+    return np.asarray(first_column[index])
+
+
+@st.composite
+def problems_with_a_position(draw: st.DrawFn) -> tuple[AttentionProblem, int, float]:
+    problem = draw(attention_problems(dimensions(min_n=2)))
+    n = draw(st.integers(0, problem.N - 2), label="query n")
+    return problem, n, draw(st.floats(1.0, HUGE), label="scale of the later inputs")
+
+
+@st.composite
+def problems_with_masks(draw: st.DrawFn) -> tuple[AttentionProblem, NDArray[np.bool_], NDArray[np.bool_], float]:
+    """A problem, a mask (any pattern, fully hidden queries included), and a set of inputs to change."""
+    problem = draw(attention_problems(dimensions(min_n=2)))
+    mask = draw(matrices(problem.N, problem.N).map(lambda a: a > 0), label="mask")
+    changed = draw(columns(problem.N).map(lambda c: c.ravel() > 0), label="inputs to change")
+    return problem, mask, changed, draw(st.floats(1.0, HUGE), label="scale")
+
+
+@st.composite
+def problems_with_circulant_biases(draw: st.DrawFn) -> tuple[AttentionProblem, Array, int]:
+    problem = draw(attention_problems())
+    bias = circulant(draw(columns(problem.N), label="relative bias c").ravel())
+    return problem, bias, draw(st.integers(0, max(problem.N - 1, 0)), label="cyclic shift")
+
+
+@st.composite
+def bias_witnesses(draw: st.DrawFn) -> tuple[AttentionProblem, Array, NDArray[np.intp], Array]:
+    """A generic bias with omega_q = omega_k = 0, so that the bias alone sets the attention, on inputs and
+    value weights of full rank (D >= N, D_v >= D), so that different weights give different outputs.
+    Returns the problem, the bias, a transposition p and the law-side weights a = softmax_cols(bias)."""
+    N = draw(st.integers(2, 4), label="N")
+    D = draw(st.integers(N, N + 2), label="D")
+    D_q, D_v = draw(st.integers(1, 3), label="D_q"), draw(st.integers(D, D + 2), label="D_v")
+    problem = AttentionProblem(
+        X=draw(well_conditioned_matrices(D, N, max_condition=4.0, bound=1.0), label="X"),
+        omega_v=draw(well_conditioned_matrices(D_v, D, max_condition=4.0, bound=1.0), label="omega_v"),
+        omega_q=np.zeros((D_q, D)),
+        omega_k=np.zeros((D_q, D)),
+        beta_v=draw(columns(D_v), label="beta_v"),
+        beta_q=draw(columns(D_q), label="beta_q"),
+        beta_k=draw(columns(D_q), label="beta_k"),
+    )
+    bias = draw(matrices(N, N), label="bias")
+    i, j = draw(st.lists(st.integers(0, N - 1), min_size=2, max_size=2, unique=True), label="transposed pair")
+    p = np.arange(N)
+    p[[i, j]] = p[[j, i]]
+    weights = np.exp(bias - bias.max(axis=0))
+    weights /= weights.sum(axis=0)
+    return problem, bias, p, weights
+
+
+# --- Positions ---
+
+# Logits of the loss witnesses are kept within +-LOSS_LOGITS: the sigmoid's slope there, at least
+# exp(-2 LOSS_LOGITS) / 4, turns the logit gap into a weight gap of a visible size.
+LOSS_LOGITS = 2.0
+
+
+@st.composite
+def position_sensitive_witnesses(draw: st.DrawFn) -> tuple[AttentionProblem, Array]:
+    """Two identical inputs x, x (N = 2) and positions Pi with pi_0 != pi_1, on weights that cannot hide them.
+
+    Degenerate weights hide the loss (omega_q = 0 or omega_k = 0 make every query see the same weights;
+    a singular omega_v can erase pi_0 - pi_1 from the values), so the strategy draws omega_q with full column
+    rank (D_q >= D, singular values within a factor 4), omega_k = M omega_q with M symmetric positive definite,
+    and omega_v with full column rank. Then delta = pi_0 - pi_1 gives the two queries logit gaps that differ by
+    s delta^T omega_q^T M omega_q delta > 0: see test_absolute_positions_break_equivariance.
+    """
+    D = draw(st.integers(1, 4), label="D")
+    D_q, D_v = draw(st.integers(D, D + 2), label="D_q"), draw(st.integers(D, D + 2), label="D_v")
+    omega_q = draw(well_conditioned_matrices(D_q, D, max_condition=4.0, bound=1.0), label="omega_q")
+    M = draw(symmetric_positive_definite_matrices(D_q), label="M (omega_k = M omega_q)")
+    x = draw(columns(D, bound=1.0), label="x")
+    if draw(st.booleans(), label="sinusoidal positions?"):
+        Pi = sinusoidal_positional_encoding(D, 2)
+    else:
+        Pi = draw(matrices(D, 2, bound=1.0), label="learned positions")
+        assume(np.linalg.norm(Pi[:, 0] - Pi[:, 1]) >= 0.25)
+    problem = AttentionProblem(
+        X=np.hstack([x, x]),
+        omega_v=draw(well_conditioned_matrices(D_v, D, max_condition=4.0, bound=1.0), label="omega_v"),
+        omega_q=omega_q,
+        omega_k=M @ omega_q,
+        beta_v=draw(columns(D_v, bound=1.0), label="beta_v"),
+        beta_q=draw(columns(D_q, bound=1.0), label="beta_q"),
+        beta_k=draw(columns(D_q, bound=1.0), label="beta_k"),
+    )
+    return with_logits_within(problem, LOSS_LOGITS, positions=Pi), Pi
+
+
+@st.composite
+def problems_with_positions_and_permutations(draw: st.DrawFn) -> tuple[AttentionProblem, Array, NDArray[np.intp]]:
+    problem = draw(attention_problems())
+    if draw(st.booleans(), label="sinusoidal positions?"):
+        Pi = sinusoidal_positional_encoding(problem.D, problem.N)
+    else:
+        Pi = draw(matrices(problem.D, problem.N, bound=1.0), label="learned positions")
+    return problem, Pi, draw(permutations_of(problem.N), label="permutation")
+
+
+# --- Multi-head problems paired with what the multi-head laws vary ---
+
+
+@st.composite
+def multihead_problems_with_head_orders(draw: st.DrawFn) -> tuple[MultiheadProblem, NDArray[np.intp]]:
+    problem = draw(multihead_problems())
+    return problem, draw(permutations_of(len(problem.heads)), label="order of the heads")
+
+
+@st.composite
+def multihead_problems_with_permutations(draw: st.DrawFn) -> tuple[MultiheadProblem, NDArray[np.intp]]:
+    problem = draw(multihead_problems())
+    return problem, draw(permutations_of(problem.X.shape[1]), label="permutation")
+
+
+@st.composite
+def multihead_problems_with_second_mixings(draw: st.DrawFn) -> tuple[MultiheadProblem, Array, float, float]:
+    problem = draw(multihead_problems())
+    second = draw(hnp.arrays(np.float64, problem.omega_c.shape, elements=finite_floats()), label="second omega_c")
+    return problem, second, draw(finite_floats(), label="a"), draw(finite_floats(), label="b")

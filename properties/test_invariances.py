@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import given, note
-from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from attention import scaled_dot_product_self_attention
@@ -15,7 +14,7 @@ from properties.implementation import Implementation
 from properties.meta import assert_law_fails
 from properties.options import GENERATION
 from properties.problem import AttentionProblem
-from properties.strategies import attention_problems, columns, unimodular_pairs
+from properties.strategies import attention_problems, problems_with_gauges, problems_with_second_key_bias
 
 pytestmark = pytest.mark.semantics
 
@@ -32,12 +31,6 @@ def test_outputs_lie_in_the_convex_hull_of_the_values(
 @pytest.mark.parametrize("bug", [b.softmax_over_rows, b.values_without_bias])
 def test_outputs_lie_in_the_convex_hull_catches(bug: object) -> None:
     assert_law_fails(test_outputs_lie_in_the_convex_hull_of_the_values, implementation=b.broken(bug))
-
-
-@st.composite
-def problems_with_second_key_bias(draw: st.DrawFn) -> tuple[AttentionProblem, NDArray[np.float64]]:
-    problem = draw(attention_problems())
-    return problem, draw(columns(problem.D_q), label="second beta_k")
 
 
 @given(case=problems_with_second_key_bias())
@@ -64,15 +57,6 @@ def test_output_does_not_depend_on_the_key_bias(
 @pytest.mark.parametrize("bug", [b.transposed_logits, b.query_bias_on_keys, b.softmax_over_rows])
 def test_output_does_not_depend_on_the_key_bias_catches(bug: object) -> None:
     assert_law_fails(test_output_does_not_depend_on_the_key_bias, implementation=b.broken(bug))
-
-
-@st.composite
-def problems_with_gauges(
-    draw: st.DrawFn,
-) -> tuple[AttentionProblem, NDArray[np.float64], NDArray[np.float64]]:
-    problem = draw(attention_problems())
-    M, M_inverse = draw(unimodular_pairs(problem.D_q), label="(M, M^-1)")
-    return problem, M, M_inverse
 
 
 @given(case=problems_with_gauges())
@@ -149,7 +133,7 @@ def stacked_queries_and_keys(problem: AttentionProblem) -> AttentionProblem:
 
 
 @given(problem=attention_problems())
-def test_doubling_the_query_key_dimension_scales_the_logits_by_sqrt_two(
+def test_doubling_the_query_key_dimension_scales_the_logits_as_the_scale_demands(
     implementation: Implementation, problem: AttentionProblem
 ) -> None:
     """Stacking [omega_q; omega_q], [omega_k; omega_k] (and the biases) doubles D_q and K^T Q. The result
@@ -176,12 +160,13 @@ def test_doubling_the_query_key_dimension_scales_the_logits_by_sqrt_two(
 @pytest.mark.meta
 @pytest.mark.parametrize("bug", [b.scale_by_sqrt_D, b.scale_hard_coded, b.scale_by_D_q])
 def test_doubling_the_query_key_dimension_catches(bug: object) -> None:
-    assert_law_fails(test_doubling_the_query_key_dimension_scales_the_logits_by_sqrt_two, implementation=b.broken(bug))
+    law = test_doubling_the_query_key_dimension_scales_the_logits_as_the_scale_demands
+    assert_law_fails(law, implementation=b.broken(bug))
 
 
 @pytest.mark.meta
 def test_doubling_the_query_key_dimension_catches_scaled_function_checked_as_unscaled() -> None:
     assert_law_fails(
-        test_doubling_the_query_key_dimension_scales_the_logits_by_sqrt_two,
+        test_doubling_the_query_key_dimension_scales_the_logits_as_the_scale_demands,
         implementation=b.broken(scaled_dot_product_self_attention, "unscaled"),
     )

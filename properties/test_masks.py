@@ -14,13 +14,19 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from attention import scaled_dot_product_self_attention
 from properties import broken as b
 from properties.checks import LawViolation, assert_close
 from properties.implementation import Implementation
 from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
-from properties.strategies import attention_problems, columns, dimensions, matrices, well_conditioned_matrices
+from properties.strategies import (
+    attention_problems,
+    bias_witnesses,
+    dimensions,
+    problems_with_a_position,
+    problems_with_circulant_biases,
+    problems_with_masks,
+)
 from properties.tolerances import sum_to_one_error
 
 pytestmark = pytest.mark.semantics
@@ -34,13 +40,6 @@ def masked_problem(problem: AttentionProblem, changed: NDArray[np.bool_], scale:
     X = problem.X.copy()
     X[:, changed] = scale * (X[:, changed] + 1.0)
     return problem.replace(X=X)
-
-
-@st.composite
-def problems_with_a_position(draw: st.DrawFn) -> tuple[AttentionProblem, int, float]:
-    problem = draw(attention_problems(dimensions(min_n=2)))
-    n = draw(st.integers(0, problem.N - 2), label="query n")
-    return problem, n, draw(st.floats(1.0, HUGE), label="scale of the later inputs")
 
 
 @given(case=problems_with_a_position())
@@ -60,23 +59,8 @@ def test_causal_outputs_do_not_depend_on_later_inputs(
                  what=f"causal outputs 0..{n} after changing the inputs after {n}")  # fmt: skip
 
 
-def mask_ignored(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
-    """Takes the keywords and ignores them."""
-    return scaled_dot_product_self_attention(*arrays)
-
-
-def mask_as_large_negative_bias(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
-    """Masks by adding -1e4 to hidden logits: hidden keys with huge logits still win."""
-    N = arrays[0].shape[1]
-    visible = np.ones((N, N), dtype=bool) if mask is None else np.asarray(mask)
-    if causal:
-        visible = visible & np.tri(N, dtype=bool).T
-    penalty = np.where(visible, 0.0, -1e4) + (0.0 if bias is None else np.asarray(bias))
-    return scaled_dot_product_self_attention(*arrays, bias=penalty)
-
-
 @pytest.mark.meta
-@pytest.mark.parametrize("bug", [mask_ignored, mask_as_large_negative_bias])
+@pytest.mark.parametrize("bug", [b.keywords_ignored, b.mask_as_large_negative_bias])
 def test_causal_outputs_do_not_depend_on_later_inputs_catches(bug: Any) -> None:
     assert_law_fails(test_causal_outputs_do_not_depend_on_later_inputs, implementation=b.broken(bug))
 
@@ -96,7 +80,7 @@ def test_causal_attention_is_consistent_with_its_prefixes(
 
 @pytest.mark.meta
 def test_causal_prefixes_catch_an_ignored_mask() -> None:
-    assert_law_fails(test_causal_attention_is_consistent_with_its_prefixes, implementation=b.broken(mask_ignored))
+    assert_law_fails(test_causal_attention_is_consistent_with_its_prefixes, implementation=b.broken(b.keywords_ignored))
 
 
 @given(problem=attention_problems())
@@ -111,27 +95,10 @@ def test_causal_equals_the_explicit_lower_triangular_mask(
     assert_close(causal.X_prime, masked.X_prime, (bounds + bounds).x_prime, what="causal=True against the mask")
 
 
-def causal_upper_triangle(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
-    """Implements causal=True as key m visible to query n iff m >= n (the transposed triangle)."""
-    N = arrays[0].shape[1]
-    if causal:
-        mask = np.tri(N, dtype=bool) if mask is None else np.asarray(mask) & np.tri(N, dtype=bool)
-    return scaled_dot_product_self_attention(*arrays, mask=mask, bias=bias)
-
-
 @pytest.mark.meta
 def test_causal_equals_the_explicit_mask_catches_the_transposed_triangle() -> None:
     assert_law_fails(test_causal_equals_the_explicit_lower_triangular_mask,
-                     implementation=b.broken(causal_upper_triangle))  # fmt: skip
-
-
-@st.composite
-def problems_with_masks(draw: st.DrawFn) -> tuple[AttentionProblem, NDArray[np.bool_], NDArray[np.bool_], float]:
-    """A problem, a mask (any pattern, fully hidden queries included), and a set of inputs to change."""
-    problem = draw(attention_problems(dimensions(min_n=2)))
-    mask = draw(matrices(problem.N, problem.N).map(lambda a: a > 0), label="mask")
-    changed = draw(columns(problem.N).map(lambda c: c.ravel() > 0), label="inputs to change")
-    return problem, mask, changed, draw(st.floats(1.0, HUGE), label="scale")
+                     implementation=b.broken(b.causal_upper_triangle))  # fmt: skip
 
 
 @given(case=problems_with_masks())
@@ -152,7 +119,7 @@ def test_masked_keys_influence_nothing(
 
 
 @pytest.mark.meta
-@pytest.mark.parametrize("bug", [mask_ignored, mask_as_large_negative_bias])
+@pytest.mark.parametrize("bug", [b.keywords_ignored, b.mask_as_large_negative_bias])
 def test_masked_keys_influence_nothing_catches(bug: Any) -> None:
     assert_law_fails(test_masked_keys_influence_nothing, implementation=b.broken(bug))
 
@@ -177,32 +144,10 @@ def test_attentions_are_distributions_over_the_visible_keys(
                  what="a query with no visible key must give a zero column of X'")  # fmt: skip
 
 
-def mask_without_renormalising(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
-    """Zeroes hidden weights after the softmax and does not renormalise."""
-    _, A = scaled_dot_product_self_attention(*arrays, bias=bias)
-    if mask is not None:
-        A = np.where(mask, A, 0.0)
-    return (arrays[1] @ arrays[0] + arrays[4]) @ A, A
-
-
 @pytest.mark.meta
 def test_attentions_over_visible_keys_catches_missing_renormalisation() -> None:
     assert_law_fails(test_attentions_are_distributions_over_the_visible_keys,
-                     implementation=b.broken(mask_without_renormalising))  # fmt: skip
-
-
-def circulant(first_column: Array) -> Array:
-    """B[m, n] = c[(n - m) mod N]: a bias that depends on the distance n - m on a ring only."""
-    N = first_column.shape[0]
-    index = (np.arange(N)[None, :] - np.arange(N)[:, None]) % N
-    return np.asarray(first_column[index])
-
-
-@st.composite
-def problems_with_circulant_biases(draw: st.DrawFn) -> tuple[AttentionProblem, Array, int]:
-    problem = draw(attention_problems())
-    bias = circulant(draw(columns(problem.N), label="relative bias c").ravel())
-    return problem, bias, draw(st.integers(0, max(problem.N - 1, 0)), label="cyclic shift")
+                     implementation=b.broken(b.mask_without_renormalising))  # fmt: skip
 
 
 @given(case=problems_with_circulant_biases())
@@ -220,41 +165,10 @@ def test_circulant_biases_keep_equivariance_under_cyclic_shifts(
                  what=f"X' with a circulant bias, inputs shifted cyclically by {shift}")  # fmt: skip
 
 
-def bias_rows_reversed(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
-    """Adds the bias upside down: B[N-1-m, n] instead of B[m, n]."""
-    return scaled_dot_product_self_attention(*arrays, bias=None if bias is None else np.asarray(bias)[::-1])
-
-
 @pytest.mark.meta
 def test_circulant_biases_keep_equivariance_catches_reversed_bias() -> None:
     assert_law_fails(test_circulant_biases_keep_equivariance_under_cyclic_shifts,
-                     implementation=b.broken(bias_rows_reversed))  # fmt: skip
-
-
-@st.composite
-def bias_witnesses(draw: st.DrawFn) -> tuple[AttentionProblem, Array, NDArray[np.intp], Array]:
-    """A generic bias with omega_q = omega_k = 0, so that the bias alone sets the attention, on inputs and
-    value weights of full rank (D >= N, D_v >= D), so that different weights give different outputs.
-    Returns the problem, the bias, a transposition p and the law-side weights a = softmax_cols(bias)."""
-    N = draw(st.integers(2, 4), label="N")
-    D = draw(st.integers(N, N + 2), label="D")
-    D_q, D_v = draw(st.integers(1, 3), label="D_q"), draw(st.integers(D, D + 2), label="D_v")
-    problem = AttentionProblem(
-        X=draw(well_conditioned_matrices(D, N, max_condition=4.0, bound=1.0), label="X"),
-        omega_v=draw(well_conditioned_matrices(D_v, D, max_condition=4.0, bound=1.0), label="omega_v"),
-        omega_q=np.zeros((D_q, D)),
-        omega_k=np.zeros((D_q, D)),
-        beta_v=draw(columns(D_v), label="beta_v"),
-        beta_q=draw(columns(D_q), label="beta_q"),
-        beta_k=draw(columns(D_q), label="beta_k"),
-    )
-    bias = draw(matrices(N, N), label="bias")
-    i, j = draw(st.lists(st.integers(0, N - 1), min_size=2, max_size=2, unique=True), label="transposed pair")
-    p = np.arange(N)
-    p[[i, j]] = p[[j, i]]
-    weights = np.exp(bias - bias.max(axis=0))
-    weights /= weights.sum(axis=0)
-    return problem, bias, p, weights
+                     implementation=b.broken(b.bias_rows_reversed))  # fmt: skip
 
 
 @given(witness=bias_witnesses())
@@ -288,10 +202,8 @@ def test_generic_biases_break_equivariance_under_permutations(
         )
 
 
-def bias_ignored(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
-    return scaled_dot_product_self_attention(*arrays)
-
-
 @pytest.mark.meta
 def test_generic_biases_break_equivariance_catches_an_ignored_bias() -> None:
-    assert_law_fails(test_generic_biases_break_equivariance_under_permutations, implementation=b.broken(bias_ignored))
+    assert_law_fails(
+        test_generic_biases_break_equivariance_under_permutations, implementation=b.broken(b.keywords_ignored)
+    )

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 from numpy.typing import NDArray
 
-from attention import scaled_dot_product_self_attention
 from properties import broken as b
 from properties.checks import assert_close
 from properties.implementation import REFERENCE, Implementation, Multihead
 from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem, Head, MultiheadProblem
-from properties.strategies import attention_problems, finite_floats, multihead_problems, permutations_of
+from properties.strategies import (
+    attention_problems,
+    multihead_problems,
+    multihead_problems_with_head_orders,
+    multihead_problems_with_permutations,
+    multihead_problems_with_second_mixings,
+)
 from properties.tolerances import FLOAT64_EPS, multihead_error
 
 pytestmark = pytest.mark.semantics
@@ -42,20 +45,10 @@ def test_one_head_with_identity_mixing_is_single_head_attention(
     assert_close(multi, single.X_prime, (bounds + bounds).x_prime, what="one head with omega_c = I")
 
 
-def unscaled_heads(X: Array, heads: Any, omega_c: Array) -> Array:
-    return np.asarray(omega_c @ np.vstack([b.correct_attention(X, *head, scale=1.0)[0] for head in heads]))
-
-
 @pytest.mark.meta
 def test_one_head_with_identity_mixing_catches_unscaled_heads() -> None:
     law = test_one_head_with_identity_mixing_is_single_head_attention
-    assert_law_fails(law, multihead=Multihead(unscaled_heads, "unscaled_heads"), implementation=REFERENCE["scaled"])
-
-
-@st.composite
-def multihead_problems_with_head_orders(draw: st.DrawFn) -> tuple[MultiheadProblem, NDArray[np.intp]]:
-    problem = draw(multihead_problems())
-    return problem, draw(permutations_of(len(problem.heads)), label="order of the heads")
+    assert_law_fails(law, multihead=b.broken_multihead(b.unscaled_heads), implementation=REFERENCE["scaled"])
 
 
 @given(case=multihead_problems_with_head_orders())
@@ -74,21 +67,10 @@ def test_reordering_heads_with_their_mixing_columns_changes_nothing(
                  what=f"heads reordered as {order.tolist()} with their blocks of omega_c")  # fmt: skip
 
 
-def heads_stacked_in_reverse(X: Array, heads: Any, omega_c: Array) -> Array:
-    outputs = [scaled_dot_product_self_attention(X, *head)[0] for head in heads]
-    return np.asarray(omega_c @ np.vstack(outputs[::-1]))
-
-
 @pytest.mark.meta
 def test_reordering_heads_catches_heads_stacked_in_reverse() -> None:
     assert_law_fails(test_reordering_heads_with_their_mixing_columns_changes_nothing,
-                     multihead=Multihead(heads_stacked_in_reverse, "heads_stacked_in_reverse"))  # fmt: skip
-
-
-@st.composite
-def multihead_problems_with_permutations(draw: st.DrawFn) -> tuple[MultiheadProblem, NDArray[np.intp]]:
-    problem = draw(multihead_problems())
-    return problem, draw(permutations_of(problem.X.shape[1]), label="permutation")
+                     multihead=b.broken_multihead(b.heads_stacked_in_reverse))  # fmt: skip
 
 
 @given(case=multihead_problems_with_permutations())
@@ -103,14 +85,10 @@ def test_multihead_output_is_equivariant_under_column_permutations(
                  what=f"multi-head X' of inputs permuted by {p.tolist()}")  # fmt: skip
 
 
-def positional_heads(X: Array, heads: Any, omega_c: Array) -> Array:
-    return np.asarray(omega_c @ np.vstack([b.positional_bias(X, *head)[0] for head in heads]))
-
-
 @pytest.mark.meta
 def test_multihead_equivariance_catches_positional_heads() -> None:
     assert_law_fails(test_multihead_output_is_equivariant_under_column_permutations,
-                     multihead=Multihead(positional_heads, "positional_heads"))  # fmt: skip
+                     multihead=b.broken_multihead(b.positional_heads))  # fmt: skip
 
 
 @given(problem=multihead_problems(), data=st.data())
@@ -135,26 +113,9 @@ def test_each_head_is_scaled_by_its_own_query_dimension(
                  what=f"head {h}: stacked queries and keys against queries times sqrt(2)")  # fmt: skip
 
 
-def shared_scale(X: Array, heads: Any, omega_c: Array) -> Array:
-    """Scales every head by 1/sqrt of the total query dimension of all heads."""
-    total = sum(head[1].shape[0] for head in heads)
-    return np.asarray(
-        omega_c @ np.vstack([b.correct_attention(X, *head, scale=1 / np.sqrt(total))[0] for head in heads])
-    )
-
-
 @pytest.mark.meta
 def test_each_head_is_scaled_by_its_own_query_dimension_catches_a_shared_scale() -> None:
-    assert_law_fails(
-        test_each_head_is_scaled_by_its_own_query_dimension, multihead=Multihead(shared_scale, "shared_scale")
-    )
-
-
-@st.composite
-def multihead_problems_with_second_mixings(draw: st.DrawFn) -> tuple[MultiheadProblem, Array, float, float]:
-    problem = draw(multihead_problems())
-    second = draw(hnp.arrays(np.float64, problem.omega_c.shape, elements=finite_floats()), label="second omega_c")
-    return problem, second, draw(finite_floats(), label="a"), draw(finite_floats(), label="b")
+    assert_law_fails(test_each_head_is_scaled_by_its_own_query_dimension, multihead=b.broken_multihead(b.shared_scale))
 
 
 @given(case=multihead_problems_with_second_mixings())
@@ -170,14 +131,9 @@ def test_multihead_output_is_linear_in_the_mixing_matrix(
     assert_close(call(multihead, mixed), a * f1 + c * f2, tolerance, what=f"linearity in omega_c, a={a}, b={c}")
 
 
-def residual_added(X: Array, heads: Any, omega_c: Array) -> Array:
-    """Adds X to the output when the shapes allow (a transformer block's residual)."""
-    out = omega_c @ np.vstack([scaled_dot_product_self_attention(X, *head)[0] for head in heads])
-    return np.asarray(out + X if out.shape == X.shape else out + 1.0)
-
-
 @pytest.mark.meta
 def test_multihead_linearity_catches_a_residual() -> None:
     assert_law_fails(
-        test_multihead_output_is_linear_in_the_mixing_matrix, multihead=Multihead(residual_added, "residual_added")
+        test_multihead_output_is_linear_in_the_mixing_matrix,
+        multihead=b.broken_multihead(b.heads_with_a_residual),
     )

@@ -12,11 +12,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, note
+from hypothesis import given, note
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from attention import scaled_dot_product_self_attention, sinusoidal_positional_encoding
 from properties import broken as b
 from properties.checks import LawViolation, assert_close
 from properties.implementation import Implementation, Result
@@ -24,12 +23,8 @@ from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
 from properties.strategies import (
     attention_problems,
-    columns,
-    matrices,
-    permutations_of,
-    symmetric_positive_definite_matrices,
-    well_conditioned_matrices,
-    with_logits_within,
+    position_sensitive_witnesses,
+    problems_with_positions_and_permutations,
 )
 
 pytestmark = pytest.mark.semantics
@@ -44,42 +39,7 @@ def with_positions(implementation: Implementation, problem: AttentionProblem, Pi
     return implementation(problem, positional=Pi, positional_mode=mode)
 
 
-# Logits of the loss witnesses are kept within +-LOSS_LOGITS: the sigmoid's slope there, at least
-# exp(-2 LOSS_LOGITS) / 4, turns the logit gap into a weight gap of a visible size.
-LOSS_LOGITS = 2.0
 LEARNED = "learned"
-
-
-@st.composite
-def position_sensitive_witnesses(draw: st.DrawFn) -> tuple[AttentionProblem, Array]:
-    """Two identical inputs x, x (N = 2) and positions Pi with pi_0 != pi_1, on weights that cannot hide them.
-
-    Degenerate weights hide the loss (omega_q = 0 or omega_k = 0 make every query see the same weights;
-    a singular omega_v can erase pi_0 - pi_1 from the values), so the strategy draws omega_q with full column
-    rank (D_q >= D, singular values within a factor 4), omega_k = M omega_q with M symmetric positive definite,
-    and omega_v with full column rank. Then delta = pi_0 - pi_1 gives the two queries logit gaps that differ by
-    s delta^T omega_q^T M omega_q delta > 0: see test_absolute_positions_break_equivariance.
-    """
-    D = draw(st.integers(1, 4), label="D")
-    D_q, D_v = draw(st.integers(D, D + 2), label="D_q"), draw(st.integers(D, D + 2), label="D_v")
-    omega_q = draw(well_conditioned_matrices(D_q, D, max_condition=4.0, bound=1.0), label="omega_q")
-    M = draw(symmetric_positive_definite_matrices(D_q), label="M (omega_k = M omega_q)")
-    x = draw(columns(D, bound=1.0), label="x")
-    if draw(st.booleans(), label="sinusoidal positions?"):
-        Pi = sinusoidal_positional_encoding(D, 2)
-    else:
-        Pi = draw(matrices(D, 2, bound=1.0), label="learned positions")
-        assume(np.linalg.norm(Pi[:, 0] - Pi[:, 1]) >= 0.25)
-    problem = AttentionProblem(
-        X=np.hstack([x, x]),
-        omega_v=draw(well_conditioned_matrices(D_v, D, max_condition=4.0, bound=1.0), label="omega_v"),
-        omega_q=omega_q,
-        omega_k=M @ omega_q,
-        beta_v=draw(columns(D_v, bound=1.0), label="beta_v"),
-        beta_q=draw(columns(D_q, bound=1.0), label="beta_q"),
-        beta_k=draw(columns(D_q, bound=1.0), label="beta_k"),
-    )
-    return with_logits_within(problem, LOSS_LOGITS, positions=Pi), Pi
 
 
 @given(witness=position_sensitive_witnesses())
@@ -129,16 +89,6 @@ def test_absolute_positions_break_equivariance_catches_ignored_keyword() -> None
     assert_law_fails(test_absolute_positions_break_equivariance, implementation=b.broken(ignores_positional))
 
 
-@st.composite
-def problems_with_positions_and_permutations(draw: st.DrawFn) -> tuple[AttentionProblem, Array, NDArray[np.intp]]:
-    problem = draw(attention_problems())
-    if draw(st.booleans(), label="sinusoidal positions?"):
-        Pi = sinusoidal_positional_encoding(problem.D, problem.N)
-    else:
-        Pi = draw(matrices(problem.D, problem.N, bound=1.0), label="learned positions")
-    return problem, Pi, draw(permutations_of(problem.N), label="permutation")
-
-
 @pytest.mark.parametrize("mode", ["input", "query_key"])
 @given(case=problems_with_positions_and_permutations())
 def test_positions_moved_with_the_inputs_restore_equivariance(
@@ -155,17 +105,11 @@ def test_positions_moved_with_the_inputs_restore_equivariance(
                  what=f"X' with inputs and positions permuted by {p.tolist()} (mode {mode})")  # fmt: skip
 
 
-def positions_reversed(*arrays: Array, positional: Any = None, positional_mode: Any = "input") -> Any:
-    """Reads the positions back to front: Pi[:, ::-1]."""
-    Pi = None if positional is None else np.asarray(positional)[:, ::-1]
-    return scaled_dot_product_self_attention(*arrays, positional=Pi, positional_mode=positional_mode)
-
-
 @pytest.mark.meta
 @pytest.mark.parametrize("mode", ["input", "query_key"])
 def test_positions_moved_with_the_inputs_catches_reversed_positions(mode: str) -> None:
     assert_law_fails(test_positions_moved_with_the_inputs_restore_equivariance,
-                     implementation=b.broken(positions_reversed), mode=mode)  # fmt: skip
+                     implementation=b.broken(b.positions_reversed), mode=mode)  # fmt: skip
 
 
 @pytest.mark.meta
@@ -187,13 +131,7 @@ def test_zero_positions_keep_identical_inputs_identical(
                  (bounds + bounds).x_prime, what=f"identical inputs with Pi = 0 (mode {mode})")  # fmt: skip
 
 
-def adds_its_own_positions(*arrays: Array) -> Any:
-    """Always adds a sinusoidal encoding to X, whatever positions the caller meant."""
-    X = arrays[0]
-    return scaled_dot_product_self_attention(X + 10 * sinusoidal_positional_encoding(*X.shape), *arrays[1:])
-
-
 @pytest.mark.meta
 def test_zero_positions_keep_identical_inputs_identical_catches_built_in_positions() -> None:
     assert_law_fails(test_zero_positions_keep_identical_inputs_identical,
-                     implementation=b.broken(adds_its_own_positions), mode="input")  # fmt: skip
+                     implementation=b.broken(b.adds_its_own_positions), mode="input")  # fmt: skip

@@ -11,22 +11,14 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
+from properties import broken as b
 from properties.checks import LawViolation, assert_at_most, assert_close, assert_finite
 from properties.meta import assert_law_fails
-from properties.strategies import matrices
+from properties.strategies import logit_matrices, logits_with_column_shifts, matrices
 from properties.tolerances import epsilon_of, softmax_error, sum_to_one_error
 
 Array = NDArray[np.float64]
 Softmax = Callable[[Array], Any]
-# Logits of moderate size for the semantic laws; the robustness law spans the whole float range.
-LOGIT_BOUND = 50.0
-
-
-@st.composite
-def logit_matrices(draw: st.DrawFn, bound: float = LOGIT_BOUND) -> Array:
-    """Matrices of logits, N x columns with N in [1, 8] and columns in [1, 4]."""
-    rows, cols = draw(st.integers(1, 8), label="N"), draw(st.integers(1, 4), label="columns")
-    return draw(matrices(rows, cols, bound=bound), label="logits")
 
 
 def apply(softmax: Softmax, data: Array) -> Array:
@@ -53,25 +45,10 @@ def test_softmax_columns_are_probability_distributions(softmax: Softmax, data: A
     )
 
 
-def row_softmax(data: Array) -> Array:
-    shifted = np.exp(data - data.max(axis=1, keepdims=True))
-    return np.asarray(shifted / shifted.sum(axis=1, keepdims=True))
-
-
-def exp_without_normalisation(data: Array) -> Array:
-    return np.asarray(np.exp(data - data.max(axis=0, keepdims=True)))
-
-
 @pytest.mark.meta
-@pytest.mark.parametrize("bug", [row_softmax, exp_without_normalisation])
+@pytest.mark.parametrize("bug", [b.row_softmax, b.exp_without_normalisation])
 def test_softmax_columns_are_probability_distributions_catches(bug: Softmax) -> None:
-    assert_law_fails(test_softmax_columns_are_probability_distributions, softmax=bug)
-
-
-@st.composite
-def logits_with_column_shifts(draw: st.DrawFn) -> tuple[Array, Array]:
-    data = draw(logit_matrices())
-    return data, draw(matrices(1, data.shape[1], bound=LOGIT_BOUND), label="shift per column")
+    assert_law_fails(test_softmax_columns_are_probability_distributions, softmax=b.broken_softmax(bug))
 
 
 @pytest.mark.semantics
@@ -96,15 +73,10 @@ def test_softmax_ignores_a_constant_added_to_a_column(softmax: Softmax, case: tu
     )
 
 
-def softmax_over_all_entries(data: Array) -> Array:
-    shifted = np.exp(data - data.max())
-    return np.asarray(shifted / shifted.sum())
-
-
 @pytest.mark.meta
-@pytest.mark.parametrize("bug", [row_softmax, softmax_over_all_entries])
+@pytest.mark.parametrize("bug", [b.row_softmax, b.softmax_over_all_entries])
 def test_softmax_ignores_a_constant_added_to_a_column_catches(bug: Softmax) -> None:
-    assert_law_fails(test_softmax_ignores_a_constant_added_to_a_column, softmax=bug)
+    assert_law_fails(test_softmax_ignores_a_constant_added_to_a_column, softmax=b.broken_softmax(bug))
 
 
 @pytest.mark.semantics
@@ -125,14 +97,9 @@ def test_softmax_preserves_order_within_a_column(softmax: Softmax, data: Array) 
         )
 
 
-def reversed_softmax(data: Array) -> Array:
-    shifted = np.exp(data.min(axis=0, keepdims=True) - data)
-    return np.asarray(shifted / shifted.sum(axis=0, keepdims=True))
-
-
 @pytest.mark.meta
 def test_softmax_preserves_order_catches_negated_logits() -> None:
-    assert_law_fails(test_softmax_preserves_order_within_a_column, softmax=reversed_softmax)
+    assert_law_fails(test_softmax_preserves_order_within_a_column, softmax=b.broken_softmax(b.reversed_softmax))
 
 
 @pytest.mark.robustness
@@ -151,13 +118,6 @@ def test_softmax_is_finite_for_every_finite_input(softmax: Softmax, data: Array)
     )
 
 
-def notebook_softmax_cols(data: Array) -> Array:
-    """The notebook's own softmax_cols: no shift, so exp overflows for logits above ~709."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        exp_values = np.exp(data)
-        return np.asarray(exp_values / exp_values.sum(axis=0))
-
-
 @pytest.mark.meta
 def test_softmax_is_finite_catches_the_notebooks_softmax() -> None:
-    assert_law_fails(test_softmax_is_finite_for_every_finite_input, softmax=notebook_softmax_cols)
+    assert_law_fails(test_softmax_is_finite_for_every_finite_input, softmax=b.broken_softmax(b.notebook_softmax_cols))

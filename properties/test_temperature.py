@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import given, note
-from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from properties import broken as b
@@ -13,24 +12,11 @@ from properties.checks import assert_at_most, assert_close, entropy
 from properties.implementation import Implementation
 from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
-from properties.strategies import MAX_QUERY_GAIN, attention_problems
+from properties.strategies import MAX_QUERY_GAIN, attention_problems, problems_with_temperatures
 from properties.tolerances import FLOAT64_EPS
 
 pytestmark = pytest.mark.semantics
 Array = NDArray[np.float64]
-
-
-def query_norm_squared_scale(*arrays: Array) -> tuple[Array, Array]:
-    """Divides the logits by |q_n|^2 (over-normalised queries): sharper queries give flatter attention."""
-    X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = arrays
-    Q, K, V = omega_q @ X + beta_q, omega_k @ X + beta_k, omega_v @ X + beta_v
-    A = b.stable_softmax((K.T @ Q) / np.maximum((Q * Q).sum(axis=0, keepdims=True), 1e-12))
-    return V @ A, A
-
-
-@st.composite
-def problems_with_temperatures(draw: st.DrawFn) -> tuple[AttentionProblem, float]:
-    return draw(attention_problems()), draw(st.floats(1.0, 8.0), label="t")
 
 
 @given(case=problems_with_temperatures())
@@ -64,7 +50,7 @@ def test_sharper_queries_never_flatten_attention(
 
 
 @pytest.mark.meta
-@pytest.mark.parametrize("bug", [query_norm_squared_scale, b.softmax_over_rows])
+@pytest.mark.parametrize("bug", [b.query_norm_squared_scale, b.softmax_over_rows])
 def test_sharper_queries_never_flatten_attention_catches(bug: object) -> None:
     assert_law_fails(test_sharper_queries_never_flatten_attention, implementation=b.broken(bug))
 

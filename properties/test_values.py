@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from hypothesis import given
-from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from properties import broken as b
@@ -15,30 +14,14 @@ from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
 from properties.strategies import (
     attention_problems,
-    columns,
     dimensions,
-    finite_floats,
-    matrices,
+    problems_with_repeated_inputs,
+    problems_with_second_values,
     problems_with_value_shifts,
 )
 
 pytestmark = pytest.mark.semantics
 Array = NDArray[np.float64]
-
-
-def residual_added(*arrays: Array) -> tuple[Array, Array]:
-    """Adds the input to the output (a transformer block's residual, where self-attention alone was asked)."""
-    X_prime, A = b.correct_attention(*arrays, scale=1 / np.sqrt(arrays[2].shape[0]))
-    return X_prime + arrays[0], A
-
-
-@st.composite
-def problems_with_second_values(draw: st.DrawFn) -> tuple[AttentionProblem, Array, Array, float, float]:
-    problem = draw(attention_problems())
-    omega_v = draw(matrices(problem.D_v, problem.D), label="second omega_v")
-    beta_v = draw(columns(problem.D_v), label="second beta_v")
-    a, c = draw(finite_floats(), label="a"), draw(finite_floats(), label="b")
-    return problem, omega_v, beta_v, a, c
 
 
 @given(case=problems_with_second_values())
@@ -68,7 +51,7 @@ def test_output_is_linear_in_the_value_weights_and_bias(
 
 @pytest.mark.meta
 def test_output_is_linear_in_the_value_weights_catches_residual() -> None:
-    assert_law_fails(test_output_is_linear_in_the_value_weights_and_bias, implementation=b.broken(residual_added))
+    assert_law_fails(test_output_is_linear_in_the_value_weights_and_bias, implementation=b.broken(b.residual_added))
 
 
 @given(case=problems_with_value_shifts())
@@ -104,15 +87,6 @@ def test_a_single_input_attends_to_itself(implementation: Implementation, proble
 @pytest.mark.parametrize("bug", [b.values_without_bias, b.bias_tiled_for_three_inputs])
 def test_a_single_input_attends_to_itself_catches(bug: object) -> None:
     assert_law_fails(test_a_single_input_attends_to_itself, implementation=b.broken(bug))
-
-
-@st.composite
-def problems_with_repeated_inputs(draw: st.DrawFn) -> tuple[AttentionProblem, NDArray[np.intp]]:
-    """A problem whose inputs repeat: X = X0[:, index] with at least one index drawn twice."""
-    problem = draw(attention_problems(dimensions(min_n=1)))
-    n = draw(st.integers(problem.N + 1, problem.N + 4), label="number of inputs after repetition")
-    index = np.asarray(draw(st.lists(st.integers(0, problem.N - 1), min_size=n, max_size=n), label="index"))
-    return problem.with_columns(index), index
 
 
 @given(case=problems_with_repeated_inputs())
