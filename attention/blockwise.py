@@ -7,7 +7,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from attention._checks import FloatArray, as_count, check_self_attention_arguments
-from attention.self_attention import LOGIT_REMEDY, _check_no_overflow, _logits_may_overflow
+from attention._core import LOGIT_REMEDY, check_no_overflow, logits_may_overflow
 
 DEFAULT_BLOCK_SIZE = 512
 
@@ -29,9 +29,9 @@ def blockwise_scaled_dot_product_self_attention(
     time while a running maximum m, a running sum l and a running weighted sum of values are kept per query
     (each rescaled by exp(m_old - m_new) when m grows). Extra memory: O(D N + block_size^2).
     """
-    problem = check_self_attention_arguments(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k)
+    arguments = check_self_attention_arguments(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k)
     block = as_count("block_size", block_size, minimum=1)
-    X_, omega_v_, omega_q_, omega_k_, beta_v_, beta_q_, beta_k_ = problem
+    X_, omega_v_, omega_q_, omega_k_, beta_v_, beta_q_, beta_k_ = arguments
     N = X_.shape[1]
     dtype = X_.dtype
     with np.errstate(over="ignore", invalid="ignore"):
@@ -40,8 +40,8 @@ def blockwise_scaled_dot_product_self_attention(
         keys = omega_k_ @ X_ + beta_k_
         values = omega_v_ @ X_ + beta_v_
     for what, array in (("the queries", queries), ("the keys", keys), ("the values", values)):
-        _check_no_overflow(what, array, "reduce the magnitudes of X and the weights")
-    check_blocks = _logits_may_overflow(queries, keys)
+        check_no_overflow(what, array, "reduce the magnitudes of X and the weights")
+    check_blocks = logits_may_overflow(queries, keys)
     keys_t = np.ascontiguousarray(keys.T)
     values_t = np.ascontiguousarray(values.T)
     out_t = np.empty((N, values.shape[0]), dtype=dtype)
@@ -55,7 +55,7 @@ def blockwise_scaled_dot_product_self_attention(
                 scores = keys_t[k0 : k0 + block] @ q  # (keys in block) x (queries in block)
             block_max = scores.max(axis=0, keepdims=True)
             if check_blocks:
-                _check_no_overflow("the logits K^T Q / sqrt(D_q)", scores, LOGIT_REMEDY)
+                check_no_overflow("the logits K^T Q / sqrt(D_q)", scores, LOGIT_REMEDY)
             new_max = np.maximum(running_max, block_max)
             with np.errstate(under="ignore"):
                 correction = np.exp(running_max - new_max)  # exp(-inf) = 0 on the first block

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
 import numpy as np
 import pytest
 
+from attention.notebook import NOTEBOOK_12_1_INPUT_CELL
 from properties.implementation import Implementation
 from properties.measures import assert_close
 from regression.goldens import load, notebook_12_1_problem
@@ -23,6 +27,15 @@ def printed_tolerance(decimals: int) -> float:
 def test_inputs_are_the_notebooks_seeded_draws() -> None:
     """The stored inputs are exactly what np.random.seed(3) / seed(0) draw in the notebook's cells."""
     assert notebook_12_1_inputs() == GOLDEN["inputs"]
+
+
+@pytest.mark.reference_api
+def test_the_notebooks_input_cell_draws_the_same_inputs() -> None:
+    """The cell the example notebooks carry (attention.notebook) draws the X that notebook_12_1_inputs returns."""
+    # The cell's np.random.seed and np.random.normal, on a private RandomState: numpy's global state stays put.
+    namespace: dict[str, Any] = {"np": SimpleNamespace(random=np.random.RandomState())}
+    exec(NOTEBOOK_12_1_INPUT_CELL, namespace)
+    assert np.hstack(namespace["all_x"]).tolist() == GOLDEN["inputs"]["X"]
 
 
 def test_output_matches_the_values_printed_in_the_notebook(implementation: Implementation) -> None:

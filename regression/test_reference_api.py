@@ -127,6 +127,26 @@ def test_no_inputs_give_empty_outputs(function: Callable[..., Any]) -> None:
     assert X_prime.shape == (4, 0) and attentions.shape == (0, 0)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"causal": True},
+        {"causal": True, "mask": np.zeros((0, 0), dtype=bool)},
+        {"causal": True, "bias": np.zeros((0, 0), np.float32)},
+        {"causal": True, "positional": np.zeros((3, 0), np.float32), "positional_mode": "query_key"},
+    ],
+    ids=["causal", "causal-mask", "causal-bias", "causal-positional"],
+)
+def test_no_inputs_give_empty_outputs_under_every_option(function: Callable[..., Any], options: dict[str, Any]) -> None:
+    """N = 0 on the masked path (issue 10): empty outputs of the right shapes and dtype, no error, no warning."""
+    args = {name: value.astype(np.float32) for name, value in arguments(N=0).items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        X_prime, attentions = function(*(args[name] for name in NAMES), **options)
+    assert X_prime.shape == (4, 0) and attentions.shape == (0, 0)
+    assert X_prime.dtype == np.float32 and attentions.dtype == np.float32
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_float_dtypes_are_kept(function: Callable[..., Any], dtype: Any) -> None:
     args = {name: value.astype(dtype) for name, value in arguments().items()}
