@@ -20,11 +20,51 @@ def check_no_overflow(what: str, array: FloatArray, remedy: str) -> None:
 LOGIT_REMEDY = "reduce the magnitudes of X, omega_q, omega_k, beta_q, beta_k"
 
 
-def logits_may_overflow(queries: FloatArray, keys: FloatArray, offset: float = 0.0) -> bool:
-    """Whether some logit could overflow: |k_m^T q_n| + |offset| <= D_q max|q| max|k| + |offset| must stay below
-    half the largest float (the half covers rounding). When it does, no block of logits needs a check."""
-    largest = queries.shape[0] * float(np.abs(queries).max(initial=0.0)) * float(np.abs(keys).max(initial=0.0))
-    return not largest + abs(offset) < float(np.finfo(queries.dtype).max) / 2
+def largest_column_norm(matrix: FloatArray) -> float:
+    """max_n ||matrix[:, n]||_2, computed on the matrix divided by its largest entry so that no square overflows
+    (inf when an entry is infinite, 0 for an empty or zero matrix)."""
+    largest = float(np.abs(matrix).max(initial=0.0))
+    if largest == 0.0 or not np.isfinite(largest):
+        return largest
+    with np.errstate(under="ignore"):
+        scaled = matrix / matrix.dtype.type(largest)
+        return largest * float(np.sqrt(np.einsum("ij,ij->j", scaled, scaled).max()))
+
+
+def logit_bound(queries: FloatArray, keys: FloatArray, offset: float = 0.0) -> float:
+    """A bound on every |k_m^T q_n| + offset: max ||k_m|| max ||q_n|| + offset (Cauchy-Schwarz).
+
+    The computed norms and their product are within (D_q + 3) u of the exact ones in relative terms; the
+    factor 1 + 2 (D_q + 3) u makes the returned value a bound on the exact logits (inf when a norm overflows).
+    """
+    slack = 1 + 2 * (queries.shape[0] + 3) * float(np.finfo(queries.dtype).eps)
+    return float(largest_column_norm(queries) * largest_column_norm(keys) * slack + offset)
+
+
+def logits_may_overflow(bound: float, dtype: np.dtype[np.floating]) -> bool:
+    """Whether some logit within `bound` could overflow: the bound must stay below half the largest float
+    (the half covers rounding). When it does, no block of logits needs a check."""
+    return not bound < float(np.finfo(dtype).max) / 2
+
+
+def exp_needs_no_shift(bound: float, values: FloatArray) -> bool:
+    """Whether the softmax may skip the shift by the column maximum for logits |L| <= `bound`, its weights
+    then multiplying `values` (D_v x N) unnormalised.
+
+    It may when no step leaves the normal range, so that every rounding is relative as in the shifted
+    algorithm: each exp(L) is at least exp(-bound), and times the smallest nonzero |value| still at least the
+    smallest normal number (so no product underflows, and no column sum is zero); and a sum of N of them,
+    each times a value of magnitude at most max(1, max |V|), stays below a quarter of the largest float:
+    N exp(bound) max(1, max |V|) <= max / 4. Softmax is invariant under the shift, and without it no rounding
+    of L - max L enters the weights.
+    """
+    info = np.finfo(values.dtype)
+    magnitudes = np.abs(values)
+    largest = float(magnitudes.max(initial=0.0))
+    smallest = float(np.min(magnitudes, where=magnitudes > 0, initial=1.0))
+    headroom = np.log(float(info.max) / 4) - np.log(max(values.shape[1], 1)) - np.log(max(1.0, largest))
+    footroom = np.log(min(1.0, smallest)) - np.log(float(info.smallest_normal))
+    return bool(bound < min(headroom, footroom))
 
 
 def attend(
@@ -62,9 +102,9 @@ def attend(
     return values @ (attentions := masked_softmax_cols(logits, visible)), attentions
 
 
-# Rows of A^T computed at a time: about 2 MiB of float64 logits, so that the shift, exp and normalisation
-# of a block run in cache right after the product that made it.
-BLOCK_ELEMENTS = 1 << 18
+# Entries of A^T computed at a time: 8 MiB of float64 logits, so that the exp and normalisation of a block
+# run in the last-level cache right after the product that made it, in calls large enough for BLAS threads.
+BLOCK_ELEMENTS = 1 << 20
 
 
 def dense_attention(
@@ -73,17 +113,32 @@ def dense_attention(
     """(V A, A) with A = softmax_cols(s K^T Q + bias), computed as A^T, a block of queries (rows) at a time.
 
     A^T is C-contiguous, so each block of queries is a contiguous slab whose row softmax is the column
-    softmax of A; A is returned as the transposed view of A^T.
+    softmax of A; A is returned as the transposed view of A^T. When the logits are small enough
+    (`exp_needs_no_shift`), a block takes its product, exp, sum, normalisation (by the reciprocal of the
+    sum) and product with V^T; otherwise it is shifted by its row maxima before the exp.
     """
     dtype = queries.dtype
-    N = queries.shape[1]
+    D_v, N = values.shape
     if scaled:
         queries = queries / np.sqrt(dtype.type(queries.shape[0]))
     attentions_t = np.empty((N, N), dtype=dtype)
-    X_prime_t = np.empty((N, values.shape[0]), dtype=dtype)
-    queries_t, values_t = np.ascontiguousarray(queries.T), np.ascontiguousarray(values.T)
+    X_prime_t = np.empty((N, D_v), dtype=dtype)
+    queries_t = np.ascontiguousarray(queries.T)
     rows = max(1, BLOCK_ELEMENTS // max(N, 1))
-    check_blocks = logits_may_overflow(queries, keys, 0.0 if bias is None else float(np.abs(bias).max(initial=0.0)))
+    bound = logit_bound(queries, keys, 0.0 if bias is None else float(np.abs(bias).max(initial=0.0)))
+    check_blocks = logits_may_overflow(bound, dtype)
+    values_t = np.ascontiguousarray(values.T)
+    if exp_needs_no_shift(bound, values):
+        with np.errstate(under="ignore"):
+            for start in range(0, N, rows):
+                block = attentions_t[start : start + rows]
+                np.matmul(queries_t[start : start + rows], keys, out=block)
+                if bias is not None:
+                    block += bias[:, start : start + rows].T
+                np.exp(block, out=block)
+                block *= 1 / block.sum(axis=1, keepdims=True)
+                np.matmul(block, values_t, out=X_prime_t[start : start + rows])
+        return X_prime_t.T, attentions_t.T
     for start in range(0, N, rows):
         block = attentions_t[start : start + rows]
         with np.errstate(over="ignore", invalid="ignore"):
