@@ -60,10 +60,11 @@ def exp_needs_no_shift(bound: float, values: FloatArray) -> bool:
     """
     info = np.finfo(values.dtype)
     magnitudes = np.abs(values)
-    largest = float(magnitudes.max(initial=0.0))
-    smallest = float(np.min(magnitudes, where=magnitudes > 0, initial=1.0))
-    headroom = np.log(float(info.max) / 4) - np.log(max(values.shape[1], 1)) - np.log(max(1.0, largest))
-    footroom = np.log(min(1.0, smallest)) - np.log(float(info.smallest_normal))
+    largest = magnitudes.max(initial=0.0)
+    smallest = np.min(magnitudes, where=magnitudes > 0, initial=1.0)
+    # Logarithms in the values' own dtype: the range of float16 or of extended precision differs from float64's.
+    headroom = np.log(info.max / 4) - np.log(max(values.shape[1], 1)) - np.log(max(1.0, largest))
+    footroom = np.log(min(1.0, smallest)) - np.log(info.smallest_normal)
     return bool(bound < min(headroom, footroom))
 
 

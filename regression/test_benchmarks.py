@@ -200,11 +200,12 @@ def test_benchmark_law_examples_per_second(benchmark: Any, law: Any) -> None:
 
 def test_benchmark_attention_check(benchmark: Any, tmp_path: Path) -> None:
     """Wall time of `attention-check --only hygiene,golden` on the reference, in a subprocess as a user runs it."""
-    command = [sys.executable, "-m", "properties.cli", "--only", "hygiene,golden", "--json", str(tmp_path / "v.json")]
+    command = [sys.executable, "-m", "properties.cli", "--only", "hygiene,golden", "--profile", "dev"]
 
     def run() -> int:
         return subprocess.run(command, cwd=tmp_path, capture_output=True, check=False).returncode
 
     benchmark.group = "battery: attention-check --only hygiene,golden, on the reference"
+    benchmark.extra_info["command"] = "attention-check --only hygiene,golden (dev profile)"
     returncode = benchmark.pedantic(run, rounds=1, iterations=1)
     assert returncode == 0, f"attention-check failed on the reference: exit {returncode}"
