@@ -20,12 +20,26 @@ def check_no_overflow(what: str, array: FloatArray, remedy: str) -> None:
 LOGIT_REMEDY = "reduce the magnitudes of X, omega_q, omega_k, beta_q, beta_k"
 
 
+def largest_magnitude(matrix: FloatArray) -> float:
+    """max |entry| (0 for an empty matrix; NaN when an entry is), without a temporary array."""
+    if matrix.size == 0:
+        return 0.0
+    return float(max(matrix.max(), -matrix.min()))
+
+
 def largest_column_norm(matrix: FloatArray) -> float:
-    """max_n ||matrix[:, n]||_2, computed on the matrix divided by its largest entry so that no square overflows
-    (inf when an entry is infinite, 0 for an empty or zero matrix)."""
-    largest = float(np.abs(matrix).max(initial=0.0))
+    """max_n ||matrix[:, n]||_2 (0 for an empty matrix; inf or NaN when an entry is).
+
+    The squares are summed as they are when none can overflow and those that underflow are below u times
+    the largest; otherwise (extreme magnitudes) on a copy divided by the largest entry.
+    """
+    largest = largest_magnitude(matrix)
     if largest == 0.0 or not np.isfinite(largest):
         return largest
+    info = np.finfo(matrix.dtype)
+    rows = matrix.shape[0]
+    if rows * float(info.smallest_normal) / float(info.eps) <= largest * largest <= float(info.max) / (rows + 1):
+        return float(np.sqrt(np.einsum("ij,ij->j", matrix, matrix).max()))
     with np.errstate(under="ignore"):
         scaled = matrix / matrix.dtype.type(largest)
         return largest * float(np.sqrt(np.einsum("ij,ij->j", scaled, scaled).max()))
@@ -59,9 +73,8 @@ def exp_needs_no_shift(bound: float, values: FloatArray) -> bool:
     of L - max L enters the weights.
     """
     info = np.finfo(values.dtype)
-    magnitudes = np.abs(values)
-    largest = magnitudes.max(initial=0.0)
-    smallest = np.min(magnitudes, where=magnitudes > 0, initial=1.0)
+    largest = largest_magnitude(values)
+    smallest = min(np.min(values, where=values > 0, initial=1.0), -np.max(values, where=values < 0, initial=-1.0))
     # Logarithms in the values' own dtype: the range of float16 or of extended precision differs from float64's.
     headroom = np.log(info.max / 4) - np.log(max(values.shape[1], 1)) - np.log(max(1.0, largest))
     footroom = np.log(min(1.0, smallest)) - np.log(info.smallest_normal)
