@@ -5,17 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from attention import scaled_dot_product_self_attention, self_attention, sinusoidal_positional_encoding
-
-
-def notebook_inputs() -> tuple[np.ndarray, ...]:
-    """X and the six parameters, drawn exactly as the notebook draws them (seed 3, then seed 0)."""
-    N, D = 3, 4
-    inputs = np.random.RandomState(3)
-    X = np.hstack([inputs.normal(size=(D, 1)) for _ in range(N)])
-    weights = np.random.RandomState(0)
-    omega_q, omega_k, omega_v = (weights.normal(size=(D, D)) for _ in range(3))
-    beta_q, beta_k, beta_v = (weights.normal(size=(D, 1)) for _ in range(3))
-    return X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k
+from attention.notebook import notebook_12_1_inputs
 
 
 def section(title: str) -> None:
@@ -23,7 +13,7 @@ def section(title: str) -> None:
 
 
 def main() -> None:
-    X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = notebook_inputs()
+    X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = notebook_12_1_inputs()
     arguments = (X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k)
     print("Notebook 12.1 (Understanding Deep Learning), matrix form: inputs are the columns of X (D x N).")
     section("Inputs X (D=4, N=3), np.random.seed(3)")

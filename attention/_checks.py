@@ -66,7 +66,7 @@ def as_bias_column(name: str, array: FloatArray, rows: int, expected: str) -> Fl
     raise ValueError(f"{name} must have shape {expected} or ({rows},); got shape {array.shape}")
 
 
-class Problem(NamedTuple):
+class CheckedArguments(NamedTuple):
     """Checked arguments of self-attention, all of one float dtype, each beta a column."""
 
     X: FloatArray
@@ -86,7 +86,7 @@ def check_self_attention_arguments(
     beta_v: ArrayLike,
     beta_q: ArrayLike,
     beta_k: ArrayLike,
-) -> Problem:
+) -> CheckedArguments:
     """Validate the notebook's seven arguments and bring them to one float dtype.
 
     Shapes: X is D x N; omega_q and omega_k are D_q x D with D_q >= 1; omega_v is D_v x D;
@@ -121,4 +121,4 @@ def check_self_attention_arguments(
     for name, array in arrays.items():
         check_finite(name, array)
     dtype = np.result_type(*arrays.values())
-    return Problem(**{name: array.astype(dtype, copy=False) for name, array in arrays.items()})
+    return CheckedArguments(**{name: array.astype(dtype, copy=False) for name, array in arrays.items()})

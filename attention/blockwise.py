@@ -7,7 +7,13 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from attention._checks import FloatArray, as_count, check_self_attention_arguments
-from attention.self_attention import LOGIT_REMEDY, _check_no_overflow, _logits_may_overflow
+from attention._core import (
+    LOGIT_REMEDY,
+    check_no_overflow,
+    exp_needs_no_shift,
+    logit_bound,
+    logits_may_overflow,
+)
 
 DEFAULT_BLOCK_SIZE = 512
 
@@ -27,11 +33,12 @@ def blockwise_scaled_dot_product_self_attention(
 
     Queries are taken block_size at a time; for each block, keys and values stream past block_size at a
     time while a running maximum m, a running sum l and a running weighted sum of values are kept per query
-    (each rescaled by exp(m_old - m_new) when m grows). Extra memory: O(D N + block_size^2).
+    (each rescaled by exp(m_old - m_new) when m grows). When the logits are small enough that exp needs no
+    shift (attention._core.exp_needs_no_shift), m and the rescaling are dropped. Extra memory: O(D N + block_size^2).
     """
-    problem = check_self_attention_arguments(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k)
+    arguments = check_self_attention_arguments(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k)
     block = as_count("block_size", block_size, minimum=1)
-    X_, omega_v_, omega_q_, omega_k_, beta_v_, beta_q_, beta_k_ = problem
+    X_, omega_v_, omega_q_, omega_k_, beta_v_, beta_q_, beta_k_ = arguments
     N = X_.shape[1]
     dtype = X_.dtype
     with np.errstate(over="ignore", invalid="ignore"):
@@ -40,22 +47,37 @@ def blockwise_scaled_dot_product_self_attention(
         keys = omega_k_ @ X_ + beta_k_
         values = omega_v_ @ X_ + beta_v_
     for what, array in (("the queries", queries), ("the keys", keys), ("the values", values)):
-        _check_no_overflow(what, array, "reduce the magnitudes of X and the weights")
-    check_blocks = _logits_may_overflow(queries, keys)
+        check_no_overflow(what, array, "reduce the magnitudes of X and the weights")
+    bound = logit_bound(queries, keys)
+    D_v = values.shape[0]
+    out_t = np.empty((N, D_v), dtype=dtype)
     keys_t = np.ascontiguousarray(keys.T)
     values_t = np.ascontiguousarray(values.T)
-    out_t = np.empty((N, values.shape[0]), dtype=dtype)
+    if exp_needs_no_shift(bound, values):  # no running maximum: sums and weighted sums of exp(scores) only
+        for q0 in range(0, N, block):
+            q = np.ascontiguousarray(queries[:, q0 : q0 + block])
+            total = np.zeros((1, q.shape[1]), dtype=dtype)
+            accumulated = np.zeros((D_v, q.shape[1]), dtype=dtype)
+            for k0 in range(0, N, block):
+                scores = keys_t[k0 : k0 + block] @ q  # (keys in block) x (queries in block)
+                with np.errstate(under="ignore"):
+                    np.exp(scores, out=scores)
+                    total += scores.sum(axis=0, keepdims=True)
+                    accumulated += values_t[k0 : k0 + block].T @ scores
+            out_t[q0 : q0 + q.shape[1]] = (accumulated / total).T
+        return np.asarray(out_t.T)
+    check_blocks = logits_may_overflow(bound, dtype)
     for q0 in range(0, N, block):
         q = queries[:, q0 : q0 + block]
         running_max = np.full((1, q.shape[1]), -np.inf, dtype=dtype)
         running_sum = np.zeros((1, q.shape[1]), dtype=dtype)
-        accumulated = np.zeros((values.shape[0], q.shape[1]), dtype=dtype)
+        accumulated = np.zeros((D_v, q.shape[1]), dtype=dtype)
         for k0 in range(0, N, block):
             with np.errstate(over="ignore", invalid="ignore"):
                 scores = keys_t[k0 : k0 + block] @ q  # (keys in block) x (queries in block)
             block_max = scores.max(axis=0, keepdims=True)
             if check_blocks:
-                _check_no_overflow("the logits K^T Q / sqrt(D_q)", scores, LOGIT_REMEDY)
+                check_no_overflow("the logits K^T Q / sqrt(D_q)", scores, LOGIT_REMEDY)
             new_max = np.maximum(running_max, block_max)
             with np.errstate(under="ignore"):
                 correction = np.exp(running_max - new_max)  # exp(-inf) = 0 on the first block

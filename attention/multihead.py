@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from attention._checks import FloatArray, as_float_array, check_finite, check_matrix, check_self_attention_arguments
-from attention.self_attention import _self_attention
+from attention._core import attend
 
 Head = tuple[ArrayLike, ArrayLike, ArrayLike, ArrayLike, ArrayLike, ArrayLike]
 
@@ -22,7 +22,7 @@ def multihead_scaled_self_attention(X: ArrayLike, heads: Sequence[Head], omega_c
     """
     if isinstance(heads, np.ndarray) or not isinstance(heads, Sequence) or len(heads) == 0:
         raise TypeError("heads must be a non-empty sequence of (omega_v, omega_q, omega_k, beta_v, beta_q, beta_k)")
-    problems = []
+    checked = []
     for h, head in enumerate(heads):
         if not isinstance(head, Sequence) or len(head) != 6:
             seen = type(head).__name__ + (f" of length {len(head)}" if isinstance(head, Sequence) else "")
@@ -30,13 +30,13 @@ def multihead_scaled_self_attention(X: ArrayLike, heads: Sequence[Head], omega_c
                 f"heads[{h}] must be a tuple (omega_v, omega_q, omega_k, beta_v, beta_q, beta_k); got {seen}"
             )
         try:
-            problems.append(check_self_attention_arguments(X, *head))
+            checked.append(check_self_attention_arguments(X, *head))
         except (ValueError, TypeError) as error:
             raise type(error)(f"heads[{h}]: {error}") from None
-    stacked_rows = sum(problem.omega_v.shape[0] for problem in problems)
+    stacked_rows = sum(arguments.omega_v.shape[0] for arguments in checked)
     mixer = as_float_array("omega_c", omega_c)
     check_matrix("omega_c", mixer, None, stacked_rows, f"(D, sum of the heads' D_v) = (D, {stacked_rows})")
     check_finite("omega_c", mixer)
-    stacked = np.vstack([_self_attention(problem, True)[0] for problem in problems])
+    stacked = np.vstack([attend(arguments, True)[0] for arguments in checked])
     dtype = np.result_type(stacked, mixer)
     return np.asarray(mixer.astype(dtype, copy=False) @ stacked.astype(dtype, copy=False))

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from attention.notebook import NOTEBOOK_12_1_INPUT_CELL
+
 IMPORTS = "import numpy as np\nimport matplotlib.pyplot as plt\n%matplotlib inline"
-DATA = "np.random.seed(3)\nN = 3\nD = 4\nall_x = []\nfor n in range(N):\n  all_x.append(np.random.normal(size=(D,1)))"
+DATA = NOTEBOOK_12_1_INPUT_CELL
 SOFTMAX_COLS = """def softmax_cols(data_in):
   # Exponentiate all of the values
   exp_values = np.exp(data_in)

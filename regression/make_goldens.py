@@ -14,33 +14,15 @@ from typing import Any
 
 import numpy as np
 
+from attention import notebook as attention_notebook
 from regression.exact import PRECISION, self_attention_exact, to_decimal, to_float
 
 DATA = Path(__file__).with_name("data")
 
 
 def notebook_12_1_inputs() -> dict[str, list[list[float]]]:
-    """The inputs of notebook 12.1, drawn exactly as its cells draw them."""
-    np.random.seed(3)
-    N, D = 3, 4
-    all_x = [np.random.normal(size=(D, 1)) for _ in range(N)]
-    np.random.seed(0)
-    omega_q = np.random.normal(size=(D, D))
-    omega_k = np.random.normal(size=(D, D))
-    omega_v = np.random.normal(size=(D, D))
-    beta_q = np.random.normal(size=(D, 1))
-    beta_k = np.random.normal(size=(D, 1))
-    beta_v = np.random.normal(size=(D, 1))
-    arrays = {
-        "X": np.hstack(all_x),
-        "omega_v": omega_v,
-        "omega_q": omega_q,
-        "omega_k": omega_k,
-        "beta_v": beta_v,
-        "beta_q": beta_q,
-        "beta_k": beta_k,
-    }
-    return {name: array.tolist() for name, array in arrays.items()}
+    """The inputs of notebook 12.1 (attention.notebook draws them as its cells do), as nested lists."""
+    return {name: array.tolist() for name, array in attention_notebook.notebook_12_1_inputs()._asdict().items()}
 
 
 def notebook_12_1() -> dict[str, Any]:

@@ -1,27 +1,42 @@
 """Benchmarks (pytest-benchmark), skipped by the default run: `pytest regression --benchmark-only`.
 
-Each group (dtype, N) compares, side by side at D = 64: the reference (full, returns the attention matrix),
-the blockwise reference (X' only), a naive notebook-style implementation, and the BLAS floor (the five
-matrix products alone: three projections, K^T Q and V A). Compare runs with --benchmark-autosave and
---benchmark-compare.
+Each group (dtype, N) times side by side, at D = 64: `floor`, the five matrix products alone (three
+projections, K^T Q and V A); `exp`, one in-place exp over the N^2 logits (floor + exp is the group's limit,
+what no numpy implementation avoids); the reference (`full`, which returns the attention matrix), the
+blockwise reference (`blockwise`, X' only), a notebook-style implementation (`naive`) and, with
+`--impl TARGET`, the implementation under test (`impl`). After the run each group's ratios to the floor and
+to the limit are printed (regression/conftest.py). Then the checker itself: the wall time of
+`attention-check`, and the examples per second of each law on the reference.
 """
 
 from __future__ import annotations
 
+import inspect
+import pkgutil
+import subprocess
+import sys
+import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from importlib import import_module
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
+import properties
 from attention import blockwise_scaled_dot_product_self_attention, scaled_dot_product_self_attention
-from properties.implementation import REFERENCE
+from properties.implementation import Implementation
+from properties.loading import load_function
+from regression.benchmarking import blas_info, record_median
 
 pytestmark = pytest.mark.benchmark  # measurements, not laws: attention-check leaves them out
 D = 64
 SIZES = (256, 1024, 4096)
 DTYPES = (np.float32, np.float64)
+REFERENCE_TARGET = "attention:scaled_dot_product_self_attention"
 
 
 def blas_floor(X: Any, omega_v: Any, omega_q: Any, omega_k: Any, beta_v: Any, beta_q: Any, beta_k: Any) -> Any:
@@ -57,13 +72,59 @@ def problem_arrays(N: int, dtype: Any, seed: int = 0) -> list[Any]:
     ]
 
 
-@pytest.mark.parametrize("name", list(IMPLEMENTATIONS))
+def group_of(dtype: Any, N: int) -> str:
+    return f"{np.dtype(dtype).name} N={N} D={D}"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every timing group gets the implementation under test too when --impl TARGET is given."""
+    if metafunc.function is test_benchmark_attention:
+        names = [*IMPLEMENTATIONS, *(["impl"] if metafunc.config.getoption("--impl") else [])]
+        metafunc.parametrize("name", names)
+
+
+@pytest.fixture(scope="module")
+def under_test(pytestconfig: pytest.Config) -> Callable[..., Any] | None:
+    """The --impl TARGET function (notebook signature), or None."""
+    target = pytestconfig.getoption("--impl")
+    return load_function(target) if target else None
+
+
 @pytest.mark.parametrize("N", SIZES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
-def test_benchmark_attention(benchmark: Any, name: str, N: int, dtype: Any) -> None:
-    benchmark.group = f"{np.dtype(dtype).name} N={N} D={D}"
-    benchmark.extra_info.update(implementation=name, N=N, D=D, dtype=np.dtype(dtype).name)
-    benchmark(IMPLEMENTATIONS[name], *problem_arrays(N, dtype))
+def test_benchmark_attention(
+    benchmark: Any,
+    pytestconfig: pytest.Config,
+    under_test: Callable[..., Any] | None,
+    name: str,
+    N: int,
+    dtype: Any,
+) -> None:
+    function = under_test if name == "impl" else IMPLEMENTATIONS[name]
+    assert function is not None
+    benchmark.group = group_of(dtype, N)
+    target = pytestconfig.getoption("--impl") if name == "impl" else None
+    benchmark.extra_info.update(implementation=target or name, N=N, D=D, dtype=np.dtype(dtype).name, blas=blas_info())
+    benchmark(function, *problem_arrays(N, dtype))
+    record_median(pytestconfig, benchmark.group, name, benchmark)
+
+
+@pytest.mark.parametrize("N", SIZES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_benchmark_exp(benchmark: Any, pytestconfig: pytest.Config, N: int, dtype: Any) -> None:
+    """One in-place exp over N^2 logits of order one (each round on a fresh copy, made outside the timing)."""
+    logits = np.random.default_rng(1).standard_normal((N, N)).astype(dtype)
+
+    def fresh_copy() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        copy = logits.copy()
+        return (copy,), {"out": copy}
+
+    benchmark.group = group_of(dtype, N)
+    benchmark.extra_info.update(implementation="exp", N=N, D=D, dtype=np.dtype(dtype).name, blas=blas_info())
+    # pedantic: a fresh copy each round; more rounds for the smaller sizes, whose timings are shorter.
+    rounds = pytestconfig.getoption("benchmark_min_rounds") * max(1, (SIZES[-1] // N) ** 2 // 4)
+    benchmark.pedantic(np.exp, setup=fresh_copy, rounds=rounds)
+    record_median(pytestconfig, benchmark.group, "exp", benchmark)
 
 
 def test_benchmark_blockwise_memory_at_32768(benchmark: Any) -> None:
@@ -83,15 +144,68 @@ def test_benchmark_blockwise_memory_at_32768(benchmark: Any) -> None:
     assert peak < 256 * 2**20, f"blockwise used {peak / 2**20:.1f} MiB beyond its inputs"
 
 
-def test_benchmark_battery_examples_per_second(benchmark: Any) -> None:
-    """Examples the dev profile checks per second, for one law (equivariance) on the reference."""
-    from hypothesis import settings
+def laws_on_one_implementation() -> Iterator[Any]:
+    """Every law of the battery whose only fixture is `implementation` (hypothesis draws the rest)."""
+    for module_info in pkgutil.iter_modules(properties.__path__):
+        if not module_info.name.startswith("test_"):
+            continue
+        module = import_module(f"properties.{module_info.name}")
+        for name, law in vars(module).items():
+            if (
+                name.startswith("test_")
+                and getattr(law, "__module__", None) == module.__name__
+                and hasattr(law, "hypothesis")
+                and list(inspect.signature(law).parameters) == ["implementation"]
+                and not any(mark.name == "parametrize" for mark in getattr(law, "pytestmark", []))
+            ):
+                yield law
 
-    from properties import test_equivariance
 
-    law = test_equivariance.test_output_is_equivariant_under_column_permutations
-    examples = settings.get_profile("dev").max_examples
-    benchmark.group = "battery"
-    benchmark(law, implementation=REFERENCE["scaled"])
-    if benchmark.stats is not None:  # None under --benchmark-disable
-        benchmark.extra_info["examples_per_second"] = examples / benchmark.stats.stats.mean
+LAWS = list(laws_on_one_implementation())
+
+
+@pytest.fixture
+def dev_profile() -> Iterator[None]:
+    """The dev profile (20 examples a law) for the duration of a test, whatever profile the run uses."""
+    previous = settings.get_current_profile_name()
+    settings.load_profile("dev")
+    yield
+    settings.load_profile(previous)
+
+
+@pytest.mark.usefixtures("dev_profile")
+@pytest.mark.parametrize("law", LAWS, ids=[law.__name__.removeprefix("test_") for law in LAWS])
+def test_benchmark_law_examples_per_second(benchmark: Any, law: Any) -> None:
+    """Examples per second of one law on the reference (dev profile): the battery's own speed."""
+    implementation = Implementation(load_function(REFERENCE_TARGET), "scaled", REFERENCE_TARGET)
+    examples = 0
+    inner = law.hypothesis.inner_test  # hypothesis's documented hook to wrap the test body
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal examples
+        examples += 1
+        return inner(*args, **kwargs)
+
+    law.hypothesis.inner_test = counted
+    try:
+        benchmark.group = "battery: one law, dev profile, on the reference"
+        # One round a law keeps the run short (about 30 laws); --benchmark-compare still sees each law's time.
+        started = time.perf_counter()
+        benchmark.pedantic(law, kwargs={"implementation": implementation}, rounds=1, iterations=1)
+        elapsed = time.perf_counter() - started
+    finally:
+        law.hypothesis.inner_test = inner
+    benchmark.extra_info.update(examples=examples, examples_per_second=examples / elapsed)
+
+
+def test_benchmark_attention_check(benchmark: Any, tmp_path: Path) -> None:
+    """Wall time of `attention-check --only hygiene,golden` on the reference, in a subprocess as a user runs it."""
+    command = [sys.executable, "-m", "properties.cli", "--only", "hygiene,golden", "--profile", "dev"]
+
+    def run() -> int:
+        return subprocess.run(command, cwd=tmp_path, capture_output=True, check=False).returncode
+
+    benchmark.group = "battery: attention-check --only hygiene,golden, on the reference"
+    benchmark.extra_info["command"] = "attention-check --only hygiene,golden (dev profile)"
+    returncode = benchmark.pedantic(run, rounds=1, iterations=1)
+    assert returncode == 0, f"attention-check failed on the reference: exit {returncode}"

@@ -127,6 +127,26 @@ def test_no_inputs_give_empty_outputs(function: Callable[..., Any]) -> None:
     assert X_prime.shape == (4, 0) and attentions.shape == (0, 0)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"causal": True},
+        {"causal": True, "mask": np.zeros((0, 0), dtype=bool)},
+        {"causal": True, "bias": np.zeros((0, 0), np.float32)},
+        {"causal": True, "positional": np.zeros((3, 0), np.float32), "positional_mode": "query_key"},
+    ],
+    ids=["causal", "causal-mask", "causal-bias", "causal-positional"],
+)
+def test_no_inputs_give_empty_outputs_under_every_option(function: Callable[..., Any], options: dict[str, Any]) -> None:
+    """N = 0 on the masked path (issue 10): empty outputs of the right shapes and dtype, no error, no warning."""
+    args = {name: value.astype(np.float32) for name, value in arguments(N=0).items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        X_prime, attentions = function(*(args[name] for name in NAMES), **options)
+    assert X_prime.shape == (4, 0) and attentions.shape == (0, 0)
+    assert X_prime.dtype == np.float32 and attentions.dtype == np.float32
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_float_dtypes_are_kept(function: Callable[..., Any], dtype: Any) -> None:
     args = {name: value.astype(dtype) for name, value in arguments().items()}
@@ -289,3 +309,27 @@ def test_sinusoidal_encoding_follows_its_formula_with_odd_D() -> None:
         np.testing.assert_allclose(Pi[2 * i], np.sin(n / 10000 ** (2 * i / 5)), rtol=0, atol=1e-15)
         if 2 * i + 1 < 5:
             np.testing.assert_allclose(Pi[2 * i + 1], np.cos(n / 10000 ** (2 * i / 5)), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_shift_free_and_the_shifted_softmax_agree(dtype: Any) -> None:
+    """Small logits take the path without the max shift, a constant bias of 1000 (which softmax ignores) the
+    shifted one; full and blockwise give the same attentions and X' on both, to a few rounding errors."""
+    from attention import blockwise_scaled_dot_product_self_attention
+    from attention._core import exp_needs_no_shift, logit_bound
+
+    args = [value.astype(dtype) for value in arguments(D=6, D_q=3, D_v=5, N=40).values()]
+    X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = args
+    queries = (omega_q @ X + beta_q) / np.sqrt(dtype(3))
+    keys, values = omega_k @ X + beta_k, omega_v @ X + beta_v
+    assert exp_needs_no_shift(logit_bound(queries, keys), values)
+    assert not exp_needs_no_shift(logit_bound(queries, keys, 1000.0), values)
+    shift_free = scaled_dot_product_self_attention(*args)
+    shifted = scaled_dot_product_self_attention(*args, bias=np.full((40, 40), 1000, dtype=dtype))
+    tolerance = 200 * np.finfo(dtype).eps
+    np.testing.assert_allclose(shift_free[1], shifted[1], rtol=tolerance, atol=tolerance)
+    size = tolerance * np.abs(values).max()  # X' entries are sums of values: their errors scale with max |V|
+    np.testing.assert_allclose(shift_free[0], shifted[0], rtol=tolerance, atol=size)
+    for block_size in (7, 512):
+        blockwise = blockwise_scaled_dot_product_self_attention(*args, block_size=block_size)
+        np.testing.assert_allclose(blockwise, shift_free[0], rtol=tolerance, atol=size)

@@ -1,0 +1,183 @@
+"""The numerical core shared by the reference functions (self_attention, blockwise, multi-head), on checked
+arguments: projections, logits, column softmax and weighted sum, and the overflow checks of their results."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from attention._checks import CheckedArguments, FloatArray
+
+
+def check_no_overflow(what: str, array: FloatArray, remedy: str) -> None:
+    """Raise ValueError when `array` holds inf or NaN: `what` overflowed its dtype; `remedy` says what to reduce."""
+    if not np.isfinite(array).all():
+        raise ValueError(
+            f"{what} overflow {array.dtype} (largest finite value {np.finfo(array.dtype).max:.3g}); {remedy}"
+        )
+
+
+LOGIT_REMEDY = "reduce the magnitudes of X, omega_q, omega_k, beta_q, beta_k"
+
+
+def largest_magnitude(matrix: FloatArray) -> float:
+    """max |entry| (0 for an empty matrix; NaN when an entry is), without a temporary array."""
+    if matrix.size == 0:
+        return 0.0
+    return float(max(matrix.max(), -matrix.min()))
+
+
+def largest_column_norm(matrix: FloatArray) -> float:
+    """max_n ||matrix[:, n]||_2 (0 for an empty matrix; inf or NaN when an entry is).
+
+    The squares are summed as they are when none can overflow and those that underflow are below u times
+    the largest; otherwise (extreme magnitudes) on a copy divided by the largest entry.
+    """
+    largest = largest_magnitude(matrix)
+    if largest == 0.0 or not np.isfinite(largest):
+        return largest
+    info = np.finfo(matrix.dtype)
+    rows = matrix.shape[0]
+    if rows * float(info.smallest_normal) / float(info.eps) <= largest * largest <= float(info.max) / (rows + 1):
+        return float(np.sqrt(np.einsum("ij,ij->j", matrix, matrix).max()))
+    with np.errstate(under="ignore"):
+        scaled = matrix / matrix.dtype.type(largest)
+        return largest * float(np.sqrt(np.einsum("ij,ij->j", scaled, scaled).max()))
+
+
+def logit_bound(queries: FloatArray, keys: FloatArray, offset: float = 0.0) -> float:
+    """A bound on every |k_m^T q_n| + offset: max ||k_m|| max ||q_n|| + offset (Cauchy-Schwarz).
+
+    The computed norms and their product are within (D_q + 3) u of the exact ones in relative terms; the
+    factor 1 + 2 (D_q + 3) u makes the returned value a bound on the exact logits (inf when a norm overflows).
+    """
+    slack = 1 + 2 * (queries.shape[0] + 3) * float(np.finfo(queries.dtype).eps)
+    return float(largest_column_norm(queries) * largest_column_norm(keys) * slack + offset)
+
+
+def logits_may_overflow(bound: float, dtype: np.dtype[np.floating]) -> bool:
+    """Whether some logit within `bound` could overflow: the bound must stay below half the largest float
+    (the half covers rounding). When it does, no block of logits needs a check."""
+    return not bound < float(np.finfo(dtype).max) / 2
+
+
+def exp_needs_no_shift(bound: float, values: FloatArray) -> bool:
+    """Whether the softmax may skip the shift by the column maximum for logits |L| <= `bound`, its weights
+    then multiplying `values` (D_v x N) unnormalised.
+
+    It may when no step leaves the normal range, so that every rounding is relative as in the shifted
+    algorithm: each exp(L) is at least exp(-bound), and times the smallest nonzero |value| still at least the
+    smallest normal number (so no product underflows, and no column sum is zero); and a sum of N of them,
+    each times a value of magnitude at most max(1, max |V|), stays below a quarter of the largest float:
+    N exp(bound) max(1, max |V|) <= max / 4. Softmax is invariant under the shift, and without it no rounding
+    of L - max L enters the weights.
+    """
+    info = np.finfo(values.dtype)
+    largest = largest_magnitude(values)
+    smallest = min(np.min(values, where=values > 0, initial=1.0), -np.max(values, where=values < 0, initial=-1.0))
+    # Logarithms in the values' own dtype: the range of float16 or of extended precision differs from float64's.
+    headroom = np.log(info.max / 4) - np.log(max(values.shape[1], 1)) - np.log(max(1.0, largest))
+    footroom = np.log(min(1.0, smallest)) - np.log(info.smallest_normal)
+    return bool(bound < min(headroom, footroom))
+
+
+def attend(
+    arguments: CheckedArguments,
+    scaled: bool,
+    Pi: FloatArray | None = None,
+    positions_in_values: bool = True,
+    visible: NDArray[np.bool_] | None = None,
+    bias: FloatArray | None = None,
+) -> tuple[FloatArray, FloatArray]:
+    """The numerical core, on checked arguments: projections, logits, column softmax, weighted sum."""
+    X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = arguments
+    # Overflow of a projection or of the logits is reported below as a ValueError rather than
+    # as a RuntimeWarning followed by inf or NaN in the result.
+    with np.errstate(over="ignore", invalid="ignore"):
+        X_qk = X if Pi is None else X + Pi
+        queries = omega_q @ X_qk + beta_q
+        keys = omega_k @ X_qk + beta_k
+        values = omega_v @ (X_qk if positions_in_values else X) + beta_v
+    if visible is None:
+        check_no_overflow("the values V = omega_v X + beta_v", values, "reduce the magnitudes of X, omega_v, beta_v")
+        return dense_attention(queries, keys, values, scaled, bias)
+    with np.errstate(over="ignore", invalid="ignore"):
+        logits = keys.T @ queries
+        if scaled:
+            logits /= np.sqrt(logits.dtype.type(omega_q.shape[0]))
+        if bias is not None:
+            logits += bias
+    # Masked keys: their logits and values must not matter, whatever they are (even inf or NaN here).
+    seen = visible.any(axis=1)
+    values[:, ~seen] = 0.0
+    logits[~visible] = 0.0
+    check_no_overflow("the values V of visible keys", values, "reduce the magnitudes of X, omega_v, beta_v")
+    check_no_overflow("the visible logits K^T Q", logits, LOGIT_REMEDY)
+    return values @ (attentions := masked_softmax_cols(logits, visible)), attentions
+
+
+# Entries of A^T computed at a time: 8 MiB of float64 logits, so that the exp and normalisation of a block
+# run in the last-level cache right after the product that made it, in calls large enough for BLAS threads.
+BLOCK_ELEMENTS = 1 << 20
+
+
+def dense_attention(
+    queries: FloatArray, keys: FloatArray, values: FloatArray, scaled: bool, bias: FloatArray | None
+) -> tuple[FloatArray, FloatArray]:
+    """(V A, A) with A = softmax_cols(s K^T Q + bias), computed as A^T, a block of queries (rows) at a time.
+
+    A^T is C-contiguous, so each block of queries is a contiguous slab whose row softmax is the column
+    softmax of A; A is returned as the transposed view of A^T. When the logits are small enough
+    (`exp_needs_no_shift`), a block takes its product, exp, sum, normalisation (by the reciprocal of the
+    sum) and product with V^T; otherwise it is shifted by its row maxima before the exp.
+    """
+    dtype = queries.dtype
+    D_v, N = values.shape
+    if scaled:
+        queries = queries / np.sqrt(dtype.type(queries.shape[0]))
+    attentions_t = np.empty((N, N), dtype=dtype)
+    X_prime_t = np.empty((N, D_v), dtype=dtype)
+    queries_t = np.ascontiguousarray(queries.T)
+    rows = max(1, BLOCK_ELEMENTS // max(N, 1))
+    bound = logit_bound(queries, keys, 0.0 if bias is None else float(np.abs(bias).max(initial=0.0)))
+    check_blocks = logits_may_overflow(bound, dtype)
+    values_t = np.ascontiguousarray(values.T)
+    if exp_needs_no_shift(bound, values):
+        with np.errstate(under="ignore"):
+            for start in range(0, N, rows):
+                block = attentions_t[start : start + rows]
+                np.matmul(queries_t[start : start + rows], keys, out=block)
+                if bias is not None:
+                    block += bias[:, start : start + rows].T
+                np.exp(block, out=block)
+                block *= 1 / block.sum(axis=1, keepdims=True)
+                np.matmul(block, values_t, out=X_prime_t[start : start + rows])
+        return X_prime_t.T, attentions_t.T
+    for start in range(0, N, rows):
+        block = attentions_t[start : start + rows]
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.matmul(queries_t[start : start + rows], keys, out=block)
+            if bias is not None:
+                block += bias[:, start : start + rows].T
+        block_max = block.max(axis=1, keepdims=True)
+        if check_blocks:
+            check_no_overflow("the logits K^T Q (with Q, K)", block, LOGIT_REMEDY)
+        with np.errstate(under="ignore"):
+            block -= block_max
+            np.exp(block, out=block)
+        block /= block.sum(axis=1, keepdims=True)
+        np.matmul(block, values_t, out=X_prime_t[start : start + rows])
+    return X_prime_t.T, attentions_t.T
+
+
+def masked_softmax_cols(logits: FloatArray, visible: NDArray[np.bool_]) -> FloatArray:
+    """Softmax of each column over its visible entries; masked entries get 0, a column with none is all 0."""
+    if logits.shape[0] == 0:
+        return logits
+    lowest = np.finfo(logits.dtype).min
+    column_max = np.where(visible, logits, lowest).max(axis=0, keepdims=True)
+    with np.errstate(over="ignore", under="ignore"):
+        weights = np.exp(np.where(visible, logits - column_max, -np.inf))
+    totals = weights.sum(axis=0, keepdims=True)
+    np.divide(weights, totals, out=weights, where=totals > 0)
+    return weights
