@@ -7,12 +7,11 @@ battery also runs from a regular install, from any directory.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,8 +20,8 @@ from hypothesis import HealthCheck, settings
 from attention import multihead_scaled_self_attention, scaled_dot_product_self_attention, self_attention, softmax_cols
 from properties.implementation import KINDS, Implementation
 from properties.loading import load_function
-from properties.meta import leaves
 from properties.strategies import GENERATION
+from properties.verdicts import VerdictRecorder
 
 CATEGORIES = ("semantics", "robustness", "hygiene", "golden")
 MARKERS = {
@@ -193,81 +192,3 @@ def multihead(pytestconfig: pytest.Config) -> Multihead:
     reference = Multihead(multihead_scaled_self_attention, "attention:multihead_scaled_self_attention")
     result: Multihead = _under_test(pytestconfig, "--multihead", "multi-head attention", reference)
     return result
-
-
-class VerdictRecorder:
-    """Collects one verdict per law (a test function, over its parameters): FAIL > PASS > SKIP."""
-
-    RANK: ClassVar[dict[str, int]] = {"FAIL": 2, "PASS": 1, "SKIP": 0}
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.laws: dict[str, dict[str, Any]] = {}
-        self.by_nodeid: dict[str, str] = {}
-
-    def pytest_collection_finish(self, session: pytest.Session) -> None:
-        for item in session.items:
-            if any(item.get_closest_marker(name) for name in ("meta", "reference_api", "benchmark")):
-                continue
-            function = getattr(item, "function", None)
-            law = getattr(item, "originalname", item.name)
-            category = next((c for c in CATEGORIES if item.get_closest_marker(c)), "semantics")
-            module = getattr(function, "__module__", "")
-            doc = " ".join((getattr(function, "__doc__", None) or "").split())
-            self.by_nodeid[item.nodeid] = law
-            self.laws.setdefault(
-                law,
-                {
-                    "law": law,
-                    "category": category,
-                    "module": module,
-                    "statement": doc,
-                    "status": "SKIP",
-                    "reason": "",
-                    "details": "",
-                },
-            )
-
-    @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
-        outcome = yield
-        report: pytest.TestReport = outcome.get_result()
-        law = self.by_nodeid.get(item.nodeid)
-        if law is None:
-            return
-        row = self.laws[law]
-        if report.failed:
-            status, reason, details = "FAIL", *self._describe_failure(call, report)
-        elif report.skipped:
-            longrepr = report.longrepr
-            status = "SKIP"
-            reason = str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
-            reason = reason.removeprefix("Skipped: ")
-            details = ""
-        elif report.when == "call":
-            status, reason, details = "PASS", "", ""
-        else:
-            return
-        if self.RANK[status] > self.RANK[row["status"]] or (status == row["status"] == "SKIP" and not row["reason"]):
-            row.update(status=status, reason=reason, details=details)
-
-    @staticmethod
-    def _describe_failure(call: pytest.CallInfo[None], report: pytest.TestReport) -> tuple[str, str]:
-        if call.excinfo is None:
-            return "failed", report.longreprtext
-        inner = leaves(call.excinfo.value)
-        first = inner[0]
-        message = str(first).strip() or type(first).__name__
-        if not isinstance(first, AssertionError):
-            message = f"{type(first).__name__}: {message}"
-        notes = [note for leaf in inner for note in getattr(leaf, "__notes__", [])]
-        notes += getattr(call.excinfo.value, "__notes__", [])
-        example = next((n for n in notes if n.startswith("Falsifying example:")), "")
-        cause = first.__cause__
-        if cause is not None and not isinstance(cause, AssertionError):
-            message += f"\n  caused by {type(cause).__name__}: {cause}"
-        details = message + ("\n\n" + example if example else "")
-        return message.splitlines()[0], details
-
-    def pytest_sessionfinish(self) -> None:
-        self.path.write_text(json.dumps({"laws": list(self.laws.values())}, indent=1) + "\n")
