@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from properties.grading import CATEGORIES, Graded, Options, Subject, grade, jobs_for, rows
+from properties.grading import Graded, Options, Subject, grade, jobs_for, rows
+from properties.verdicts import CATEGORIES
 
 TIMEOUTS = {"dev": 300.0, "ci": 900.0, "thorough": 3600.0}  # default seconds per file, by profile
 

@@ -32,8 +32,8 @@ Array = NDArray[np.float64]
 EQ_12_9 = "eq. 12.9 scales by 1/sqrt(D_q) = 1/sqrt(omega_q.shape[0])"
 NOTEBOOK_SOFTMAX = "the notebook's softmax_cols"
 OVERFLOW = (
-    "overflows as the notebook's softmax_cols does: exp of a logit above ~709 is inf, and inf/inf is NaN; "
-    "subtract each column's maximum before exponentiating (the softmax does not change)"
+    "overflows as the notebook's softmax_cols does (exp of a logit above ~709 is inf): subtract each column's "
+    "maximum before exponentiating"
 )
 
 OVERFLOW_ALONE = (

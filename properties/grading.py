@@ -23,13 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import Phase, settings
 
-CATEGORIES = ("semantics", "robustness", "hygiene", "golden")
+from properties.verdicts import CATEGORIES
+
 NOTEBOOK_FUNCTIONS = {"softmax_cols": "softmax", "self_attention": "unscaled",
                       "scaled_dot_product_self_attention": "scaled"}  # fmt: skip
 REFERENCE = "attention"  # the job that checks the bundled reference (attention-check without PATH)
 SOFTMAX_OVERFLOW_LAW = "test_softmax_is_finite_for_every_finite_input"
 OUTPUT_LIMIT_MB = 64  # what a file may print (its worker is stopped beyond)
+# No explain phase: it reruns a failing law many times for a note that the report does not use.
+CHECK_PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
 
 
 @dataclass
@@ -111,8 +115,9 @@ def _subjects_of_target(job: dict[str, Any]) -> list[Subject]:
     from properties.loading import load_function
 
     if job["target"] == REFERENCE:
+        function = "scaled_dot_product_self_attention" if job["kind"] == "scaled" else "self_attention"
         return [
-            Subject("scaled_dot_product_self_attention", "attention:scaled_dot_product_self_attention", "scaled"),
+            Subject(function, f"attention:{function}", job["kind"]),
             Subject("softmax_cols", "attention:softmax_cols", "softmax"),
             Subject("multihead_scaled_self_attention", "attention:multihead_scaled_self_attention", "multihead"),
         ]
@@ -187,7 +192,7 @@ def _note_softmax_overflow(subjects: list[Subject]) -> None:
     for subject in subjects:
         for law in subject.laws if subject.calls_softmax_cols else []:
             if law["mistake"] in ("notebook_softmax", "overflow"):
-                law["diagnosis"] += "; the overflow comes from softmax_cols, which does not subtract the column maximum"
+                law["diagnosis"] = "the overflow comes from softmax_cols, which does not subtract the column maximum"
 
 
 def _limit_resources(memory_mb: int) -> None:
@@ -200,14 +205,13 @@ def _limit_resources(memory_mb: int) -> None:
 def work(job: dict[str, Any], result: Path) -> None:
     """The worker: grade one file (job) and write its subjects to `result` after each run of the battery."""
     _limit_resources(job["memory_mb"])
-    from hypothesis import settings
 
     import properties.plugin  # noqa: F401  (registers the profiles, which are made deterministic here)
 
     for name in ("dev", "ci", "thorough"):
         settings.register_profile(
             name, settings.get_profile(name), derandomize=job["seed"] is None, database=None,
-            report_multiple_bugs=False, print_blob=False,
+            report_multiple_bugs=False, print_blob=False, phases=CHECK_PHASES,
         )  # fmt: skip
     path = Path(job["path"]) if job["path"] else None
     subjects = _subjects_of_file(path) if path is not None else _subjects_of_target(job)

@@ -22,6 +22,7 @@ from properties.measures import LawViolation
 from properties.notebook import extract
 from properties.problem import AttentionProblem
 from properties.report import Draws, counterexample, snippet
+from properties.verdicts import describe
 
 pytestmark = pytest.mark.meta
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -115,3 +116,11 @@ def test_grading_a_folder_reports_counterexamples_diagnoses_and_runnable_snippet
     (tmp_path / "replay.py").write_text(failures[0]["reproduce"])
     replay = subprocess.run([sys.executable, "replay.py"], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert replay.returncode != 0 and "LawViolation" in replay.stderr, replay.stderr
+
+
+def test_an_empty_assertion_names_its_file_and_line() -> None:
+    try:
+        raise AssertionError()  # as a student's bare `assert` raises it (no pytest rewriting there)
+    except AssertionError as error:
+        message = describe(error)
+    assert message.startswith(f"AssertionError at {__file__}:") and "raise AssertionError()" in message

@@ -9,21 +9,14 @@ import numpy as np
 import pytest
 
 from properties import broken as b
+from properties import test_attention_matrix as matrix
+from properties import test_invariances as invariances
+from properties import test_softmax as softmax_laws
+from properties import test_values as values
 from properties.diagnosis import MISTAKES, SOFTMAX_MISTAKES, diagnose_attention, diagnose_softmax
 from properties.implementation import Implementation
 from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
-from properties.test_attention_matrix import (
-    test_attention_columns_are_probability_distributions,
-    test_attentions_are_the_softmax_of_the_scaled_logits,
-)
-from properties.test_invariances import test_doubling_the_query_key_dimension_scales_the_logits_by_sqrt_two
-from properties.test_softmax import (
-    test_softmax_columns_are_probability_distributions,
-    test_softmax_ignores_a_constant_added_to_a_column,
-    test_softmax_is_finite_for_every_finite_input,
-)
-from properties.test_values import test_adding_to_the_value_bias_adds_to_every_output
 
 pytestmark = pytest.mark.meta
 
@@ -31,12 +24,16 @@ pytestmark = pytest.mark.meta
 @pytest.mark.parametrize(
     ("law", "bug", "kind"),
     [
-        (test_doubling_the_query_key_dimension_scales_the_logits_by_sqrt_two, b.scale_by_sqrt_D_v, "scaled"),
-        (test_attentions_are_the_softmax_of_the_scaled_logits, b.not_scaled, "scaled"),
-        (test_attentions_are_the_softmax_of_the_scaled_logits, b.scaled_by_sqrt_D_q, "unscaled"),
-        (test_attention_columns_are_probability_distributions, b.softmax_over_whole_matrix, "scaled"),
-        (test_attentions_are_the_softmax_of_the_scaled_logits, b.queries_without_bias, "scaled"),
-        (test_adding_to_the_value_bias_adds_to_every_output, b.without_biases, "scaled"),
+        (
+            invariances.test_doubling_the_query_key_dimension_scales_the_logits_by_sqrt_two,
+            b.scale_by_sqrt_D_v,
+            "scaled",
+        ),
+        (matrix.test_attentions_are_the_softmax_of_the_scaled_logits, b.not_scaled, "scaled"),
+        (matrix.test_attentions_are_the_softmax_of_the_scaled_logits, b.scaled_by_sqrt_D_q, "unscaled"),
+        (matrix.test_attention_columns_are_probability_distributions, b.softmax_over_whole_matrix, "scaled"),
+        (matrix.test_attentions_are_the_softmax_of_the_scaled_logits, b.queries_without_bias, "scaled"),
+        (values.test_adding_to_the_value_bias_adds_to_every_output, b.without_biases, "scaled"),
     ],
 )
 def test_new_mistakes_are_caught_by_a_law(law: Any, bug: Any, kind: str) -> None:
@@ -46,9 +43,9 @@ def test_new_mistakes_are_caught_by_a_law(law: Any, bug: Any, kind: str) -> None
 @pytest.mark.parametrize(
     ("law", "bug"),
     [
-        (test_softmax_columns_are_probability_distributions, b.softmax_cols_over_rows),
-        (test_softmax_ignores_a_constant_added_to_a_column, b.softmax_cols_over_all_entries),
-        (test_softmax_is_finite_for_every_finite_input, b.softmax_cols_unshifted),
+        (softmax_laws.test_softmax_columns_are_probability_distributions, b.softmax_cols_over_rows),
+        (softmax_laws.test_softmax_ignores_a_constant_added_to_a_column, b.softmax_cols_over_all_entries),
+        (softmax_laws.test_softmax_is_finite_for_every_finite_input, b.softmax_cols_unshifted),
     ],
 )
 def test_new_softmax_mistakes_are_caught_by_a_law(law: Any, bug: Any) -> None:
