@@ -102,6 +102,8 @@ def _subjects_of_file(path: Path) -> list[Subject]:
         subject = Subject(name, f"{path}:{name}", kind, state, extraction.calls_softmax_cols.get(name, False))
         if state.startswith("reads a notebook global"):
             subject.error = global_message(extraction.globals_read[name])
+        elif state in ("template", "missing"):
+            subject.error = "still the notebook's template" if state == "template" else "not defined in the file"
         elif state == "implemented":
             try:
                 load_notebook_function(path, name)
