@@ -91,11 +91,11 @@ def test_readme_add_a_property_example_is_the_real_code() -> None:
 
 
 def test_grading_a_folder_reports_counterexamples_diagnoses_and_runnable_snippets(tmp_path: Path) -> None:
-    """attention-check on a folder (a sqrt(D) notebook, a template, one reading a global): exit 1, a CSV row
+    """attention-check on a folder (a sqrt(D) notebook and a template; checkpoints skipped): exit 1, a CSV row
     per function, and for each FAIL a counterexample and a snippet that exits non-zero under python."""
     folder = tmp_path / "class"
     folder.mkdir()
-    for kind in ("sqrt_D", "template", "global_D"):
+    for kind in ("sqrt_D", "template"):
         write_notebook(folder / f"{kind}.ipynb", kind)
     (folder / ".ipynb_checkpoints").mkdir()
     write_notebook(folder / ".ipynb_checkpoints" / "sqrt_D-checkpoint.ipynb", "template")
@@ -104,12 +104,10 @@ def test_grading_a_folder_reports_counterexamples_diagnoses_and_runnable_snippet
     completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
     assert completed.returncode == 1, completed.stdout + completed.stderr
     grades = {(row["file"], row["function"]): row for row in csv.DictReader((tmp_path / "grades.csv").open())}
-    assert len(grades) == 9  # three functions of three notebooks; the checkpoint is skipped
+    assert len(grades) == 6  # three functions of two notebooks; the checkpoint is skipped
     sqrt_d = grades[(str(Path("class") / "sqrt_D.ipynb"), "scaled_dot_product_self_attention")]
     assert sqrt_d["verdict"] == "FAIL" and "1/sqrt(D) = 1/sqrt(X.shape[0])" in sqrt_d["diagnosis"]
     assert grades[(str(Path("class") / "template.ipynb"), "self_attention")]["state"] == "template"
-    read_global = grades[(str(Path("class") / "global_D.ipynb"), "scaled_dot_product_self_attention")]
-    assert read_global["state"] == "reads a notebook global D" and "use X.shape" in read_global["error"]
     failures = [law for run in json.loads((tmp_path / "grades.json").read_text())["runs"]
                 for law in run["laws"] if law["status"] == "FAIL"]  # fmt: skip
     assert failures and all(law["counterexample"] and law["reproduce"] for law in failures)
