@@ -92,7 +92,7 @@ class Graded:
 # ---------------------------------------------------------------------------------------------- the worker
 
 
-def _subjects_of_file(path: Path) -> list[Subject]:
+def subjects_of_file(path: Path) -> list[Subject]:
     from properties.notebook import extract, global_message, load_notebook_function
 
     extraction = extract(path)
@@ -113,7 +113,7 @@ def _subjects_of_file(path: Path) -> list[Subject]:
     return subjects
 
 
-def _subjects_of_target(job: dict[str, Any]) -> list[Subject]:
+def subjects_of_target(job: dict[str, Any]) -> list[Subject]:
     from properties.loading import load_function
 
     if job["target"] == REFERENCE:
@@ -216,7 +216,7 @@ def work(job: dict[str, Any], result: Path) -> None:
             report_multiple_bugs=False, print_blob=False, phases=CHECK_PHASES,
         )  # fmt: skip
     path = Path(job["path"]) if job["path"] else None
-    subjects = _subjects_of_file(path) if path is not None else _subjects_of_target(job)
+    subjects = subjects_of_file(path) if path is not None else subjects_of_target(job)
 
     def save() -> None:
         result.write_text(json.dumps([asdict(s) for s in subjects]))

@@ -16,10 +16,10 @@ import pytest
 from properties import broken as b
 from properties import test_attention_matrix as laws
 from properties.examples import write_notebook
-from properties.grading import absolute_target
+from properties.grading import absolute_target, subjects_of_file
 from properties.loading import load_function
 from properties.measures import LawViolation
-from properties.notebook import extract
+from properties.notebook import extract, global_message
 from properties.problem import AttentionProblem
 from properties.report import Draws, counterexample, snippet
 from properties.verdicts import describe
@@ -58,6 +58,15 @@ def test_a_function_reading_a_notebook_global_is_named(tmp_path: Path) -> None:
     extraction = extract(write_notebook(tmp_path / "global.ipynb", "global_D"))
     assert extraction.status["scaled_dot_product_self_attention"] == "reads a notebook global D"
     assert extraction.status["self_attention"] == "implemented"
+    assert global_message(("D",)).startswith("reads the notebook global D, which the checker does not run: use X.shape")
+
+
+def test_a_function_that_fails_when_defined_raises_on_import(tmp_path: Path) -> None:
+    path = tmp_path / "functions.py"
+    path.write_text("import numpy as np\n\ndef self_attention(X, scale=np.sqrt(undefined_name)):\n    return X\n")
+    subjects = {s.function: s.state for s in subjects_of_file(path)}
+    assert subjects["self_attention"].startswith("raises on import: NameError")
+    assert subjects["scaled_dot_product_self_attention"] == "missing"
 
 
 def test_file_targets_are_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
