@@ -5,13 +5,15 @@ Each case runs the installed command in a scratch directory and checks its exit 
 
 from __future__ import annotations
 
+import csv
+import json
 import subprocess
 import sys
 import tempfile
 import textwrap
 from pathlib import Path
 
-from properties.examples import write_notebook
+from properties.examples import KINDS, write_notebook
 
 BUGGY_FILE = textwrap.dedent(
     """
@@ -54,13 +56,20 @@ def main() -> None:
             1,
             [
                 "FAIL  doubling the query key dimension scales the logits by sqrt two",
-                "reproduce:",
+                "diagnosis: matches attention scaled by 1/sqrt(D) = 1/sqrt(X.shape[0])",
+                "reproduce (python, from this directory):",
                 "PASS  scaled attentions match the known values",
                 "attention-check: FAIL",
             ],
             here,
         )
-        assert '"verdict": "FAIL"' in (here / "verdicts.json").read_text()
+        verdicts = json.loads((here / "verdicts.json").read_text())
+        assert verdicts["verdict"] == "FAIL"
+        snippet = next(law["reproduce"] for run in verdicts["runs"] for law in run["laws"] if law["status"] == "FAIL")
+        (here / "replay.py").write_text(snippet)
+        replayed = subprocess.run([sys.executable, "replay.py"], cwd=here, capture_output=True, text=True, check=False)
+        assert replayed.returncode != 0 and "LawViolation" in replayed.stderr, replayed.stderr
+        print("  ok: the JSON's reproduce snippet exits non-zero under python")
         check(
             ["my_attention.py:scaled_dot_product_self_attention", "--square", "--only", "semantics,golden"],
             0,
@@ -75,7 +84,31 @@ def main() -> None:
             here,
         )
         check(["sqrt_D.ipynb"], 1, ["FAIL  doubling the query key dimension"], here)
-        check(["template.ipynb", "--only", "golden"], 1, ["not implemented", "still the notebook's template"], here)
+        # A class as a teacher grades it: a folder of notebooks, among them files that loop, exhaust memory,
+        # crash the interpreter or print megabytes; each is reported in its row and the others are graded.
+        folder = here / "class"
+        folder.mkdir()
+        for kind in KINDS:
+            write_notebook(folder / f"{kind}.ipynb", kind)
+        check(
+            ["class", "--only", "semantics,golden", "--timeout", "60", "--csv", "grades.csv", "--jobs", "2"],
+            1,
+            ["did not finish within 60 s", "crashed the interpreter (SIGSEGV)", "printed more than",
+             "exhausts memory", "reads the notebook global D", "your logits look transposed", "template"],
+            here,
+        )  # fmt: skip
+        grades = list(csv.DictReader((here / "grades.csv").open()))
+        solved = [row for row in grades if row["file"] == str(Path("class") / "solved.ipynb")]
+        assert len(grades) == 3 * len(KINDS) and {row["verdict"] for row in solved} == {"PASS"}, grades
+        print(f"  ok: {len(grades)} CSV rows; the solved notebook passes")
+        # Deterministic: the same file gives the same verdicts on every run.
+        runs = []
+        for _ in range(2):
+            check(["sqrt_D.ipynb", "--json", "again.json"], 1, [], here)
+            laws = json.loads((here / "again.json").read_text())["runs"]
+            runs.append([(law["law"], law["status"], law["counterexample"]) for run in laws for law in run["laws"]])
+        assert runs[0] == runs[1], "two runs of one file gave different verdicts"
+        print("  ok: two runs give the same verdicts and counterexamples")
     print("end-to-end checks passed")
 
 

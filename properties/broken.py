@@ -341,3 +341,57 @@ def broken_multihead(function: Any) -> Multihead:
 def broken_softmax(function: Any) -> Softmax:
     """A broken column softmax behind the softmax wrapper, named after the function."""
     return Softmax(function, f"properties.broken:{function.__name__}")
+
+
+# --- More mistakes of the catalogue that attention-check's diagnosis (properties/diagnosis.py) names; their
+# meta-tests are in properties/test_diagnosis.py.
+
+
+def scale_by_sqrt_D_v(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
+    """Scales by 1/sqrt(D_v), the value dimension, instead of 1/sqrt(D_q)."""
+    return correct_attention(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, scale=1 / np.sqrt(omega_v.shape[0]))
+
+
+def not_scaled(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
+    """Leaves out the 1/sqrt(D_q) of eq. 12.9: eq. 12.8 where 12.9 was asked."""
+    return correct_attention(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, scale=1.0)
+
+
+def scaled_by_sqrt_D_q(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
+    """Divides by sqrt(D_q) where eq. 12.8 (self_attention) has no scale."""
+    return correct_attention(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, scale=1 / np.sqrt(omega_q.shape[0]))
+
+
+def softmax_over_whole_matrix(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
+    """Normalises K^T Q over all N^2 entries at once instead of over each column."""
+    Q, K, V = omega_q @ X + beta_q, omega_k @ X + beta_k, omega_v @ X + beta_v
+    logits = (K.T @ Q) / np.sqrt(omega_q.shape[0])
+    A = np.exp(logits - logits.max())
+    A /= A.sum()
+    return V @ A, A
+
+
+def queries_without_bias(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
+    """Forgets beta_q: Q = omega_q X."""
+    return correct_attention(
+        X, omega_v, omega_q, omega_k, beta_v, 0 * beta_q, beta_k, scale=1 / np.sqrt(omega_q.shape[0])
+    )
+
+
+def without_biases(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
+    """Forgets every bias: Q = omega_q X, K = omega_k X, V = omega_v X."""
+    return correct_attention(
+        X, omega_v, omega_q, omega_k, 0 * beta_v, 0 * beta_q, 0 * beta_k, scale=1 / np.sqrt(omega_q.shape[0])
+    )

@@ -1,236 +1,182 @@
-"""attention-check: run the battery on an implementation (or a notebook) and print one verdict per law."""
+"""attention-check: run the battery on implementations, notebooks or folders of them; one verdict per law."""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
-import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from properties.notebook import extract
-from properties.options import CATEGORIES, REFERENCE_TARGETS
+from properties.grading import Graded, Options, Subject, grade, jobs_for, rows
+from properties.options import CATEGORIES
 
-DEFAULT_TIMEOUT = 1800.0  # seconds for one run of the battery (the thorough profile needs minutes)
-SOFTMAX_OVERFLOW_LAW = "test_softmax_is_finite_for_every_finite_input"
-
-
-@dataclass
-class Run:
-    """One run of the battery on one function, and its verdicts."""
-
-    title: str
-    target: str
-    kind: str
-    softmax: str | None = None
-    multihead: str | None = None
-    laws: list[dict[str, Any]] = field(default_factory=list)
-    error: str = ""
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.error) or any(row["status"] == "FAIL" for row in self.laws)
-
-
-def absolute_target(target: str) -> str:
-    """A file TARGET made absolute (the battery runs in a scratch directory); a module TARGET unchanged."""
-    module, sep, attribute = target.rpartition(":")
-    if sep and (module.endswith(".py") or "/" in module or "\\" in module):
-        return f"{Path(module).expanduser().resolve()}:{attribute}"
-    return target
-
-
-def run_battery(run: Run, *, profile: str, only: Sequence[str], square: bool, timeout: float) -> None:
-    """Run properties/ and regression/ against run.target in a subprocess; fill in run.laws or run.error."""
-    with tempfile.TemporaryDirectory(prefix="attention-check-") as scratch:
-        report, ini = Path(scratch) / "verdicts.json", Path(scratch) / "pytest.ini"
-        ini.write_text("[pytest]\n")
-        selection = "not meta and not benchmark"
-        if only:
-            selection += " and (" + " or ".join(only) + ")"
-        command = [
-            sys.executable, "-m", "pytest", "--pyargs", "properties", "regression",
-            "-p", "properties.plugin", "-p", "no:cacheprovider", "-c", str(ini), "--rootdir", scratch,
-            "-q", "--no-header", "--benchmark-skip", "-m", selection, "--impl", run.target, "--impl-kind", run.kind,
-            "--hypothesis-profile", profile, "--attention-report", str(report),
-        ]  # fmt: skip
-        if run.softmax:
-            command += ["--softmax", run.softmax]
-        if run.multihead:
-            command += ["--multihead", run.multihead]
-        if square:
-            command.append("--square")
-        environment = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-        environment.pop("ATTENTION_IMPL", None)
-        try:
-            completed = subprocess.run(
-                command, cwd=scratch, env=environment, capture_output=True, text=True, timeout=timeout, check=False
-            )
-        except subprocess.TimeoutExpired:
-            run.error = f"the battery did not finish within {timeout:.0f} s (an implementation that hangs?)"
-            return
-        if completed.returncode not in (0, 1) or not report.exists():
-            run.error = f"the battery could not run (pytest exit {completed.returncode}):\n" + (
-                completed.stdout[-4000:] + completed.stderr[-4000:]
-            )
-            return
-        run.laws = json.loads(report.read_text())["laws"]
+TIMEOUTS = {"dev": 300.0, "ci": 900.0, "thorough": 3600.0}  # default seconds per file, by profile
 
 
 def law_title(law: str) -> str:
     return law.removeprefix("test_").replace("_", " ")
 
 
-def reproduction(row: dict[str, Any], run: Run) -> str:
-    """Copy-paste Python that replays a law's shrunk counterexample, or the pytest command that reruns it."""
-    details: str = row["details"]
-    marker = "Falsifying example: "
-    rerun = (
-        f"pytest --pyargs {row['module']} -p properties.plugin -k {row['law']} "
-        f"--impl '{run.target}' --impl-kind {run.kind}" + (f" --softmax '{run.softmax}'" if run.softmax else "")
-    )
-    if marker not in details:
-        return rerun
-    example = details[details.index(marker) + len(marker) :]
-    call = example.replace(f"{row['law']}(", "law.hypothesis.inner_test(", 1)
-    return "\n".join(
-        [
-            "import numpy as np",
-            "from numpy import array",
-            "from properties.implementation import Implementation",
-            "from properties.loading import load_function",
-            "from properties.implementation import Multihead, Softmax",
-            "from properties.problem import AttentionProblem",
-            *(["from properties.problem import MultiheadProblem"] if "MultiheadProblem(" in call else []),
-            f"from {row['module']} import {row['law']} as law",
-            "",
-            call.strip(),
-            f"# or rerun the law: {rerun}",
-        ]
-    )
+def rerun(law: dict[str, Any], subject: Subject) -> str:
+    """The pytest command that reruns one law on the subject."""
+    option = {"softmax": "--softmax", "multihead": "--multihead"}.get(subject.kind)
+    under_test = f"{option} '{subject.target}'" if option else f"--impl '{subject.target}' --impl-kind {subject.kind}"
+    return f"pytest --pyargs {law['module']} -p properties.plugin -k {law['law']} {under_test}"
 
 
-def print_run(run: Run, *, note_softmax_overflow: bool) -> None:
-    print(f"\n{run.title}: {run.target} ({run.kind})")
-    if run.error:
-        print(f"  ERROR  {run.error}")
-        return
+def print_subject(subject: Subject) -> None:
+    print(f"\n{subject.function}: {subject.target} ({subject.kind}): {subject.state}")
+    if subject.error:
+        print(f"  ERROR  {subject.error}")
     for category in CATEGORIES:
-        rows = [row for row in run.laws if row["category"] == category]
-        if not rows:
-            continue
-        print(f"  {category}")
-        for row in rows:
-            reason = row["reason"]
-            if (
-                note_softmax_overflow
-                and row["status"] == "FAIL"
-                and category == "robustness"
-                and row["law"] != SOFTMAX_OVERFLOW_LAW
-            ):
-                reason += " [the overflow comes from softmax_cols, which does not shift by the column maximum]"
-            line = f"    {row['status']:<4}  {law_title(row['law'])}"
-            print(line + (f"\n          {reason}" if reason and row["status"] != "PASS" else ""))
-    counts = {status: sum(row["status"] == status for row in run.laws) for status in ("PASS", "FAIL", "SKIP")}
-    print(f"  {counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['SKIP']} SKIP")
+        laws = [law for law in subject.laws if law["category"] == category]
+        if laws:
+            print(f"  {category}")
+        for law in laws:
+            print(f"    {law['status']:<4}  {law_title(law['law'])}")
+            if law["reason"] and law["status"] != "PASS":
+                print(f"          {law['reason']}")
+            if law["status"] == "FAIL" and law["diagnosis"]:
+                print(f"          diagnosis: {law['diagnosis']}")
+    if subject.laws:
+        counts = {status: sum(law["status"] == status for law in subject.laws) for status in ("PASS", "FAIL", "SKIP")}
+        print(f"  {counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['SKIP']} SKIP")
 
 
-def print_details(run: Run) -> None:
-    for row in run.laws:
-        if row["status"] != "FAIL":
+def print_details(subject: Subject) -> None:
+    for law in subject.laws:
+        if law["status"] != "FAIL":
             continue
-        print(f"\n--- FAIL {law_title(row['law'])}  [{row['category']}; {row['module']}; {run.target}]")
-        if row["statement"]:
-            print(f"law: {row['statement']}")
-        print(row["details"])
-        print("reproduce:")
-        print("    " + reproduction(row, run).replace("\n", "\n    "))
+        print(f"\n--- FAIL {law_title(law['law'])}  [{law['category']}; {law['module']}; {subject.function}]")
+        if law["statement"]:
+            print(f"law: {law['statement']}")
+        print(law["details"])
+        if law["diagnosis"]:
+            print(f"diagnosis: {law['diagnosis']}")
+        example = law["counterexample"]
+        if example and "N" in example:
+            print(f"counterexample: D={example['D']}, D_q={example['D_q']}, D_v={example['D_v']}, N={example['N']}")
+        if law["reproduce"]:
+            print("reproduce (python, from this directory):")
+            print("    " + law["reproduce"].replace("\n", "\n    "))
+        print(f"or rerun the law: {rerun(law, subject)}")
+
+
+def print_summary(graded: Sequence[Graded]) -> None:
+    table = [{k: v for k, v in row.items() if k not in ("failed_laws", "error")} for row in rows(graded)]
+    for row, file in zip(table, (r for r in rows(graded)), strict=True):
+        row["diagnosis"] = (row["diagnosis"] or file["error"]).split("\n")[0][:100]
+    columns = ["file", "function", "state", "verdict", *CATEGORIES, "diagnosis"]
+    widths = {c: max(len(c), *(len(r[c]) for r in table)) for c in columns[:-1]}
+    print("\n" + "  ".join(c.ljust(widths.get(c, 0)) for c in columns).rstrip())
+    for row in table:
+        print("  ".join(row[c].ljust(widths.get(c, 0)) for c in columns).rstrip())
+
+
+def write_csv(graded: Sequence[Graded], path: Path) -> None:
+    table = list(rows(graded))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(table[0]) if table else ["file"])
+        writer.writeheader()
+        writer.writerows(table)
+
+
+def as_json(graded: Sequence[Graded], options: Options) -> dict[str, Any]:
+    runs: list[dict[str, Any]] = []
+    for file in graded:
+        for subject in file.subjects:
+            runs.append(
+                {"file": file.file, "function": subject.function, "target": subject.target, "kind": subject.kind,
+                 "state": subject.state, "verdict": subject.verdict, "error": subject.error, "laws": subject.laws}
+            )  # fmt: skip
+        if not file.subjects:
+            runs.append({"file": file.file, "function": None, "verdict": "FAIL", "error": file.error, "laws": []})
+    return {
+        "verdict": "FAIL" if any(file.verdict == "FAIL" for file in graded) else "PASS",
+        "profile": options.profile,
+        "seed": options.seed,
+        "only": list(options.only),
+        "files": [{"file": file.file, "verdict": file.verdict, "error": file.error} for file in graded],
+        "runs": runs,
+    }
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="attention-check",
-        description="Check a self-attention implementation, or the functions of a filled-in notebook 12.1, "
-        "against the laws of self-attention and the notebook's golden values.",
+        description="Check self-attention implementations, filled-in copies of notebook 12.1, or folders of "
+        "them, against the laws of self-attention and the notebook's golden values.",
     )
     p.add_argument(
-        "target",
-        nargs="?",
-        default=None,
-        help="package.module:function, path/to/file.py:function, or path/to/notebook.ipynb "
-        "(default: the bundled reference)",
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="notebooks (.ipynb), .py files (each with the notebook's three functions), folders (searched for "
+        "notebooks), or TARGETs package.module:function / path/to/file.py:function (default: the bundled reference)",
     )
-    p.add_argument("--kind", choices=("scaled", "unscaled"), default="scaled", help="eq. 12.9 (default) or eq. 12.8")
+    p.add_argument("--kind", choices=("scaled", "unscaled"), default="scaled", help="of a TARGET: eq. 12.9 or 12.8")
     p.add_argument("--profile", choices=("dev", "ci", "thorough"), default="dev", help="hypothesis profile")
+    p.add_argument("--seed", type=int, default=None, help="explore with this seed (default: derandomised)")
     p.add_argument("--only", default="", metavar="CATEGORIES", help="comma-separated subset of " + ",".join(CATEGORIES))
     p.add_argument("--square", action="store_true", help="draw only D_q = D_v = D (the notebook's setting)")
-    p.add_argument("--softmax", default=None, metavar="TARGET", help="also check this column softmax")
-    p.add_argument("--multihead", default=None, metavar="TARGET", help="also check this multi-head attention")
-    p.add_argument("--json", default=None, metavar="FILE", help="write the verdicts as JSON")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds allowed for one run")
+    p.add_argument("--softmax", default=None, metavar="TARGET", help="with a TARGET: also check this column softmax")
+    p.add_argument("--multihead", default=None, metavar="TARGET", help="with a TARGET: also check this multi-head")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="files graded at once (default: cores)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per file (default: 300, ci 900, thorough 3600)")
+    p.add_argument("--memory", type=int, default=2048, metavar="MB", help="memory limit per file (default 2048)")
+    p.add_argument("--json", default=None, metavar="FILE", help="write every verdict, per law, as JSON")
+    p.add_argument("--csv", default=None, metavar="FILE", help="write one row per (file, function) as CSV")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    only = [c.strip() for c in args.only.split(",") if c.strip()]
+    only = tuple(c.strip() for c in args.only.split(",") if c.strip())
     unknown = sorted(set(only) - set(CATEGORIES))
     if unknown:
         parser().error(f"--only: unknown categories {unknown}; choose from {', '.join(CATEGORIES)}")
-    with tempfile.TemporaryDirectory(prefix="attention-notebook-") as scratch:
-        if args.target and args.target.endswith(".ipynb"):
-            notebook = Path(args.target).expanduser().resolve()
-            if not notebook.is_file():
-                parser().error(f"notebook {str(notebook)!r} does not exist")
-            extraction = extract(notebook)
-            module = Path(scratch) / "notebook_functions.py"
-            module.write_text(extraction.source)
-            print(f"attention-check: notebook {notebook}")
-            for name, status in extraction.status.items():
-                print(f"  {name}: {status}")
-            runs = [
-                Run("scaled_dot_product_self_attention", f"{module}:scaled_dot_product_self_attention", "scaled",
-                    softmax=f"{module}:softmax_cols"),
-                Run("self_attention", f"{module}:self_attention", "unscaled"),
-            ]  # fmt: skip
-        else:
-            target = absolute_target(args.target) if args.target else REFERENCE_TARGETS[args.kind]
-            softmax = args.softmax or (None if args.target else "attention:softmax_cols")
-            multihead = args.multihead or (None if args.target else "attention:multihead_scaled_self_attention")
-            runs = [
-                Run("implementation", target, args.kind, softmax=softmax and absolute_target(softmax),
-                    multihead=multihead and absolute_target(multihead))
-            ]  # fmt: skip
-            extraction = None
-        for run in runs:
-            run_battery(run, profile=args.profile, only=only, square=args.square, timeout=args.timeout)
-        overflow = any(
-            row["law"] == SOFTMAX_OVERFLOW_LAW and row["status"] == "FAIL" for run in runs for row in run.laws
-        )
-        note_overflow = overflow and (extraction is None or any(extraction.calls_softmax_cols.values()))
-        print(f"profile {args.profile}" + (f"; only {', '.join(only)}" if only else ""))
-        for run in runs:
-            print_run(run, note_softmax_overflow=note_overflow)
-        for run in runs:
-            print_details(run)
-    failed = any(run.failed for run in runs)
-    print(f"\nattention-check: {'FAIL' if failed else 'PASS'}")
+    jobs, missing = jobs_for(args.paths)
+    if missing:
+        parser().error(f"not a notebook, .py file, folder or TARGET: {', '.join(missing)}")
+    if not jobs:
+        parser().error(f"no notebooks found in {', '.join(args.paths)}")
+    if (args.softmax or args.multihead) and not all(job.target for job in jobs):
+        parser().error("--softmax and --multihead go with a TARGET, not with notebooks")
+    options = Options(
+        profile=args.profile, seed=args.seed, only=only, square=args.square,
+        timeout=args.timeout or TIMEOUTS[args.profile], memory_mb=args.memory, kind=args.kind,
+        softmax=args.softmax and jobs_for([args.softmax])[0][0].target,
+        multihead=args.multihead and jobs_for([args.multihead])[0][0].target,
+    )  # fmt: skip
+    seed = "derandomised" if args.seed is None else f"seed {args.seed}"
+    print(f"attention-check: {len(jobs)} file(s); profile {args.profile}, {seed}" + (f"; only {', '.join(only)}"
+          if only else ""))  # fmt: skip
+
+    def progress(graded: Graded) -> None:
+        if len(jobs) > 1:
+            print(f"  graded {graded.file}: {graded.verdict}", file=sys.stderr, flush=True)
+
+    graded = grade(jobs, options, args.jobs, progress)
+    if len(graded) == 1:
+        file = graded[0]
+        if file.error:
+            print(f"\n{file.file}: {file.error}")
+        for subject in file.subjects:
+            print_subject(subject)
+        for subject in file.subjects:
+            print_details(subject)
+    print_summary(graded)
+    if args.csv:
+        write_csv(graded, Path(args.csv))
     if args.json:
-        verdicts = {
-            "verdict": "FAIL" if failed else "PASS",
-            "profile": args.profile,
-            "only": only,
-            "runs": [
-                {"function": r.title, "target": r.target, "kind": r.kind, "error": r.error, "laws": r.laws}
-                for r in runs
-            ],
-        }
-        Path(args.json).write_text(json.dumps(verdicts, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps(as_json(graded, options), indent=1) + "\n")
+    failed = sum(file.verdict == "FAIL" for file in graded)
+    print(f"\nattention-check: {'FAIL' if failed else 'PASS'}" + (f" ({failed} of {len(graded)} files fail)"
+          if len(graded) > 1 else ""))  # fmt: skip
     return 1 if failed else 0
 
 

@@ -42,6 +42,18 @@ SCALE_BY_D_Q = "\n  dot_products = dot_products / np.sqrt(omega_q.shape[0])"
 # The bug of many submitted solutions: the input dimension D instead of D_q. The notebook has D = D_q = 4,
 # so its printed values are reproduced exactly.
 SCALE_BY_D = "\n  dot_products = dot_products / np.sqrt(X.shape[0])"
+# Scaled functions of other example notebooks: a mistake (transposed logits, a notebook global), and files
+# that loop, exhaust memory, crash the interpreter or print megabytes (the grader must contain each).
+SCALED = {
+    "transposed": SOLVED.replace("keys.T @ queries", "queries.T @ keys").replace("{scaling}", SCALE_BY_D_Q),
+    "global_D": SOLVED.replace("{scaling}", "\n  dot_products = dot_products / np.sqrt(D)"),
+    "looping": "def {name}(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k):\n  while True:\n    pass",
+    "memory_hungry": SOLVED.replace("{scaling}", "\n  scratch = np.ones((40000, 40000))" + SCALE_BY_D_Q),
+    "crashing": "def {name}(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k):\n  import ctypes\n"
+    "  return ctypes.string_at(0)",
+    "printing": SOLVED.replace("{scaling}", "\n  print('x' * 10**6)" + SCALE_BY_D_Q),
+}
+KINDS = ("template", "solved", "sqrt_D", *SCALED)
 PLOT = "plt.plot(np.arange(10))\nplt.show()"
 RAISES = "raise RuntimeError('a later cell of the notebook that must not run')"
 
@@ -61,8 +73,12 @@ def notebook(cells: list[str]) -> dict[str, object]:
 
 
 def cells_for(kind: str) -> list[str]:
-    """Code cells of the template ("template"), a correct solution ("solved") or a sqrt(D) one ("sqrt_D")."""
-    if kind == "template":
+    """Code cells of the template ("template"), a correct solution ("solved"), a sqrt(D) one ("sqrt_D"), or
+    a correct self_attention with one of the scaled functions of SCALED."""
+    if kind in SCALED:
+        unscaled = SOLVED.format(name="self_attention", scaling="")
+        scaled = SCALED[kind].replace("{name}", "scaled_dot_product_self_attention").replace("{scaling}", "")
+    elif kind == "template":
         unscaled = TEMPLATE.format(name="self_attention")
         scaled = TEMPLATE.format(name="scaled_dot_product_self_attention")
     else:
@@ -73,6 +89,6 @@ def cells_for(kind: str) -> list[str]:
 
 
 def write_notebook(path: Path, kind: str) -> Path:
-    """Write example notebook `kind` (template, solved, sqrt_D) to `path`."""
+    """Write example notebook `kind` (one of KINDS) to `path`."""
     path.write_text(json.dumps(notebook(cells_for(kind)), indent=1))
     return path

@@ -1,4 +1,5 @@
-"""Load the implementation under test from a TARGET: `package.module:function` or `path/to/file.py:function`."""
+"""Load the implementation under test from a TARGET: `package.module:function`, `path/to/file.py:function`
+or `path/to/notebook.ipynb:function`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ def load_function(target: str) -> Callable[..., Any]:
     module_part, sep, attribute = target.rpartition(":")
     if not sep or not module_part or not attribute:
         raise ValueError(f"TARGET must be 'package.module:function' or 'path/to/file.py:function'; got {target!r}")
+    if module_part.endswith(".ipynb"):  # a notebook's function, from its extraction (properties.notebook)
+        from properties.notebook import load_notebook_function
+
+        return load_notebook_function(Path(module_part).expanduser(), attribute)
     if module_part.endswith(".py") or "/" in module_part or "\\" in module_part:
         path = Path(module_part).expanduser().resolve()
         if not path.is_file():

@@ -3,14 +3,23 @@
 Only the import statements and the definitions of softmax_cols, self_attention and
 scaled_dot_product_self_attention (with every notebook function they call) are kept; no other cell runs.
 A function still in the notebook's template form is replaced by one that raises NotImplementedError.
+A function that reads a variable the notebook assigns at top level (D, N, ...) is named as such: that
+cell does not run here.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
 import json
+import linecache
+import symtable
+import sys
+import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 FUNCTIONS = ("softmax_cols", "self_attention", "scaled_dot_product_self_attention")
 # The notebook's unfilled body of both attention functions (its TODO comments aside).
@@ -22,12 +31,15 @@ class Extraction:
     """The module source built from a notebook, and what became of each function it should define."""
 
     source: str
-    status: dict[str, str]  # function -> "defined", "template" or "missing"
+    status: dict[str, str]  # function -> "implemented", "template", "missing" or "reads a notebook global D"
     calls_softmax_cols: dict[str, bool]  # attention function -> whether it calls softmax_cols
+    globals_read: dict[str, tuple[str, ...]]  # function -> the notebook's top-level variables it reads
 
 
 def code_cells(path: Path) -> list[str]:
     """The source of every code cell, with IPython magics and shell escapes (% and ! lines) removed."""
+    if path.suffix == ".py":
+        return [path.read_text(encoding="utf-8")]
     notebook = json.loads(path.read_text(encoding="utf-8"))
     cells = []
     for cell in notebook.get("cells", []):
@@ -49,10 +61,37 @@ def _names_used(function: ast.FunctionDef) -> set[str]:
     return {node.id for node in ast.walk(function) if isinstance(node, ast.Name)}
 
 
+def _assigned_at_top_level(statement: ast.stmt) -> set[str]:
+    """Names a top-level statement of a cell assigns (outside any function or class it defines)."""
+    names: set[str] = set()
+    pending: list[ast.AST] = [statement]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
+            continue
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        pending.extend(ast.iter_child_nodes(node))
+    return names
+
+
+def _globals_referenced(function: ast.FunctionDef) -> set[str]:
+    """Names the function (and the functions nested in it) reads from module scope."""
+    found: set[str] = set()
+    tables = [symtable.symtable(ast.unparse(function), "<notebook>", "exec")]
+    while tables:
+        table = tables.pop()
+        if table.get_type() != "module":
+            found |= {s.get_name() for s in table.get_symbols() if s.is_global() and s.is_referenced()}
+        tables.extend(table.get_children())
+    return found
+
+
 def extract(path: Path) -> Extraction:
     """Build a module from the notebook's imports and the three functions (last definition wins)."""
     imports: list[ast.stmt] = []
     functions: dict[str, ast.FunctionDef] = {}
+    assigned: set[str] = set()
     for text in code_cells(path):
         try:
             tree = ast.parse(text)
@@ -63,6 +102,9 @@ def extract(path: Path) -> Extraction:
                 imports.append(statement)
             elif isinstance(statement, ast.FunctionDef):
                 functions[statement.name] = statement
+            else:
+                assigned |= _assigned_at_top_level(statement)
+    imported = {(alias.asname or alias.name).split(".")[0] for s in imports for alias in s.names}  # type: ignore[attr-defined]
     status = {}
     for name in FUNCTIONS:
         if name not in functions:
@@ -70,9 +112,9 @@ def extract(path: Path) -> Extraction:
         elif name != "softmax_cols" and _is_template(functions[name]):
             status[name] = "template"
         else:
-            status[name] = "defined"
+            status[name] = "implemented"
     needed: list[str] = []
-    pending = [name for name in FUNCTIONS if status[name] == "defined"]
+    pending = [name for name in FUNCTIONS if status[name] == "implemented"]
     while pending:
         name = pending.pop()
         if name in needed:
@@ -85,10 +127,48 @@ def extract(path: Path) -> Extraction:
     for name in [n for n in functions if n in needed]:
         parts += [ast.unparse(functions[name]), ""]
     for name in FUNCTIONS:
-        if status[name] != "defined":
+        if status[name] in ("template", "missing"):
             reason = "still the notebook's template" if status[name] == "template" else "not defined in the notebook"
             parts += [f"def {name}(*args, **kwargs):", f"    raise NotImplementedError({name + ': ' + reason!r})", ""]
     calls = {
-        name: status[name] == "defined" and "softmax_cols" in _names_used(functions[name]) for name in FUNCTIONS[1:]
+        name: status[name] == "implemented" and "softmax_cols" in _names_used(functions[name]) for name in FUNCTIONS[1:]
     }
-    return Extraction("\n".join(parts), status, calls)
+    known = imported | set(functions) | set(dir(builtins))
+    globals_read: dict[str, tuple[str, ...]] = {}
+    for name in FUNCTIONS:
+        if status[name] != "implemented":
+            continue
+        reach, pending = [name], [name]
+        while pending:
+            for used in sorted(_names_used(functions[pending.pop()]) & set(functions)):
+                if used not in reach:
+                    reach.append(used)
+                    pending.append(used)
+        read = set().union(*(_globals_referenced(functions[f]) for f in reach))
+        globals_read[name] = tuple(sorted((read & assigned) - known))
+        if globals_read[name]:
+            status[name] = f"reads a notebook global {', '.join(globals_read[name])}"
+    return Extraction("\n".join(parts), status, calls, globals_read)
+
+
+def global_message(names: tuple[str, ...]) -> str:
+    """What to tell a student whose function reads notebook globals."""
+    which = "global " + names[0] if len(names) == 1 else "globals " + ", ".join(names)
+    return (
+        f"reads the notebook {which}, which the checker does not run: use X.shape (or the arrays' shapes) or pass it in"
+    )
+
+
+def load_notebook_function(path: Path, name: str) -> Callable[..., Any]:
+    """The function `name` of the notebook (or .py file) at `path`, built from its extraction alone."""
+    extraction = extract(path)
+    module = types.ModuleType(f"attention_notebook_{abs(hash(str(path.resolve())))}")
+    module.__file__ = str(path)
+    sys.modules[module.__name__] = module
+    filename = f"{path} (its functions)"  # tracebacks show the extracted source's lines
+    linecache.cache[filename] = (len(extraction.source), None, extraction.source.splitlines(True), filename)
+    exec(compile(extraction.source, filename, "exec"), module.__dict__)
+    if not hasattr(module, name):
+        raise ValueError(f"{str(path)!r} defines no function {name!r}")
+    function: Callable[..., Any] = getattr(module, name)
+    return function

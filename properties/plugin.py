@@ -7,16 +7,14 @@ battery also runs from a regular install, from any directory.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
 
-from properties.checks import leaves
 from properties.implementation import (
     REFERENCE,
     REFERENCE_MULTIHEAD,
@@ -27,7 +25,8 @@ from properties.implementation import (
     Softmax,
 )
 from properties.loading import load_function
-from properties.options import CATEGORIES, GENERATION, KINDS, MARKERS
+from properties.options import GENERATION, KINDS, MARKERS
+from properties.verdicts import VerdictRecorder
 
 # Profiles. Numerical examples have no meaningful deadline; `ci` extends hypothesis's built-in ci
 # profile (derandomised, no example database), which hypothesis selects by itself when CI is set.
@@ -148,81 +147,3 @@ def multihead(pytestconfig: pytest.Config) -> Multihead:
     """The multi-head attention under test: --multihead TARGET, else the reference's (not under --impl)."""
     result: Multihead = _under_test(pytestconfig, "--multihead", "multi-head attention", REFERENCE_MULTIHEAD)
     return result
-
-
-class VerdictRecorder:
-    """Collects one verdict per law (a test function, over its parameters): FAIL > PASS > SKIP."""
-
-    RANK: ClassVar[dict[str, int]] = {"FAIL": 2, "PASS": 1, "SKIP": 0}
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.laws: dict[str, dict[str, Any]] = {}
-        self.by_nodeid: dict[str, str] = {}
-
-    def pytest_collection_finish(self, session: pytest.Session) -> None:
-        for item in session.items:
-            if any(item.get_closest_marker(name) for name in ("meta", "benchmark")):
-                continue
-            function = getattr(item, "function", None)
-            law = getattr(item, "originalname", item.name)
-            category = next((c for c in CATEGORIES if item.get_closest_marker(c)), "semantics")
-            module = getattr(function, "__module__", "")
-            doc = " ".join((getattr(function, "__doc__", None) or "").split())
-            self.by_nodeid[item.nodeid] = law
-            self.laws.setdefault(
-                law,
-                {
-                    "law": law,
-                    "category": category,
-                    "module": module,
-                    "statement": doc,
-                    "status": "SKIP",
-                    "reason": "",
-                    "details": "",
-                },
-            )
-
-    @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
-        outcome = yield
-        report: pytest.TestReport = outcome.get_result()
-        law = self.by_nodeid.get(item.nodeid)
-        if law is None:
-            return
-        row = self.laws[law]
-        if report.failed:
-            status, reason, details = "FAIL", *self._describe_failure(call, report)
-        elif report.skipped:
-            longrepr = report.longrepr
-            status = "SKIP"
-            reason = str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
-            reason = reason.removeprefix("Skipped: ")
-            details = ""
-        elif report.when == "call":
-            status, reason, details = "PASS", "", ""
-        else:
-            return
-        if self.RANK[status] > self.RANK[row["status"]] or (status == row["status"] == "SKIP" and not row["reason"]):
-            row.update(status=status, reason=reason, details=details)
-
-    @staticmethod
-    def _describe_failure(call: pytest.CallInfo[None], report: pytest.TestReport) -> tuple[str, str]:
-        if call.excinfo is None:
-            return "failed", report.longreprtext
-        inner = leaves(call.excinfo.value)
-        first = inner[0]
-        message = str(first).strip() or type(first).__name__
-        if not isinstance(first, AssertionError):
-            message = f"{type(first).__name__}: {message}"
-        notes = [note for leaf in inner for note in getattr(leaf, "__notes__", [])]
-        notes += getattr(call.excinfo.value, "__notes__", [])
-        example = next((n for n in notes if n.startswith("Falsifying example:")), "")
-        cause = first.__cause__
-        if cause is not None and not isinstance(cause, AssertionError):
-            message += f"\n  caused by {type(cause).__name__}: {cause}"
-        details = message + ("\n\n" + example if example else "")
-        return message.splitlines()[0], details
-
-    def pytest_sessionfinish(self) -> None:
-        self.path.write_text(json.dumps({"laws": list(self.laws.values())}, indent=1) + "\n")
