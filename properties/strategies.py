@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from hypothesis import assume, reject
@@ -12,7 +13,7 @@ from numpy.typing import NDArray
 
 from attention import sinusoidal_positional_encoding
 from properties.options import DEFAULT_SIZE_LIMIT, GENERATION, SIZE_LIMITS
-from properties.problem import AttentionProblem, Head, MultiheadProblem
+from properties.problem import AttentionOptions, AttentionProblem, Head, MultiheadProblem
 
 Array = NDArray[np.float64]
 
@@ -390,6 +391,129 @@ def bias_witnesses(draw: st.DrawFn) -> tuple[AttentionProblem, Array, NDArray[np
     weights = np.exp(bias - bias.max(axis=0))
     weights /= weights.sum(axis=0)
     return problem, bias, p, weights
+
+
+# Every keyword option at once (properties/test_options.py): each given or not, or forced by a law.
+Switch = bool | None  # True: always given; False: never; None: drawn
+
+
+def bit_matrices(N: int) -> st.SearchStrategy[NDArray[np.bool_]]:
+    """N x N boolean matrices, drawn as the bits of one integer (fast to draw; shrinks towards all False)."""
+    size = N * N
+    return st.integers(0, 2**size - 1).map(
+        lambda bits: np.asarray([(bits >> i) & 1 for i in range(size)], dtype=bool).reshape(N, N)
+    )
+
+
+@st.composite
+def masks(draw: st.DrawFn, N: int, *, hidden_query: bool = False) -> NDArray[np.bool_]:
+    """N x N boolean masks of any pattern, often with keys hidden from every query (all-False rows) and queries
+    that see no key (all-False columns); with `hidden_query`, at least one such query (N >= 1)."""
+    dense, other = draw(bit_matrices(N), label="mask"), draw(bit_matrices(N), label="more visible entries")
+    mask = dense | other  # about three entries in four visible before the blanking below
+    if N == 0:
+        return mask
+    # The AND of two random bit strings: each row (column) blanked with probability about 1/4.
+    sparse_bits = st.tuples(st.integers(0, 2**N - 1), st.integers(0, 2**N - 1)).map(lambda ab: ab[0] & ab[1])
+    hidden_keys = draw(sparse_bits, label="bits: keys hidden from every query")
+    blind = draw(sparse_bits, label="bits: queries that see no key")
+    if hidden_query:
+        blind |= 1 << draw(st.integers(0, N - 1), label="a query that sees no key")
+    bits = np.arange(N)
+    mask[(hidden_keys >> bits) & 1 == 1, :] = False
+    mask[:, (blind >> bits) & 1 == 1] = False
+    return mask
+
+
+def positions(D: int, N: int) -> st.SearchStrategy[Array]:
+    """Positions Pi (D x N): the sinusoidal encoding (section 12.4.1) or learned ones in [-1, 1]."""
+    learned = matrices(D, N, bound=1.0)
+    if N == 0:
+        return learned
+    return st.one_of(st.just(sinusoidal_positional_encoding(D, N)), learned)
+
+
+@st.composite
+def attention_options(
+    draw: st.DrawFn,
+    D: int,
+    N: int,
+    *,
+    positional: Switch = None,
+    mask: Switch = None,
+    causal: Switch = None,
+    bias: Switch = None,
+    hidden_query: bool = False,
+) -> AttentionOptions:
+    """Keyword options for inputs of dimension D and count N: each of positions (either mode), a mask, causal and
+    a bias given or not (or as forced); with `hidden_query`, a mask under which some query sees no key."""
+
+    def chosen(switch: Switch, label: str) -> bool:
+        return draw(st.booleans(), label=label) if switch is None else switch
+
+    Pi, mode = None, "input"
+    if chosen(positional, "positions given?"):
+        Pi = draw(positions(D, N), label="positions")
+        mode = draw(st.sampled_from(("input", "query_key")), label="positional_mode")
+    visibility = draw(masks(N, hidden_query=hidden_query)) if hidden_query or chosen(mask, "mask given?") else None
+    return AttentionOptions(
+        positional=Pi,
+        positional_mode=mode,
+        mask=visibility,
+        causal=chosen(causal, "causal?"),
+        bias=draw(matrices(N, N), label="bias") if chosen(bias, "bias given?") else None,
+    )
+
+
+@st.composite
+def problems_with_options(
+    draw: st.DrawFn, dims: st.SearchStrategy[Dimensions] | None = None, **switches: Any
+) -> tuple[AttentionProblem, AttentionOptions]:
+    """A problem and options for it (switches as attention_options), its logits with the positions within
+    SEMANTIC_LOGIT_BOUND."""
+    problem = draw(attention_problems(dims))
+    options = draw(attention_options(problem.D, problem.N, **switches), label="options")
+    if options.positional is not None:
+        problem = with_logits_within(problem, SEMANTIC_LOGIT_BOUND, positions=options.positional)
+    return problem, options
+
+
+@st.composite
+def problems_with_options_and_a_query(
+    draw: st.DrawFn, **switches: Any
+) -> tuple[AttentionProblem, AttentionOptions, int]:
+    """A problem (N >= 1), options for it, and one of its queries n."""
+    problem, options = draw(problems_with_options(dimensions(min_n=1), **switches))
+    return problem, options, draw(st.integers(0, problem.N - 1), label="query n")
+
+
+@st.composite
+def problems_with_options_and_column_shifts(
+    draw: st.DrawFn,
+) -> tuple[AttentionProblem, AttentionOptions, Array]:
+    """A problem, options for it, and a row c (1 x N): one constant per query, to add down each bias column."""
+    problem, options = draw(problems_with_options())
+    return problem, options, draw(matrices(1, problem.N), label="c")
+
+
+@st.composite
+def problems_with_visible_subsets(
+    draw: st.DrawFn,
+) -> tuple[AttentionProblem, AttentionOptions, NDArray[np.intp]]:
+    """A problem, options without a mask, and a non-empty increasing subset S of the inputs (all of them, often)."""
+    problem, options = draw(problems_with_options(dimensions(min_n=1), mask=False))
+    everything = draw(st.booleans(), label="every input visible?")
+    chosen = st.sets(st.integers(0, problem.N - 1), min_size=1)
+    subset = range(problem.N) if everything else draw(chosen, label="visible keys S")
+    return problem, options, np.asarray(sorted(subset), dtype=np.intp)
+
+
+@st.composite
+def problems_with_constant_logits(draw: st.DrawFn) -> tuple[AttentionProblem, AttentionOptions]:
+    """A problem with omega_q = omega_k = 0, so that every logit is beta_k^T beta_q, and options with a bias."""
+    problem, options = draw(problems_with_options(bias=True))
+    zero = np.zeros_like(problem.omega_q)
+    return problem.replace(omega_q=zero, omega_k=zero), options
 
 
 # --- Positions ---
