@@ -277,9 +277,9 @@ def masked_attention(
     N = logits.shape[0]
     seen = np.ones((N, N), dtype=bool) if visible is None else visible
     filled = np.where(seen, logits, fill)
-    top = np.where(seen, filled, -np.inf).max(axis=0, initial=-np.inf, keepdims=True)
-    top = np.where(np.isfinite(top), top, filled.max(axis=0, initial=0.0, keepdims=True))
-    with np.errstate(under="ignore", invalid="ignore"):
+    top = filled.max(axis=0, initial=-np.inf, keepdims=True)  # the largest logit taking part (none: -inf)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(under="ignore"):
         weights = np.exp(filled - top)
     totals = weights.sum(axis=0, keepdims=True)
     A = np.divide(weights, totals, out=np.zeros_like(weights), where=totals > 0)
@@ -665,15 +665,6 @@ def value_bias_of_the_first_head(X: Array, heads: Any, omega_c: Array) -> Array:
     first = heads[0][3]
     mixed = [(*head[:3], first if first.shape == head[3].shape else head[3], *head[4:]) for head in heads]
     return np.asarray(omega_c @ np.vstack(_head_outputs(X, mixed)))
-
-
-@mistake("multi-head heads of different shapes", "assumes equal shapes")
-def mixing_blocks_of_equal_width(X: Array, heads: Any, omega_c: Array) -> Array:
-    """Splits omega_c into blocks of the first head's D_v, one per head (right only when all D_v agree)."""
-    width = heads[0][0].shape[0]
-    outputs = _head_outputs(X, heads)
-    total = sum(omega_c[:, h * width : (h + 1) * width] @ output for h, output in enumerate(outputs))
-    return np.asarray(total)
 
 
 # --- Mistakes in the column softmax: f(data) ---

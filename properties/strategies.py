@@ -248,12 +248,17 @@ def problems_with_value_shifts(
 
 @st.composite
 def multihead_problems(draw: st.DrawFn, max_heads: int = 3) -> MultiheadProblem:
-    """1 to max_heads heads on one X, each with its own D_q and D_v, and an omega_c for their stacked outputs."""
+    """1 to max_heads heads on one X, each with its own D_q and D_v (often all of one shape), and an omega_c for
+    their stacked outputs."""
     side = size_limit()
     base = draw(attention_problems(dimensions(max_side=side)), label="X and the first head")
     heads = [base.arrays()[1:]]
+    one_shape = draw(st.booleans(), label="every head of the first head's shape?")
     for _ in range(draw(st.integers(1, max_heads), label="H") - 1):
-        D_q, D_v = draw(st.integers(1, side), label="D_q"), draw(st.integers(1, side), label="D_v")
+        if one_shape:
+            D_q, D_v = base.D_q, base.D_v
+        else:
+            D_q, D_v = draw(st.integers(1, side), label="D_q"), draw(st.integers(1, side), label="D_v")
         arrays = [draw(matrices(rows, cols), label=name) for rows, cols, name in [
             (D_v, base.D, "omega_v"), (D_q, base.D, "omega_q"), (D_q, base.D, "omega_k"),
             (D_v, 1, "beta_v"), (D_q, 1, "beta_q"), (D_q, 1, "beta_k")]]  # fmt: skip
@@ -585,3 +590,20 @@ def multihead_problems_with_second_mixings(draw: st.DrawFn) -> tuple[MultiheadPr
     problem = draw(multihead_problems())
     second = draw(hnp.arrays(np.float64, problem.omega_c.shape, elements=finite_floats()), label="second omega_c")
     return problem, second, draw(finite_floats(), label="a"), draw(finite_floats(), label="b")
+
+
+@st.composite
+def multihead_problems_with_any_mixing(draw: st.DrawFn) -> MultiheadProblem:
+    """Multi-head problems whose omega_c is rectangular or, as often, square (rows = the stacked rows)."""
+    problem = draw(multihead_problems())
+    if draw(st.booleans(), label="square omega_c?"):
+        rows = problem.omega_c.shape[1]
+        problem = problem.replace(omega_c=draw(matrices(rows, rows), label="square omega_c"))
+    return problem
+
+
+@st.composite
+def multihead_problems_with_a_head(draw: st.DrawFn) -> tuple[MultiheadProblem, int]:
+    """A multi-head problem and one of its heads h."""
+    problem = draw(multihead_problems())
+    return problem, draw(st.integers(0, len(problem.heads) - 1), label="head h")

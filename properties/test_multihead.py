@@ -18,11 +18,13 @@ from properties.problem import AttentionProblem, Head, MultiheadProblem
 from properties.strategies import (
     attention_problems,
     multihead_problems,
+    multihead_problems_with_a_head,
+    multihead_problems_with_any_mixing,
     multihead_problems_with_head_orders,
     multihead_problems_with_permutations,
     multihead_problems_with_second_mixings,
 )
-from properties.tolerances import FLOAT64_EPS, multihead_error
+from properties.tolerances import FLOAT64_EPS, epsilon_of, mixing_law_error, multihead_error
 
 pytestmark = pytest.mark.semantics
 Array = NDArray[np.float64]
@@ -137,3 +139,55 @@ def test_multihead_linearity_catches_a_residual() -> None:
         test_multihead_output_is_linear_in_the_mixing_matrix,
         multihead=b.broken_multihead(b.heads_with_a_residual),
     )
+
+
+@given(problem=multihead_problems_with_any_mixing())
+def test_multihead_output_is_the_mixing_matrix_times_the_output_with_identity_mixing(
+    multihead: Multihead, problem: MultiheadProblem
+) -> None:
+    """f(X, heads, omega_c) = omega_c f(X, heads, I) for every omega_c, rectangular or square: omega_c multiplies
+    the stacked head outputs H from the left (eq. 12.12), and H = f(X, heads, I)."""
+    stacked = call(multihead, problem.replace(omega_c=np.eye(problem.omega_c.shape[1])))
+    mixed = call(multihead, problem)
+    tolerance = mixing_law_error(problem, stacked, epsilon_of(stacked.dtype, mixed.dtype))
+    assert_close(mixed, problem.omega_c @ np.asarray(stacked, dtype=np.float64), tolerance,
+                 what=f"f(omega_c) against omega_c f(I), omega_c of shape {problem.omega_c.shape}")  # fmt: skip
+
+
+@pytest.mark.meta
+@pytest.mark.parametrize("bug", [b.mixing_transposed, b.heads_with_a_residual])
+def test_multihead_output_is_the_mixing_matrix_times_the_output_with_identity_mixing_catches(bug: object) -> None:
+    assert_law_fails(test_multihead_output_is_the_mixing_matrix_times_the_output_with_identity_mixing,
+                     multihead=b.broken_multihead(bug))  # fmt: skip
+
+
+@given(case=multihead_problems_with_a_head())
+def test_each_block_of_the_stacked_output_is_its_head_alone(
+    multihead: Multihead, case: tuple[MultiheadProblem, int]
+) -> None:
+    """f(X, heads, E_h) = f(X, [head h], I), where E_h = [0 .. I .. 0] selects the rows of head h in the stack: the
+    stack holds the heads' outputs in order, head h's computed from head h's parameters alone (eq. 12.11)."""
+    problem, h = case
+    edges = np.cumsum([0] + [head[0].shape[0] for head in problem.heads])
+    selector = np.eye(int(edges[-1]))[edges[h] : edges[h + 1]]
+    selected = problem.replace(omega_c=selector)
+    alone = MultiheadProblem(problem.X, (problem.heads[h],), np.eye(int(edges[h + 1] - edges[h])))
+    first, second = call(multihead, selected), call(multihead, alone)
+    eps = epsilon_of(first.dtype, second.dtype)
+    assert_close(first, second, multihead_error(selected, eps) + multihead_error(alone, eps),
+                 what=f"block {h} of the stacked output against head {h} alone")  # fmt: skip
+
+
+@pytest.mark.meta
+@pytest.mark.parametrize(
+    "bug",
+    [
+        b.heads_stacked_in_reverse,
+        b.heads_interleaved,
+        b.keys_of_the_next_head,
+        b.value_bias_of_the_first_head,
+        b.first_heads_scale_for_every_head,
+    ],
+)
+def test_each_block_of_the_stacked_output_is_its_head_alone_catches(bug: object) -> None:
+    assert_law_fails(test_each_block_of_the_stacked_output_is_its_head_alone, multihead=b.broken_multihead(bug))

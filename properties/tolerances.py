@@ -152,3 +152,17 @@ def no_weight_can_underflow(bounds: ErrorBounds) -> NDArray[np.bool_]:
     N = bounds.logit_bound.shape[0]
     exponent = 2.0 * bounds.logit_bound * (1.0 + bounds.steps * bounds.eps) + np.log(max(N, 1)) + 1.0
     return np.asarray(exponent < -np.log(tiny_of(bounds.eps)))
+
+
+def mixing_law_error(problem: MultiheadProblem, stacked: Array, eps: float = FLOAT64_EPS) -> Array:
+    """Bound on |f(X, heads, omega_c) - omega_c H|, H = f(X, heads, I) as returned and omega_c H formed in float64
+    on the law's side (the multi-head mixing law), shape (rows of omega_c, N).
+
+    Three terms. The error of f(X, heads, omega_c): multihead_error(problem). The error of H: each entry is its
+    head's X' error plus the rounding of a product with I (multihead_error of the problem with omega_c = I);
+    carried through omega_c it is at most |omega_c| times that, which is multihead_error(problem) again. The float64
+    rounding of omega_c H: at most (inner dimension) u64 |omega_c| |H|.
+    """
+    inner = problem.omega_c.shape[1]
+    rounding = inner * FLOAT64_EPS * (np.abs(problem.omega_c) @ np.abs(stacked))
+    return np.asarray(2 * multihead_error(problem, eps) + rounding)
