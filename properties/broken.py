@@ -8,7 +8,8 @@ the implementation under test, as the plugin wraps a user's.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -200,6 +201,7 @@ def x_prime_only(function: Any) -> Any:
         return np.asarray(function(*arguments)[0])
 
     wrapped.__name__ = wrapped.__qualname__ = f"{function.__name__}_x_prime_only"
+    wrapped.__doc__ = function.__doc__
     return wrapped
 
 
@@ -227,11 +229,15 @@ def residual_added(*arrays: Array) -> tuple[Array, Array]:
 Options = Any  # the keyword arguments positional, positional_mode, mask, causal, bias (each optional)
 
 
-def mistake(option: str, kind: str) -> Any:
-    """Tag a broken function with the option it gets wrong and the kind of mistake (for the coverage matrix)."""
+Function = TypeVar("Function", bound=Callable[..., Any])
 
-    def tag(function: Any) -> Any:
-        function.option, function.mistake = option, kind
+
+def mistake(option: str, kind: str) -> Callable[[Function], Function]:
+    """Tag a broken function with the option(s) it gets wrong and the kind of mistake (for the coverage matrix)."""
+
+    def tag(function: Function) -> Function:
+        setattr(function, "option", option)  # noqa: B010 (an attribute of a function, not of its type)
+        setattr(function, "mistake", kind)  # noqa: B010
         return function
 
     return tag
@@ -288,7 +294,13 @@ def masked_attention(
 
 def _reference(arrays: tuple[Array, ...], **options: Any) -> Pair:
     X_prime, A = scaled_dot_product_self_attention(*arrays, **options)
-    return X_prime, A
+    return np.asarray(X_prime, dtype=np.float64), np.asarray(A, dtype=np.float64)
+
+
+def _unseen(N: int, mask: Any, causal: bool) -> NDArray[np.bool_]:
+    """The queries that see no key."""
+    visible = _visible(N, mask, causal)
+    return np.zeros(N, dtype=bool) if visible is None else np.asarray(~visible.any(axis=0))
 
 
 @mistake("mask, causal, bias", "ignored")
@@ -461,7 +473,7 @@ def nan_for_queries_without_keys(*arrays: Array, causal: bool = False, mask: Any
     """Correct, but a query that sees no key gets NaN (softmax over logits that are all -inf: 0 / 0), as
     PyTorch's math backend gives. Not a semantic mistake: only the conventions law may fail on it."""
     X_prime, A = _reference(arrays, mask=mask, causal=causal, bias=bias)
-    unseen = ~_visible(arrays[0].shape[1], mask, causal).any(axis=0) if mask is not None or causal else []
+    unseen = _unseen(arrays[0].shape[1], mask, causal)
     X_prime[:, unseen], A[:, unseen] = np.nan, np.nan
     return X_prime, A
 
@@ -471,11 +483,10 @@ def uniform_for_queries_without_keys(*arrays: Array, causal: bool = False, mask:
     """Correct, but a query that sees no key attends to every key evenly (what a finite fill such as
     torch.finfo.min gives when every key is hidden). Not a semantic mistake: only the conventions law may fail."""
     X_prime, A = _reference(arrays, mask=mask, causal=causal, bias=bias)
-    if mask is not None or causal:
-        N = arrays[0].shape[1]
-        unseen = ~_visible(N, mask, causal).any(axis=0)
-        A[:, unseen] = 1.0 / N
-        X_prime[:, unseen] = (arrays[1] @ arrays[0] + arrays[4]) @ A[:, unseen]
+    N = arrays[0].shape[1]
+    unseen = _unseen(N, mask, causal)
+    A[:, unseen] = 1.0 / max(N, 1)
+    X_prime[:, unseen] = (arrays[1] @ arrays[0] + arrays[4]) @ A[:, unseen]
     return X_prime, A
 
 
@@ -586,7 +597,7 @@ def positions_dropped_with_other_options(
 
 
 def _head_outputs(X: Array, heads: Any) -> list[Array]:
-    return [scaled_dot_product_self_attention(X, *head)[0] for head in heads]
+    return [_reference((X, *head))[0] for head in heads]
 
 
 @mistake("multi-head heads", "scale missing")

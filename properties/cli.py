@@ -173,11 +173,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--multihead", default=None, metavar="TARGET", help="also check this multi-head attention")
     p.add_argument("--json", default=None, metavar="FILE", help="write the verdicts as JSON")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds allowed for one run")
+    p.add_argument("--list", action="store_true", help="list every law, its category and the mistakes it catches")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.list:
+        from properties.catalogue import catalogue_text  # imports the laws: only when asked
+
+        print(catalogue_text())
+        return 0
     only = [c.strip() for c in args.only.split(",") if c.strip()]
     unknown = sorted(set(only) - set(CATEGORIES))
     if unknown:

@@ -472,7 +472,7 @@ def attention_options(
 
 @st.composite
 def problems_with_options(
-    draw: st.DrawFn, dims: st.SearchStrategy[Dimensions] | None = None, **switches: Any
+    draw: st.DrawFn, /, dims: st.SearchStrategy[Dimensions] | None = None, **switches: Any
 ) -> tuple[AttentionProblem, AttentionOptions]:
     """A problem and options for it (switches as attention_options), its logits with the positions within
     SEMANTIC_LOGIT_BOUND."""
@@ -485,7 +485,7 @@ def problems_with_options(
 
 @st.composite
 def problems_with_options_and_a_query(
-    draw: st.DrawFn, **switches: Any
+    draw: st.DrawFn, /, **switches: Any
 ) -> tuple[AttentionProblem, AttentionOptions, int]:
     """A problem (N >= 1), options for it, and one of its queries n."""
     problem, options = draw(problems_with_options(dimensions(min_n=1), **switches))

@@ -208,3 +208,12 @@ def test_generic_biases_break_equivariance_catches_an_ignored_bias() -> None:
     assert_law_fails(
         test_generic_biases_break_equivariance_under_permutations, implementation=b.broken(b.keywords_ignored)
     )
+
+
+@pytest.mark.meta
+@pytest.mark.parametrize(
+    "law", [test_masked_keys_influence_nothing, test_attentions_are_distributions_over_the_visible_keys]
+)
+def test_a_nan_convention_passes_the_mask_laws(law: Any) -> None:
+    """No false alarm: NaN for a query that sees no key is a convention (test_options.py), not a semantic error."""
+    law(implementation=b.broken(b.nan_for_queries_without_keys))

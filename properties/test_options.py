@@ -443,7 +443,9 @@ CONVENTIONS = {
 }
 
 
-def convention_of(X_prime: Array, attentions: Array | None, problem: AttentionProblem) -> str:
+def convention_of(
+    X_prime: NDArray[np.floating], attentions: NDArray[np.floating] | None, problem: AttentionProblem
+) -> str:
     """Which known convention the columns of a query that sees no key follow ("other" if none)."""
     if np.isnan(X_prime).any() or (attentions is not None and np.isnan(attentions).any()):
         return "nan"
