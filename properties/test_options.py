@@ -35,6 +35,7 @@ from properties.strategies import (
     problems_with_options_and_column_shifts,
     problems_with_visible_subsets,
 )
+from properties.test_invariances import stacked_queries_and_keys
 from properties.tolerances import sum_to_one_error, tiny_of
 
 pytestmark = pytest.mark.semantics
@@ -157,6 +158,39 @@ def test_attentions_are_the_softmax_of_the_scaled_logits_over_the_visible_keys(
 )
 def test_attentions_over_the_visible_keys_catch(bug: Any) -> None:
     law = test_attentions_are_the_softmax_of_the_scaled_logits_over_the_visible_keys
+    assert_law_fails(law, implementation=b.broken(bug))
+
+
+@given(case=problems_with_options())
+def test_doubling_the_query_key_dimension_scales_the_visible_logits_as_the_scale_demands(
+    implementation: Implementation, case: Case
+) -> None:
+    """Under any options, stacking [omega_q; omega_q], [omega_k; omega_k] (and the biases) equals multiplying
+    omega_q and beta_q by c = sqrt(2) (scaled: 1/sqrt(D_q) follows D_q, eq. 12.9) or c = 2 (unscaled), as
+    test_doubling_the_query_key_dimension_scales_the_logits_as_the_scale_demands without options: the scale
+    law on the paths the options switch on. Needs X' only."""
+    require_some_option(implementation)
+    problem, options = case
+    options = supported(implementation, options)
+    c = np.sqrt(2.0) if implementation.kind == "scaled" else 2.0
+    stacked = stacked_queries_and_keys(problem)
+    if stacked.D != problem.D and options.positional is not None:  # --square stacks the inputs too
+        options_stacked = options.replace(positional=np.vstack([options.positional, options.positional]))
+    else:
+        options_stacked = options
+    sharpened = problem.replace(omega_q=c * problem.omega_q, beta_q=c * problem.beta_q)
+    first, second = call(implementation, stacked, options_stacked), call(implementation, sharpened, options)
+    seen = options.sees_a_key(problem.N)
+    bounds = option_bounds(implementation, sharpened, options, max(first.eps, second.eps))
+    what = f"stacking queries and keys (D_q {problem.D_q} -> {stacked.D_q}) against queries times {c:.6g}"
+    assert_close(first.X_prime[: problem.D_v, seen], second.X_prime[:, seen], (bounds + bounds).x_prime[:, seen],
+                 what=what)  # fmt: skip
+
+
+@pytest.mark.meta
+@pytest.mark.parametrize("bug", [b.masked_path_unscaled, b.masked_path_scaled_by_sqrt_D])
+def test_doubling_the_query_key_dimension_under_every_option_catches(bug: Any) -> None:
+    law = test_doubling_the_query_key_dimension_scales_the_visible_logits_as_the_scale_demands
     assert_law_fails(law, implementation=b.broken(bug))
 
 
@@ -488,6 +522,7 @@ def test_a_query_that_sees_no_key_gets_a_zero_column_catches(bug: Any) -> None:
 # key only: an implementation with another convention passes them all (it is wrong in the convention alone).
 OTHER_CONVENTION_LAWS = [
     test_an_all_true_mask_changes_nothing,
+    test_doubling_the_query_key_dimension_scales_the_visible_logits_as_the_scale_demands,
     test_attentions_are_the_softmax_of_the_scaled_logits_over_the_visible_keys,
     test_output_is_values_times_attentions_under_every_option,
     test_each_causal_output_is_the_last_output_of_its_prefix,
