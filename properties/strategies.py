@@ -247,21 +247,25 @@ def problems_with_value_shifts(
 
 
 @st.composite
-def multihead_problems(draw: st.DrawFn, max_heads: int = 3) -> MultiheadProblem:
-    """1 to max_heads heads on one X, each with its own D_q and D_v (often all of one shape), and an omega_c for
-    their stacked outputs."""
+def multihead_problems(draw: st.DrawFn, max_heads: int = 3, min_heads: int = 1) -> MultiheadProblem:
+    """min_heads to max_heads heads on one X, each with its own D_q and D_v (often all of one shape), and an
+    omega_c for their stacked outputs."""
     side = size_limit()
     base = draw(attention_problems(dimensions(max_side=side)), label="X and the first head")
     heads = [base.arrays()[1:]]
     one_shape = draw(st.booleans(), label="every head of the first head's shape?")
-    for _ in range(draw(st.integers(1, max_heads), label="H") - 1):
+    for _ in range(draw(st.integers(min_heads, max_heads), label="H") - 1):
         if one_shape:
             D_q, D_v = base.D_q, base.D_v
         else:
             D_q, D_v = draw(st.integers(1, side), label="D_q"), draw(st.integers(1, side), label="D_v")
-        arrays = [draw(matrices(rows, cols), label=name) for rows, cols, name in [
-            (D_v, base.D, "omega_v"), (D_q, base.D, "omega_q"), (D_q, base.D, "omega_k"),
-            (D_v, 1, "beta_v"), (D_q, 1, "beta_q"), (D_q, 1, "beta_k")]]  # fmt: skip
+        shapes = [(D_v, base.D), (D_q, base.D), (D_q, base.D), (D_v, 1), (D_q, 1), (D_q, 1)]
+        sizes = [rows * cols for rows, cols in shapes]
+        # One draw for the six arrays, as in attention_problems: much faster to generate than six.
+        entries = draw(hnp.arrays(np.float64, (sum(sizes),), elements=finite_floats()),
+                       label="entries of omega_v, omega_q, omega_k, beta_v, beta_q, beta_k")  # fmt: skip
+        parts = np.split(entries, np.cumsum(sizes)[:-1])
+        arrays = [part.reshape(shape) for part, shape in zip(parts, shapes, strict=True)]
         head = with_logits_within(AttentionProblem(base.X, *arrays), SEMANTIC_LOGIT_BOUND)
         heads.append(head.arrays()[1:])
     rows = draw(st.integers(1, side), label="rows of omega_c")
@@ -600,10 +604,3 @@ def multihead_problems_with_any_mixing(draw: st.DrawFn) -> MultiheadProblem:
         rows = problem.omega_c.shape[1]
         problem = problem.replace(omega_c=draw(matrices(rows, rows), label="square omega_c"))
     return problem
-
-
-@st.composite
-def multihead_problems_with_a_head(draw: st.DrawFn) -> tuple[MultiheadProblem, int]:
-    """A multi-head problem and one of its heads h."""
-    problem = draw(multihead_problems())
-    return problem, draw(st.integers(0, len(problem.heads) - 1), label="head h")
