@@ -479,8 +479,8 @@ def problems_with_options(
     draw: st.DrawFn, /, dims: st.SearchStrategy[Dimensions] | None = None, **switches: Any
 ) -> tuple[AttentionProblem, AttentionOptions]:
     """A problem and options for it (switches as attention_options), its logits with the positions within
-    SEMANTIC_LOGIT_BOUND."""
-    problem = draw(attention_problems(dims))
+    SEMANTIC_LOGIT_BOUND. N >= 2 unless `dims` says otherwise: N = 0 and N = 1 are edges with laws of their own."""
+    problem = draw(attention_problems(dimensions(min_n=2) if dims is None else dims))
     options = draw(attention_options(problem.D, problem.N, **switches), label="options")
     if options.positional is not None:
         problem = with_logits_within(problem, SEMANTIC_LOGIT_BOUND, positions=options.positional)
@@ -491,8 +491,8 @@ def problems_with_options(
 def problems_with_options_and_a_query(
     draw: st.DrawFn, /, **switches: Any
 ) -> tuple[AttentionProblem, AttentionOptions, int]:
-    """A problem (N >= 1), options for it, and one of its queries n."""
-    problem, options = draw(problems_with_options(dimensions(min_n=1), **switches))
+    """A problem (N >= 2), options for it, and one of its queries n."""
+    problem, options = draw(problems_with_options(**switches))
     return problem, options, draw(st.integers(0, problem.N - 1), label="query n")
 
 
@@ -510,7 +510,7 @@ def problems_with_visible_subsets(
     draw: st.DrawFn,
 ) -> tuple[AttentionProblem, AttentionOptions, NDArray[np.intp]]:
     """A problem, options without a mask, and a non-empty increasing subset S of the inputs (all of them, often)."""
-    problem, options = draw(problems_with_options(dimensions(min_n=1), mask=False))
+    problem, options = draw(problems_with_options(mask=False))
     everything = draw(st.booleans(), label="every input visible?")
     chosen = st.sets(st.integers(0, problem.N - 1), min_size=1)
     subset = range(problem.N) if everything else draw(chosen, label="visible keys S")
