@@ -125,7 +125,8 @@ def catalogue() -> list[Law]:
                 if "assert_law_fails" in function.__code__.co_names:
                     metas.append((function, marks))
                 continue
-            category = next((c for c in CATEGORIES if c in names), None)
+            own = {mark.name for mark in getattr(function, "pytestmark", [])}  # before the module's marker
+            category = next((c for c in CATEGORIES if c in own), next((c for c in CATEGORIES if c in names), None))
             if category is not None:
                 laws[name] = Law(name, module.__name__, category, first_sentence(function.__doc__))
     for function, marks in metas:

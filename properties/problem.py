@@ -178,7 +178,7 @@ class AttentionOptions:
         return seen
 
     def sees_a_key(self, N: int) -> NDArray[np.bool_]:
-        """Which queries see at least one key (the others follow a convention: see properties/test_options.py)."""
+        """Which queries see at least one key (the others follow a convention: see properties/test_conventions.py)."""
         return np.asarray(self.visible(N).any(axis=0))
 
     def with_columns(self, columns: NDArray[np.intp]) -> AttentionOptions:

@@ -131,7 +131,7 @@ def test_attentions_are_distributions_over_the_visible_keys(
     implementation: Implementation, case: tuple[AttentionProblem, NDArray[np.bool_], NDArray[np.bool_], float]
 ) -> None:
     """For every query n that sees a key: attentions[m, n] = 0 where key m is hidden from it, and its column sums
-    to 1 over the visible keys. (A query with no visible key follows a convention: test_options.py.)"""
+    to 1 over the visible keys. (A query with no visible key follows a convention: test_conventions.py.)"""
     implementation.require("mask")
     problem, mask, _, _ = case
     result = implementation(problem, mask=mask)
@@ -215,5 +215,5 @@ def test_generic_biases_break_equivariance_catches_an_ignored_bias() -> None:
     "law", [test_masked_keys_influence_nothing, test_attentions_are_distributions_over_the_visible_keys]
 )
 def test_a_nan_convention_passes_the_mask_laws(law: Any) -> None:
-    """No false alarm: NaN for a query that sees no key is a convention (test_options.py), not a semantic error."""
+    """No false alarm: NaN for a query that sees no key is a convention (test_conventions.py), not a semantic error."""
     law(implementation=b.broken(b.nan_for_queries_without_keys))

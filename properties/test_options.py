@@ -451,59 +451,8 @@ def test_a_single_input_attends_to_itself_catches(bug: Any) -> None:
     assert_law_fails(test_a_single_input_attends_to_itself_under_every_option, implementation=b.broken(bug))
 
 
-# --- The convention for a query that sees no key ---
-
-CONVENTIONS = {
-    "zero": "a zero column in attentions and X' (the reference's convention)",
-    "nan": "NaN (a softmax over logits that are all -inf: 0 / 0; PyTorch's math backend)",
-    "uniform": "uniform weights over every key (a finite fill such as torch.finfo(dtype).min hides nothing "
-    "when every key is hidden)",
-}
-
-
-def convention_of(
-    X_prime: NDArray[np.floating], attentions: NDArray[np.floating] | None, problem: AttentionProblem
-) -> str:
-    """Which known convention the columns of a query that sees no key follow ("other" if none)."""
-    if np.isnan(X_prime).any() or (attentions is not None and np.isnan(attentions).any()):
-        return "nan"
-    if (X_prime == 0).all() and (attentions is None or (attentions == 0).all()):
-        return "zero"
-    if attentions is not None and np.allclose(attentions, 1 / problem.N, rtol=0, atol=1e-6):
-        return "uniform"
-    return "other"
-
-
-@pytest.mark.conventions
-@given(case=problems_with_options(dimensions(min_n=1), hidden_query=True))
-def test_a_query_that_sees_no_key_gets_a_zero_column(implementation: Implementation, case: Case) -> None:
-    """Convention: a query n that sees no key (mask[:, n] all False, or with causal no visible m <= n) gets
-    attentions[:, n] = 0 and x'_n = 0 exactly. Other conventions (NaN, uniform weights) are not wrong
-    mathematically, since the softmax over no keys is undefined; the other laws judge only the other queries."""
-    implementation.require("mask")
-    problem, options = case
-    options = supported(implementation, options)
-    unseen = ~options.sees_a_key(problem.N)
-    result = call(implementation, problem, options)
-    X_prime = result.X_prime[:, unseen]
-    attentions = None if result.attentions is None else result.attentions[:, unseen]
-    found = convention_of(X_prime, attentions, problem)
-    if found != "zero":
-        queries = np.flatnonzero(unseen).tolist()
-        raise LawViolation(
-            f"the queries {queries} see no key; expected {CONVENTIONS['zero']}, got "
-            + (CONVENTIONS[found] if found in CONVENTIONS else f"x' = {X_prime.T.tolist()}")
-        )
-
-
-@pytest.mark.meta
-@pytest.mark.parametrize("bug", [b.nan_for_queries_without_keys, b.uniform_for_queries_without_keys])
-def test_a_query_that_sees_no_key_gets_a_zero_column_catches(bug: Any) -> None:
-    assert_law_fails(test_a_query_that_sees_no_key_gets_a_zero_column, implementation=b.broken(bug))
-
-
-# Every law of this module but the convention's, and the mask laws of test_masks.py, judge the queries that see a
-# key only: an implementation with another convention passes them all (it is wrong in the convention alone).
+# Every law of this module judges the queries that see a key only: an implementation with another convention for
+# the others (test_conventions.py) passes them all, being wrong in the convention alone.
 OTHER_CONVENTION_LAWS = [
     test_an_all_true_mask_changes_nothing,
     test_doubling_the_query_key_dimension_scales_the_visible_logits_as_the_scale_demands,
