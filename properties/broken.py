@@ -517,6 +517,17 @@ def positions_subtracted(*arrays: Array, positional: Any = None, positional_mode
     return _reference(arrays, positional=Pi, positional_mode=positional_mode, **options)
 
 
+@mistake("positional (input), positional (query_key)", "transposed")
+def positions_transposed_when_square(
+    *arrays: Array, positional: Any = None, positional_mode: str = "input", **options: Any
+) -> Any:
+    """Reads Pi in the row convention (N x D, one position per row) and transposes it whenever it is square."""
+    Pi = positional
+    if Pi is not None and np.shape(Pi)[0] == np.shape(Pi)[1]:
+        Pi = np.asarray(Pi).T
+    return _reference(arrays, positional=Pi, positional_mode=positional_mode, **options)
+
+
 @mistake("positional (input)", "wrong operand")
 def positions_never_in_the_values(
     *arrays: Array, positional: Any = None, positional_mode: str = "input", **options: Any
