@@ -338,6 +338,7 @@ def test_positions_in_input_mode_are_added_to_the_inputs(implementation: Impleme
     [
         b.positions_ignored,
         b.positions_subtracted,
+        b.positions_transposed_when_square,
         b.positions_never_in_the_values,
         b.positions_dropped_with_other_options,
     ],
