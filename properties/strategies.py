@@ -362,10 +362,17 @@ def problems_with_a_position(draw: st.DrawFn) -> tuple[AttentionProblem, int, fl
 
 @st.composite
 def problems_with_masks(draw: st.DrawFn) -> tuple[AttentionProblem, NDArray[np.bool_], NDArray[np.bool_], float]:
-    """A problem, a mask (any pattern, fully hidden queries included), and a set of inputs to change."""
+    """A problem, a mask (any pattern, fully hidden queries included), and a set of inputs to change (some, not
+    all). One unchanged query n is made to see an unchanged key m and none of the changed ones, so that a query
+    unaffected by the change exists (the mask laws compare those)."""
     problem = draw(attention_problems(dimensions(min_n=2)))
-    mask = draw(matrices(problem.N, problem.N).map(lambda a: a > 0), label="mask")
-    changed = draw(columns(problem.N).map(lambda c: c.ravel() > 0), label="inputs to change")
+    mask = draw(masks(problem.N), label="mask")
+    bits = draw(st.integers(1, 2**problem.N - 2), label="bits: inputs to change (some, not all)")
+    changed = (bits >> np.arange(problem.N)) & 1 == 1
+    unchanged = np.flatnonzero(~changed).tolist()
+    n = draw(st.sampled_from(unchanged), label="an unaffected query n")
+    m = draw(st.sampled_from(unchanged), label="an unchanged key m it sees")
+    mask[changed, n], mask[m, n] = False, True
     return problem, mask, changed, draw(st.floats(1.0, HUGE), label="scale")
 
 
