@@ -168,7 +168,7 @@ def catalogue_text() -> str:
         rows = [law for law in laws if law.category == category]
         if not rows:
             continue
-        lines.append(f"{category}  ({len(rows)} laws)")
+        lines.append(f"{category}  ({len(rows)} law{'s' if len(rows) > 1 else ''})")
         for law in rows:
             lines.append(f"  {title(law.name)}  [{law.module}]")
             if law.statement:
