@@ -14,7 +14,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from properties.implementation import Implementation, Result
 from properties.problem import AttentionOptions, AttentionProblem
-from properties.tolerances import ErrorBounds
+from properties.tolerances import ErrorBounds, option_error_bounds
 
 
 class LawViolation(AssertionError):
@@ -170,10 +170,6 @@ def require_some_option(implementation: Implementation) -> None:
 def option_bounds(
     implementation: Implementation, problem: AttentionProblem, options: AttentionOptions, eps: float
 ) -> ErrorBounds:
-    """Forward-error bounds of one evaluation with these options: the magnitudes with the positions
-    (AttentionOptions.magnitudes) and, with a bias, every logit bound grown by max |bias| (one more step).
-    A mask only removes terms from the softmax's sums, which the bounds of every key cover."""
-    bounds = implementation.bounds(options.magnitudes(problem), eps)
-    if options.bias is not None and options.bias.size:
-        bounds = bounds.with_logit_offset(float(np.abs(options.bias).max()))
-    return bounds
+    """Forward-error bounds of one evaluation of the implementation with these options
+    (tolerances.option_error_bounds)."""
+    return option_error_bounds(problem, options, implementation.scale(problem.D_q), eps)
