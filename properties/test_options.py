@@ -313,7 +313,10 @@ def test_with_constant_logits_the_bias_alone_sets_the_weights(implementation: Im
 
 
 @pytest.mark.meta
-@pytest.mark.parametrize("bug", [b.bias_before_the_scale, b.bias_rows_reversed, b.bias_ignored_with_a_mask])
+@pytest.mark.parametrize(
+    "bug",
+    [b.bias_before_the_scale, b.bias_rows_reversed, b.bias_ignored_with_a_mask, b.seen_keys_along_the_wrong_axis],
+)
 def test_with_constant_logits_the_bias_alone_sets_the_weights_catches(bug: Any) -> None:
     assert_law_fails(test_with_constant_logits_the_bias_alone_sets_the_weights, implementation=b.broken(bug))
 
