@@ -55,7 +55,7 @@ def main() -> None:
             ["my_attention.py:scaled_dot_product_self_attention", "--json", "verdicts.json"],
             1,
             [
-                "FAIL  doubling the query key dimension scales the logits by sqrt two",
+                "FAIL  doubling the query key dimension scales the logits as the scale demands",
                 "diagnosis: matches attention scaled by 1/sqrt(D) = 1/sqrt(X.shape[0])",
                 "reproduce (python, from this directory):",
                 "PASS  scaled attentions match the known values",

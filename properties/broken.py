@@ -8,7 +8,8 @@ the implementation under test, as the plugin wraps a user's.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -200,6 +201,7 @@ def x_prime_only(function: Any) -> Any:
         return np.asarray(function(*arguments)[0])
 
     wrapped.__name__ = wrapped.__qualname__ = f"{function.__name__}_x_prime_only"
+    wrapped.__doc__ = function.__doc__
     return wrapped
 
 
@@ -221,13 +223,93 @@ def residual_added(*arrays: Array) -> tuple[Array, Array]:
 
 
 # --- Mistakes in the keyword options (positions, masks, causal, bias) ---
+# Each carries the option it gets wrong and the kind of mistake (see `mistake`): properties/catalogue.py
+# prints the matrix of options and mistakes from these tags and the meta-tests that use them.
+
+Options = Any  # the keyword arguments positional, positional_mode, mask, causal, bias (each optional)
 
 
+Function = TypeVar("Function", bound=Callable[..., Any])
+
+
+def mistake(option: str, kind: str) -> Callable[[Function], Function]:
+    """Tag a broken function with the option(s) it gets wrong and the kind of mistake (for the coverage matrix)."""
+
+    def tag(function: Function) -> Function:
+        setattr(function, "option", option)  # noqa: B010 (an attribute of a function, not of its type)
+        setattr(function, "mistake", kind)  # noqa: B010
+        return function
+
+    return tag
+
+
+def _triangle(N: int) -> NDArray[np.bool_]:
+    """[m, n] True iff m <= n: causal visibility."""
+    return np.asarray(np.tri(N, dtype=bool).T)
+
+
+def _visible(N: int, mask: Any, causal: bool) -> NDArray[np.bool_] | None:
+    """Which keys each query sees (None: all), as the reference defines it."""
+    if mask is None and not causal:
+        return None
+    seen = np.ones((N, N), dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    return seen & _triangle(N) if causal else seen
+
+
+def _projections(arrays: tuple[Array, ...], positional: Any, positional_mode: str) -> tuple[Array, Array, Array]:
+    """Q, K, V with the positions where the mode puts them."""
+    X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = arrays
+    X_qk = X if positional is None else X + np.asarray(positional)
+    X_v = X_qk if positional_mode == "input" else X
+    return omega_q @ X_qk + beta_q, omega_k @ X_qk + beta_k, omega_v @ X_v + beta_v
+
+
+def masked_attention(
+    arrays: tuple[Array, ...],
+    *,
+    positional: Any = None,
+    positional_mode: str = "input",
+    visible: NDArray[np.bool_] | None = None,
+    bias: Any = None,
+    scale: float | None = None,
+    fill: float = -np.inf,
+) -> Pair:
+    """Self-attention with the options, written out: logits s K^T Q + bias, hidden logits set to `fill`
+    (-inf: excluded), a column softmax, and a zero column for a query that sees no key. The masked-path
+    mistakes below start from it; with the defaults it is correct."""
+    Q, K, V = _projections(arrays, positional, positional_mode)
+    s = 1 / np.sqrt(Q.shape[0]) if scale is None else scale
+    logits = s * (K.T @ Q) + (0.0 if bias is None else np.asarray(bias))
+    N = logits.shape[0]
+    seen = np.ones((N, N), dtype=bool) if visible is None else visible
+    filled = np.where(seen, logits, fill)
+    top = filled.max(axis=0, initial=-np.inf, keepdims=True)  # the largest logit taking part (none: -inf)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(under="ignore"):
+        weights = np.exp(filled - top)
+    totals = weights.sum(axis=0, keepdims=True)
+    A = np.divide(weights, totals, out=np.zeros_like(weights), where=totals > 0)
+    return V @ A, A
+
+
+def _reference(arrays: tuple[Array, ...], **options: Any) -> Pair:
+    X_prime, A = scaled_dot_product_self_attention(*arrays, **options)
+    return np.asarray(X_prime, dtype=np.float64), np.asarray(A, dtype=np.float64)
+
+
+def _unseen(N: int, mask: Any, causal: bool) -> NDArray[np.bool_]:
+    """The queries that see no key."""
+    visible = _visible(N, mask, causal)
+    return np.zeros(N, dtype=bool) if visible is None else np.asarray(~visible.any(axis=0))
+
+
+@mistake("mask, causal, bias", "ignored")
 def keywords_ignored(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
     """Takes the keywords mask, causal and bias, and ignores them."""
     return scaled_dot_product_self_attention(*arrays)
 
 
+@mistake("mask, causal", "finite fill")
 def mask_as_large_negative_bias(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
     """Masks by adding -1e4 to hidden logits: hidden keys with huge logits still win."""
     N = arrays[0].shape[1]
@@ -238,6 +320,16 @@ def mask_as_large_negative_bias(*arrays: Array, causal: bool = False, mask: Any 
     return scaled_dot_product_self_attention(*arrays, bias=penalty)
 
 
+@mistake("mask, causal", "finite fill")
+def hidden_logits_filled_with_minus_20(
+    *arrays: Array, mask: Any = None, causal: bool = False, bias: Any = None
+) -> Pair:
+    """Sets hidden logits to -20 (a 'large' negative number) instead of excluding them: weight e^-20 leaks."""
+    visible = _visible(arrays[0].shape[1], mask, causal)
+    return masked_attention(arrays, visible=visible, bias=bias, fill=-20.0)
+
+
+@mistake("causal", "transposed")
 def causal_upper_triangle(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
     """Implements causal=True as key m visible to query n iff m >= n (the transposed triangle)."""
     N = arrays[0].shape[1]
@@ -246,6 +338,53 @@ def causal_upper_triangle(*arrays: Array, causal: bool = False, mask: Any = None
     return scaled_dot_product_self_attention(*arrays, mask=mask, bias=bias)
 
 
+@mistake("causal", "off-by-one diagonal")
+def causal_excludes_the_diagonal(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
+    """Implements causal=True as m < n: a query no longer sees its own key (np.triu(..., k=1))."""
+    N = arrays[0].shape[1]
+    if causal:
+        strict = np.triu(np.ones((N, N), dtype=bool), k=1)
+        mask = strict if mask is None else np.asarray(mask) & strict
+    return _reference(arrays, mask=mask, bias=bias)
+
+
+@mistake("causal", "off-by-one diagonal")
+def causal_sees_one_ahead(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
+    """Implements causal=True as m <= n + 1: each query also sees the next key (np.tril(..., k=1) transposed)."""
+    N = arrays[0].shape[1]
+    if causal:
+        ahead = np.triu(np.ones((N, N), dtype=bool), k=-1)
+        mask = ahead if mask is None else np.asarray(mask) & ahead
+    return _reference(arrays, mask=mask, bias=bias)
+
+
+@mistake("mask + causal", "ignored")
+def causal_ignored_when_a_mask_is_given(
+    *arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None
+) -> Any:
+    """Uses the mask when one is given and causal only otherwise: causal=True with a mask lets queries see ahead."""
+    return (
+        _reference(arrays, mask=mask, bias=bias) if mask is not None else _reference(arrays, causal=causal, bias=bias)
+    )
+
+
+@mistake("mask + causal", "or instead of and")
+def causal_or_mask(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
+    """Combines causal and the mask with `or`: a key visible under either is seen."""
+    N = arrays[0].shape[1]
+    if causal and mask is not None:
+        mask = np.asarray(mask) | _triangle(N)
+        causal = False
+    return _reference(arrays, mask=mask, causal=causal, bias=bias)
+
+
+@mistake("mask", "transposed")
+def mask_transposed(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
+    """Reads mask[n, m] for key m and query n (the PyTorch row convention applied to the book's columns)."""
+    return _reference(arrays, mask=None if mask is None else np.asarray(mask).T, causal=causal, bias=bias)
+
+
+@mistake("mask", "not renormalised")
 def mask_without_renormalising(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
     """Zeroes hidden weights after the softmax and does not renormalise."""
     _, A = scaled_dot_product_self_attention(*arrays, bias=bias)
@@ -254,49 +393,300 @@ def mask_without_renormalising(*arrays: Array, causal: bool = False, mask: Any =
     return (arrays[1] @ arrays[0] + arrays[4]) @ A, A
 
 
+@mistake("mask, causal", "logits ignored")
+def uniform_over_the_visible_keys(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
+    """With a mask or causal, spreads each query's weight evenly over its visible keys (the logits are lost)."""
+    visible = _visible(arrays[0].shape[1], mask, causal)
+    if visible is None:
+        return _reference(arrays, bias=bias)
+    return masked_attention(arrays, visible=visible, scale=0.0)
+
+
+@mistake("mask, causal", "scale missing")
+def masked_path_unscaled(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
+    """Drops the 1/sqrt(D_q) scale on the path taken when a mask or causal is given."""
+    visible = _visible(arrays[0].shape[1], mask, causal)
+    if visible is None:
+        return _reference(arrays, bias=bias)
+    return masked_attention(arrays, visible=visible, bias=bias, scale=1.0)
+
+
+@mistake("mask, causal", "wrong scale")
+def masked_path_scaled_by_sqrt_D(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
+    """Scales by 1/sqrt(D), the input dimension, on the path taken when a mask or causal is given."""
+    visible = _visible(arrays[0].shape[1], mask, causal)
+    if visible is None:
+        return _reference(arrays, bias=bias)
+    return masked_attention(arrays, visible=visible, bias=bias, scale=1 / np.sqrt(arrays[0].shape[0]))
+
+
+@mistake("mask + bias, causal + bias", "ignored")
+def bias_ignored_with_a_mask(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
+    """Forgets the bias on the path taken when a mask or causal is given."""
+    return _reference(arrays, mask=mask, causal=causal, bias=bias if mask is None and not causal else None)
+
+
+@mistake("mask", "wrong axis")
+def seen_keys_along_the_wrong_axis(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
+    """Zeroes the values of the inputs whose query sees no key, where the inputs whose key no query sees were
+    meant (visible.any(axis=0) for visible.any(axis=1)): a visible key then contributes a zero value."""
+    visible = _visible(arrays[0].shape[1], mask, causal)
+    X_prime, A = _reference(arrays, mask=mask, causal=causal, bias=bias)
+    if visible is None:
+        return X_prime, A
+    V = arrays[1] @ arrays[0] + arrays[4]
+    V[:, ~visible.any(axis=0)] = 0.0
+    return V @ A, A
+
+
+@mistake("bias", "transposed")
+def bias_transposed(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
+    """Adds bias[n, m] to the logit of key m for query n (the row convention's bias on the book's columns)."""
+    return _reference(arrays, mask=mask, causal=causal, bias=None if bias is None else np.asarray(bias).T)
+
+
+@mistake("bias", "before the scale")
+def bias_before_the_scale(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Pair:
+    """Adds the bias before scaling: softmax((K^T Q + B) / sqrt(D_q)) instead of softmax(K^T Q / sqrt(D_q) + B)."""
+    s = 1 / np.sqrt(arrays[2].shape[0])
+    scaled_bias = None if bias is None else s * np.asarray(bias)
+    return masked_attention(arrays, visible=_visible(arrays[0].shape[1], mask, causal), bias=scaled_bias)
+
+
+@mistake("bias", "reversed")
 def bias_rows_reversed(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
     """Adds the bias upside down: B[N-1-m, n] instead of B[m, n]."""
     return scaled_dot_product_self_attention(*arrays, bias=None if bias is None else np.asarray(bias)[::-1])
 
 
+@mistake("every option at N = 0", "crashes on the edge")
+def crashes_without_inputs(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Pair:
+    """Shifts the logits by logits.max(axis=0), which has no identity for N = 0: raises where empty outputs are due."""
+    Q, K, _ = _projections(arrays, None, "input")
+    logits = (K.T @ Q) / np.sqrt(Q.shape[0]) + (0.0 if bias is None else np.asarray(bias))
+    logits.max(axis=0)  # ValueError for N = 0: zero-size array to reduction operation maximum
+    return _reference(arrays, mask=mask, causal=causal, bias=bias)
+
+
+@mistake("mask, causal", "convention: NaN")
+def nan_for_queries_without_keys(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Pair:
+    """Correct, but a query that sees no key gets NaN (softmax over logits that are all -inf: 0 / 0), as
+    PyTorch's math backend gives. Not a semantic mistake: only the conventions law may fail on it."""
+    X_prime, A = _reference(arrays, mask=mask, causal=causal, bias=bias)
+    unseen = _unseen(arrays[0].shape[1], mask, causal)
+    X_prime[:, unseen], A[:, unseen] = np.nan, np.nan
+    return X_prime, A
+
+
+@mistake("mask, causal", "convention: uniform")
+def uniform_for_queries_without_keys(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Pair:
+    """Correct, but a query that sees no key attends to every key evenly (what a finite fill such as
+    torch.finfo.min gives when every key is hidden). Not a semantic mistake: only the conventions law may fail."""
+    X_prime, A = _reference(arrays, mask=mask, causal=causal, bias=bias)
+    N = arrays[0].shape[1]
+    unseen = _unseen(N, mask, causal)
+    A[:, unseen] = 1.0 / max(N, 1)
+    X_prime[:, unseen] = (arrays[1] @ arrays[0] + arrays[4]) @ A[:, unseen]
+    return X_prime, A
+
+
+@mistake("positional (input), positional (query_key)", "reversed")
 def positions_reversed(*arrays: Array, positional: Any = None, positional_mode: Any = "input") -> Any:
     """Reads the positions back to front: Pi[:, ::-1]."""
     Pi = None if positional is None else np.asarray(positional)[:, ::-1]
     return scaled_dot_product_self_attention(*arrays, positional=Pi, positional_mode=positional_mode)
 
 
+@mistake("positional (input)", "ignored")
 def adds_its_own_positions(*arrays: Array) -> Any:
     """Always adds a sinusoidal encoding to X, whatever positions the caller meant."""
     X = arrays[0]
     return scaled_dot_product_self_attention(X + 10 * sinusoidal_positional_encoding(*X.shape), *arrays[1:])
 
 
+@mistake("positional (input), positional (query_key)", "ignored")
+def positions_ignored(*arrays: Array, positional: Any = None, positional_mode: str = "input", **options: Any) -> Any:
+    """Takes positional= and positional_mode= and ignores them."""
+    return _reference(arrays, **options)
+
+
+@mistake("positional (input)", "wrong sign")
+def positions_subtracted(*arrays: Array, positional: Any = None, positional_mode: str = "input", **options: Any) -> Any:
+    """Subtracts the positions: X - Pi."""
+    Pi = None if positional is None else -np.asarray(positional)
+    return _reference(arrays, positional=Pi, positional_mode=positional_mode, **options)
+
+
+@mistake("positional (input), positional (query_key)", "transposed")
+def positions_transposed_when_square(
+    *arrays: Array, positional: Any = None, positional_mode: str = "input", **options: Any
+) -> Any:
+    """Reads Pi in the row convention (N x D, one position per row) and transposes it whenever it is square."""
+    Pi = positional
+    if Pi is not None and np.shape(Pi)[0] == np.shape(Pi)[1]:
+        Pi = np.asarray(Pi).T
+    return _reference(arrays, positional=Pi, positional_mode=positional_mode, **options)
+
+
+@mistake("positional (input)", "wrong operand")
+def positions_never_in_the_values(
+    *arrays: Array, positional: Any = None, positional_mode: str = "input", **options: Any
+) -> Any:
+    """Adds the positions to the queries and keys only, in both modes (mode "input" loses them in the values)."""
+    return _reference(arrays, positional=positional, positional_mode="query_key", **options)
+
+
+@mistake("positional (query_key)", "wrong operand")
+def positions_always_in_the_values(
+    *arrays: Array, positional: Any = None, positional_mode: str = "input", **options: Any
+) -> Any:
+    """Adds the positions to the inputs in both modes (mode "query_key" puts them into the values too)."""
+    return _reference(arrays, positional=positional, positional_mode="input", **options)
+
+
+@mistake("positional (query_key)", "ignored")
+def query_key_positions_ignored(
+    *arrays: Array, positional: Any = None, positional_mode: str = "input", **options: Any
+) -> Any:
+    """Drops the positions in mode "query_key" (only mode "input" uses them)."""
+    used = positional if positional_mode == "input" else None
+    return _reference(arrays, positional=used, positional_mode="input", **options)
+
+
+def _positions_reaching(
+    arrays: tuple[Array, ...], Pi: Any, *, queries: bool, keys: bool, values: bool
+) -> tuple[Array, ...]:
+    """The arguments with inputs [X; Pi] and weights [omega, omega] (Pi reaches that projection) or [omega, 0]."""
+    X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = arrays
+
+    def weights(omega: Array, reached: bool) -> Array:
+        return np.hstack([omega, omega if reached else np.zeros_like(omega)])
+
+    X_stacked = np.vstack([X, np.asarray(Pi)])
+    return (
+        X_stacked,
+        weights(omega_v, values),
+        weights(omega_q, queries),
+        weights(omega_k, keys),
+        beta_v,
+        beta_q,
+        beta_k,
+    )
+
+
+@mistake("positional (query_key)", "wrong operand")
+def query_key_positions_on_the_queries_only(
+    *arrays: Array, positional: Any = None, positional_mode: str = "input", **options: Any
+) -> Any:
+    """In mode "query_key" adds the positions to the queries and forgets the keys."""
+    if positional is None or positional_mode == "input":
+        return _reference(arrays, positional=positional, positional_mode=positional_mode, **options)
+    return _reference(_positions_reaching(arrays, positional, queries=True, keys=False, values=False), **options)
+
+
+@mistake("positional (query_key)", "wrong operand")
+def query_key_positions_on_the_values_only(
+    *arrays: Array, positional: Any = None, positional_mode: str = "input", **options: Any
+) -> Any:
+    """In mode "query_key" adds the positions to the values instead of the queries and keys."""
+    if positional is None or positional_mode == "input":
+        return _reference(arrays, positional=positional, positional_mode=positional_mode, **options)
+    return _reference(_positions_reaching(arrays, positional, queries=False, keys=False, values=True), **options)
+
+
+@mistake("positional + mask, positional + causal, positional + bias", "ignored")
+def positions_dropped_with_other_options(
+    *arrays: Array, positional: Any = None, positional_mode: str = "input", **options: Any
+) -> Any:
+    """Forgets the positions when a mask, causal or a bias is given too (a second code path without them)."""
+    if any(value is not None and value is not False for value in options.values()):
+        return _reference(arrays, **options)
+    return _reference(arrays, positional=positional, positional_mode=positional_mode)
+
+
 # --- Mistakes in multi-head attention: f(X, heads, omega_c) ---
 
 
+def _head_outputs(X: Array, heads: Any) -> list[Array]:
+    return [_reference((X, *head))[0] for head in heads]
+
+
+@mistake("multi-head heads", "scale missing")
 def unscaled_heads(X: Array, heads: Any, omega_c: Array) -> Array:
+    """Forgets every head's 1/sqrt(D_q) scale."""
     return np.asarray(omega_c @ np.vstack([correct_attention(X, *head, scale=1.0)[0] for head in heads]))
 
 
+@mistake("multi-head heads", "heads mixed up")
 def heads_stacked_in_reverse(X: Array, heads: Any, omega_c: Array) -> Array:
-    outputs = [scaled_dot_product_self_attention(X, *head)[0] for head in heads]
-    return np.asarray(omega_c @ np.vstack(outputs[::-1]))
+    """Stacks the head outputs last head first."""
+    return np.asarray(omega_c @ np.vstack(_head_outputs(X, heads)[::-1]))
 
 
+@mistake("multi-head heads", "positions invented")
 def positional_heads(X: Array, heads: Any, omega_c: Array) -> Array:
+    """Each head favours earlier keys (positional_bias): no longer permutation equivariant."""
     return np.asarray(omega_c @ np.vstack([positional_bias(X, *head)[0] for head in heads]))
 
 
+@mistake("multi-head heads of different shapes", "wrong scale")
 def shared_scale(X: Array, heads: Any, omega_c: Array) -> Array:
     """Scales every head by 1/sqrt of the total query dimension of all heads."""
     total = sum(head[1].shape[0] for head in heads)
     return np.asarray(omega_c @ np.vstack([correct_attention(X, *head, scale=1 / np.sqrt(total))[0] for head in heads]))
 
 
+@mistake("multi-head heads of different shapes", "wrong scale")
+def first_heads_scale_for_every_head(X: Array, heads: Any, omega_c: Array) -> Array:
+    """Scales every head by 1/sqrt of the first head's D_q (right only when all heads have one D_q)."""
+    s = 1 / np.sqrt(heads[0][1].shape[0])
+    return np.asarray(omega_c @ np.vstack([correct_attention(X, *head, scale=s)[0] for head in heads]))
+
+
+@mistake("multi-head mixing", "extra term")
 def heads_with_a_residual(X: Array, heads: Any, omega_c: Array) -> Array:
     """Adds X to the output when the shapes allow (a transformer block's residual)."""
-    out = omega_c @ np.vstack([scaled_dot_product_self_attention(X, *head)[0] for head in heads])
+    out = omega_c @ np.vstack(_head_outputs(X, heads))
     return np.asarray(out + X if out.shape == X.shape else out + 1.0)
+
+
+@mistake("multi-head square mixing", "transposed")
+def mixing_transposed(X: Array, heads: Any, omega_c: Array) -> Array:
+    """Applies omega_c^T when omega_c is square (the row convention's H W_o read in the book's columns)."""
+    stacked = np.vstack(_head_outputs(X, heads))
+    mixer = omega_c.T if omega_c.shape[0] == omega_c.shape[1] else omega_c
+    return np.asarray(mixer @ stacked)
+
+
+@mistake("multi-head heads", "heads mixed up")
+def heads_interleaved(X: Array, heads: Any, omega_c: Array) -> Array:
+    """Stacks the head outputs row by row (row d of head h at d H + h, a reshape in the wrong order) when
+    every head has the same D_v, and correctly otherwise."""
+    outputs = _head_outputs(X, heads)
+    if len({output.shape[0] for output in outputs}) == 1:
+        stacked = np.stack(outputs, axis=1).reshape(-1, X.shape[1])
+    else:
+        stacked = np.vstack(outputs)
+    return np.asarray(omega_c @ stacked)
+
+
+@mistake("multi-head heads", "parameters mixed up")
+def keys_of_the_next_head(X: Array, heads: Any, omega_c: Array) -> Array:
+    """Head h forms its keys with head h + 1's omega_k (cyclically) where the shapes agree (an indexing slip)."""
+    mixed = []
+    for h, head in enumerate(heads):
+        other = heads[(h + 1) % len(heads)][2]
+        omega_k = other if other.shape == head[2].shape else head[2]
+        mixed.append((head[0], head[1], omega_k, *head[3:]))
+    return np.asarray(omega_c @ np.vstack(_head_outputs(X, mixed)))
+
+
+@mistake("multi-head heads", "parameters mixed up")
+def value_bias_of_the_first_head(X: Array, heads: Any, omega_c: Array) -> Array:
+    """Every head adds the first head's beta_v where the shapes agree (one bias broadcast to all heads)."""
+    first = heads[0][3]
+    mixed = [(*head[:3], first if first.shape == head[3].shape else head[3], *head[4:]) for head in heads]
+    return np.asarray(omega_c @ np.vstack(_head_outputs(X, mixed)))
 
 
 # --- Mistakes in the column softmax: f(data) ---

@@ -13,7 +13,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from properties.implementation import Implementation, Result
-from properties.problem import AttentionProblem
+from properties.problem import AttentionOptions, AttentionProblem
+from properties.tolerances import ErrorBounds, option_error_bounds
 
 
 class LawViolation(AssertionError):
@@ -141,3 +142,34 @@ def value_shift_error(
     expected = before.X_prime + c
     tolerance = (implementation.bounds(problem, eps) + implementation.bounds(shifted, eps)).x_prime
     return discrepancy(after.X_prime, expected, tolerance + eps * np.abs(expected))
+
+
+# --- Keyword options (properties/test_options.py, test_masks.py) ---
+
+OPTION_KEYWORDS = ("positional", "mask", "causal", "bias")
+
+
+def supported(implementation: Implementation, options: AttentionOptions) -> AttentionOptions:
+    """The options without those the implementation takes no keyword for (a law true for every set of options
+    holds for fewer); positions need both positional= and positional_mode=."""
+    return options.replace(
+        positional=options.positional if implementation.accepts("positional", "positional_mode") else None,
+        mask=options.mask if implementation.accepts("mask") else None,
+        causal=options.causal and implementation.accepts("causal"),
+        bias=options.bias if implementation.accepts("bias") else None,
+    )
+
+
+def require_some_option(implementation: Implementation) -> None:
+    """Skip the calling test unless the implementation takes at least one of the keyword options."""
+    if not any(implementation.accepts(*(("positional", "positional_mode") if k == "positional" else (k,)))
+               for k in OPTION_KEYWORDS):  # fmt: skip
+        implementation.require("mask")  # skips, naming one of them
+
+
+def option_bounds(
+    implementation: Implementation, problem: AttentionProblem, options: AttentionOptions, eps: float
+) -> ErrorBounds:
+    """Forward-error bounds of one evaluation of the implementation with these options
+    (tolerances.option_error_bounds)."""
+    return option_error_bounds(problem, options, implementation.scale(problem.D_q), eps)

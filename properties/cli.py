@@ -130,11 +130,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", type=int, default=2048, metavar="MB", help="memory limit per file (default 2048)")
     p.add_argument("--json", default=None, metavar="FILE", help="write every verdict, per law, as JSON")
     p.add_argument("--csv", default=None, metavar="FILE", help="write one row per (file, function) as CSV")
+    p.add_argument("--list", action="store_true", help="list every law, its category and the mistakes it catches")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.list:
+        from properties.catalogue import catalogue_text  # imports the laws: only when asked
+
+        print(catalogue_text())
+        return 0
     only = tuple(c.strip() for c in args.only.split(",") if c.strip())
     unknown = sorted(set(only) - set(CATEGORIES))
     if unknown:

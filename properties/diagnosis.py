@@ -195,9 +195,7 @@ def _same(one: Outcome, other: Outcome, problem: AttentionProblem) -> bool:
     bounds = error_bounds(problem, 1.0, max(one.eps, other.eps))
     with np.errstate(over="ignore", invalid="ignore"):
         x_tolerance, a_tolerance = 2 * float(np.max(bounds.x_prime)), 2 * float(np.max(bounds.attentions))
-    return _agree(one.X_prime, other.X_prime, x_tolerance) and _agree(
-        one.attentions, other.attentions, a_tolerance
-    )
+    return _agree(one.X_prime, other.X_prime, x_tolerance) and _agree(one.attentions, other.attentions, a_tolerance)
 
 
 def diagnose_attention(implementation: Implementation, problem: AttentionProblem | None) -> Diagnosis | None:

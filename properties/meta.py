@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from hypothesis import Phase, given, settings
@@ -13,6 +15,22 @@ from properties.checks import leaves
 # A meta-test needs one failing example, not a minimal one: no shrinking, no database, and enough
 # examples that a bug showing on a fair share of problems is found in every run.
 META_EXAMPLES = 300
+
+# Set by `recording()`: assert_law_fails then notes which law a meta-test aims at which broken implementation,
+# without running it (properties/catalogue.py lists the mistakes each law catches from these notes).
+Aim = tuple[Callable[..., Any], dict[str, Any]]
+_AIMS: ContextVar[list[Aim] | None] = ContextVar("meta_aims", default=None)
+
+
+@contextmanager
+def recording() -> Iterator[list[Aim]]:
+    """Within this block assert_law_fails records (law, arguments) instead of running the law."""
+    aims: list[Aim] = []
+    token = _AIMS.set(aims)
+    try:
+        yield aims
+    finally:
+        _AIMS.reset(token)
 
 
 def _without_shrinking(law: Callable[..., Any]) -> Callable[..., Any]:
@@ -42,7 +60,12 @@ def assert_law_fails(law: Callable[..., Any], **arguments: Any) -> None:
 
     The failure must be an AssertionError (a LawViolation, an ImplementationFailed, or a plain assert),
     or a group of them; anything else (a skip, an error in the battery, a health check) fails the meta-test.
+    Inside `recording()` it only records the law and the arguments.
     """
+    aims = _AIMS.get()
+    if aims is not None:
+        aims.append((law, arguments))
+        return
     try:
         _without_shrinking(law)(**arguments)
     except (KeyboardInterrupt, SystemExit):

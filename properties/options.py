@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 # Every law carries one of these markers; attention-check groups its rows by them, in this order.
-CATEGORIES = ("semantics", "robustness", "hygiene", "golden")
+CATEGORIES = ("semantics", "conventions", "robustness", "hygiene", "golden")
 MARKERS = {
     "semantics": "a law of what self-attention computes",
+    "conventions": "choices where the mathematics leaves freedom (a query that sees no key), reported apart",
     "robustness": "large logits, overflow, extreme inputs",
     "hygiene": "input mutation, determinism, hidden state",
     "golden": "stored values from the notebooks and the reference",

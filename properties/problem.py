@@ -132,3 +132,101 @@ class MultiheadProblem:
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class AttentionOptions:
+    """The keyword options of one call: positions Pi (D x N) and their mode, a mask (N x N, mask[m, n] True when
+    key m is visible to query n), causal, and a bias (N x N, added to the scaled logits). None: not given."""
+
+    positional: Array | None = None
+    positional_mode: str = "input"
+    mask: NDArray[np.bool_] | None = None
+    causal: bool = False
+    bias: Array | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("positional", "mask", "bias"):
+            value = getattr(self, name)
+            if value is not None:
+                array = np.array(value, dtype=bool if name == "mask" else np.float64)
+                array.setflags(write=False)
+                object.__setattr__(self, name, array)
+
+    def keywords(self) -> dict[str, Any]:
+        """The keyword arguments to pass: only the options given (fresh copies of the arrays)."""
+        given: dict[str, Any] = {}
+        if self.positional is not None:
+            given.update(positional=self.positional.copy(), positional_mode=self.positional_mode)
+        if self.mask is not None:
+            given["mask"] = self.mask.copy()
+        if self.causal:
+            given["causal"] = True
+        if self.bias is not None:
+            given["bias"] = self.bias.copy()
+        return given
+
+    def replace(self, **changes: Any) -> AttentionOptions:
+        """A copy with some options replaced."""
+        return dataclasses.replace(self, **changes)
+
+    def visible(self, N: int) -> NDArray[np.bool_]:
+        """visible[m, n]: key m is visible to query n under the mask and causal (a key must be visible under both)."""
+        seen = np.ones((N, N), dtype=bool) if self.mask is None else self.mask.copy()
+        if self.causal:
+            seen &= np.tri(N, dtype=bool).T
+        return seen
+
+    def sees_a_key(self, N: int) -> NDArray[np.bool_]:
+        """Which queries see at least one key (the others follow a convention: see properties/test_conventions.py)."""
+        return np.asarray(self.visible(N).any(axis=0))
+
+    def with_columns(self, columns: NDArray[np.intp]) -> AttentionOptions:
+        """The options of the inputs X[:, columns] (for an increasing selection, causal keeps its meaning)."""
+        index = np.ix_(columns, columns)
+        return self.replace(
+            positional=None if self.positional is None else self.positional[:, columns],
+            mask=None if self.mask is None else self.mask[index],
+            bias=None if self.bias is None else self.bias[index],
+        )
+
+    def without_positions(self, problem: AttentionProblem) -> AttentionProblem:
+        """A problem that gives, without positions, what `problem` gives with them: X + Pi for mode "input";
+        for mode "query_key" the inputs [X; Pi] with weights [omega_q, omega_q], [omega_k, omega_k] and
+        [omega_v, 0], so that Pi reaches the queries and keys and not the values (eqs. 12.16-12.17)."""
+        Pi = self.positional
+        if Pi is None:
+            return problem
+        if self.positional_mode == "input":
+            return problem.replace(X=problem.X + Pi)
+        return problem.replace(
+            X=np.vstack([problem.X, Pi]),
+            omega_v=np.hstack([problem.omega_v, np.zeros_like(problem.omega_v)]),
+            omega_q=np.hstack([problem.omega_q, problem.omega_q]),
+            omega_k=np.hstack([problem.omega_k, problem.omega_k]),
+        )
+
+    def magnitudes(self, problem: AttentionProblem) -> AttentionProblem:
+        """A problem whose magnitudes (AttentionProblem.magnitudes) bound those of every way of computing the
+        projections with these positions: |X| + |Pi| for mode "input" (omega X + omega Pi may be formed
+        separately), the stacked problem of `without_positions` for mode "query_key"."""
+        if self.positional is None:
+            return problem
+        if self.positional_mode == "input":
+            return problem.replace(X=np.abs(problem.X) + np.abs(self.positional))
+        return self.without_positions(problem)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+    def __repr__(self) -> str:
+        parts = []
+        if self.positional is not None:
+            parts += [f"positional={code_for(self.positional)}", f"positional_mode={self.positional_mode!r}"]
+        if self.mask is not None:
+            parts.append(f"mask={code_for(self.mask)}")
+        if self.causal:
+            parts.append("causal=True")
+        if self.bias is not None:
+            parts.append(f"bias={code_for(self.bias)}")
+        return "AttentionOptions(" + ", ".join(parts) + ")"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from hypothesis import assume, reject
@@ -12,7 +13,7 @@ from numpy.typing import NDArray
 
 from attention import sinusoidal_positional_encoding
 from properties.options import DEFAULT_SIZE_LIMIT, GENERATION, SIZE_LIMITS
-from properties.problem import AttentionProblem, Head, MultiheadProblem
+from properties.problem import AttentionOptions, AttentionProblem, Head, MultiheadProblem
 
 Array = NDArray[np.float64]
 
@@ -246,16 +247,25 @@ def problems_with_value_shifts(
 
 
 @st.composite
-def multihead_problems(draw: st.DrawFn, max_heads: int = 3) -> MultiheadProblem:
-    """1 to max_heads heads on one X, each with its own D_q and D_v, and an omega_c for their stacked outputs."""
+def multihead_problems(draw: st.DrawFn, max_heads: int = 3, min_heads: int = 1) -> MultiheadProblem:
+    """min_heads to max_heads heads on one X, each with its own D_q and D_v (often all of one shape), and an
+    omega_c for their stacked outputs."""
     side = size_limit()
     base = draw(attention_problems(dimensions(max_side=side)), label="X and the first head")
     heads = [base.arrays()[1:]]
-    for _ in range(draw(st.integers(1, max_heads), label="H") - 1):
-        D_q, D_v = draw(st.integers(1, side), label="D_q"), draw(st.integers(1, side), label="D_v")
-        arrays = [draw(matrices(rows, cols), label=name) for rows, cols, name in [
-            (D_v, base.D, "omega_v"), (D_q, base.D, "omega_q"), (D_q, base.D, "omega_k"),
-            (D_v, 1, "beta_v"), (D_q, 1, "beta_q"), (D_q, 1, "beta_k")]]  # fmt: skip
+    one_shape = draw(st.booleans(), label="every head of the first head's shape?")
+    for _ in range(draw(st.integers(min_heads, max_heads), label="H") - 1):
+        if one_shape:
+            D_q, D_v = base.D_q, base.D_v
+        else:
+            D_q, D_v = draw(st.integers(1, side), label="D_q"), draw(st.integers(1, side), label="D_v")
+        shapes = [(D_v, base.D), (D_q, base.D), (D_q, base.D), (D_v, 1), (D_q, 1), (D_q, 1)]
+        sizes = [rows * cols for rows, cols in shapes]
+        # One draw for the six arrays, as in attention_problems: much faster to generate than six.
+        entries = draw(hnp.arrays(np.float64, (sum(sizes),), elements=finite_floats()),
+                       label="entries of omega_v, omega_q, omega_k, beta_v, beta_q, beta_k")  # fmt: skip
+        parts = np.split(entries, np.cumsum(sizes)[:-1])
+        arrays = [part.reshape(shape) for part, shape in zip(parts, shapes, strict=True)]
         head = with_logits_within(AttentionProblem(base.X, *arrays), SEMANTIC_LOGIT_BOUND)
         heads.append(head.arrays()[1:])
     rows = draw(st.integers(1, side), label="rows of omega_c")
@@ -352,10 +362,17 @@ def problems_with_a_position(draw: st.DrawFn) -> tuple[AttentionProblem, int, fl
 
 @st.composite
 def problems_with_masks(draw: st.DrawFn) -> tuple[AttentionProblem, NDArray[np.bool_], NDArray[np.bool_], float]:
-    """A problem, a mask (any pattern, fully hidden queries included), and a set of inputs to change."""
+    """A problem, a mask (any pattern, fully hidden queries included), and a set of inputs to change (some, not
+    all). One unchanged query n is made to see an unchanged key m and none of the changed ones, so that a query
+    unaffected by the change exists (the mask laws compare those)."""
     problem = draw(attention_problems(dimensions(min_n=2)))
-    mask = draw(matrices(problem.N, problem.N).map(lambda a: a > 0), label="mask")
-    changed = draw(columns(problem.N).map(lambda c: c.ravel() > 0), label="inputs to change")
+    mask = draw(masks(problem.N), label="mask")
+    bits = draw(st.integers(1, 2**problem.N - 2), label="bits: inputs to change (some, not all)")
+    changed = (bits >> np.arange(problem.N)) & 1 == 1
+    unchanged = np.flatnonzero(~changed).tolist()
+    n = draw(st.sampled_from(unchanged), label="an unaffected query n")
+    m = draw(st.sampled_from(unchanged), label="an unchanged key m it sees")
+    mask[changed, n], mask[m, n] = False, True
     return problem, mask, changed, draw(st.floats(1.0, HUGE), label="scale")
 
 
@@ -390,6 +407,129 @@ def bias_witnesses(draw: st.DrawFn) -> tuple[AttentionProblem, Array, NDArray[np
     weights = np.exp(bias - bias.max(axis=0))
     weights /= weights.sum(axis=0)
     return problem, bias, p, weights
+
+
+# Every keyword option at once (properties/test_options.py): each given or not, or forced by a law.
+Switch = bool | None  # True: always given; False: never; None: drawn
+
+
+def bit_matrices(N: int) -> st.SearchStrategy[NDArray[np.bool_]]:
+    """N x N boolean matrices, drawn as the bits of one integer (fast to draw; shrinks towards all False)."""
+    size = N * N
+    return st.integers(0, 2**size - 1).map(
+        lambda bits: np.asarray([(bits >> i) & 1 for i in range(size)], dtype=bool).reshape(N, N)
+    )
+
+
+@st.composite
+def masks(draw: st.DrawFn, N: int, *, hidden_query: bool = False) -> NDArray[np.bool_]:
+    """N x N boolean masks of any pattern, often with keys hidden from every query (all-False rows) and queries
+    that see no key (all-False columns); with `hidden_query`, at least one such query (N >= 1)."""
+    dense, other = draw(bit_matrices(N), label="mask"), draw(bit_matrices(N), label="more visible entries")
+    mask = dense | other  # about three entries in four visible before the blanking below
+    if N == 0:
+        return mask
+    # The AND of two random bit strings: each row (column) blanked with probability about 1/4.
+    sparse_bits = st.tuples(st.integers(0, 2**N - 1), st.integers(0, 2**N - 1)).map(lambda ab: ab[0] & ab[1])
+    hidden_keys = draw(sparse_bits, label="bits: keys hidden from every query")
+    blind = draw(sparse_bits, label="bits: queries that see no key")
+    if hidden_query:
+        blind |= 1 << draw(st.integers(0, N - 1), label="a query that sees no key")
+    bits = np.arange(N)
+    mask[(hidden_keys >> bits) & 1 == 1, :] = False
+    mask[:, (blind >> bits) & 1 == 1] = False
+    return mask
+
+
+def positions(D: int, N: int) -> st.SearchStrategy[Array]:
+    """Positions Pi (D x N): the sinusoidal encoding (section 12.4.1) or learned ones in [-1, 1]."""
+    learned = matrices(D, N, bound=1.0)
+    if N == 0:
+        return learned
+    return st.one_of(st.just(sinusoidal_positional_encoding(D, N)), learned)
+
+
+@st.composite
+def attention_options(
+    draw: st.DrawFn,
+    D: int,
+    N: int,
+    *,
+    positional: Switch = None,
+    mask: Switch = None,
+    causal: Switch = None,
+    bias: Switch = None,
+    hidden_query: bool = False,
+) -> AttentionOptions:
+    """Keyword options for inputs of dimension D and count N: each of positions (either mode), a mask, causal and
+    a bias given or not (or as forced); with `hidden_query`, a mask under which some query sees no key."""
+
+    def chosen(switch: Switch, label: str) -> bool:
+        return draw(st.booleans(), label=label) if switch is None else switch
+
+    Pi, mode = None, "input"
+    if chosen(positional, "positions given?"):
+        Pi = draw(positions(D, N), label="positions")
+        mode = draw(st.sampled_from(("input", "query_key")), label="positional_mode")
+    visibility = draw(masks(N, hidden_query=hidden_query)) if hidden_query or chosen(mask, "mask given?") else None
+    return AttentionOptions(
+        positional=Pi,
+        positional_mode=mode,
+        mask=visibility,
+        causal=chosen(causal, "causal?"),
+        bias=draw(matrices(N, N), label="bias") if chosen(bias, "bias given?") else None,
+    )
+
+
+@st.composite
+def problems_with_options(
+    draw: st.DrawFn, /, dims: st.SearchStrategy[Dimensions] | None = None, **switches: Any
+) -> tuple[AttentionProblem, AttentionOptions]:
+    """A problem and options for it (switches as attention_options), its logits with the positions within
+    SEMANTIC_LOGIT_BOUND. N >= 2 unless `dims` says otherwise: N = 0 and N = 1 are edges with laws of their own."""
+    problem = draw(attention_problems(dimensions(min_n=2) if dims is None else dims))
+    options = draw(attention_options(problem.D, problem.N, **switches), label="options")
+    if options.positional is not None:
+        problem = with_logits_within(problem, SEMANTIC_LOGIT_BOUND, positions=options.positional)
+    return problem, options
+
+
+@st.composite
+def problems_with_options_and_a_query(
+    draw: st.DrawFn, /, **switches: Any
+) -> tuple[AttentionProblem, AttentionOptions, int]:
+    """A problem (N >= 2), options for it, and one of its queries n."""
+    problem, options = draw(problems_with_options(**switches))
+    return problem, options, draw(st.integers(0, problem.N - 1), label="query n")
+
+
+@st.composite
+def problems_with_options_and_column_shifts(
+    draw: st.DrawFn,
+) -> tuple[AttentionProblem, AttentionOptions, Array]:
+    """A problem, options for it, and a row c (1 x N): one constant per query, to add down each bias column."""
+    problem, options = draw(problems_with_options())
+    return problem, options, draw(matrices(1, problem.N), label="c")
+
+
+@st.composite
+def problems_with_visible_subsets(
+    draw: st.DrawFn,
+) -> tuple[AttentionProblem, AttentionOptions, NDArray[np.intp]]:
+    """A problem, options without a mask, and a non-empty increasing subset S of the inputs (all of them, often)."""
+    problem, options = draw(problems_with_options(mask=False))
+    everything = draw(st.booleans(), label="every input visible?")
+    chosen = st.sets(st.integers(0, problem.N - 1), min_size=1)
+    subset = range(problem.N) if everything else draw(chosen, label="visible keys S")
+    return problem, options, np.asarray(sorted(subset), dtype=np.intp)
+
+
+@st.composite
+def problems_with_constant_logits(draw: st.DrawFn) -> tuple[AttentionProblem, AttentionOptions]:
+    """A problem with omega_q = omega_k = 0, so that every logit is beta_k^T beta_q, and options with a bias."""
+    problem, options = draw(problems_with_options(bias=True))
+    zero = np.zeros_like(problem.omega_q)
+    return problem.replace(omega_q=zero, omega_k=zero), options
 
 
 # --- Positions ---
@@ -461,3 +601,13 @@ def multihead_problems_with_second_mixings(draw: st.DrawFn) -> tuple[MultiheadPr
     problem = draw(multihead_problems())
     second = draw(hnp.arrays(np.float64, problem.omega_c.shape, elements=finite_floats()), label="second omega_c")
     return problem, second, draw(finite_floats(), label="a"), draw(finite_floats(), label="b")
+
+
+@st.composite
+def multihead_problems_with_any_mixing(draw: st.DrawFn) -> MultiheadProblem:
+    """Multi-head problems whose omega_c is rectangular or, as often, square (rows = the stacked rows)."""
+    problem = draw(multihead_problems())
+    if draw(st.booleans(), label="square omega_c?"):
+        rows = problem.omega_c.shape[1]
+        problem = problem.replace(omega_c=draw(matrices(rows, rows), label="square omega_c"))
+    return problem

@@ -18,11 +18,12 @@ from properties.problem import AttentionProblem, Head, MultiheadProblem
 from properties.strategies import (
     attention_problems,
     multihead_problems,
+    multihead_problems_with_any_mixing,
     multihead_problems_with_head_orders,
     multihead_problems_with_permutations,
     multihead_problems_with_second_mixings,
 )
-from properties.tolerances import FLOAT64_EPS, multihead_error
+from properties.tolerances import FLOAT64_EPS, epsilon_of, mixing_law_error, multihead_error
 
 pytestmark = pytest.mark.semantics
 Array = NDArray[np.float64]
@@ -137,3 +138,51 @@ def test_multihead_linearity_catches_a_residual() -> None:
         test_multihead_output_is_linear_in_the_mixing_matrix,
         multihead=b.broken_multihead(b.heads_with_a_residual),
     )
+
+
+@given(problem=multihead_problems_with_any_mixing())
+def test_multihead_output_is_the_mixing_matrix_times_the_output_with_identity_mixing(
+    multihead: Multihead, problem: MultiheadProblem
+) -> None:
+    """f(X, heads, omega_c) = omega_c f(X, heads, I) for every omega_c, rectangular or square: omega_c multiplies
+    the stacked head outputs H from the left (eq. 12.12), and H = f(X, heads, I)."""
+    stacked = call(multihead, problem.replace(omega_c=np.eye(problem.omega_c.shape[1])))
+    mixed = call(multihead, problem)
+    tolerance = mixing_law_error(problem, stacked, epsilon_of(stacked.dtype, mixed.dtype))
+    assert_close(mixed, problem.omega_c @ np.asarray(stacked, dtype=np.float64), tolerance,
+                 what=f"f(omega_c) against omega_c f(I), omega_c of shape {problem.omega_c.shape}")  # fmt: skip
+
+
+@pytest.mark.meta
+@pytest.mark.parametrize("bug", [b.mixing_transposed, b.heads_with_a_residual])
+def test_multihead_output_is_the_mixing_matrix_times_the_output_with_identity_mixing_catches(bug: object) -> None:
+    assert_law_fails(test_multihead_output_is_the_mixing_matrix_times_the_output_with_identity_mixing,
+                     multihead=b.broken_multihead(bug))  # fmt: skip
+
+
+@given(problem=multihead_problems(min_heads=2))
+def test_the_stacked_output_is_each_head_alone(multihead: Multihead, problem: MultiheadProblem) -> None:
+    """f(X, heads, I) = [f(X, [head 1], I); ...; f(X, [head H], I)]: with identity mixing the output stacks the
+    heads' outputs in order, each computed from its own parameters alone, with its own scale (eq. 12.11)."""
+    identity = problem.replace(omega_c=np.eye(problem.omega_c.shape[1]))
+    stacked = call(multihead, identity)
+    alone = [MultiheadProblem(problem.X, (head,), np.eye(head[0].shape[0])) for head in problem.heads]
+    outputs = [call(multihead, one) for one in alone]
+    eps = epsilon_of(stacked.dtype, *(output.dtype for output in outputs))
+    tolerance = multihead_error(identity, eps) + np.vstack([multihead_error(one, eps) for one in alone])
+    assert_close(stacked, np.vstack(outputs), tolerance, what="the output with identity mixing against each head alone")
+
+
+@pytest.mark.meta
+@pytest.mark.parametrize(
+    "bug",
+    [
+        b.heads_stacked_in_reverse,
+        b.heads_interleaved,
+        b.keys_of_the_next_head,
+        b.value_bias_of_the_first_head,
+        b.first_heads_scale_for_every_head,
+    ],
+)
+def test_the_stacked_output_is_each_head_alone_catches(bug: object) -> None:
+    assert_law_fails(test_the_stacked_output_is_each_head_alone, multihead=b.broken_multihead(bug))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import find, given, settings
+from hypothesis import Phase, find, given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
@@ -118,3 +118,17 @@ def test_strategy_large_logit_problems_reach_the_stated_magnitudes(problem: Atte
     """The unscaled logit bound max (Khat^T Qhat) lies in [100, 1e4], up to rounding of the rescaling."""
     bound = logit_bound(problem)
     assert 100 * (1 - 1e-9) <= bound <= 1e4 * (1 + 1e-9)
+
+
+@pytest.mark.meta
+def test_strategy_masks_reach_the_edges() -> None:
+    """masks() draws every key hidden, every key visible, and masks with both an all-False row (a key no query
+    sees) and an all-False column (a query that sees no key) beside visible entries."""
+    from properties.strategies import masks
+
+    for goal in (
+        lambda m: m.shape == (3, 3) and not m.any(),
+        lambda m: m.shape == (3, 3) and m.all(),
+        lambda m: m.shape == (4, 4) and (~m.any(axis=0)).any() and (~m.any(axis=1)).any() and m.any(),
+    ):
+        find(st.integers(3, 4).flatmap(masks), goal, settings=settings(SEARCH, phases=[Phase.generate]))

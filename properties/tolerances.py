@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from properties.problem import AttentionProblem, MultiheadProblem
+from properties.problem import AttentionOptions, AttentionProblem, MultiheadProblem
 
 Array = NDArray[np.float64]
 FLOAT64_EPS = float(np.finfo(np.float64).eps)
@@ -152,3 +152,34 @@ def no_weight_can_underflow(bounds: ErrorBounds) -> NDArray[np.bool_]:
     N = bounds.logit_bound.shape[0]
     exponent = 2.0 * bounds.logit_bound * (1.0 + bounds.steps * bounds.eps) + np.log(max(N, 1)) + 1.0
     return np.asarray(exponent < -np.log(tiny_of(bounds.eps)))
+
+
+def mixing_law_error(problem: MultiheadProblem, stacked: Array, eps: float = FLOAT64_EPS) -> Array:
+    """Bound on |f(X, heads, omega_c) - omega_c H|, H = f(X, heads, I) as returned and omega_c H formed in float64
+    on the law's side (the multi-head mixing law), shape (rows of omega_c, N).
+
+    Three terms. The error of f(X, heads, omega_c): multihead_error(problem). The error of H: each entry is its
+    head's X' error plus the rounding of a product with I (multihead_error of the problem with omega_c = I);
+    carried through omega_c it is at most |omega_c| times that, which is multihead_error(problem) again. The float64
+    rounding of omega_c H: at most (inner dimension) u64 |omega_c| |H|.
+    """
+    inner = problem.omega_c.shape[1]
+    rounding = inner * FLOAT64_EPS * (np.abs(problem.omega_c) @ np.abs(stacked))
+    return np.asarray(2 * multihead_error(problem, eps) + rounding)
+
+
+def option_error_bounds(problem: AttentionProblem, options: AttentionOptions, scale: float, eps: float) -> ErrorBounds:
+    """Forward-error bounds of one evaluation with the keyword options (positions, mask, causal, bias).
+
+    Positions: every way of forming the projections with them, omega (X + Pi) or omega X + omega Pi, is bounded
+    entry by entry by the magnitudes with |X| + |Pi| in place of |X| (mode "input"), or by those of the stacked
+    problem [X; Pi] of AttentionOptions.without_positions (mode "query_key", whose 2D counts the extra steps):
+    AttentionOptions.magnitudes. A bias: every logit grows by at most max |bias|, and adding it is one more
+    rounding step (ErrorBounds.with_logit_offset). A mask or causal: a hidden key's term leaves the softmax's sums
+    and the weighted sum of values, so each remaining sum has fewer rounding steps, and the visible logits of a
+    column still lie within 2 l_n of their largest; every bound of section 2 and 3 above holds as it is.
+    """
+    bounds = error_bounds(options.magnitudes(problem), scale, eps)
+    if options.bias is not None and options.bias.size:
+        bounds = bounds.with_logit_offset(float(np.abs(options.bias).max()))
+    return bounds

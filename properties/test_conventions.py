@@ -1,0 +1,74 @@
+"""Conventions: choices the mathematics leaves open, reported in a category of their own (`conventions`), apart
+from `semantics`, so that an implementation with another convention is told so once and judged on everything else.
+
+A query that sees no key (an all-False column of the mask, alone or with causal) has no softmax to take: the
+reference gives it a zero column; other implementations give NaN or uniform weights. Every other law judges only the
+queries that see a key (see the no-false-alarm meta-tests in test_options.py and test_masks.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given
+from numpy.typing import NDArray
+
+from properties import broken as b
+from properties.checks import LawViolation, supported
+from properties.implementation import Implementation
+from properties.meta import assert_law_fails
+from properties.problem import AttentionOptions, AttentionProblem
+from properties.strategies import dimensions, problems_with_options
+
+pytestmark = pytest.mark.conventions
+
+CONVENTIONS = {
+    "zero": "a zero column in attentions and X' (the reference's convention)",
+    "nan": "NaN (a softmax over logits that are all -inf: 0 / 0; PyTorch's math backend)",
+    "uniform": "uniform weights over every key (a finite fill such as torch.finfo(dtype).min hides nothing "
+    "when every key is hidden)",
+}
+
+
+def convention_of(
+    X_prime: NDArray[np.floating], attentions: NDArray[np.floating] | None, problem: AttentionProblem
+) -> str:
+    """Which known convention the columns of a query that sees no key follow ("other" if none)."""
+    if np.isnan(X_prime).any() or (attentions is not None and np.isnan(attentions).any()):
+        return "nan"
+    if (X_prime == 0).all() and (attentions is None or (attentions == 0).all()):
+        return "zero"
+    if attentions is not None and np.allclose(attentions, 1 / problem.N, rtol=0, atol=1e-6):
+        return "uniform"
+    return "other"
+
+
+@given(case=problems_with_options(dimensions(min_n=1), hidden_query=True))
+def test_a_query_that_sees_no_key_gets_a_zero_column(
+    implementation: Implementation, case: tuple[AttentionProblem, AttentionOptions]
+) -> None:
+    """Convention: a query n that sees no key (mask[:, n] all False, or with causal no visible m <= n) gets
+    attentions[:, n] = 0 and x'_n = 0 exactly. Other conventions (NaN, uniform weights) are not wrong
+    mathematically, since the softmax over no keys is undefined; the other laws judge only the other queries."""
+    implementation.require("mask")
+    problem, options = case
+    options = supported(implementation, options)
+    unseen = ~options.sees_a_key(problem.N)
+    result = implementation(problem, **options.keywords())
+    X_prime = result.X_prime[:, unseen]
+    attentions = None if result.attentions is None else result.attentions[:, unseen]
+    found = convention_of(X_prime, attentions, problem)
+    if found != "zero":
+        queries = np.flatnonzero(unseen).tolist()
+        raise LawViolation(
+            f"the queries {queries} see no key; expected {CONVENTIONS['zero']}, got "
+            + (CONVENTIONS[found] if found in CONVENTIONS else f"x' = {X_prime.T.tolist()}")
+        )
+
+
+@pytest.mark.meta
+@pytest.mark.parametrize("bug", [b.nan_for_queries_without_keys, b.uniform_for_queries_without_keys])
+def test_a_query_that_sees_no_key_gets_a_zero_column_catches(bug: Any) -> None:
+    assert_law_fails(test_a_query_that_sees_no_key_gets_a_zero_column, implementation=b.broken(bug))
