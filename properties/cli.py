@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from properties.notebook import extract
-from properties.options import CATEGORIES, REFERENCE_TARGETS
+from properties.options import (
+    ARRAYS,
+    CATEGORIES,
+    CONVENTIONS,
+    DTYPES,
+    LAYOUTS,
+    REFERENCE_TARGETS,
+    SDPA_REFERENCE_TARGET,
+)
 
 DEFAULT_TIMEOUT = 1800.0  # seconds for one run of the battery (the thorough profile needs minutes)
 SOFTMAX_OVERFLOW_LAW = "test_softmax_is_finite_for_every_finite_input"
@@ -31,6 +39,7 @@ class Run:
     multihead: str | None = None
     laws: list[dict[str, Any]] = field(default_factory=list)
     error: str = ""
+    convention: list[str] = field(default_factory=list)  # --convention sdpa and its --layout/--array/--dtype
 
     @property
     def failed(self) -> bool:
@@ -65,6 +74,7 @@ def run_battery(run: Run, *, profile: str, only: Sequence[str], square: bool, ti
             command += ["--multihead", run.multihead]
         if square:
             command.append("--square")
+        command += run.convention
         environment = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
         environment.pop("ATTENTION_IMPL", None)
         try:
@@ -92,7 +102,9 @@ def reproduction(row: dict[str, Any], run: Run) -> str:
     marker = "Falsifying example: "
     rerun = (
         f"pytest --pyargs {row['module']} -p properties.plugin -k {row['law']} "
-        f"--impl '{run.target}' --impl-kind {run.kind}" + (f" --softmax '{run.softmax}'" if run.softmax else "")
+        f"--impl '{run.target}' --impl-kind {run.kind}"
+        + (f" --softmax '{run.softmax}'" if run.softmax else "")
+        + "".join(f" {option}" for option in run.convention)
     )
     if marker not in details:
         return rerun
@@ -105,6 +117,7 @@ def reproduction(row: dict[str, Any], run: Run) -> str:
             "from properties.implementation import Implementation",
             "from properties.loading import load_function",
             "from properties.implementation import Multihead, Softmax",
+            *(["from properties.conventions import Convention, SdpaImplementation"] if run.convention else []),
             "from properties.problem import AttentionProblem",
             *(["from properties.problem import MultiheadProblem"] if "MultiheadProblem(" in call else []),
             f"from {row['module']} import {row['law']} as law",
@@ -171,6 +184,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--square", action="store_true", help="draw only D_q = D_v = D (the notebook's setting)")
     p.add_argument("--softmax", default=None, metavar="TARGET", help="also check this column softmax")
     p.add_argument("--multihead", default=None, metavar="TARGET", help="also check this multi-head attention")
+    p.add_argument(
+        "--convention",
+        choices=CONVENTIONS,
+        default="notebook",
+        help="notebook: f(X, omega_v, ..., beta_k); sdpa: f(query, key, value, ...) on rows",
+    )
+    p.add_argument("--layout", choices=LAYOUTS, default=None, help="sdpa: axis order of q, k, v (default BHLE)")
+    p.add_argument("--array", choices=ARRAYS, default=None, help="sdpa: numpy (default), torch or jax arrays")
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="sdpa: dtype of q, k, v (default float64)")
     p.add_argument("--json", default=None, metavar="FILE", help="write the verdicts as JSON")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds allowed for one run")
     return p
@@ -198,6 +220,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     softmax=f"{module}:softmax_cols"),
                 Run("self_attention", f"{module}:self_attention", "unscaled"),
             ]  # fmt: skip
+        elif args.convention == "sdpa":
+            convention = ["--convention", "sdpa"] + [
+                f"--{name}={value}" for name in ("layout", "array", "dtype") if (value := getattr(args, name))
+            ]
+            target = absolute_target(args.target) if args.target else SDPA_REFERENCE_TARGET
+            runs = [Run("row-convention kernel", target, args.kind, convention=convention)]
+            extraction = None
         else:
             target = absolute_target(args.target) if args.target else REFERENCE_TARGETS[args.kind]
             softmax = args.softmax or (None if args.target else "attention:softmax_cols")

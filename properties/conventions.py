@@ -88,6 +88,11 @@ class Convention:
 
     def rounded(self, array: Array) -> Array:
         """`array` rounded to the dtype (to nearest) and back to float64: what the target receives, exactly."""
+        if self.array == "torch":  # torch rounds to bfloat16 itself; numpy would need ml_dtypes
+            import torch
+
+            tensor = torch.from_numpy(np.array(array, dtype=np.float64))
+            return np.asarray(tensor.to(getattr(torch, self.dtype)).to(torch.float64).numpy())
         return np.asarray(np.asarray(array).astype(self.numpy_dtype()).astype(np.float64))
 
     def to_target(self, array: NDArray[Any], *, cast: bool = True, laid_out: bool = True) -> Any:
@@ -304,12 +309,16 @@ class SdpaImplementation(Implementation):
         except ImplementationFailed as error:
             return None, f"the attention matrix cannot be recovered: the target rejects identity values ({error})"
 
-    def __call__(self, problem: AttentionProblem, **keywords: Any) -> Result:
-        """One batch element and one head: q, k, v of `problem` as (1, 1, N, .) rows; X' and attentions back."""
-        if not fits_in_range(problem, self.convention.dtype):  # beyond the dtype's range no law is judged
+    def require_in_range(self, problem: AttentionProblem) -> None:
+        """Reject (hypothesis) a problem whose q, k, v or logits exceed the dtype's range: no law is judged there."""
+        if not fits_in_range(problem, self.convention.dtype):
             if currently_in_test_context():
                 reject()
             raise ValueError(f"the problem's q, k, v or logits exceed the range of {self.convention.dtype}")
+
+    def __call__(self, problem: AttentionProblem, **keywords: Any) -> Result:
+        """One batch element and one head: q, k, v of `problem` as (1, 1, N, .) rows; X' and attentions back."""
+        self.require_in_range(problem)
         target_keywords = self.target_keywords(problem.N, **keywords)
         q, k, v = (a.reshape(1, 1, *a.shape) for a in rows(problem))
         main = self.run_any_width(q, k, v, **target_keywords)
