@@ -120,6 +120,7 @@ def reproduction(row: dict[str, Any], run: Run) -> str:
             *(["from properties.conventions import Convention, SdpaImplementation"] if run.convention else []),
             "from properties.problem import AttentionProblem",
             *(["from properties.problem import MultiheadProblem"] if "MultiheadProblem(" in call else []),
+            *(["from properties.problem import BatchedProblem"] if "BatchedProblem(" in call else []),
             f"from {row['module']} import {row['law']} as law",
             "",
             call.strip(),

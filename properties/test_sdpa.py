@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from properties import broken as b
 from properties import test_attention_matrix, test_masks
 from properties.checks import LawViolation, assert_close
+from properties.cli import Run, reproduction
 from properties.conventions import Batched, Convention, SdpaImplementation
 from properties.kernels import scaled_dot_product_attention
 from properties.meta import assert_law_fails
@@ -285,3 +286,21 @@ def test_masked_keys_influence_nothing_catches_row_kernels(bug: Any) -> None:
 def test_attention_columns_catch_a_kernel_normalising_over_the_queries() -> None:
     law = test_attention_matrix.test_attention_columns_are_probability_distributions
     assert_law_fails(law, implementation=b.broken_kernel(b.kernel_softmax_over_queries))
+
+
+@pytest.mark.meta
+def test_reproduction_snippet_replays_a_row_convention_counterexample() -> None:
+    """attention-check's snippet rebuilds the kernel (SdpaImplementation, its Convention) and the BatchedProblem
+    from their reprs, and fails the law again; its rerun command carries --convention sdpa."""
+    kernel = b.broken_kernel(b.kernel_keys_of_first_batch_element, Convention(dtype="float32"))
+    one, zero = np.ones((1, 1)), np.zeros((1, 1))
+    slots = tuple((AttentionProblem(np.array([[float(i), 1.0]]), one, one, one, zero, zero, zero),) for i in (1, 3))
+    problem = BatchedProblem(slots)
+    law = "test_every_batch_element_and_head_is_attention_over_its_own_rows"
+    example = f"Falsifying example: {law}(\n    kernel={kernel!r},\n    problem={problem!r},\n)"
+    row = {"law": law, "module": "properties.test_sdpa", "details": f"out[1, 0] against ...\n\n{example}"}
+    run = Run("row-convention kernel", kernel.name, "scaled", convention=["--convention", "sdpa", "--dtype=float32"])
+    snippet = reproduction(row, run)
+    assert "--convention sdpa --dtype=float32" in snippet
+    with pytest.raises(LawViolation, match=r"out\[1, 0\]"):
+        exec(snippet, {})
