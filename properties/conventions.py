@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 from properties.implementation import Implementation, ImplementationFailed, Result, call_function
 from properties.options import ARRAYS, DTYPES, LAYOUTS
 from properties.problem import AttentionProblem
-from properties.tolerances import PRECISIONS, epsilon_of_name, fits_in_range
+from properties.tolerances import PRECISIONS, ErrorBounds, dtype_error_bounds, epsilon_of_name, fits_in_range
 
 Array = NDArray[np.float64]
 
@@ -183,6 +183,12 @@ class SdpaImplementation(Implementation):
 
     def __repr__(self) -> str:
         return f"SdpaImplementation(load_function({self.name!r}), {self.kind!r}, {self.name!r}, {self.convention!r})"
+
+    def bounds(self, problem: AttentionProblem, eps: float, scale: float | None = None) -> ErrorBounds:
+        """The forward-error bounds of one evaluation in the convention's dtype (its underflow floor included),
+        with the logit scale of the kind unless `scale` is given."""
+        s = self.scale(problem.D_q) if scale is None else scale
+        return dtype_error_bounds(problem, s, eps, self.convention.dtype)
 
     def keywords(self) -> frozenset[str]:
         """The row-convention keywords the target names in its signature (or documents, for known builtins)."""

@@ -55,7 +55,7 @@ def exact_rows(problem: AttentionProblem, scale: float, visible_keys: int | None
 
 def row_bounds(kernel: SdpaImplementation, problem: AttentionProblem, scale: float, eps: float) -> Array:
     """The forward-error bound of one kernel evaluation plus that of the float64 expected values, as rows (N, D_v)."""
-    bounds: ErrorBounds = error_bounds(problem, scale, eps) + error_bounds(problem, scale)
+    bounds: ErrorBounds = kernel.bounds(problem, eps, scale) + error_bounds(problem, scale)
     return np.asarray(bounds.x_prime.T)
 
 
@@ -110,7 +110,7 @@ def test_changing_one_head_of_one_batch_element_changes_only_its_own_output(
     for j, slots in enumerate(problem.slots):
         for g, slot in enumerate(slots):
             if (j, g) != (i, h):
-                bound = 2 * np.asarray(error_bounds(slot, scale, eps).x_prime.T)
+                bound = 2 * np.asarray(kernel.bounds(slot, eps, scale).x_prime.T)
                 assert_close(after.out[j, g], before.out[j, g], bound,
                              what=f"out[{j}, {g}] after changing batch element {i}, head {h}")  # fmt: skip
 
@@ -132,7 +132,7 @@ def test_permuting_the_batch_permutes_the_outputs(
     scale, eps = default_scale(kernel, problem), max(before.eps, after.eps)
     for i, source in enumerate(p):
         for h, slot in enumerate(problem.slots[source]):
-            bound = 2 * np.asarray(error_bounds(slot, scale, eps).x_prime.T)
+            bound = 2 * np.asarray(kernel.bounds(slot, eps, scale).x_prime.T)
             assert_close(after.out[i, h], before.out[source, h], bound,
                          what=f"out[{i}, {h}] of the batch in the order {p.tolist()}")  # fmt: skip
 

@@ -205,3 +205,41 @@ def plain_computation_floor(problem: AttentionProblem, scale: float, eps: float)
     value = float(error_bounds(problem, scale).value_bound.max(initial=0.0))
     exact_error = float(error_bounds(problem, scale).x_prime.max(initial=0.0))
     return (problem.N + 2) * eps * value + exact_error
+
+
+@dataclass(frozen=True)
+class DtypeErrorBounds(ErrorBounds):
+    """ErrorBounds with the underflow floor (section 4) of a named dtype whose smallest normal number lies above
+    the one tiny_of(eps) assumes: float16's 2^-14, where tiny_of takes float32's 2^-126 for every eps coarser than
+    float64's. An entry of q, k, v or of a result below it may be flushed or rounded to a subnormal with an
+    absolute error of at most that number: `floor` is added where section 4 adds tiny (N on each weight, k on
+    each entry of X'). Sums and logit offsets keep the larger floor."""
+
+    floor: float = 0.0
+
+    @property
+    def attentions(self) -> Array:
+        return np.asarray(super().attentions + self.logit_bound.shape[0] * self.floor)
+
+    @property
+    def x_prime(self) -> Array:
+        return np.asarray(super().x_prime + self.steps * self.floor)
+
+    def with_logit_offset(self, offset: float) -> DtypeErrorBounds:
+        plain = super().with_logit_offset(offset)
+        return DtypeErrorBounds(plain.logit_bound, plain.value_bound, plain.steps, plain.eps, self.floor)
+
+    def __add__(self, other: ErrorBounds) -> DtypeErrorBounds:
+        plain = super().__add__(other)
+        floor = max(self.floor, getattr(other, "floor", 0.0))
+        return DtypeErrorBounds(plain.logit_bound, plain.value_bound, plain.steps, plain.eps, floor)
+
+
+def dtype_error_bounds(problem: AttentionProblem, scale: float, eps: float, name: str) -> ErrorBounds:
+    """error_bounds for a result in dtype `name` (PRECISIONS), with that dtype's underflow floor when it lies
+    above tiny_of(eps) (float16)."""
+    bounds = error_bounds(problem, scale, eps)
+    smallest = PRECISIONS[name][2]
+    if smallest <= tiny_of(eps):
+        return bounds
+    return DtypeErrorBounds(bounds.logit_bound, bounds.value_bound, bounds.steps, bounds.eps, smallest)
