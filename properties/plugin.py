@@ -132,7 +132,7 @@ def _kernel(config: pytest.Config) -> SdpaImplementation | None:
     sdpa = config.getoption("--convention") == "sdpa"
     if not sdpa and any(options.values()):
         given = ", ".join(f"--{name}" for name, value in options.items() if value)
-        raise pytest.UsageError(f"{given} apply to --convention sdpa only")
+        raise pytest.UsageError(f"{given}: options of --convention sdpa only")
     target = config.getoption("--impl")
     if target and not sdpa:
         return None
