@@ -240,7 +240,7 @@ def test_error_is_at_most_twice_that_of_a_plain_computation_in_the_same_dtype(
             exact = exact_rows(slot, scale)
             error = float(np.abs(result.out[i, h] - exact).max())
             plain = float(np.abs(plain_rows(slot, scale, kernel.convention) - exact).max())
-            allowed = 2 * plain + plain_computation_floor(slot, scale, kernel.convention.eps)
+            allowed = 2 * plain + plain_computation_floor(slot, scale, kernel.convention.dtype)
             if not error <= allowed:
                 raise LawViolation(
                     f"out[{i}, {h}] is off the exact result by {error:.3g}; a plain {kernel.convention.dtype} "

@@ -191,7 +191,7 @@ def logit_bound_of(problem: AttentionProblem) -> float:
     return float(problem.logit_bounds().max(initial=0.0))
 
 
-def plain_computation_floor(problem: AttentionProblem, scale: float, eps: float) -> float:
+def plain_computation_floor(problem: AttentionProblem, scale: float, name: str) -> float:
     """The floor of the FlashAttention test rule, max |f - exact| <= 2 max |plain - exact| + floor.
 
     The rule (FlashAttention's tests) compares the worst error of the kernel with that of a plain computation
@@ -200,11 +200,14 @@ def plain_computation_floor(problem: AttentionProblem, scale: float, eps: float)
     small by luck. The floor keeps luck from failing a correct kernel where the plain computation is nearly
     exact: any result returned in the dtype is off by its rounding, up to eps/2 |x'| per entry, and the weights'
     rounding moves x' by at most (N + 1) eps max |v|; together at most (N + 2) eps max_d v_d, with v_d the
-    value bounds of ErrorBounds. The exact side is computed in float64: its own forward-error bound is added.
+    value bounds of ErrorBounds. Below the dtype's smallest normal number a kernel may flush to zero (XLA on the
+    CPU does) where the plain computation keeps a subnormal: up to that number in each of the same N + 2 steps.
+    The exact side is computed in float64: its own forward-error bound is added.
     """
+    eps, _, smallest = PRECISIONS[name]
     value = float(error_bounds(problem, scale).value_bound.max(initial=0.0))
     exact_error = float(error_bounds(problem, scale).x_prime.max(initial=0.0))
-    return (problem.N + 2) * eps * value + exact_error
+    return (problem.N + 2) * (eps * value + smallest) + exact_error
 
 
 @dataclass(frozen=True)
