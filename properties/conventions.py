@@ -114,8 +114,9 @@ class Convention:
             return jnp.asarray(array)
         return array.copy()
 
-    def from_target(self, value: Any, what: str) -> tuple[Array, float]:
-        """What the target returned as a float64 (B, H, L, E) numpy array, and the epsilon of its dtype."""
+    def from_target(self, value: Any, what: str, *, laid_out: bool = True) -> tuple[Array, float]:
+        """What the target returned as a float64 (B, H, L, E) numpy array, and the epsilon of its dtype (attention
+        weights keep their (B, H, L, S) axes in every layout: laid_out=False)."""
         dtype_name = str(getattr(value, "dtype", "float64"))
         try:
             if self.array == "torch" and hasattr(value, "detach"):
@@ -128,7 +129,7 @@ class Convention:
             raise ImplementationFailed(f"{what} could not be converted to a numpy array: {error!r}") from error
         if array.dtype != np.float64:
             raise ImplementationFailed(f"{what} has dtype {dtype_name}; expected a real float array")
-        if self.layout == "BLHE" and array.ndim == 4:
+        if laid_out and self.layout == "BLHE" and array.ndim == 4:
             array = np.swapaxes(array, 1, 2)
         return array, epsilon_of_name(dtype_name)
 
@@ -270,7 +271,7 @@ class SdpaImplementation(Implementation):
                     f"{self.name} returned {len(returned)} values; expected out or (out, weights)"
                 )
             returned, raw = returned
-            weights, _ = self.convention.from_target(raw, "the returned attention weights")
+            weights, _ = self.convention.from_target(raw, "the returned attention weights", laid_out=False)
             shape = (*query.shape[:-1], key.shape[-2])
             if weights.shape != shape:
                 raise ImplementationFailed(
