@@ -44,6 +44,10 @@ KNOWN_KEYWORDS: dict[str, frozenset[str]] = {
 }
 
 
+# Targets that take grouped key/value heads (fewer than the query heads) without a keyword, as documented.
+IMPLICIT_GROUPS = frozenset({"jax._src.nn.functions:dot_product_attention"})
+
+
 @dataclass(frozen=True)
 class Convention:
     """How q, k, v reach the target: the axis order, the array library and the dtype."""
@@ -199,6 +203,14 @@ class SdpaImplementation(Implementation):
             module = getattr(self.function, "__module__", "")
             return KNOWN_KEYWORDS.get(f"{module}:{getattr(self.function, '__qualname__', '')}", frozenset())
         return frozenset(name for name in SDPA_KEYWORDS if name in parameters)
+
+    def grouped_heads(self) -> dict[str, Any] | None:
+        """The keywords that make the target take fewer key/value heads than query heads: enable_gqa=True where
+        the signature names it, none for targets documented to take them as they are, None if it cannot."""
+        if "enable_gqa" in self.keywords():
+            return {"enable_gqa": True}
+        name = f"{getattr(self.function, '__module__', '')}:{getattr(self.function, '__qualname__', '')}"
+        return {} if name in IMPLICIT_GROUPS else None
 
     def mask_keyword(self) -> str | None:
         return next((name for name in MASK_KEYWORDS if name in self.keywords()), None)
