@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from properties.grading import Graded, Options, Subject, grade, jobs_for, rows
-from properties.options import CATEGORIES
+from properties.grading import Graded, Options, Subject, convention_arguments, grade, jobs_for, rows
+from properties.options import ARRAYS, CATEGORIES, CONVENTIONS, DTYPES, LAYOUTS
 
 TIMEOUTS = {"dev": 300.0, "ci": 900.0, "thorough": 3600.0}  # default seconds per file, by profile
 
@@ -21,11 +21,12 @@ def law_title(law: str) -> str:
     return law.removeprefix("test_").replace("_", " ")
 
 
-def rerun(law: dict[str, Any], subject: Subject) -> str:
-    """The pytest command that reruns one law on the subject."""
+def rerun(law: dict[str, Any], subject: Subject, convention: Sequence[str] = ()) -> str:
+    """The pytest command that reruns one law on the subject (in its calling convention)."""
     option = {"softmax": "--softmax", "multihead": "--multihead"}.get(subject.kind)
     under_test = f"{option} '{subject.target}'" if option else f"--impl '{subject.target}' --impl-kind {subject.kind}"
-    return f"pytest --pyargs {law['module']} -p properties.plugin -k {law['law']} {under_test}"
+    command = f"pytest --pyargs {law['module']} -p properties.plugin -k {law['law']} {under_test}"
+    return " ".join([command, *convention])
 
 
 def print_subject(subject: Subject) -> None:
@@ -47,7 +48,7 @@ def print_subject(subject: Subject) -> None:
         print(f"  {counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['SKIP']} SKIP")
 
 
-def print_details(subject: Subject) -> None:
+def print_details(subject: Subject, convention: Sequence[str] = ()) -> None:
     for law in subject.laws:
         if law["status"] != "FAIL":
             continue
@@ -63,7 +64,7 @@ def print_details(subject: Subject) -> None:
         if law["reproduce"]:
             print("reproduce (python, from this directory):")
             print("    " + law["reproduce"].replace("\n", "\n    "))
-        print(f"or rerun the law: {rerun(law, subject)}")
+        print(f"or rerun the law: {rerun(law, subject, convention)}")
 
 
 def print_summary(graded: Sequence[Graded]) -> None:
@@ -125,6 +126,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--square", action="store_true", help="draw only D_q = D_v = D (the notebook's setting)")
     p.add_argument("--softmax", default=None, metavar="TARGET", help="with a TARGET: also check this column softmax")
     p.add_argument("--multihead", default=None, metavar="TARGET", help="with a TARGET: also check this multi-head")
+    p.add_argument(
+        "--convention",
+        choices=CONVENTIONS,
+        default="notebook",
+        help="of a TARGET: notebook, f(X, omega_v, ..., beta_k); sdpa, f(query, key, value, ...) on rows",
+    )
+    p.add_argument("--layout", choices=LAYOUTS, default=None, help="sdpa: axis order of q, k, v (default BHLE)")
+    p.add_argument("--array", choices=ARRAYS, default=None, help="sdpa: numpy (default), torch or jax arrays")
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="sdpa: dtype of q, k, v (default float64)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="files graded at once (default: cores)")
     p.add_argument("--timeout", type=float, default=None, help="seconds per file (default: 300, ci 900, thorough 3600)")
     p.add_argument("--memory", type=int, default=2048, metavar="MB", help="memory limit per file (default 2048)")
@@ -157,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout=args.timeout or TIMEOUTS[args.profile], memory_mb=args.memory, kind=args.kind,
         softmax=args.softmax and jobs_for([args.softmax])[0][0].target,
         multihead=args.multihead and jobs_for([args.multihead])[0][0].target,
+        convention=convention_arguments(args.convention, layout=args.layout, array=args.array, dtype=args.dtype),
     )  # fmt: skip
     seed = "derandomised" if args.seed is None else f"seed {args.seed}"
     print(f"attention-check: {len(jobs)} file(s); profile {args.profile}, {seed}" + (f"; only {', '.join(only)}"
@@ -174,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for subject in file.subjects:
             print_subject(subject)
         for subject in file.subjects:
-            print_details(subject)
+            print_details(subject, options.convention)
     print_summary(graded)
     if args.csv:
         write_csv(graded, Path(args.csv))

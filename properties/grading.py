@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from hypothesis import Phase, settings
 
-from properties.options import CATEGORIES
+from properties.options import CATEGORIES, SDPA_REFERENCE_TARGET
 
 NOTEBOOK_FUNCTIONS = {"softmax_cols": "softmax", "self_attention": "unscaled",
                       "scaled_dot_product_self_attention": "scaled"}  # fmt: skip
@@ -49,6 +49,17 @@ class Options:
     kind: str = "scaled"  # of a single TARGET
     softmax: str | None = None
     multihead: str | None = None
+    convention: tuple[str, ...] = ()  # --convention sdpa and its --layout/--array/--dtype, as pytest arguments
+
+
+def convention_arguments(convention: str, **choices: str | None) -> tuple[str, ...]:
+    """The pytest arguments of a calling convention: () for the notebook's, else --convention and its choices."""
+    if convention == "notebook":
+        given = [f"--{name}" for name, value in choices.items() if value]
+        if given:
+            raise SystemExit(f"attention-check: {', '.join(given)} need --convention sdpa")
+        return ()
+    return ("--convention", convention, *(f"--{name}={value}" for name, value in choices.items() if value))
 
 
 @dataclass
@@ -116,6 +127,8 @@ def subjects_of_file(path: Path) -> list[Subject]:
 def subjects_of_target(job: dict[str, Any]) -> list[Subject]:
     from properties.loading import load_function
 
+    if job["target"] == REFERENCE and job["convention"]:
+        return [Subject("sdpa_kernel", SDPA_REFERENCE_TARGET, job["kind"])]
     if job["target"] == REFERENCE:
         function = "scaled_dot_product_self_attention" if job["kind"] == "scaled" else "self_attention"
         return [
@@ -175,10 +188,14 @@ def _battery(subjects: list[Subject], job: dict[str, Any], scratch: Path) -> Non
         arguments += ["--hypothesis-seed", str(job["seed"])]
     if job["square"]:
         arguments.append("--square")
+    arguments += job["convention"]
+    # Under a row convention the implementation is also the `kernel` of the row-convention laws.
+    fixtures = {kind: {FIXTURE[kind], "kernel"} if job["convention"] and kind in ("scaled", "unscaled") else
+                {FIXTURE[kind]} for kind in FIXTURE}  # fmt: skip
     recorder = VerdictRecorder()
-    code = pytest.main(arguments, plugins=[recorder, KeepSubjects({FIXTURE[s.kind] for s in subjects})])
+    code = pytest.main(arguments, plugins=[recorder, KeepSubjects(set().union(*(fixtures[s.kind] for s in subjects)))])
     for subject in subjects:
-        subject.laws = [law for law in recorder.laws.values() if law["subject"] == FIXTURE[subject.kind]]
+        subject.laws = [law for law in recorder.laws.values() if law["subject"] in fixtures[subject.kind]]
         subject.done = True
         if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED):
             subject.error = f"the battery could not run (pytest exit {int(code)})"

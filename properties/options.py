@@ -43,3 +43,10 @@ class Generation:
 
 
 GENERATION = Generation()
+
+# The row convention (--convention sdpa, properties/conventions.py): f(query, key, value, ...) on (..., L, E) rows.
+CONVENTIONS = ("notebook", "sdpa")
+LAYOUTS = ("BHLE", "BLHE")  # (batch, heads, length, width) as torch; (batch, length, heads, width) as jax
+ARRAYS = ("numpy", "torch", "jax")
+DTYPES = ("float16", "bfloat16", "float32", "float64")
+SDPA_REFERENCE_TARGET = "properties.kernels:scaled_dot_product_attention"

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+from properties.conventions import Convention, SdpaImplementation, sdpa_implementation
 from properties.implementation import (
     REFERENCE,
     REFERENCE_MULTIHEAD,
@@ -25,7 +26,16 @@ from properties.implementation import (
     Softmax,
 )
 from properties.loading import load_function
-from properties.options import GENERATION, KINDS, MARKERS
+from properties.options import (
+    ARRAYS,
+    CONVENTIONS,
+    DTYPES,
+    GENERATION,
+    KINDS,
+    LAYOUTS,
+    MARKERS,
+    SDPA_REFERENCE_TARGET,
+)
 from properties.verdicts import VerdictRecorder
 
 # Profiles. Numerical examples have no meaningful deadline; `ci` extends hypothesis's built-in ci
@@ -43,6 +53,7 @@ else:
     settings.load_profile("dev")
 
 IMPLEMENTATIONS = pytest.StashKey[list[Implementation]]()
+KERNELS = pytest.StashKey[list[SdpaImplementation]]()  # the row-convention kernel, or none
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -73,6 +84,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="multi-head attention to check, f(X, heads, omega_c) (default: the reference's, unless --impl is given)",
     )
     group.addoption("--square", action="store_true", default=False, help="draw only D_q = D_v = D (the notebook's)")
+    group.addoption(
+        "--convention",
+        default="notebook",
+        choices=CONVENTIONS,
+        help="how TARGET is called: notebook (f(X, omega_v, ..., beta_k), default) or sdpa (f(query, key, value, "
+        "attn_mask=/mask=, is_causal=, scale=, bias=), rows with batch and heads)",
+    )
+    group.addoption("--layout", default=None, choices=LAYOUTS, help="sdpa: axis order of q, k, v (default BHLE)")
+    group.addoption("--array", default=None, choices=ARRAYS, help="sdpa: the array library of q, k, v (default numpy)")
+    group.addoption("--dtype", default=None, choices=DTYPES, help="sdpa: the dtype of q, k, v (default float64)")
     group.addoption("--attention-report", default=None, metavar="FILE", help="write one verdict per law as JSON")
 
 
@@ -88,7 +109,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {description}")
     GENERATION.square = bool(config.getoption("--square"))
     target = config.getoption("--impl")
-    if target:
+    kernel = _kernel(config)
+    config.stash[KERNELS] = [] if kernel is None else [kernel]
+    if config.getoption("--convention") == "sdpa" and kernel is not None:
+        config.stash[IMPLEMENTATIONS] = list[Implementation]([kernel])
+    elif target:
         kind = config.getoption("--impl-kind")
         config.stash[IMPLEMENTATIONS] = [Implementation(_load(target, "--impl"), kind, target)]
     else:
@@ -96,6 +121,25 @@ def pytest_configure(config: pytest.Config) -> None:
     report = config.getoption("--attention-report")
     if report:
         config.pluginmanager.register(VerdictRecorder(Path(report)), "attention-verdicts")
+
+
+def _kernel(config: pytest.Config) -> SdpaImplementation | None:
+    """The row-convention kernel of the sdpa laws: --impl under --convention sdpa, else (without --impl) the
+    bundled numpy kernel; None for a notebook-convention --impl."""
+    options = {name: config.getoption(f"--{name}") for name in ("layout", "array", "dtype")}
+    sdpa = config.getoption("--convention") == "sdpa"
+    if not sdpa and any(options.values()):
+        given = ", ".join(f"--{name}" for name, value in options.items() if value)
+        raise pytest.UsageError(f"{given}: options of --convention sdpa only")
+    target = config.getoption("--impl")
+    if target and not sdpa:
+        return None
+    target = target or SDPA_REFERENCE_TARGET
+    convention = Convention(**{name: value for name, value in options.items() if value})
+    try:
+        return sdpa_implementation(_load(target, "--impl"), target, convention, config.getoption("--impl-kind"))
+    except ValueError as error:
+        raise pytest.UsageError(f"--convention sdpa {target}: {error}") from error
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -133,6 +177,16 @@ def _under_test(config: pytest.Config, option: str, what: str, reference: Functi
     if config.getoption("--impl"):
         pytest.skip(f"no {what} under test: pass {option} TARGET to check one")
     return reference
+
+
+@pytest.fixture(scope="session")
+def kernel(pytestconfig: pytest.Config) -> SdpaImplementation:
+    """The row-convention kernel under test: --impl TARGET under --convention sdpa, else the bundled numpy kernel
+    (skipped for a notebook-convention --impl)."""
+    kernels = pytestconfig.stash[KERNELS]
+    if not kernels:
+        pytest.skip("a law of the row convention: pass --convention sdpa to check TARGET as f(query, key, value)")
+    return kernels[0]
 
 
 @pytest.fixture(scope="session")

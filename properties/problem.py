@@ -230,3 +230,49 @@ class AttentionOptions:
         if self.bias is not None:
             parts.append(f"bias={code_for(self.bias)}")
         return "AttentionOptions(" + ", ".join(parts) + ")"
+
+
+# --- The row convention: a batch of multi-head problems (properties/test_sdpa.py) ---
+
+
+@dataclass(frozen=True, repr=False)
+class BatchedProblem:
+    """B batch elements, each an input X_b with H heads of its own parameters: slot (b, h) is the single-head
+    problem AttentionProblem(X_b, *heads[b][h]). Every slot has the same N, D_q and D_v, so their rows stack
+    into query (B, H, N, D_q), key (B, H, N, D_q) and value (B, H, N, D_v), as a row-convention kernel takes them.
+    """
+
+    slots: tuple[tuple[AttentionProblem, ...], ...]
+
+    @property
+    def B(self) -> int:
+        return len(self.slots)
+
+    @property
+    def H(self) -> int:
+        return len(self.slots[0])
+
+    def stacked(self) -> tuple[Array, Array, Array]:
+        """(query, key, value) in (B, H, N, .) layout: slot (b, h) holds Q^T, K^T, V^T, computed in float64."""
+        rows = [[(p.omega_q @ p.X + p.beta_q, p.omega_k @ p.X + p.beta_k, p.values()) for p in heads]
+                for heads in self.slots]  # fmt: skip
+        return tuple(  # type: ignore[return-value]
+            np.array([[slot[i].T for slot in heads] for heads in rows]) for i in range(3)
+        )
+
+    def replace_slot(self, b: int, h: int, problem: AttentionProblem) -> BatchedProblem:
+        """A copy with slot (b, h) replaced."""
+        slots = [list(heads) for heads in self.slots]
+        slots[b][h] = problem
+        return BatchedProblem(tuple(tuple(heads) for heads in slots))
+
+    def with_batch_order(self, p: NDArray[np.intp]) -> BatchedProblem:
+        """The batch elements in the order p (element i of the result is element p[i])."""
+        return BatchedProblem(tuple(self.slots[int(i)] for i in p))
+
+    def __repr__(self) -> str:
+        body = ",\n".join("    (" + ", ".join(repr(p) for p in heads) + ",)" for heads in self.slots)
+        return f"BatchedProblem((  # B={self.B}, H={self.H}\n{body},\n))"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))

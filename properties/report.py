@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -83,12 +84,20 @@ def code_of(value: Any, imports: set[str]) -> str:
             raise ValueError(f"cannot reload {value!r}: no TARGET")
         imports.add("from properties.loading import load_function")
         if hasattr(value, "kind") and hasattr(value, "bounds"):
+            # An Implementation (or its row-convention subclass, which also prints its Convention) prints as code.
             imports.add(f"from {kind.__module__} import {kind.__qualname__}")
-            return f"{kind.__qualname__}(load_function({target!r}), {value.kind!r}, {target!r})"
+            convention = getattr(value, "convention", None)
+            if convention is not None:
+                imports.add(f"from {type(convention).__module__} import {type(convention).__qualname__}")
+            return repr(value)
         return f"load_function({target!r})"  # the laws call a softmax or multi-head function directly
     if "__repr__" in vars(kind) and repr(value).startswith(kind.__qualname__ + "("):
-        imports.add(f"from {kind.__module__} import {kind.__qualname__}")  # prints as code (AttentionProblem, ...)
-        return repr(value)
+        text = repr(value)  # prints as code (AttentionProblem, ...), perhaps with the problems it holds
+        module = sys.modules[kind.__module__]
+        imports.update(f"from {kind.__module__} import {name}" for name in dir(module) if f"{name}(" in text
+                       and isinstance(getattr(module, name), type))  # fmt: skip
+        imports.add(f"from {kind.__module__} import {kind.__qualname__}")
+        return text
     qualname = getattr(value, "__qualname__", "")
     if callable(value) and qualname and "." not in qualname and "<" not in qualname:
         imports.add(f"from {value.__module__} import {qualname}")  # a module-level function

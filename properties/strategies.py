@@ -13,7 +13,7 @@ from numpy.typing import NDArray
 
 from attention import sinusoidal_positional_encoding
 from properties.options import DEFAULT_SIZE_LIMIT, GENERATION, SIZE_LIMITS
-from properties.problem import AttentionOptions, AttentionProblem, Head, MultiheadProblem
+from properties.problem import AttentionOptions, AttentionProblem, BatchedProblem, Head, MultiheadProblem
 
 Array = NDArray[np.float64]
 
@@ -611,3 +611,86 @@ def multihead_problems_with_any_mixing(draw: st.DrawFn) -> MultiheadProblem:
         rows = problem.omega_c.shape[1]
         problem = problem.replace(omega_c=draw(matrices(rows, rows), label="square omega_c"))
     return problem
+
+
+# --- The row convention: batches of multi-head problems (properties/test_sdpa.py) ---
+
+# Batches and heads multiply the work of every example: small sides keep a batched example as cheap as a few
+# single ones, and every mistake of the row convention (an axis, a scale, a mask) shows at these sizes.
+BATCHED_SIDE = 4
+
+
+@st.composite
+def head_on(draw: st.DrawFn, X: Array, dims: Dimensions) -> AttentionProblem:
+    """A head's own parameters (for dimensions `dims`) on the given X, logits within SEMANTIC_LOGIT_BOUND."""
+    problem = draw(attention_problems(st.just(dims)), label="a head's parameters")
+    return with_logits_within(problem.replace(X=X), SEMANTIC_LOGIT_BOUND)
+
+
+@st.composite
+def batched_problems(
+    draw: st.DrawFn, *, batch: tuple[int, int] = (2, 3), heads: tuple[int, int] = (2, 3), min_n: int = 1
+) -> BatchedProblem:
+    """B batch elements (B in `batch`), each an input X_b with H heads (H in `heads`) of their own parameters;
+    one N, D, D_q, D_v for all."""
+    dims = draw(dimensions(max_side=BATCHED_SIDE, min_n=min_n), label="dimensions")
+    B, H = draw(st.integers(*batch), label="B"), draw(st.integers(*heads), label="H")
+    slots = []
+    for _ in range(B):
+        X = draw(inputs(dims.D, dims.N), label="X_b")
+        slots.append(tuple(draw(head_on(X, dims)) for _ in range(H)))
+    return BatchedProblem(tuple(slots))
+
+
+@st.composite
+def batched_problems_with_a_changed_slot(draw: st.DrawFn) -> tuple[BatchedProblem, int, int, AttentionProblem]:
+    """A batch, a slot (b, h) and new parameters for that head on the same X_b."""
+    problem = draw(batched_problems())
+    b, h = draw(st.integers(0, problem.B - 1), label="b"), draw(st.integers(0, problem.H - 1), label="h")
+    old = problem.slots[b][h]
+    return problem, b, h, draw(head_on(old.X, Dimensions(old.D, old.D_q, old.D_v, old.N)), label="new head")
+
+
+@st.composite
+def batched_problems_with_batch_orders(draw: st.DrawFn) -> tuple[BatchedProblem, NDArray[np.intp]]:
+    problem = draw(batched_problems())
+    return problem, draw(permutations_of(problem.B), label="order of the batch")
+
+
+@st.composite
+def batched_problems_with_scales(draw: st.DrawFn) -> tuple[BatchedProblem, float]:
+    """A batch and a logit scale c = t / sqrt(D_q), t in [1/8, 2]: the keyword must set it whatever it is."""
+    problem = draw(batched_problems(heads=(1, 2)))
+    t = draw(st.floats(0.125, 2.0), label="t")
+    return problem, t / float(np.sqrt(problem.slots[0][0].D_q))
+
+
+@st.composite
+def batched_problems_with_key_padding(draw: st.DrawFn) -> tuple[BatchedProblem, NDArray[np.intp], float]:
+    """A batch (N >= 2), a number of real keys n_b in [1, N] for each batch element (the rest is padding), and
+    a factor in [1, 1e3] for what the padding holds: whatever it is must not matter."""
+    problem = draw(batched_problems(heads=(1, 2), min_n=2))
+    N = problem.slots[0][0].N
+    lengths = draw(hnp.arrays(np.intp, (problem.B,), elements=st.integers(1, N)), label="n_b")
+    return problem, lengths, draw(st.floats(1.0, 1e3), label="factor of the padding")
+
+
+@st.composite
+def grouped_query_problems(draw: st.DrawFn) -> tuple[BatchedProblem, int]:
+    """A batch whose H = G H_kv query heads come in H_kv groups of G (G >= 2) sharing keys and values: slot (b, h)
+    has the key and value parameters of slot (b, (h // G) G), its own query parameters. Returns (problem, G)."""
+    dims = draw(dimensions(max_side=BATCHED_SIDE), label="dimensions")
+    B, kv_heads = draw(st.integers(1, 2), label="B"), draw(st.integers(1, 2), label="H_kv")
+    G = draw(st.integers(2, 3), label="G")
+    slots = []
+    for _ in range(B):
+        X = draw(inputs(dims.D, dims.N), label="X_b")
+        heads = []
+        for _ in range(kv_heads):
+            shared = draw(head_on(X, dims), label="the group's key and value head")
+            for _ in range(G):
+                own = draw(head_on(X, dims), label="a query head")
+                mixed = shared.replace(omega_q=own.omega_q, beta_q=own.beta_q)
+                heads.append(with_logits_within(mixed, SEMANTIC_LOGIT_BOUND))
+        slots.append(tuple(heads))
+    return BatchedProblem(tuple(slots)), G

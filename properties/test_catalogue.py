@@ -23,6 +23,8 @@ HELPERS = {
     "broken",
     "broken_multihead",
     "broken_softmax",
+    "broken_kernel",
+    "rows_softmax",
 }
 
 

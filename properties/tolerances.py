@@ -183,3 +183,97 @@ def option_error_bounds(problem: AttentionProblem, options: AttentionOptions, sc
     if options.bias is not None and options.bias.size:
         bounds = bounds.with_logit_offset(float(np.abs(options.bias).max()))
     return bounds
+
+
+# --- Row-convention kernels in other precisions (--convention sdpa --dtype, issue 12) ---
+
+# (machine epsilon, largest finite, smallest normal) of each dtype the sdpa convention casts q, k, v to: IEEE 754
+# binary16, binary32, binary64 and bfloat16 (8 exponent bits like binary32, 8 significand bits with the implicit
+# one, so eps = 2^-7). Named rather than looked up, so that bfloat16 needs neither ml_dtypes nor an array library.
+PRECISIONS: dict[str, tuple[float, float, float]] = {
+    "float16": (2.0**-10, 65504.0, 2.0**-14),
+    "bfloat16": (2.0**-7, float((2 - 2.0**-7) * 2.0**127), 2.0**-126),
+    "float32": (2.0**-23, float(np.finfo(np.float32).max), 2.0**-126),
+    "float64": (2.0**-52, float(np.finfo(np.float64).max), 2.0**-1022),
+}
+
+
+def epsilon_of_name(name: str) -> float:
+    """Machine epsilon of a dtype named as numpy, torch ("torch.bfloat16") or ml_dtypes print it; float64's for
+    a name not in PRECISIONS (an integer result, say), as epsilon_of does for non-float dtypes."""
+    return PRECISIONS.get(name.removeprefix("torch."), PRECISIONS["float64"])[0]
+
+
+def fits_in_range(problem: AttentionProblem, name: str) -> bool:
+    """Whether casting q, k, v to dtype `name` and forming any logit stays below its largest finite number.
+
+    Entries of Q, K, V are bounded by Qhat, Khat, Vhat, and every partial sum of a logit q_n . k_m (in any
+    order) by (Khat^T Qhat)_mn; a factor 2 covers the rounding of both, and of the outputs, which are convex
+    combinations of the values. A problem beyond this is not representable in the dtype: no law is judged on it.
+    """
+    largest = PRECISIONS[name][1] / 2
+    Qhat, Khat, Vhat = problem.magnitudes()
+    sizes = [float(a.max(initial=0.0)) for a in (Qhat, Khat, Vhat)]
+    return max(sizes) <= largest and logit_bound_of(problem) <= largest
+
+
+def logit_bound_of(problem: AttentionProblem) -> float:
+    """max (Khat^T Qhat)_mn: a bound on every unscaled logit and on each of its partial sums."""
+    return float(problem.logit_bounds().max(initial=0.0))
+
+
+def plain_computation_floor(problem: AttentionProblem, scale: float, name: str) -> float:
+    """The floor of the FlashAttention test rule, max |f - exact| <= 2 max |plain - exact| + floor.
+
+    The rule (FlashAttention's tests) compares the worst error of the kernel with that of a plain computation
+    in the same dtype on the same rounded inputs: a kernel that rounds no worse than the textbook passes, a
+    mistake shows as an error many times the plain one. It is a cross-check, not a proof: the plain error can be
+    small by luck. The floor keeps luck from failing a correct kernel where the plain computation is nearly
+    exact: any result returned in the dtype is off by its rounding, up to eps/2 |x'| per entry, and the weights'
+    rounding moves x' by at most (N + 1) eps max |v|; together at most (N + 2) eps max_d v_d, with v_d the
+    value bounds of ErrorBounds. Below the dtype's smallest normal number a kernel may flush to zero (XLA on the
+    CPU does) where the plain computation keeps a subnormal: up to that number in each of the same N + 2 steps.
+    The exact side is computed in float64: its own forward-error bound is added.
+    """
+    eps, _, smallest = PRECISIONS[name]
+    value = float(error_bounds(problem, scale).value_bound.max(initial=0.0))
+    exact_error = float(error_bounds(problem, scale).x_prime.max(initial=0.0))
+    return (problem.N + 2) * (eps * value + smallest) + exact_error
+
+
+@dataclass(frozen=True)
+class DtypeErrorBounds(ErrorBounds):
+    """ErrorBounds with the underflow floor (section 4) of a named dtype whose smallest normal number lies above
+    the one tiny_of(eps) assumes: float16's 2^-14, where tiny_of takes float32's 2^-126 for every eps coarser than
+    float64's. An entry of q, k, v or of a result below it may be flushed or rounded to a subnormal with an
+    absolute error of at most that number: `floor` is added where section 4 adds tiny (N on each weight, k on
+    each entry of X'). Sums and logit offsets keep the larger floor."""
+
+    floor: float = 0.0
+
+    @property
+    def attentions(self) -> Array:
+        return np.asarray(super().attentions + self.logit_bound.shape[0] * self.floor)
+
+    @property
+    def x_prime(self) -> Array:
+        return np.asarray(super().x_prime + self.steps * self.floor)
+
+    def with_logit_offset(self, offset: float) -> DtypeErrorBounds:
+        plain = super().with_logit_offset(offset)
+        return DtypeErrorBounds(plain.logit_bound, plain.value_bound, plain.steps, plain.eps, self.floor)
+
+    def __add__(self, other: ErrorBounds) -> DtypeErrorBounds:
+        plain = super().__add__(other)
+        floor = max(self.floor, getattr(other, "floor", 0.0))
+        return DtypeErrorBounds(plain.logit_bound, plain.value_bound, plain.steps, plain.eps, floor)
+
+
+def dtype_error_bounds(problem: AttentionProblem, scale: float, eps: float, name: str) -> ErrorBounds:
+    """error_bounds for a result in dtype `name` (PRECISIONS), with that dtype's underflow floor when it lies
+    above tiny_of(eps) (float16)."""
+    bounds = error_bounds(problem, scale, eps)
+    smallest = PRECISIONS[name][2]
+    if smallest <= tiny_of(eps):
+        return bounds
+    return DtypeErrorBounds(bounds.logit_bound, bounds.value_bound, bounds.steps, bounds.eps, smallest)

@@ -25,7 +25,7 @@ from properties.diagnosis import diagnose
 from properties.options import CATEGORIES
 from properties.report import Draws, counterexample, snippet
 
-SUBJECTS = ("softmax", "multihead", "implementation")  # the fixture a law checks, most specific first
+SUBJECTS = ("softmax", "multihead", "kernel", "implementation")  # the fixture a law checks, most specific first
 
 
 @dataclass
