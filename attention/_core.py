@@ -139,7 +139,7 @@ def dense_attention(
     X_prime_t = np.empty((N, D_v), dtype=dtype)
     queries_t = np.ascontiguousarray(queries.T)
     rows = max(1, BLOCK_ELEMENTS // max(N, 1))
-    bound = logit_bound(queries, keys, 0.0 if bias is None else float(np.abs(bias).max(initial=0.0)))
+    bound = logit_bound(queries, keys, 0.0 if bias is None else largest_magnitude(bias))
     check_blocks = logits_may_overflow(bound, dtype)
     values_t = np.ascontiguousarray(values.T)
     if exp_needs_no_shift(bound, values):
