@@ -49,11 +49,12 @@ def blockwise_scaled_dot_product_self_attention(
     for what, array in (("the queries", queries), ("the keys", keys), ("the values", values)):
         check_no_overflow(what, array, "reduce the magnitudes of X and the weights")
     bound = logit_bound(queries, keys)
+    shift_free = exp_needs_no_shift(bound, dtype, N, values)  # before the copies below: its temporary is V's size
     D_v = values.shape[0]
     out_t = np.empty((N, D_v), dtype=dtype)
     keys_t = np.ascontiguousarray(keys.T)
     values_t = np.ascontiguousarray(values.T)
-    if exp_needs_no_shift(bound, values):  # no running maximum: sums and weighted sums of exp(scores) only
+    if shift_free:  # no running maximum: sums and weighted sums of exp(scores) only
         for q0 in range(0, N, block):
             q = np.ascontiguousarray(queries[:, q0 : q0 + block])
             total = np.zeros((1, q.shape[1]), dtype=dtype)
