@@ -103,12 +103,17 @@ def attend(
     # as a RuntimeWarning followed by inf or NaN in the result.
     with np.errstate(over="ignore", invalid="ignore"):
         X_qk = X if Pi is None else X + Pi
-        queries = omega_q @ X_qk + beta_q
+        X_v = X_qk if positions_in_values else X
         keys = omega_k @ X_qk + beta_k
-        values = omega_v @ (X_qk if positions_in_values else X) + beta_v
+        if visible is None:  # the dense path takes Q^T and V^T (inputs as rows), made so by the products
+            queries_t = X_qk.T @ omega_q.T + beta_q.T
+            values_t = X_v.T @ omega_v.T + beta_v.T
+        else:
+            queries = omega_q @ X_qk + beta_q
+            values = omega_v @ X_v + beta_v
     if visible is None:
-        check_no_overflow("the values V = omega_v X + beta_v", values, "reduce the magnitudes of X, omega_v, beta_v")
-        return dense_attention(queries, keys, values, scaled, bias)
+        check_no_overflow("the values V = omega_v X + beta_v", values_t, "reduce the magnitudes of X, omega_v, beta_v")
+        return dense_attention(queries_t, keys, values_t, scaled, bias)
     with np.errstate(over="ignore", invalid="ignore"):
         logits = keys.T @ queries
         if scaled:
@@ -130,26 +135,25 @@ BLOCK_ELEMENTS = 1 << 20
 
 
 def dense_attention(
-    queries: FloatArray, keys: FloatArray, values: FloatArray, scaled: bool, bias: FloatArray | None
+    queries_t: FloatArray, keys: FloatArray, values_t: FloatArray, scaled: bool, bias: FloatArray | None
 ) -> tuple[FloatArray, FloatArray]:
-    """(V A, A) with A = softmax_cols(s K^T Q + bias), computed as A^T, a block of queries (rows) at a time.
+    """(V A, A) with A = softmax_cols(s K^T Q + bias), from Q^T (N x D_q), K and V^T (N x D_v), computed as
+    A^T, a block of queries (rows) at a time.
 
     A^T is C-contiguous, so each block of queries is a contiguous slab whose row softmax is the column
     softmax of A; A is returned as the transposed view of A^T. When the logits are small enough
     (`exp_needs_no_shift`), a block takes its product, exp, sum, normalisation (by the reciprocal of the
     sum) and product with V^T; otherwise it is shifted by its row maxima before the exp.
     """
-    dtype = queries.dtype
-    D_v, N = values.shape
+    dtype = queries_t.dtype
+    N, D_v = values_t.shape
     if scaled:
-        queries = queries / np.sqrt(dtype.type(queries.shape[0]))
+        queries_t = queries_t / np.sqrt(dtype.type(queries_t.shape[1]))
     attentions_t = np.empty((N, N), dtype=dtype)
     X_prime_t = np.empty((N, D_v), dtype=dtype)
-    queries_t = np.ascontiguousarray(queries.T)
     rows = max(1, BLOCK_ELEMENTS // max(N, 1))
-    bound = logit_bound(queries, keys, 0.0 if bias is None else largest_magnitude(bias))
+    bound = logit_bound(queries_t.T, keys, 0.0 if bias is None else largest_magnitude(bias))
     check_blocks = logits_may_overflow(bound, dtype)
-    values_t = np.ascontiguousarray(values.T)
     if exp_needs_no_shift(bound, dtype, N):
         with np.errstate(under="ignore"):
             for start in range(0, N, rows):
