@@ -61,23 +61,31 @@ def logits_may_overflow(bound: float, dtype: np.dtype[np.floating]) -> bool:
     return not bound < float(np.finfo(dtype).max) / 2
 
 
-def exp_needs_no_shift(bound: float, values: FloatArray) -> bool:
-    """Whether the softmax may skip the shift by the column maximum for logits |L| <= `bound`, its weights
-    then multiplying `values` (D_v x N) unnormalised.
+def smallest_nonzero_magnitude(matrix: FloatArray) -> float:
+    """min |entry| over the nonzero entries (inf when there is none)."""
+    magnitudes = np.abs(matrix)
+    magnitudes[magnitudes == 0] = np.inf
+    return magnitudes.min(initial=np.inf)  # type: ignore[no-any-return]  # a scalar of the dtype: float16 to extended
+
+
+def exp_needs_no_shift(bound: float, dtype: np.dtype[np.floating], keys: int, values: FloatArray | None = None) -> bool:
+    """Whether a softmax over `keys` logits |L| <= `bound` may skip the shift by the column maximum.
 
     It may when no step leaves the normal range, so that every rounding is relative as in the shifted
-    algorithm: each exp(L) is at least exp(-bound), and times the smallest nonzero |value| still at least the
-    smallest normal number (so no product underflows, and no column sum is zero); and a sum of N of them,
-    each times a value of magnitude at most max(1, max |V|), stays below a quarter of the largest float:
-    N exp(bound) max(1, max |V|) <= max / 4. Softmax is invariant under the shift, and without it no rounding
-    of L - max L enters the weights.
+    algorithm: exp(-bound) is at least the smallest normal number (each weight keeps full accuracy, no column
+    sum is zero) and keys exp(bound) stays below a quarter of the largest float. Given `values` (D_v x N),
+    which an online softmax multiplies by weights not yet normalised, also every product exp(L) v with
+    v != 0 must stay normal, and a sum of `keys` of them below a quarter of the largest float. Softmax is
+    invariant under the shift, and without it no rounding of L - max L enters the weights.
     """
-    info = np.finfo(values.dtype)
-    largest = largest_magnitude(values)
-    smallest = min(np.min(values, where=values > 0, initial=1.0), -np.max(values, where=values < 0, initial=-1.0))
-    # Logarithms in the values' own dtype: the range of float16 or of extended precision differs from float64's.
-    headroom = np.log(info.max / 4) - np.log(max(values.shape[1], 1)) - np.log(max(1.0, largest))
-    footroom = np.log(min(1.0, smallest)) - np.log(info.smallest_normal)
+    info = np.finfo(dtype)
+    # Logarithms in the dtype's own precision: the range of float16 or of extended precision is not float64's.
+    largest, smallest = 1.0, 1.0
+    if values is not None and values.size:
+        largest = max(largest, largest_magnitude(values))
+        smallest = min(smallest, smallest_nonzero_magnitude(values))
+    headroom = np.log(info.max / 4) - np.log(max(keys, 1)) - np.log(largest)
+    footroom = np.log(smallest) - np.log(info.smallest_normal)
     return bool(bound < min(headroom, footroom))
 
 
@@ -95,12 +103,17 @@ def attend(
     # as a RuntimeWarning followed by inf or NaN in the result.
     with np.errstate(over="ignore", invalid="ignore"):
         X_qk = X if Pi is None else X + Pi
-        queries = omega_q @ X_qk + beta_q
+        X_v = X_qk if positions_in_values else X
         keys = omega_k @ X_qk + beta_k
-        values = omega_v @ (X_qk if positions_in_values else X) + beta_v
+        if visible is None:  # the dense path takes Q^T and V^T (inputs as rows), made so by the products
+            queries_t = X_qk.T @ omega_q.T + beta_q.T
+            values_t = X_v.T @ omega_v.T + beta_v.T
+        else:
+            queries = omega_q @ X_qk + beta_q
+            values = omega_v @ X_v + beta_v
     if visible is None:
-        check_no_overflow("the values V = omega_v X + beta_v", values, "reduce the magnitudes of X, omega_v, beta_v")
-        return dense_attention(queries, keys, values, scaled, bias)
+        check_no_overflow("the values V = omega_v X + beta_v", values_t, "reduce the magnitudes of X, omega_v, beta_v")
+        return dense_attention(queries_t, keys, values_t, scaled, bias)
     with np.errstate(over="ignore", invalid="ignore"):
         logits = keys.T @ queries
         if scaled:
@@ -122,27 +135,26 @@ BLOCK_ELEMENTS = 1 << 20
 
 
 def dense_attention(
-    queries: FloatArray, keys: FloatArray, values: FloatArray, scaled: bool, bias: FloatArray | None
+    queries_t: FloatArray, keys: FloatArray, values_t: FloatArray, scaled: bool, bias: FloatArray | None
 ) -> tuple[FloatArray, FloatArray]:
-    """(V A, A) with A = softmax_cols(s K^T Q + bias), computed as A^T, a block of queries (rows) at a time.
+    """(V A, A) with A = softmax_cols(s K^T Q + bias), from Q^T (N x D_q), K and V^T (N x D_v), computed as
+    A^T, a block of queries (rows) at a time.
 
     A^T is C-contiguous, so each block of queries is a contiguous slab whose row softmax is the column
     softmax of A; A is returned as the transposed view of A^T. When the logits are small enough
     (`exp_needs_no_shift`), a block takes its product, exp, sum, normalisation (by the reciprocal of the
     sum) and product with V^T; otherwise it is shifted by its row maxima before the exp.
     """
-    dtype = queries.dtype
-    D_v, N = values.shape
+    dtype = queries_t.dtype
+    N, D_v = values_t.shape
     if scaled:
-        queries = queries / np.sqrt(dtype.type(queries.shape[0]))
+        queries_t = queries_t / np.sqrt(dtype.type(queries_t.shape[1]))
     attentions_t = np.empty((N, N), dtype=dtype)
     X_prime_t = np.empty((N, D_v), dtype=dtype)
-    queries_t = np.ascontiguousarray(queries.T)
     rows = max(1, BLOCK_ELEMENTS // max(N, 1))
-    bound = logit_bound(queries, keys, 0.0 if bias is None else float(np.abs(bias).max(initial=0.0)))
+    bound = logit_bound(queries_t.T, keys, 0.0 if bias is None else largest_magnitude(bias))
     check_blocks = logits_may_overflow(bound, dtype)
-    values_t = np.ascontiguousarray(values.T)
-    if exp_needs_no_shift(bound, values):
+    if exp_needs_no_shift(bound, dtype, N):
         with np.errstate(under="ignore"):
             for start in range(0, N, rows):
                 block = attentions_t[start : start + rows]

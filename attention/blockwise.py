@@ -44,16 +44,15 @@ def blockwise_scaled_dot_product_self_attention(
     with np.errstate(over="ignore", invalid="ignore"):
         scale = 1 / np.sqrt(dtype.type(omega_q_.shape[0]))
         queries = (omega_q_ @ X_ + beta_q_) * scale
-        keys = omega_k_ @ X_ + beta_k_
-        values = omega_v_ @ X_ + beta_v_
-    for what, array in (("the queries", queries), ("the keys", keys), ("the values", values)):
+        keys_t = X_.T @ omega_k_.T + beta_k_.T  # keys and values as rows, so that each block is contiguous
+        values_t = X_.T @ omega_v_.T + beta_v_.T
+    for what, array in (("the queries", queries), ("the keys", keys_t), ("the values", values_t)):
         check_no_overflow(what, array, "reduce the magnitudes of X and the weights")
-    bound = logit_bound(queries, keys)
-    D_v = values.shape[0]
+    bound = logit_bound(queries, keys_t.T)
+    shift_free = exp_needs_no_shift(bound, dtype, N, values_t)  # before out_t: its temporary is V's size
+    D_v = values_t.shape[1]
     out_t = np.empty((N, D_v), dtype=dtype)
-    keys_t = np.ascontiguousarray(keys.T)
-    values_t = np.ascontiguousarray(values.T)
-    if exp_needs_no_shift(bound, values):  # no running maximum: sums and weighted sums of exp(scores) only
+    if shift_free:  # no running maximum: sums and weighted sums of exp(scores) only
         for q0 in range(0, N, block):
             q = np.ascontiguousarray(queries[:, q0 : q0 + block])
             total = np.zeros((1, q.shape[1]), dtype=dtype)

@@ -215,8 +215,10 @@ def _note_softmax_overflow(subjects: list[Subject]) -> None:
 
 
 def _limit_resources(memory_mb: int) -> None:
+    """Cap the worker's heap (RLIMIT_DATA: what it allocates, not the address space that JIT runtimes such as
+    XLA reserve without using, which RLIMIT_AS would count) and the size of what it writes."""
     limit = memory_mb * 2**20
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     size = OUTPUT_LIMIT_MB * 2**20
     resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
 

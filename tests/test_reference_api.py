@@ -322,8 +322,8 @@ def test_the_shift_free_and_the_shifted_softmax_agree(dtype: Any) -> None:
     X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = args
     queries = (omega_q @ X + beta_q) / np.sqrt(dtype(3))
     keys, values = omega_k @ X + beta_k, omega_v @ X + beta_v
-    assert exp_needs_no_shift(logit_bound(queries, keys), values)
-    assert not exp_needs_no_shift(logit_bound(queries, keys, 1000.0), values)
+    assert exp_needs_no_shift(logit_bound(queries, keys), np.dtype(dtype), 40, values)
+    assert not exp_needs_no_shift(logit_bound(queries, keys, 1000.0), np.dtype(dtype), 40)
     shift_free = scaled_dot_product_self_attention(*args)
     shifted = scaled_dot_product_self_attention(*args, bias=np.full((40, 40), 1000, dtype=dtype))
     tolerance = 200 * np.finfo(dtype).eps
