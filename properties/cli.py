@@ -137,7 +137,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=DTYPES, default=None, help="sdpa: dtype of q, k, v (default float64)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="files graded at once (default: cores)")
     p.add_argument("--timeout", type=float, default=None, help="seconds per file (default: 300, ci 900, thorough 3600)")
-    p.add_argument("--memory", type=int, default=2048, metavar="MB", help="memory limit per file (default 2048)")
+    p.add_argument("--memory", type=int, default=4096, metavar="MB", help="heap limit per file (default 4096)")
     p.add_argument("--json", default=None, metavar="FILE", help="write every verdict, per law, as JSON")
     p.add_argument("--csv", default=None, metavar="FILE", help="write one row per (file, function) as CSV")
     p.add_argument("--list", action="store_true", help="list every law, its category and the mistakes it catches")

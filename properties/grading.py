@@ -45,7 +45,7 @@ class Options:
     only: tuple[str, ...] = ()
     square: bool = False
     timeout: float = 300.0
-    memory_mb: int = 2048
+    memory_mb: int = 4096  # enough for a JIT runtime such as jax's XLA under the whole battery
     kind: str = "scaled"  # of a single TARGET
     softmax: str | None = None
     multihead: str | None = None
