@@ -41,7 +41,7 @@ def test_one_head_with_identity_mixing_is_single_head_attention(
         pytest.skip("multi-head attention is built from scaled heads")
     single = implementation(problem)
     multi = multihead(problem.X, [problem.arrays()[1:]], np.eye(problem.D_v))
-    bounds = implementation.bounds(problem, single.eps)
+    bounds = implementation.bounds(problem, max(single.eps, epsilon_of(multi.dtype)))
     assert_close(multi, single.X_prime, (bounds + bounds).x_prime, what="one head with omega_c = I")
 
 

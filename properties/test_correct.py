@@ -1,0 +1,218 @@
+"""The false-alarm meta-test: every law on every correct implementation of properties/correct.py.
+
+A law that FAILs on one of them has a tolerance too tight for that algorithm (or a strategy that breaks its
+precondition), or the reference's blockwise path (in the catalogue at block sizes 1, 3, 16) is broken. Each
+law runs on the same examples for every variant: its own explicit examples and false_alarm_examples() drawn ones
+(2 under the dev profile, 5 under ci, 50 under thorough), derandomised, drawn once and replayed, without
+shrinking. SKIPs (laws needing keywords or the attention matrix) are expected.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import itertools
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+from _pytest.outcomes import Skipped
+from hypothesis import HealthCheck, Phase, example, given, settings
+
+from properties.correct import CATALOGUE, Variant
+from properties.implementation import REFERENCE, REFERENCE_MULTIHEAD, Implementation, Multihead, Softmax
+from properties.options import CATEGORIES
+from properties.strategies import LONG_LENGTHS
+
+pytestmark = pytest.mark.meta
+
+LAW_MODULES = (
+    "properties.test_attention_matrix",
+    "properties.test_equivariance",
+    "properties.test_hygiene",
+    "properties.test_invariances",
+    "properties.test_long_sequences",
+    "properties.test_masks",
+    "properties.test_multihead",
+    "properties.test_positional_equivariance",
+    "properties.test_robustness",
+    "properties.test_softmax",
+    "properties.test_temperature",
+    "properties.test_values",
+    "regression.test_differential",
+    "regression.test_notebook_12_1",
+    "regression.test_notebook_12_2",
+)
+ROLES = ("implementation", "softmax", "multihead")
+# The reference's blockwise path loops over query and key blocks in Python: at block sizes 1 and 3 a long
+# sequence (N up to 700) costs N^2 / b^2 iterations per call, too slow for the default suite (CI runs them).
+SLOW_ON_LONG_SEQUENCES = ("reference_blockwise_1", "reference_blockwise_3")
+
+
+def false_alarm_examples() -> int:
+    """Examples per (law, variant): 2 under dev, 5 under ci, 50 under thorough."""
+    return max(2, settings().max_examples // 20)
+
+
+def categories(function: Callable[..., Any], module: ModuleType) -> set[str]:
+    marks = list(getattr(function, "pytestmark", [])) + list(np.atleast_1d(getattr(module, "pytestmark", [])))
+    return {mark.name for mark in marks}
+
+
+def laws() -> Iterator[tuple[str, Callable[..., Any], dict[str, Any]]]:
+    """(name, law, parameters) for every law of LAW_MODULES and each of its parametrisations."""
+    for module_name in LAW_MODULES:
+        module = importlib.import_module(module_name)
+        for name, function in vars(module).items():
+            if not name.startswith("test_") or not callable(function):
+                continue
+            marks = categories(function, module)
+            if "meta" in marks or not marks & set(CATEGORIES):
+                continue
+            grids = [mark for mark in getattr(function, "pytestmark", []) if mark.name == "parametrize"]
+            names = [mark.args[0].replace(" ", "").split(",") for mark in grids]
+            values = [mark.args[1] for mark in grids]
+            for combination in itertools.product(*values):
+                parameters: dict[str, Any] = {}
+                for keys, value in zip(names, combination, strict=True):
+                    parameters.update(zip(keys, value if len(keys) > 1 else (value,), strict=True))
+                suffix = "".join(f"[{v}]" for v in parameters.values())
+                yield f"{module_name}.{name}{suffix}", function, parameters
+
+
+def fixtures_of(law: Callable[..., Any], parameters: dict[str, Any]) -> set[str]:
+    given_names = set(getattr(getattr(law, "hypothesis", None), "_given_kwargs", {}))
+    signature = inspect.signature(getattr(getattr(law, "hypothesis", None), "inner_test", law))
+    return set(signature.parameters) - given_names - set(parameters)
+
+
+def magnitude(arrays: tuple[Any, ...]) -> float:
+    """The largest of the inputs, the bounds Qhat, Khat, Vhat on |Q|, |K|, |V| and the logit bound (for a
+    softmax, of its input)."""
+    if len(arrays) == 1:
+        return float(np.max(np.abs(arrays[0]), initial=0.0))
+    X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = (np.abs(np.asarray(a, dtype=np.float64)) for a in arrays)
+    Qhat, Khat, Vhat = omega_q @ X + beta_q, omega_k @ X + beta_k, omega_v @ X + beta_v
+    parts = (X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, Qhat, Khat, Vhat, Khat.T @ Qhat)
+    return max(float(np.max(a, initial=0.0)) for a in parts)
+
+
+def guarded(variant: Variant) -> Callable[..., Any]:
+    """The variant's function, skipping the law on problems beyond the range of the dtype it computes in."""
+    if variant.max_magnitude >= float(np.finfo(np.float64).max):
+        return variant.function
+
+    def function(*arrays: Any, **keywords: Any) -> Any:
+        if magnitude(arrays) > variant.max_magnitude:
+            pytest.skip(f"the problem's magnitudes exceed {variant.name}'s range ({variant.max_magnitude:.3g})")
+        return variant.function(*arrays, **keywords)
+
+    function.__name__ = function.__qualname__ = variant.name
+    function.__signature__ = inspect.signature(variant.function)  # type: ignore[attr-defined]
+    return function
+
+
+def under_test(variant: Variant) -> dict[str, Any]:
+    """The fixtures for a law run on `variant`; roles the variant does not fill come from the reference."""
+    target = f"properties.correct:{variant.name}"
+    fixtures: dict[str, Any] = {"implementation": REFERENCE["scaled"], "multihead": REFERENCE_MULTIHEAD}
+    if variant.role == "implementation":
+        fixtures["implementation"] = Implementation(guarded(variant), variant.kind, target)
+    elif variant.role == "softmax":
+        fixtures["softmax"] = Softmax(guarded(variant), target)
+    else:
+        fixtures["multihead"] = Multihead(variant.function, target)
+    return fixtures
+
+
+def _settings(law: Callable[..., Any], *phases: Phase) -> settings:
+    parent = getattr(law, "_hypothesis_internal_use_settings", None) or settings()
+    return settings(
+        parent,
+        max_examples=min(false_alarm_examples(), parent.max_examples),
+        derandomize=True,
+        database=None,
+        phases=phases,
+        suppress_health_check=list(HealthCheck),
+        report_multiple_bugs=False,
+    )
+
+
+def _fresh(law: Callable[..., Any]) -> Callable[..., Any]:
+    """The law's undecorated body, wrapped afresh (hypothesis decorates a function only once)."""
+    inner = law.hypothesis.inner_test  # type: ignore[attr-defined]
+
+    def body(*args: Any, **kwargs: Any) -> Any:
+        return inner(*args, **kwargs)
+
+    body.__signature__ = inspect.signature(inner)  # type: ignore[attr-defined]
+    body.__name__ = body.__qualname__ = law.__name__
+    return body
+
+
+def shares_examples(law: Callable[..., Any]) -> bool:
+    """Whether the law's drawn arguments can be replayed (st.data() objects live only inside one run)."""
+    return not any(repr(strategy) == "data()" for strategy in law.hypothesis._given_kwargs.values())  # type: ignore[attr-defined]
+
+
+@functools.cache
+def examples_of(law: Callable[..., Any]) -> tuple[dict[str, Any], ...]:
+    """The law's own explicit examples and false_alarm_examples() drawn ones, derandomised: drawn once and
+    replayed on every variant, so that all variants meet the same problems."""
+    drawn: list[dict[str, Any]] = [dict(e.kwargs) for e in getattr(law, "hypothesis_explicit_examples", [])]
+
+    def collect(**kwargs: Any) -> None:
+        drawn.append(kwargs)
+
+    given(**law.hypothesis._given_kwargs)(_settings(law, Phase.generate)(collect))()  # type: ignore[attr-defined]
+    return tuple(drawn)
+
+
+def run(law: Callable[..., Any], arguments: dict[str, Any]) -> None:
+    """Run the law with `arguments` (fixtures and parameters) on its shared examples (examples_of), or on
+    freshly drawn derandomised ones when they cannot be shared."""
+    if getattr(law, "hypothesis", None) is None:
+        law(**arguments)
+        return
+    if not shares_examples(law):
+        given(**law.hypothesis._given_kwargs)(_settings(law, Phase.generate)(_fresh(law)))(**arguments)  # type: ignore[attr-defined]
+        return
+    test = given(**law.hypothesis._given_kwargs)(_settings(law, Phase.explicit)(_fresh(law)))  # type: ignore[attr-defined]
+    for drawn in examples_of(law):
+        test = example(**drawn)(test)
+    test(**arguments)
+
+
+@pytest.mark.parametrize("variant", CATALOGUE, ids=[variant.name for variant in CATALOGUE])
+def test_no_law_fails_on_a_correct_implementation(variant: Variant) -> None:
+    """Every law PASSes (or SKIPs) on every correct implementation of the catalogue."""
+    available = under_test(variant)
+    ran, alarms = 0, []
+    for name, law, parameters in laws():
+        needed = fixtures_of(law, parameters)
+        if variant.role not in needed:
+            continue
+        if variant.name in SLOW_ON_LONG_SEQUENCES and "long_sequences" in name:
+            continue
+        try:
+            run(law, {**{key: available[key] for key in needed}, **parameters})
+        except Skipped:
+            continue
+        except Exception as error:
+            alarms.append(f"{name}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
+        ran += 1
+    assert not alarms, f"{len(alarms)} of {ran} laws FAIL on the correct {variant.name}:\n" + "\n".join(alarms)
+    assert ran > 0, f"no law ran on {variant.name}"
+
+
+def test_the_catalogue_has_every_algorithm_of_the_error_model() -> None:
+    """At least ten self-attention variants, block sizes 1, 3, 16 and 64, float16 and float32, and lengths long
+    enough to cross their blocks."""
+    names = {variant.name for variant in CATALOGUE if variant.role == "implementation"}
+    assert len(names) >= 10
+    assert {f"online_blocks_of_{b}" for b in (1, 3, 16, 64)} <= names
+    assert any("float16" in name for name in names) and any("float32" in name for name in names)
+    assert max(LONG_LENGTHS) > 512
