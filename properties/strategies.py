@@ -496,6 +496,15 @@ def long_sequence_problems(draw: st.DrawFn, *, max_logit: float = SEMANTIC_LOGIT
     return with_logits_within(AttentionProblem(X, *weights), max_logit)
 
 
+def long_sequence_example(N: int = 600) -> AttentionProblem:
+    """A fixed long problem (D = 2, D_q = 1, D_v = 3, seeded entries) checked on every run: N = 600 crosses
+    every tile boundary up to 512 and gives the reference two slabs of queries."""
+    rng = np.random.default_rng(600)
+    shapes = [(2, N), (3, 2), (1, 2), (1, 2), (3, 1), (1, 1), (1, 1)]
+    arrays = [rng.uniform(-ENTRY_BOUND, ENTRY_BOUND, shape) for shape in shapes]
+    return with_logits_within(AttentionProblem(*arrays), SEMANTIC_LOGIT_BOUND)
+
+
 @st.composite
 def long_sequence_problems_with_permutations(draw: st.DrawFn) -> tuple[AttentionProblem, NDArray[np.intp]]:
     """A long-sequence problem and a permutation of its inputs: a random one, or a reversal (which moves every

@@ -2,14 +2,15 @@
 beyond the reference's first slab of queries (N > 512), where inter-tile rescaling and tail handling show.
 
 Each law here is a law of another module run on strategies.long_sequence_problems, with few examples
-(strategies.long_examples: a tenth of the profile's); its statement is that law's.
+(strategies.long_examples: a tenth of the profile's) and one fixed example of N = 600 on every run; its
+statement is that law's.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from numpy.typing import NDArray
 
 from properties import broken as b
@@ -20,14 +21,21 @@ from properties import test_temperature as temperature
 from properties.implementation import Implementation
 from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
-from properties.strategies import long_examples, long_sequence_problems, long_sequence_problems_with_permutations
+from properties.strategies import (
+    long_examples,
+    long_sequence_example,
+    long_sequence_problems,
+    long_sequence_problems_with_permutations,
+)
 
 pytestmark = pytest.mark.semantics
-LONG = settings(max_examples=long_examples())
+FEW = settings(max_examples=long_examples())
+LONG = long_sequence_example()  # N = 600: two slabs of the reference, every tile boundary up to 512
 
 
-@LONG
+@FEW
 @given(problem=long_sequence_problems())
+@example(problem=LONG)
 def test_long_sequences_attention_columns_are_probability_distributions(
     implementation: Implementation, problem: AttentionProblem
 ) -> None:
@@ -35,8 +43,9 @@ def test_long_sequences_attention_columns_are_probability_distributions(
     attention_matrix.test_attention_columns_are_probability_distributions.hypothesis.inner_test(implementation, problem)  # type: ignore[attr-defined]
 
 
-@LONG
+@FEW
 @given(case=long_sequence_problems_with_permutations())
+@example(case=(LONG, np.arange(LONG.N)[::-1].copy()))
 def test_long_sequences_output_is_equivariant_under_column_permutations(
     implementation: Implementation, case: tuple[AttentionProblem, NDArray[np.intp]]
 ) -> None:
@@ -50,8 +59,9 @@ def test_long_sequences_output_is_equivariant_catches(bug: object) -> None:
     assert_law_fails(test_long_sequences_output_is_equivariant_under_column_permutations, implementation=b.broken(bug))
 
 
-@LONG
+@FEW
 @given(problem=long_sequence_problems())
+@example(problem=LONG)
 def test_long_sequences_outputs_lie_in_the_convex_hull_of_the_values(
     implementation: Implementation, problem: AttentionProblem
 ) -> None:
@@ -59,8 +69,9 @@ def test_long_sequences_outputs_lie_in_the_convex_hull_of_the_values(
     invariances.test_outputs_lie_in_the_convex_hull_of_the_values.hypothesis.inner_test(implementation, problem)  # type: ignore[attr-defined]
 
 
-@LONG
+@FEW
 @given(problem=long_sequence_problems())
+@example(problem=LONG)
 def test_long_sequences_sharp_queries_select_the_best_matching_value(
     implementation: Implementation, problem: AttentionProblem
 ) -> None:
@@ -74,8 +85,9 @@ def test_long_sequences_sharp_queries_select_catches_a_reused_query_block() -> N
                      implementation=b.broken(b.blocked_reusing_the_first_query_block))  # fmt: skip
 
 
-@LONG
+@FEW
 @given(problem=long_sequence_problems())
+@example(problem=LONG)
 def test_long_sequences_attentions_are_the_softmax_of_the_scaled_logits(
     implementation: Implementation, problem: AttentionProblem
 ) -> None:

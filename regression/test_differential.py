@@ -6,7 +6,7 @@ import functools
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from properties import broken as b
@@ -14,7 +14,13 @@ from properties.checks import assert_at_most
 from properties.implementation import Implementation
 from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
-from properties.strategies import attention_problems, dimensions, long_examples, long_sequence_problems
+from properties.strategies import (
+    attention_problems,
+    dimensions,
+    long_examples,
+    long_sequence_example,
+    long_sequence_problems,
+)
 from properties.tolerances import dtype_of
 from regression.exact import self_attention_exact, to_decimal, to_float
 
@@ -97,6 +103,7 @@ def long_sequence_problems_with_queries(draw: st.DrawFn) -> tuple[AttentionProbl
 
 @settings(max_examples=long_examples())
 @given(case=long_sequence_problems_with_queries())
+@example(case=(long_sequence_example(), (0, 436, 599)))  # the first query of the reference's second slab
 def test_long_sequences_agree_with_a_50_digit_computation(
     implementation: Implementation, case: tuple[AttentionProblem, tuple[int, ...]]
 ) -> None:
