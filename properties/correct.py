@@ -162,6 +162,12 @@ def log_domain_unscaled(*arrays: Array) -> Pair:
     return log_domain_core(Q, K, V, 1.0)
 
 
+def float32_unscaled(*arrays: Array) -> Pair:
+    """Unscaled self-attention (eq. 12.8) in float32, divided by the sum."""
+    Q, K, V, _ = projections(arrays, np.float32)
+    return division_core(Q, K, V, np.float32(1))
+
+
 def float32_rows_log_domain(*arrays: Array) -> Pair:
     """The row convention (inputs as rows, as in PyTorch) in float32 with a log-domain softmax over each row."""
     X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = (np.asarray(a, dtype=np.float32) for a in arrays)
@@ -263,6 +269,8 @@ def _named(function: Any, name: str) -> Any:
 
 FLOAT16_RANGE = float(np.finfo(np.float16).max) / 4
 FLOAT32_RANGE = float(np.finfo(np.float32).max) / 4
+# Pre-scaling by log2(e) ~ 1.44 overflows logits beyond max / log2(e): exp2 softmaxes hold a quarter of the range.
+PRESCALED_RANGE = float(np.finfo(np.float64).max) / 4
 _SELF_ATTENTION = [
     Variant(_named(function, name), "implementation")
     for name, function in [
@@ -287,8 +295,9 @@ CATALOGUE: tuple[Variant, ...] = (
     *_SELF_ATTENTION,
     Variant(_named(float16_throughout, "float16_throughout"), "implementation", max_magnitude=FLOAT16_RANGE),
     Variant(log_domain_unscaled, "implementation", "unscaled"),
+    Variant(float32_unscaled, "implementation", "unscaled"),
     Variant(log_domain_softmax, "softmax"),
-    Variant(exp2_softmax, "softmax"),
+    Variant(exp2_softmax, "softmax", max_magnitude=PRESCALED_RANGE),
     Variant(float32_softmax, "softmax", max_magnitude=FLOAT32_RANGE),
     Variant(reversed_order_softmax, "softmax"),
     Variant(float32_multihead, "multihead"),

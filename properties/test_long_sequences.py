@@ -43,6 +43,12 @@ def test_long_sequences_attention_columns_are_probability_distributions(
     attention_matrix.test_attention_columns_are_probability_distributions.hypothesis.inner_test(implementation, problem)  # type: ignore[attr-defined]
 
 
+@pytest.mark.meta
+def test_long_sequences_attention_columns_catch_row_softmax() -> None:
+    assert_law_fails(test_long_sequences_attention_columns_are_probability_distributions,
+                     implementation=b.broken(b.softmax_over_rows))  # fmt: skip
+
+
 @FEW
 @given(case=long_sequence_problems_with_permutations())
 @example(case=(LONG, np.arange(LONG.N)[::-1].copy()))
@@ -69,6 +75,12 @@ def test_long_sequences_outputs_lie_in_the_convex_hull_of_the_values(
     invariances.test_outputs_lie_in_the_convex_hull_of_the_values.hypothesis.inner_test(implementation, problem)  # type: ignore[attr-defined]
 
 
+@pytest.mark.meta
+def test_long_sequences_outputs_lie_in_the_convex_hull_catches_missing_value_bias() -> None:
+    assert_law_fails(test_long_sequences_outputs_lie_in_the_convex_hull_of_the_values,
+                     implementation=b.broken(b.values_without_bias))  # fmt: skip
+
+
 @FEW
 @given(problem=long_sequence_problems())
 @example(problem=LONG)
@@ -80,9 +92,9 @@ def test_long_sequences_sharp_queries_select_the_best_matching_value(
 
 
 @pytest.mark.meta
-def test_long_sequences_sharp_queries_select_catches_a_reused_query_block() -> None:
+def test_long_sequences_sharp_queries_select_catches_uniform_attention() -> None:
     assert_law_fails(test_long_sequences_sharp_queries_select_the_best_matching_value,
-                     implementation=b.broken(b.blocked_reusing_the_first_query_block))  # fmt: skip
+                     implementation=b.broken(b.x_prime_only(b.uniform_attention)))  # fmt: skip
 
 
 @FEW
