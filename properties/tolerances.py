@@ -111,7 +111,9 @@ def normalisation_error(rows: int, eps: float, magnitude: ArrayLike) -> Array:
 
 @dataclass(frozen=True)
 class ErrorBounds:
-    """Forward-error bounds of one self-attention evaluation (section comments in the module docstring)."""
+    """Forward-error bounds of one self-attention evaluation (section comments in the module docstring), for
+    every algorithm of the model: division or reciprocal, log domain, exp2 with lse reconstruction, online
+    rescaling with any block size, any summation order, in the dtype whose epsilon is `eps`."""
 
     logit_bound: Array  # l_n, shape (N,): s max_m (Khat^T Qhat)_mn
     value_bound: Array  # v_d, shape (D_v, 1): max_m Vhat_dm
@@ -125,7 +127,8 @@ class ErrorBounds:
 
     @property
     def attentions(self) -> Array:
-        """Bound on the error of every attention weight of column n, shape (1, N): r_n + N tiny (section 3)."""
+        """Bound on the error of every attention weight of column n, shape (1, N): r_n + N tiny (section 3; logit
+        errors of either evaluation, and every normalisation of section 2)."""
         N = self.logit_bound.shape[0]
         r = 2.0 * self.logit_error + normalisation_error(N, self.eps, self.logit_bound)
         return np.asarray(r + N * tiny_of(self.eps), dtype=np.float64).reshape(1, -1)
@@ -139,7 +142,8 @@ class ErrorBounds:
 
     @property
     def x_prime(self) -> Array:
-        """Bound on the error of X'_dn, shape (D_v, N): v_d (r_n + k u) (+ the underflow floors)."""
+        """Bound on the error of X'_dn, shape (D_v, N): v_d (r_n + k u) (+ the underflow floors; section 4, which
+        covers an online softmax's rescaled weighted sum of values as well as V times the weights)."""
         return self.value_bound * (self.attentions + self.steps * self.eps) + self.steps * tiny_of(self.eps)
 
     def with_logit_offset(self, offset: float) -> ErrorBounds:
@@ -209,7 +213,9 @@ def no_weight_can_underflow(bounds: ErrorBounds) -> NDArray[np.bool_]:
     """Columns n in which every weight is at least exp(-2 l_n) / N > tiny, so must be strictly positive.
 
     Every logit of column n lies within 2 l_n of the column's largest, so its weight is at least
-    exp(-2 l_n) / N; one is added to the exponent to cover the rounding of the logits (r_n << 1).
+    exp(-2 l_n) / N; one is added to the exponent to cover the rounding of the logits. Any algorithm of the
+    model computes such a weight without underflow: every intermediate (exp(z - c), its rescalings, the
+    quotient) is at least the weight itself, hence normal.
     """
     N = bounds.logit_bound.shape[0]
     exponent = 2.0 * bounds.logit_bound * (1.0 + bounds.steps * bounds.eps) + np.log(max(N, 1)) + 1.0
