@@ -26,6 +26,7 @@ from properties.correct import CATALOGUE, Variant
 from properties.implementation import REFERENCE, REFERENCE_MULTIHEAD, Implementation, Multihead, Softmax
 from properties.options import CATEGORIES
 from properties.strategies import LONG_LENGTHS
+from properties.tolerances import dtype_of, epsilon_of, tiny_of
 
 pytestmark = pytest.mark.meta
 
@@ -236,3 +237,12 @@ def test_the_catalogue_has_every_algorithm_of_the_error_model() -> None:
     assert {f"online_blocks_of_{b}" for b in (1, 3, 16, 64)} <= names
     assert any("float16" in name for name in names) and any("float32" in name for name in names)
     assert max(LONG_LENGTHS) > 512
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_eps_and_tiny_are_those_of_the_dtype_judged(dtype: type[np.floating[Any]]) -> None:
+    """epsilon_of a dtype and tiny_of that epsilon are the dtype's own (float16 included)."""
+    eps = epsilon_of(np.dtype(dtype))
+    assert eps == float(np.finfo(dtype).eps)
+    assert tiny_of(eps) == float(np.finfo(dtype).smallest_normal)
+    assert dtype_of(eps) is dtype
