@@ -13,6 +13,7 @@ import functools
 import importlib
 import inspect
 import itertools
+import pkgutil
 from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
@@ -30,23 +31,17 @@ from properties.tolerances import dtype_of, epsilon_of, tiny_of
 
 pytestmark = pytest.mark.meta
 
-LAW_MODULES = (
-    "properties.test_attention_matrix",
-    "properties.test_equivariance",
-    "properties.test_hygiene",
-    "properties.test_invariances",
-    "properties.test_long_sequences",
-    "properties.test_masks",
-    "properties.test_multihead",
-    "properties.test_positional_equivariance",
-    "properties.test_robustness",
-    "properties.test_softmax",
-    "properties.test_temperature",
-    "properties.test_values",
-    "regression.test_differential",
-    "regression.test_notebook_12_1",
-    "regression.test_notebook_12_2",
-)
+
+def law_modules() -> list[str]:
+    """Every test module of properties/ and regression/ but this one: their laws are the functions marked with
+    a category (options.CATEGORIES) and not `meta`."""
+    names = []
+    for package in ("properties", "regression"):
+        path = importlib.import_module(package).__path__
+        names += [f"{package}.{m.name}" for m in pkgutil.iter_modules(path) if m.name.startswith("test_")]
+    return sorted(name for name in names if name != __name__)
+
+
 ROLES = ("implementation", "softmax", "multihead")
 # The reference's blockwise path loops over query and key blocks in Python: at block sizes 1 and 3 a long
 # sequence (N up to 700) costs N^2 / b^2 iterations per call, too slow for the default suite (CI runs them).
@@ -67,8 +62,8 @@ def categories(function: Callable[..., Any], module: ModuleType) -> set[str]:
 
 
 def laws() -> Iterator[tuple[str, Callable[..., Any], dict[str, Any]]]:
-    """(name, law, parameters) for every law of LAW_MODULES and each of its parametrisations."""
-    for module_name in LAW_MODULES:
+    """(name, law, parameters) for every law of law_modules() and each of its parametrisations."""
+    for module_name in law_modules():
         module = importlib.import_module(module_name)
         for name, function in vars(module).items():
             if not name.startswith("test_") or not callable(function):
