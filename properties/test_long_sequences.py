@@ -29,6 +29,8 @@ from properties.strategies import (
 )
 
 pytestmark = pytest.mark.semantics
+# A failing long example prints as code of some 35 kB (X has up to 2100 entries): long, and still the replay.
+LONG_REPR = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 FEW = settings(max_examples=long_examples())
 LONG = long_sequence_example()  # N = 600: two slabs of the reference, every tile boundary up to 512
 
@@ -44,6 +46,7 @@ def test_long_sequences_attention_columns_are_probability_distributions(
 
 
 @pytest.mark.meta
+@LONG_REPR
 def test_long_sequences_attention_columns_catch_row_softmax() -> None:
     assert_law_fails(test_long_sequences_attention_columns_are_probability_distributions,
                      implementation=b.broken(b.softmax_over_rows))  # fmt: skip
@@ -60,6 +63,7 @@ def test_long_sequences_output_is_equivariant_under_column_permutations(
 
 
 @pytest.mark.meta
+@LONG_REPR
 @pytest.mark.parametrize("bug", [b.blocked_dropping_the_tail_block, b.blocked_reusing_the_first_query_block])
 def test_long_sequences_output_is_equivariant_catches(bug: object) -> None:
     assert_law_fails(test_long_sequences_output_is_equivariant_under_column_permutations, implementation=b.broken(bug))
@@ -76,6 +80,7 @@ def test_long_sequences_outputs_lie_in_the_convex_hull_of_the_values(
 
 
 @pytest.mark.meta
+@LONG_REPR
 def test_long_sequences_outputs_lie_in_the_convex_hull_catches_missing_value_bias() -> None:
     assert_law_fails(test_long_sequences_outputs_lie_in_the_convex_hull_of_the_values,
                      implementation=b.broken(b.values_without_bias))  # fmt: skip
@@ -92,6 +97,7 @@ def test_long_sequences_sharp_queries_select_the_best_matching_value(
 
 
 @pytest.mark.meta
+@LONG_REPR
 def test_long_sequences_sharp_queries_select_catches_uniform_attention() -> None:
     assert_law_fails(test_long_sequences_sharp_queries_select_the_best_matching_value,
                      implementation=b.broken(b.x_prime_only(b.uniform_attention)))  # fmt: skip
@@ -108,6 +114,7 @@ def test_long_sequences_attentions_are_the_softmax_of_the_scaled_logits(
 
 
 @pytest.mark.meta
+@LONG_REPR
 def test_long_sequences_column_laws_catch_a_dropped_tail_block() -> None:
     def with_attentions(*arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The tail-dropping kernel's weights, as the matrix it implies: keys of the partial last tile get 0."""

@@ -131,6 +131,7 @@ def test_long_sequences_agree_with_a_50_digit_computation(
 
 
 @pytest.mark.meta
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")  # a long example prints as ~35 kB of code
 @pytest.mark.parametrize("bug", [b.blocked_dropping_the_tail_block, b.blocked_reusing_the_first_query_block])
 def test_long_sequences_agree_with_a_50_digit_computation_catches(bug: object) -> None:
     assert_law_fails(test_long_sequences_agree_with_a_50_digit_computation, implementation=b.broken(bug))

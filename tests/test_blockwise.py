@@ -98,6 +98,7 @@ def dropped_tail(*arrays: Any, block_size: int) -> Any:
 
 
 @pytest.mark.meta
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")  # a long example prints as ~35 kB of code
 def test_blockwise_on_long_sequences_catches_a_dropped_tail_block() -> None:
     assert_law_fails(test_blockwise_equals_the_full_computation_on_long_sequences, blockwise_function=dropped_tail)
 
