@@ -13,7 +13,14 @@ from numpy.typing import NDArray
 
 from attention import sinusoidal_positional_encoding
 from properties.options import DEFAULT_SIZE_LIMIT, GENERATION, SIZE_LIMITS
-from properties.problem import AttentionOptions, AttentionProblem, BatchedProblem, Head, MultiheadProblem
+from properties.problem import (
+    ARGUMENT_ORDER,
+    AttentionOptions,
+    AttentionProblem,
+    BatchedProblem,
+    Head,
+    MultiheadProblem,
+)
 
 Array = NDArray[np.float64]
 
@@ -694,3 +701,79 @@ def grouped_query_problems(draw: st.DrawFn) -> tuple[BatchedProblem, int]:
                 heads.append(with_logits_within(mixed, SEMANTIC_LOGIT_BOUND))
         slots.append(tuple(heads))
     return BatchedProblem(tuple(slots)), G
+
+
+# --- Long sequences: lengths that cross the tiles of blocked kernels (properties/test_long_sequences.py) ---
+
+# N around every power of two a kernel may tile by (16 ... 512), and beyond the reference's first slab of
+# queries (attention/self_attention.py takes BLOCK_ELEMENTS // N rows at a time: N > 512 gives two or more).
+LONG_LENGTHS = tuple(sorted({2**k + d for k in range(4, 10) for d in (-1, 0, 1)} | {600, 700}))
+LONG_MAX_SIDE = 3  # D, D_q, D_v: small, so that N x N is the cost
+
+
+def long_examples() -> int:
+    """Examples a long-sequence law draws under the profile in force: a tenth of the usual, at least 2 (besides
+    its fixed example of N = 600)."""
+    from hypothesis import settings
+
+    return max(2, settings().max_examples // 10)
+
+
+@st.composite
+def long_sequence_problems(draw: st.DrawFn, *, max_logit: float = SEMANTIC_LOGIT_BOUND) -> AttentionProblem:
+    """Problems with N drawn from LONG_LENGTHS (15 ... 700) and D, D_q, D_v in [1, 3].
+
+    The weights are drawn entry by entry; X (D x N, too large for hypothesis to draw entry by entry) comes from
+    a drawn seed, uniform in [-ENTRY_BOUND, ENTRY_BOUND]. The queries are halved as for attention_problems
+    until every logit is bounded by max_logit.
+    """
+    N = draw(st.sampled_from(LONG_LENGTHS), label="N")
+    d = draw(dimensions(max_side=LONG_MAX_SIDE, min_n=1, max_n=1), label="D, D_q, D_v")
+    seed = draw(st.integers(0, 2**32 - 1), label="seed of X")
+    X = np.random.default_rng(seed).uniform(-ENTRY_BOUND, ENTRY_BOUND, (d.D, N))
+    shapes = [(d.D_v, d.D), (d.D_q, d.D), (d.D_q, d.D), (d.D_v, 1), (d.D_q, 1), (d.D_q, 1)]
+    named = zip(shapes, ARGUMENT_ORDER[1:], strict=True)
+    weights = [draw(matrices(rows, cols), label=name) for (rows, cols), name in named]
+    return with_logits_within(AttentionProblem(X, *weights), max_logit)
+
+
+def long_sequence_example(N: int = 600) -> AttentionProblem:
+    """A fixed long problem (D = 2, D_q = 1, D_v = 3, seeded entries) checked on every run: N = 600 crosses
+    every tile boundary up to 512 and gives the reference two slabs of queries."""
+    rng = np.random.default_rng(600)
+    shapes = [(2, N), (3, 2), (1, 2), (1, 2), (3, 1), (1, 1), (1, 1)]
+    arrays = [rng.uniform(-ENTRY_BOUND, ENTRY_BOUND, shape) for shape in shapes]
+    return with_logits_within(AttentionProblem(*arrays), SEMANTIC_LOGIT_BOUND)
+
+
+@st.composite
+def long_sequence_problems_with_permutations(draw: st.DrawFn) -> tuple[AttentionProblem, NDArray[np.intp]]:
+    """A long-sequence problem and a permutation of its inputs: a random one, or a reversal (which moves every
+    key of a partial tail block to the front, across every block boundary)."""
+    problem = draw(long_sequence_problems())
+    seed = draw(st.integers(0, 2**32 - 1), label="permutation seed")
+    if draw(st.booleans(), label="reverse?"):
+        return problem, np.arange(problem.N)[::-1].copy()
+    return problem, np.random.default_rng(seed).permutation(problem.N).astype(np.intp)
+
+
+# --- Tails: weights down to the smallest normal number (test_attention_matrix's softmax-ratio law) ---
+
+# Logit spreads up to -log(smallest normal float64) ~ 708: weight ratios down to the smallest normal number.
+# The logits stay within +-TAIL_LOGIT_BOUND, where even a softmax without the shift by the maximum stays finite.
+TAIL_SPREAD = float(-np.log(np.finfo(np.float64).smallest_normal))
+TAIL_LOGIT_BOUND = 354.0
+
+
+@st.composite
+def tail_problems(draw: st.DrawFn) -> AttentionProblem:
+    """Problems (N >= 2) whose widest column of logits spans a target drawn log-uniformly from [10, 708]:
+    weights in the far tail, down to about the smallest normal float64. The queries are rescaled to reach the
+    target, or as close as keeping every logit within +-TAIL_LOGIT_BOUND allows."""
+    problem = draw(attention_problems(dimensions(min_n=2), max_logit=None))
+    spread = float(np.ptp(problem.logits(1.0), axis=0).max())
+    bound = logit_bound(problem)
+    target = 10 ** draw(st.floats(1.0, float(np.log10(TAIL_SPREAD))), label="log10 of the logit spread")
+    if spread * MAX_QUERY_GAIN < target or bound == 0:
+        return with_logits_within(problem, SEMANTIC_LOGIT_BOUND)  # (nearly) constant logits: no tail to draw
+    return with_queries_scaled(problem, min(target / spread, TAIL_LOGIT_BOUND / bound))

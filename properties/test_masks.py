@@ -27,7 +27,6 @@ from properties.strategies import (
     problems_with_circulant_biases,
     problems_with_masks,
 )
-from properties.tolerances import sum_to_one_error
 
 pytestmark = pytest.mark.semantics
 Array = NDArray[np.float64]
@@ -141,7 +140,8 @@ def test_attentions_are_distributions_over_the_visible_keys(
     if (A[hidden] != 0).any():
         m, n = (int(i) for i in np.argwhere((A != 0) & hidden)[0])
         raise LawViolation(f"attentions[{m}, {n}] = {float(A[m, n])!r}, but key {m} is hidden from query {n}")
-    assert_close(A[:, some].sum(axis=0), np.ones(int(some.sum())), sum_to_one_error(problem.N, result.eps),
+    tolerance = implementation.bounds(problem, result.eps).column_sum[some]
+    assert_close(A[:, some].sum(axis=0), np.ones(int(some.sum())), tolerance,
                  what="columns of attentions with a visible key must sum to 1")  # fmt: skip
 
 

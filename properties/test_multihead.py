@@ -23,7 +23,7 @@ from properties.strategies import (
     multihead_problems_with_permutations,
     multihead_problems_with_second_mixings,
 )
-from properties.tolerances import FLOAT64_EPS, epsilon_of, mixing_law_error, multihead_error
+from properties.tolerances import epsilon_of, mixing_law_error, multihead_error
 
 pytestmark = pytest.mark.semantics
 Array = NDArray[np.float64]
@@ -42,7 +42,7 @@ def test_one_head_with_identity_mixing_is_single_head_attention(
         pytest.skip("multi-head attention is built from scaled heads")
     single = implementation(problem)
     multi = multihead(problem.X, [problem.arrays()[1:]], np.eye(problem.D_v))
-    bounds = implementation.bounds(problem, single.eps)
+    bounds = implementation.bounds(problem, max(single.eps, epsilon_of(multi.dtype)))
     assert_close(multi, single.X_prime, (bounds + bounds).x_prime, what="one head with omega_c = I")
 
 
@@ -63,8 +63,10 @@ def test_reordering_heads_with_their_mixing_columns_changes_nothing(
     blocks = [problem.omega_c[:, edges[h] : edges[h + 1]] for h in range(len(problem.heads))]
     reordered = replace(problem, heads=tuple(problem.heads[h] for h in order),
                         omega_c=np.hstack([blocks[h] for h in order]))  # fmt: skip
-    tolerance = multihead_error(problem) + multihead_error(reordered)
-    assert_close(call(multihead, reordered), call(multihead, problem), tolerance,
+    first, second = call(multihead, reordered), call(multihead, problem)
+    eps = epsilon_of(first.dtype, second.dtype)
+    tolerance = multihead_error(problem, eps) + multihead_error(reordered, eps)
+    assert_close(first, second, tolerance,
                  what=f"heads reordered as {order.tolist()} with their blocks of omega_c")  # fmt: skip
 
 
@@ -81,8 +83,10 @@ def test_multihead_output_is_equivariant_under_column_permutations(
     """f(X P) = f(X) P: every head is equivariant (eq. 12.18), and omega_c mixes rows, not columns."""
     problem, p = case
     permuted = replace(problem, X=problem.X[:, p])
-    tolerance = multihead_error(problem)[:, p] + multihead_error(permuted)
-    assert_close(call(multihead, permuted), call(multihead, problem)[:, p], tolerance,
+    first, second = call(multihead, permuted), call(multihead, problem)
+    eps = epsilon_of(first.dtype, second.dtype)
+    tolerance = multihead_error(problem, eps)[:, p] + multihead_error(permuted, eps)
+    assert_close(first, second[:, p], tolerance,
                  what=f"multi-head X' of inputs permuted by {p.tolist()}")  # fmt: skip
 
 
@@ -109,8 +113,9 @@ def test_each_head_is_scaled_by_its_own_query_dimension(
         return replace(problem, heads=(*problem.heads[:h], head, *problem.heads[h + 1 :]))
 
     sharpened = with_head(sharpened_head)
-    tolerance = 2 * multihead_error(sharpened)
-    assert_close(call(multihead, with_head(stacked_head)), call(multihead, sharpened), tolerance,
+    first, second = call(multihead, with_head(stacked_head)), call(multihead, sharpened)
+    tolerance = 2 * multihead_error(sharpened, epsilon_of(first.dtype, second.dtype))
+    assert_close(first, second, tolerance,
                  what=f"head {h}: stacked queries and keys against queries times sqrt(2)")  # fmt: skip
 
 
@@ -127,9 +132,11 @@ def test_multihead_output_is_linear_in_the_mixing_matrix(
     problem, second, a, c = case
     mixed = replace(problem, omega_c=a * problem.omega_c + c * second)
     f1, f2 = call(multihead, problem), call(multihead, replace(problem, omega_c=second))
+    f_mixed = call(multihead, mixed)
+    eps = epsilon_of(f1.dtype, f2.dtype, f_mixed.dtype)
     magnitude = replace(problem, omega_c=abs(a) * np.abs(problem.omega_c) + abs(c) * np.abs(second))
-    tolerance = 3 * multihead_error(magnitude) + 2 * FLOAT64_EPS * np.abs(a * f1 + c * f2)
-    assert_close(call(multihead, mixed), a * f1 + c * f2, tolerance, what=f"linearity in omega_c, a={a}, b={c}")
+    tolerance = 3 * multihead_error(magnitude, eps) + 2 * eps * np.abs(a * f1 + c * f2)
+    assert_close(f_mixed, a * f1 + c * f2, tolerance, what=f"linearity in omega_c, a={a}, b={c}")
 
 
 @pytest.mark.meta

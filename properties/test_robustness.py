@@ -13,7 +13,6 @@ from properties.implementation import Implementation
 from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
 from properties.strategies import large_logit_problems, problems_with_permutations
-from properties.tolerances import sum_to_one_error
 
 pytestmark = pytest.mark.robustness
 
@@ -57,7 +56,7 @@ def test_large_logits_keep_outputs_in_the_convex_hull_of_the_values(
         assert_close(
             result.attentions.sum(axis=0),
             np.ones(problem.N),
-            sum_to_one_error(problem.N, result.eps),
+            implementation.bounds(problem, result.eps).column_sum,
             what="columns of attentions must sum to 1",
         )
 

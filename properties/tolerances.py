@@ -1,34 +1,60 @@
 """Every tolerance of the battery, each derived from a forward-error bound and computed in float64.
 
-Notation: u is the machine epsilon of the dtype under test (twice the unit roundoff, so first-order
-bounds below also cover the second-order terms at these sizes); s is the logit scale (1/sqrt(D_q) or 1).
-Absolute values of the projections bound everything any summation order can produce:
+One error model covers every correct way to compute attention, so that a PASS and a FAIL mean the same for
+all of them: the softmax normalised by dividing by the computed sum or multiplying by its reciprocal, in the
+log domain (exp(z - lse) with lse = M + log sum exp(z - M)), with exp2 after pre-scaling by log2(e) and
+the attention matrix rebuilt from a separately computed lse (FlashAttention), with an online (blocked) rescaling
+by exp(m_old - m_new) for any block size, any summation order, in float16, float32 or float64 (judged by
+the dtype returned: see the README).
+
+Notation: u is the machine epsilon of the dtype judged (twice the unit roundoff: first-order bounds below then
+also cover the second-order terms as long as (number of steps) u <= 1, beyond which they exceed 1 and judge
+nothing); s is the logit scale (1/sqrt(D_q) or 1). Absolute values of the projections bound everything any
+summation order can produce:
 
     Qhat = |omega_q| |X| + |beta_q| 1^T,   Khat likewise,   Vhat = |omega_v| |X| + |beta_v| 1^T.
 
-k = 2D + D_q + N + 4 counts the rounding steps on any path from the inputs to one output entry: D + 1 in a
-projection, D_q in a logit, D more for an association such as K^T (omega_q X), N in a softmax sum or in
-the weighted sum of values, and a handful for exp, shift, scale and division.
+exp, exp2 and log are assumed correct to 4u relative (libm is within 1 ulp, numpy's SIMD loops within 2).
 
-1. Logits.  |delta L_mn| <= k u s (Khat^T Qhat)_mn <= k u l_n,  with l_n = s max_m (Khat^T Qhat)_mn.
-2. Weights.  d(log a_m) = dL_m - sum_j a_j dL_j, so logit errors move each weight by at most 2 max|dL| in
-   relative terms; evaluating exp, the column shift (or a log-sum-exp), the sum and the division adds at
-   most k u (1 + |L_m - max L|) <= k u (1 + 2 l_n). Every weight thus has relative error at most
-       r_n = k u (4 l_n + 1),
-   which also bounds its absolute error (weights are at most 1). An online (blockwise) softmax rescales
-   by exp(m_old - m_new) at most N times, each exact to u (1 + 2 l_n) relative: inside the same bound.
-3. Outputs.  X'_dn = sum_m a_mn V_dm, so |delta X'_dn| <= v_d (r_n + k u), with v_d = max_m Vhat_dm:
-   the weights' errors, the rounding of V (at most (D + 1) u Vhat) and of the sum (N u), all weighted by
-   the a_mn that sum to 1. The same bound covers how far X' can leave the convex hull of the values.
-4. Underflow.  Products and weights below the smallest normal number (tiny) lose relative accuracy but
-   keep an absolute one: a floor of N tiny on each weight and k tiny on each entry of X' covers that.
-5. Two evaluations.  A law comparing two evaluations uses `bounds_a + bounds_b` (ErrorBounds.__add__): the
+1. Logits.  Every logit is rounded by at most k_L u s (Khat^T Qhat)_mn <= k_L u l_n, l_n = s max_m (Khat^T Qhat)_mn,
+   with k_L = 2D + D_q + 5: 2 for converting the inputs to the working dtype, D + 1 in a projection, D more
+   for an association such as K^T (omega_q X), D_q in the dot product, 2 for the scale. The bound holds for
+   each evaluation separately, so it also covers logits computed twice (FlashAttention rebuilding the attention
+   matrix as exp(S - lse) from a second product S). k = 2D + D_q + N + 8 >= k_L counts the steps to an entry
+   of X' (and is the `steps` of ErrorBounds).
+2. Normalisation (normalisation_error).  Given the computed logits z of a column (|z_m| <= l), each weight
+   exp(z_m - c) / S of any algorithm above has relative error at most
+       eta = u (14 l + 11 N + 7 ln N + 9).
+   Per numerator exp(z_m - c): 3 u l for converting z and pre-scaling by log2(e) (a rounded constant and a
+   product), u (2 l + ln N) for the shift (|z_m - c| <= 2 l + ln N, c being a maximum, a running maximum or
+   an lse), 4u for exp or exp2, and for an online softmax at most N rescalings by exp(m_old - m_new), whose
+   argument roundings add up to at most 2 u l (the running maximum only grows: |m_old - m_new| telescopes)
+   and whose exp and product cost 5u each: u (7 l + ln N + 5 N + 4) in all. Division-normalised:
+   numerator and sum S carry that each, the sum (N - 1) u more, the division or the reciprocal and product
+   2u: u (14 l + 2 ln N + 11 N + 9). Log domain: lse = c + log S is off by S's relative error
+   u (7 l + ln N + 6 N + 3), 4u ln N for the log and u (l + ln N) for the addition; exp(z_m - lse) adds
+   u (5 l + ln N + 4): u (13 l + 7 ln N + 6 N + 7). eta bounds both.
+3. Weights.  d(log a_m) = dz_m - sum_j a_j dz_j, so the logit errors of 1. move each weight by at most
+   2 k_L u l_n in relative terms. Every weight thus has relative error at most
+       r_n = 2 k_L u l_n + eta_n,
+   which also bounds its absolute error (weights are at most 1). The columns sum to 1 within eta_n (a
+   weighted mean of the weights' normalisation errors) plus 2 k_L u l_n when the logits of the numerators
+   and of the normaliser come from two evaluations (section 1), plus N u for the law's own summation
+   (ErrorBounds.column_sum).
+4. Outputs.  X'_dn = sum_m a_mn V_dm, so |delta X'_dn| <= v_d (r_n + k u), with v_d = max_m Vhat_dm:
+   the weights' errors (an online softmax rescales its weighted sum of values exactly as its weights),
+   the rounding of V (at most (D + 3) u Vhat) and of the sum (N u), all weighted by the a_mn that sum to 1.
+   The same bound covers how far X' can leave the convex hull of the values.
+5. Underflow.  Products and weights below the smallest normal number (tiny, of the dtype judged) lose
+   relative accuracy but keep an absolute one: a floor of N tiny on each weight and k tiny on each entry of
+   X' covers that.
+6. Two evaluations.  A law comparing two evaluations uses `bounds_a + bounds_b` (ErrorBounds.__add__): the
    logit and value bounds add, and since every bound above grows with both, the result bounds the sum of
    the two evaluations' errors.
 
 Each bound scales with the magnitudes involved, so a genuine bug (a wrong scale, axis, bias or index) shows
-up as an error many orders of magnitude above it: about 1e-12 relative at the sizes the strategies draw,
-against O(1e-3) or more for a bug.
+up as an error many orders of magnitude above it: about 1e-12 relative at the sizes the strategies draw in
+float64, against O(1e-3) or more for a bug.
 """
 
 from __future__ import annotations
@@ -37,49 +63,87 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 
 from properties.problem import AttentionOptions, AttentionProblem, MultiheadProblem
 
 Array = NDArray[np.float64]
 FLOAT64_EPS = float(np.finfo(np.float64).eps)
+# The float dtypes a result can be judged by, coarsest first.
+JUDGED_DTYPES: tuple[type[np.floating[Any]], ...] = (np.float16, np.float32, np.float64)
 
 
 def epsilon_of(*dtypes: np.dtype[Any]) -> float:
     """The machine epsilon to judge a result by: the coarsest float dtype among inputs and outputs.
 
-    The battery passes float64; a result returned in float32 is judged by float32's epsilon, one in
-    extended precision by float64's (its inputs were float64).
+    The battery passes float64; a result returned in float32 (or float16) is judged by that dtype's epsilon,
+    one in extended precision by float64's (its inputs were float64).
     """
     eps = [float(np.finfo(dtype.type).eps) for dtype in dtypes if np.issubdtype(dtype, np.floating)]
     return max([FLOAT64_EPS, *eps])
 
 
+def dtype_of(eps: float) -> type[np.floating[Any]]:
+    """The float dtype whose epsilon is `eps` (the finest one at least as coarse, for an eps in between)."""
+    at_least_as_coarse = [dtype for dtype in JUDGED_DTYPES if float(np.finfo(dtype).eps) >= eps]
+    return at_least_as_coarse[-1] if at_least_as_coarse else JUDGED_DTYPES[0]
+
+
 def tiny_of(eps: float) -> float:
-    """Smallest normal number of the float type whose epsilon is `eps`."""
-    dtype = np.float32 if eps > FLOAT64_EPS else np.float64
-    return float(np.finfo(dtype).smallest_normal)
+    """Smallest normal number of the float dtype whose epsilon is `eps` (float16, float32 or float64)."""
+    return float(np.finfo(dtype_of(eps)).smallest_normal)
+
+
+def logit_steps(problem: AttentionProblem) -> int:
+    """k_L = 2D + D_q + 5: the rounding steps of one logit (section 1)."""
+    return 2 * problem.D + problem.D_q + 5
+
+
+def normalisation_error(rows: int, eps: float, magnitude: ArrayLike) -> Array:
+    """eta = u (14 l + 11 N + 7 ln N + 9): relative error of each softmax weight given its column's computed
+    logits, bounded in magnitude by l (broadcast), N = rows (section 2). Covers division by the sum,
+    multiplication by its reciprocal, the log domain exp(z - lse), exp2 after pre-scaling by log2(e), online
+    rescaling with any block size and any summation order."""
+    with np.errstate(over="ignore"):
+        logit = np.minimum(np.asarray(magnitude, dtype=np.float64), np.finfo(np.float64).max / 64)
+    return np.asarray(eps * (14.0 * logit + 11.0 * rows + 7.0 * np.log(max(rows, 1)) + 9.0), dtype=np.float64)
 
 
 @dataclass(frozen=True)
 class ErrorBounds:
-    """Forward-error bounds of one self-attention evaluation (section comments in the module docstring)."""
+    """Forward-error bounds of one self-attention evaluation (section comments in the module docstring), for
+    every algorithm of the model: division or reciprocal, log domain, exp2 with lse reconstruction, online
+    rescaling with any block size, any summation order, in the dtype whose epsilon is `eps`."""
 
     logit_bound: Array  # l_n, shape (N,): s max_m (Khat^T Qhat)_mn
     value_bound: Array  # v_d, shape (D_v, 1): max_m Vhat_dm
-    steps: int  # k = 2D + D_q + N + 4
+    steps: int  # k = 2D + D_q + N + 8 >= k_L
     eps: float
 
     @property
+    def logit_error(self) -> Array:
+        """Bound on the rounding of every logit of column n, shape (N,): k u l_n >= k_L u l_n (section 1)."""
+        return np.asarray(self.steps * self.eps * self.logit_bound, dtype=np.float64)
+
+    @property
     def attentions(self) -> Array:
-        """Bound on the error of every attention weight of column n, shape (1, N): r_n + N tiny."""
+        """Bound on the error of every attention weight of column n, shape (1, N): r_n + N tiny (section 3; logit
+        errors of either evaluation, and every normalisation of section 2)."""
         N = self.logit_bound.shape[0]
-        r = self.steps * self.eps * (4.0 * self.logit_bound + 1.0)
+        r = 2.0 * self.logit_error + normalisation_error(N, self.eps, self.logit_bound)
         return np.asarray(r + N * tiny_of(self.eps), dtype=np.float64).reshape(1, -1)
 
     @property
+    def column_sum(self) -> Array:
+        """Bound on |sum_m a_mn - 1| for each column n, shape (N,), the law summing in the result's dtype:
+        eta_n + 2 k u l_n (numerators and normaliser from two evaluations of the logits) + N u (section 3)."""
+        N = self.logit_bound.shape[0]
+        return sum_to_one_error(N, self.eps, self.logit_bound) + 2.0 * self.logit_error
+
+    @property
     def x_prime(self) -> Array:
-        """Bound on the error of X'_dn, shape (D_v, N): v_d (r_n + k u) (+ the underflow floors)."""
+        """Bound on the error of X'_dn, shape (D_v, N): v_d (r_n + k u) (+ the underflow floors; section 4, which
+        covers an online softmax's rescaled weighted sum of values as well as V times the weights)."""
         return self.value_bound * (self.attentions + self.steps * self.eps) + self.steps * tiny_of(self.eps)
 
     def with_logit_offset(self, offset: float) -> ErrorBounds:
@@ -89,7 +153,7 @@ class ErrorBounds:
     def __add__(self, other: ErrorBounds) -> ErrorBounds:
         """Bounds that dominate both (of problems of the same shape): logit and value bounds add, steps and eps
         take the larger. Since every bound grows with l_n and v_d, (a + b).x_prime >= a.x_prime + b.x_prime up
-        to the tiny floors, so it bounds the difference of the two evaluations (section 5 above)."""
+        to the tiny floors, so it bounds the difference of the two evaluations (section 6 above)."""
         return ErrorBounds(
             self.logit_bound + other.logit_bound,
             self.value_bound + other.value_bound,
@@ -103,17 +167,19 @@ def error_bounds(problem: AttentionProblem, scale: float, eps: float = FLOAT64_E
     N = problem.N
     Vhat = problem.magnitudes()[2]
     value_bound = Vhat.max(axis=1, keepdims=True) if N else np.zeros((problem.D_v, 1))
-    steps = 2 * problem.D + problem.D_q + N + 4
+    steps = logit_steps(problem) + N + 3
     return ErrorBounds(problem.logit_bounds(scale), value_bound, steps, eps)
 
 
-def multihead_error(problem: MultiheadProblem, eps: float = FLOAT64_EPS, value_sizes: Array | None = None) -> Array:
-    """Bound on the error of X' = omega_c [X'_1; ...; X'_H] (eq. 12.12), shape (rows of omega_c, N).
+def multihead_error(problem: MultiheadProblem, eps: float, value_sizes: Array | None = None) -> Array:
+    """Bound on the error of X' = omega_c [X'_1; ...; X'_H] (eq. 12.12), shape (rows of omega_c, N), judged by
+    the epsilon `eps` of the dtype returned.
 
-    Each head's X' bound (ErrorBounds, scale 1/sqrt(its D_q)) carried through |omega_c|, plus the rounding of
-    the final product: at most (its inner dimension) u |omega_c| times the sizes of the stacked head outputs.
-    Those sizes are the heads' v_d (bounds on |V|, hence on |X'_h|) unless `value_sizes` (stacked rows, one
-    column) gives measured ones.
+    Each head's X' bound (ErrorBounds, scale 1/sqrt(its D_q); every algorithm of sections 1-4) carried through
+    |omega_c|, plus the rounding of the final product: at most (its inner dimension + 2, for converting
+    omega_c and the head outputs) u |omega_c| times the sizes of the stacked head outputs. Those sizes are the
+    heads' v_d (bounds on |V|, hence on |X'_h|) unless `value_sizes` (stacked rows, one column) gives measured
+    ones.
     """
     bounds = [
         error_bounds(problem.head_problem(h), 1 / np.sqrt(head[1].shape[0]), eps)
@@ -121,33 +187,35 @@ def multihead_error(problem: MultiheadProblem, eps: float = FLOAT64_EPS, value_s
     ]
     stacked_error = np.vstack([bound.x_prime for bound in bounds])
     sizes = np.vstack([bound.value_bound for bound in bounds]) if value_sizes is None else value_sizes
-    inner = problem.omega_c.shape[1]
-    return np.asarray(np.abs(problem.omega_c) @ (stacked_error + inner * eps * sizes))
+    inner = problem.omega_c.shape[1] + 2
+    return np.asarray(np.abs(problem.omega_c) @ (stacked_error + inner * eps * sizes) + inner * tiny_of(eps))
 
 
 def softmax_error(data: Array, eps: float) -> Array:
-    """Bound on the error of each softmax weight of a column of `data` (shape (1, columns)).
-
-    As in 2. above with exact logits: k u (1 + |z_m - max z|) with k = N + 4, and |z_m - max z| is at most
-    the column's spread; plus the underflow floor.
-    """
+    """Bound on the error of each softmax weight of a column of `data` (shape (1, columns)): the logits are
+    exact, so section 2 alone, eta with l = max |z| of the column, plus the underflow floor N tiny. Covers
+    every algorithm of section 2."""
     rows = data.shape[0]
-    spread = np.ptp(data, axis=0, keepdims=True) if rows else np.zeros((1, data.shape[1]))
-    with np.errstate(over="ignore"):
-        spread = np.minimum(spread, np.finfo(np.float64).max)
-    return np.asarray((rows + 4) * eps * (1.0 + spread) + rows * tiny_of(eps), dtype=np.float64)
+    magnitude = np.abs(data).max(axis=0, keepdims=True) if rows else np.zeros((1, data.shape[1]))
+    return np.asarray(normalisation_error(rows, eps, magnitude) + rows * tiny_of(eps), dtype=np.float64)
 
 
-def sum_to_one_error(rows: int, eps: float) -> float:
-    """Bound on |sum of a softmax column - 1|: the division by the computed sum leaves at most (N + 4) u."""
-    return (rows + 4) * eps
+def sum_to_one_error(rows: int, eps: float, magnitude: ArrayLike) -> Array:
+    """Bound on |sum of a softmax column - 1| for logits bounded by `magnitude` (broadcast over the columns):
+    eta (section 2; the weights' normalisation errors, weighted by the weights) plus (N - 1) u for the law's own
+    summation in the result's dtype, plus N tiny for weights that underflow. Covers every algorithm of
+    section 2 computing numerators and normaliser from the same logits; ErrorBounds.column_sum adds the logit
+    term for algorithms that evaluate the logits twice."""
+    return np.asarray(normalisation_error(rows, eps, magnitude) + rows * (eps + tiny_of(eps)), dtype=np.float64)
 
 
 def no_weight_can_underflow(bounds: ErrorBounds) -> NDArray[np.bool_]:
     """Columns n in which every weight is at least exp(-2 l_n) / N > tiny, so must be strictly positive.
 
     Every logit of column n lies within 2 l_n of the column's largest, so its weight is at least
-    exp(-2 l_n) / N; one is added to the exponent to cover the rounding of the logits (r_n << 1).
+    exp(-2 l_n) / N; one is added to the exponent to cover the rounding of the logits. Any algorithm of the
+    model computes such a weight without underflow: every intermediate (exp(z - c), its rescalings, the
+    quotient) is at least the weight itself, hence normal.
     """
     N = bounds.logit_bound.shape[0]
     exponent = 2.0 * bounds.logit_bound * (1.0 + bounds.steps * bounds.eps) + np.log(max(N, 1)) + 1.0

@@ -37,17 +37,22 @@ def self_attention_exact(
     beta_k: Matrix,
     *,
     scaled: bool,
+    queries: Matrix | None = None,
 ) -> tuple[Matrix, Matrix]:
-    """(X_prime, attentions) of (scaled) dot-product self-attention; betas are (rows, 1) matrices."""
+    """(X_prime, attentions) of (scaled) dot-product self-attention; betas are (rows, 1) matrices.
+
+    With `queries` (D x M, inputs as columns), only those inputs query (keys and values come from X): X_prime is
+    D_v x M and attentions N x M, the columns of the full result for those queries.
+    """
     with localcontext() as context:
         context.prec = PRECISION
-        Q = _project(omega_q, beta_q, X)
+        Q = _project(omega_q, beta_q, X if queries is None else queries)
         K = _project(omega_k, beta_k, X)
         V = _project(omega_v, beta_v, X)
-        N, D_q = len(X[0]), len(omega_q)
+        N, D_q, M = len(X[0]), len(omega_q), len(Q[0])
         scale = Decimal(1) / Decimal(D_q).sqrt() if scaled else Decimal(1)
-        attentions: Matrix = [[Decimal(0)] * N for _ in range(N)]
-        for n in range(N):
+        attentions: Matrix = [[Decimal(0)] * M for _ in range(N)]
+        for n in range(M):
             logits = [scale * sum((K[i][m] * Q[i][n] for i in range(D_q)), Decimal(0)) for m in range(N)]
             top = max(logits)
             weights = [(logit - top).exp() for logit in logits]
@@ -55,7 +60,7 @@ def self_attention_exact(
             for m in range(N):
                 attentions[m][n] = weights[m] / total
         X_prime = [
-            [sum((V[d][m] * attentions[m][n] for m in range(N)), Decimal(0)) for n in range(N)] for d in range(len(V))
+            [sum((V[d][m] * attentions[m][n] for m in range(N)), Decimal(0)) for n in range(M)] for d in range(len(V))
         ]
     return X_prime, attentions
 

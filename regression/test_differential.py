@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from properties import broken as b
 from properties.checks import assert_at_most
 from properties.implementation import Implementation
 from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
-from properties.strategies import attention_problems, dimensions
+from properties.strategies import (
+    attention_problems,
+    dimensions,
+    long_examples,
+    long_sequence_example,
+    long_sequence_problems,
+)
+from properties.tolerances import dtype_of
 from regression.exact import self_attention_exact, to_decimal, to_float
 
 pytestmark = pytest.mark.semantics
@@ -45,7 +55,7 @@ def test_output_agrees_with_a_50_digit_computation(implementation: Implementatio
     no rounding explains, whatever law they break.
     """
     result = implementation(problem)
-    dtype = np.float32 if result.eps > np.finfo(np.float64).eps else np.float64
+    dtype = dtype_of(result.eps)
     exact_X, exact_A = exact_result(problem, implementation.kind == "scaled")
     naive_X, naive_A = naive_result(problem, implementation.scale(problem.D_q), dtype)
     bounds = implementation.bounds(problem, result.eps)
@@ -68,3 +78,60 @@ def test_output_agrees_with_a_50_digit_computation(implementation: Implementatio
 @pytest.mark.parametrize("bug", [b.uniform_attention, b.scale_by_sqrt_D, b.values_without_bias])
 def test_output_agrees_with_a_50_digit_computation_catches(bug: object) -> None:
     assert_law_fails(test_output_agrees_with_a_50_digit_computation, implementation=b.broken(b.x_prime_only(bug)))
+
+
+@functools.lru_cache(maxsize=64)
+def exact_columns(problem: AttentionProblem, scaled: bool, columns: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Columns `columns` of X' and of attentions to ~1e-45 relative, from a 50-digit computation restricted to
+    those queries (the keys and values of every input still enter). Cached by problem object: a replayed
+    example (properties/test_correct.py) is computed once."""
+    queries = problem.with_columns(np.asarray(columns, dtype=np.intp))
+    X_prime, attentions = self_attention_exact(
+        *(to_decimal(a.tolist()) for a in problem.arrays()), scaled=scaled, queries=to_decimal(queries.X.tolist())
+    )
+    return np.array(to_float(X_prime)).reshape(problem.D_v, len(columns)), np.array(to_float(attentions))
+
+
+@st.composite
+def long_sequence_problems_with_queries(draw: st.DrawFn) -> tuple[AttentionProblem, tuple[int, ...]]:
+    """A long-sequence problem and up to three of its queries to check exactly, the last one always among them
+    (it lies in the last, partial block of every tile size)."""
+    problem = draw(long_sequence_problems())
+    others = draw(st.lists(st.integers(0, problem.N - 1), min_size=2, max_size=2), label="queries checked")
+    return problem, tuple(sorted({problem.N - 1, *others}))
+
+
+@settings(max_examples=long_examples())
+@given(case=long_sequence_problems_with_queries())
+@example(case=(long_sequence_example(), (0, 436, 599)))  # the first query of the reference's second slab
+def test_long_sequences_agree_with_a_50_digit_computation(
+    implementation: Implementation, case: tuple[AttentionProblem, tuple[int, ...]]
+) -> None:
+    """The differential check above for N from 15 to 700, on three drawn queries (the last among them):
+    |f(X) - exact| <= 2 |naive(X) - exact| + the forward-error bound of one evaluation."""
+    problem, checked = case
+    columns = np.asarray(checked, dtype=np.intp)
+    result = implementation(problem)
+    exact_X, exact_A = exact_columns(problem, implementation.kind == "scaled", checked)
+    naive_X, naive_A = naive_result(problem, implementation.scale(problem.D_q), dtype_of(result.eps))
+    bounds = implementation.bounds(problem, result.eps)
+    assert_at_most(
+        np.abs(result.X_prime[:, columns] - exact_X),
+        2 * np.abs(naive_X[:, columns] - exact_X),
+        bounds.x_prime[:, columns],
+        what=f"|X' - exact| (queries {columns.tolist()}) exceeds twice the naive error plus the rounding floor",
+    )
+    if result.attentions is not None:
+        assert_at_most(
+            np.abs(result.attentions[:, columns] - exact_A),
+            2 * np.abs(naive_A[:, columns] - exact_A),
+            np.broadcast_to(bounds.attentions[:, columns], exact_A.shape),
+            what=f"|attentions - exact| (queries {columns.tolist()}) exceeds twice the naive error plus the floor",
+        )
+
+
+@pytest.mark.meta
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")  # a long example prints as ~35 kB of code
+@pytest.mark.parametrize("bug", [b.blocked_dropping_the_tail_block, b.blocked_reusing_the_first_query_block])
+def test_long_sequences_agree_with_a_50_digit_computation_catches(bug: object) -> None:
+    assert_law_fails(test_long_sequences_agree_with_a_50_digit_computation, implementation=b.broken(bug))

@@ -6,15 +6,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attention import blockwise_scaled_dot_product_self_attention, scaled_dot_product_self_attention
+from properties import broken as b
 from properties.checks import assert_close
 from properties.implementation import Implementation
 from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
-from properties.strategies import attention_problems, large_logit_problems
+from properties.strategies import attention_problems, large_logit_problems, long_examples, long_sequence_problems
 
 FULL = Implementation(scaled_dot_product_self_attention, "scaled", "attention:scaled_dot_product_self_attention")
 
@@ -51,6 +52,20 @@ def test_blockwise_equals_the_full_computation(blockwise_function: Any, case: tu
     )
 
 
+@settings(max_examples=long_examples())
+@given(problem=long_sequence_problems(), block_size=st.sampled_from([16, 64, 512]))
+def test_blockwise_equals_the_full_computation_on_long_sequences(
+    blockwise_function: Any, problem: AttentionProblem, block_size: int
+) -> None:
+    """As above for N from 15 to 700 (partial last blocks, several query blocks; the full computation in two
+    slabs beyond N = 512), with the block sizes of real kernels."""
+    full, blocked = FULL(problem), blockwise(blockwise_function, block_size)(problem)
+    bounds = FULL.bounds(problem, max(full.eps, blocked.eps))
+    assert_close(
+        blocked.X_prime, full.X_prime, (bounds + bounds).x_prime, what=f"blockwise X', block_size={block_size}"
+    )
+
+
 def no_rescaling(X: Any, omega_v: Any, omega_q: Any, omega_k: Any, beta_v: Any, beta_q: Any, beta_k: Any,
                  *, block_size: int) -> Any:  # fmt: skip
     """An online softmax that forgets to rescale the running sums when the running maximum grows."""
@@ -75,6 +90,17 @@ def no_rescaling(X: Any, omega_v: Any, omega_q: Any, omega_k: Any, beta_v: Any, 
 @pytest.mark.meta
 def test_blockwise_equals_the_full_computation_catches_missing_rescaling() -> None:
     assert_law_fails(test_blockwise_equals_the_full_computation, blockwise_function=no_rescaling)
+
+
+def dropped_tail(*arrays: Any, block_size: int) -> Any:
+    """Skips the last partial block of keys (via properties.broken's blocked kernel of tiles of 16)."""
+    return b.blocked_dropping_the_tail_block(*arrays)
+
+
+@pytest.mark.meta
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")  # a long example prints as ~35 kB of code
+def test_blockwise_on_long_sequences_catches_a_dropped_tail_block() -> None:
+    assert_law_fails(test_blockwise_equals_the_full_computation_on_long_sequences, blockwise_function=dropped_tail)
 
 
 @pytest.mark.parametrize(("block_size", "error"), [(0, ValueError), (-3, ValueError), (2.5, TypeError)])

@@ -1,0 +1,130 @@
+"""The cheap laws again, on long sequences: N around every tile size a blocked kernel may use (16 ... 512) and
+beyond the reference's first slab of queries (N > 512), where inter-tile rescaling and tail handling show.
+
+Each law here is a law of another module run on strategies.long_sequence_problems, with few examples
+(strategies.long_examples: a tenth of the profile's) and one fixed example of N = 600 on every run; its
+statement is that law's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import example, given, settings
+from numpy.typing import NDArray
+
+from properties import broken as b
+from properties import test_attention_matrix as attention_matrix
+from properties import test_equivariance as equivariance
+from properties import test_invariances as invariances
+from properties import test_temperature as temperature
+from properties.implementation import Implementation
+from properties.meta import assert_law_fails
+from properties.problem import AttentionProblem
+from properties.strategies import (
+    long_examples,
+    long_sequence_example,
+    long_sequence_problems,
+    long_sequence_problems_with_permutations,
+)
+
+pytestmark = pytest.mark.semantics
+# A failing long example prints as code of some 35 kB (X has up to 2100 entries): long, and still the replay.
+LONG_REPR = pytest.mark.filterwarnings("ignore:Generating overly large repr")
+FEW = settings(max_examples=long_examples())
+LONG = long_sequence_example()  # N = 600: two slabs of the reference, every tile boundary up to 512
+
+
+@FEW
+@given(problem=long_sequence_problems())
+@example(problem=LONG)
+def test_long_sequences_attention_columns_are_probability_distributions(
+    implementation: Implementation, problem: AttentionProblem
+) -> None:
+    """Every column of attentions is a distribution over the keys (eq. 12.5), for N from 15 to 700."""
+    attention_matrix.test_attention_columns_are_probability_distributions.hypothesis.inner_test(implementation, problem)  # type: ignore[attr-defined]
+
+
+@pytest.mark.meta
+@LONG_REPR
+def test_long_sequences_attention_columns_catch_row_softmax() -> None:
+    assert_law_fails(test_long_sequences_attention_columns_are_probability_distributions,
+                     implementation=b.broken(b.softmax_over_rows))  # fmt: skip
+
+
+@FEW
+@given(case=long_sequence_problems_with_permutations())
+@example(case=(LONG, np.arange(LONG.N)[::-1].copy()))
+def test_long_sequences_output_is_equivariant_under_column_permutations(
+    implementation: Implementation, case: tuple[AttentionProblem, NDArray[np.intp]]
+) -> None:
+    """f(X P) = f(X) P (eq. 12.18) for N from 15 to 700, with permutations that move keys across block boundaries."""
+    equivariance.test_output_is_equivariant_under_column_permutations.hypothesis.inner_test(implementation, case)  # type: ignore[attr-defined]
+
+
+@pytest.mark.meta
+@LONG_REPR
+@pytest.mark.parametrize("bug", [b.blocked_dropping_the_tail_block, b.blocked_reusing_the_first_query_block])
+def test_long_sequences_output_is_equivariant_catches(bug: object) -> None:
+    assert_law_fails(test_long_sequences_output_is_equivariant_under_column_permutations, implementation=b.broken(bug))
+
+
+@FEW
+@given(problem=long_sequence_problems())
+@example(problem=LONG)
+def test_long_sequences_outputs_lie_in_the_convex_hull_of_the_values(
+    implementation: Implementation, problem: AttentionProblem
+) -> None:
+    """min_m V_dm <= X'_dn <= max_m V_dm (eq. 12.3), for N from 15 to 700."""
+    invariances.test_outputs_lie_in_the_convex_hull_of_the_values.hypothesis.inner_test(implementation, problem)  # type: ignore[attr-defined]
+
+
+@pytest.mark.meta
+@LONG_REPR
+def test_long_sequences_outputs_lie_in_the_convex_hull_catches_missing_value_bias() -> None:
+    assert_law_fails(test_long_sequences_outputs_lie_in_the_convex_hull_of_the_values,
+                     implementation=b.broken(b.values_without_bias))  # fmt: skip
+
+
+@FEW
+@given(problem=long_sequence_problems())
+@example(problem=LONG)
+def test_long_sequences_sharp_queries_select_the_best_matching_value(
+    implementation: Implementation, problem: AttentionProblem
+) -> None:
+    """Sharpened queries make x'_n the value of the best-matching key (hard attention), for N from 15 to 700."""
+    temperature.test_sharp_queries_select_the_best_matching_value.hypothesis.inner_test(implementation, problem)  # type: ignore[attr-defined]
+
+
+@pytest.mark.meta
+@LONG_REPR
+def test_long_sequences_sharp_queries_select_catches_uniform_attention() -> None:
+    assert_law_fails(test_long_sequences_sharp_queries_select_the_best_matching_value,
+                     implementation=b.broken(b.x_prime_only(b.uniform_attention)))  # fmt: skip
+
+
+@FEW
+@given(problem=long_sequence_problems())
+@example(problem=LONG)
+def test_long_sequences_attentions_are_the_softmax_of_the_scaled_logits(
+    implementation: Implementation, problem: AttentionProblem
+) -> None:
+    """log a_mn - log a_jn = s (k_m - k_j)^T q_n (eqs. 12.5, 12.7-12.9), for N from 15 to 700."""
+    attention_matrix.test_attentions_are_the_softmax_of_the_scaled_logits.hypothesis.inner_test(implementation, problem)  # type: ignore[attr-defined]
+
+
+@pytest.mark.meta
+@LONG_REPR
+def test_long_sequences_column_laws_catch_a_dropped_tail_block() -> None:
+    def with_attentions(*arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The tail-dropping kernel's weights, as the matrix it implies: keys of the partial last tile get 0."""
+        _, A = b.correct_attention(*arrays, scale=1 / np.sqrt(arrays[2].shape[0]))
+        N = A.shape[0]
+        if N > b.TILE and N % b.TILE:
+            A = A.copy()
+            A[N - N % b.TILE :] = 0.0
+            A /= A.sum(axis=0, keepdims=True)
+        return b.blocked_dropping_the_tail_block(*arrays), A
+
+    assert_law_fails(test_long_sequences_attentions_are_the_softmax_of_the_scaled_logits,
+                     implementation=b.broken(with_attentions))  # fmt: skip

@@ -1,0 +1,286 @@
+"""Mutation testing of the reference: how many single-point mutations of attention/ does the battery kill?
+
+    python tools/mutate.py                       # 120 sampled mutants, seed 0, `pytest properties`, 2 jobs
+    python tools/mutate.py --sample 0 --list     # list every mutation point, run nothing
+    python tools/mutate.py --sample 40 --seed 3 --jobs 1 --command "pytest properties regression -x -q"
+
+Each mutant changes one thing in attention/_core.py, softmax.py, self_attention.py, blockwise.py or multihead.py
+(an arithmetic or comparison operator, an axis, a constant, a slice bound, max <-> min, a dropped statement),
+inside a function or a module-level numeric constant. It runs the command in a scratch copy of the repository
+(one per job, so no hypothesis database or cache is shared) with the mutated file in place; a non-zero exit
+(a failed law, an error, a timeout) kills the mutant. The hypothesis seed is fixed (--hypothesis-seed), so a
+run is reproducible. Survivors are printed with their change, for a reader to judge which are equivalent.
+No dependency beyond the standard library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FILES = (
+    "attention/_core.py",
+    "attention/softmax.py",
+    "attention/self_attention.py",
+    "attention/blockwise.py",
+    "attention/multihead.py",
+)
+# `pytest properties` in two steps, the false-alarm test (which runs every law on the reference's blockwise path
+# too) first: the same tests, in an order that stops sooner at a killed mutant. Steps are joined by " && ".
+OPTIONS = "-x -q -p no:cacheprovider --hypothesis-seed=0"
+COMMAND = (
+    f"pytest properties/test_correct.py {OPTIONS} && pytest properties {OPTIONS} --deselect properties/test_correct.py"
+)
+
+OPERATORS: dict[type[ast.AST], type[ast.AST]] = {
+    ast.Add: ast.Sub, ast.Sub: ast.Add, ast.Mult: ast.Div, ast.Div: ast.Mult, ast.FloorDiv: ast.Mult,
+    ast.MatMult: ast.Mult, ast.Pow: ast.Mult, ast.Mod: ast.FloorDiv,
+    ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq,
+    ast.In: ast.NotIn, ast.NotIn: ast.In, ast.Is: ast.IsNot, ast.IsNot: ast.Is, ast.And: ast.Or, ast.Or: ast.And,
+}  # fmt: skip
+SWAPPED_NAMES = {"max": "min", "min": "max", "maximum": "minimum", "minimum": "maximum", "any": "all", "all": "any"}
+
+
+@dataclass(frozen=True)
+class Mutant:
+    file: str
+    index: int  # position of the mutation among the file's mutation points (Mutations order)
+    line: int
+    description: str
+
+
+Mutation = tuple[ast.AST, int, str, Callable[[], None]]
+
+
+def _parents(tree: ast.AST) -> dict[ast.AST, ast.AST]:
+    return {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+
+
+def _skipped(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    """Inside a raise, an f-string, an annotation, an import, a docstring, or outside any function (except a
+    module-level numeric constant)."""
+    inside_function = False
+    child: ast.AST = node
+    while child in parents:
+        parent = parents[child]
+        if isinstance(parent, ast.Raise | ast.JoinedStr | ast.Import | ast.ImportFrom):
+            return True
+        if isinstance(parent, ast.arg) or (isinstance(parent, ast.FunctionDef) and child is parent.returns):
+            return True
+        if isinstance(parent, ast.AnnAssign) and child is parent.annotation:
+            return True
+        if isinstance(parent, ast.FunctionDef):
+            inside_function = True
+        child = parent
+    if inside_function:
+        return False
+    top = node
+    while top in parents and not isinstance(parents[top], ast.Module):
+        top = parents[top]
+    return not (isinstance(top, ast.Assign) and isinstance(top.value, ast.Constant | ast.BinOp))
+
+
+def _is_docstring(statement: ast.stmt) -> bool:
+    return isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant)
+
+
+def mutations(tree: ast.AST) -> Iterator[Mutation]:
+    """Every single-point mutation of the tree, in a fixed order: (node, line, description, apply)."""
+    parents = _parents(tree)
+    for node in ast.walk(tree):
+        if _skipped(node, parents):
+            continue
+        line = getattr(node, "lineno", getattr(parents.get(node), "lineno", 0))
+        yield from _mutations_of(node, line, parents)
+
+
+def _set(node: ast.AST, field: str, value: object) -> Callable[[], None]:
+    return lambda: setattr(node, field, value)
+
+
+def _replace(items: list[ast.AST], i: int, value: ast.AST) -> Callable[[], None]:
+    return lambda: items.__setitem__(i, value)
+
+
+def _mutations_of(node: ast.AST, line: int, parents: dict[ast.AST, ast.AST]) -> Iterator[Mutation]:
+    if isinstance(node, ast.BinOp | ast.AugAssign | ast.BoolOp) and type(node.op) in OPERATORS:
+        new = OPERATORS[type(node.op)]
+        yield node, line, f"{type(node.op).__name__} -> {new.__name__}", _set(node, "op", new())
+    if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in OPERATORS:
+        new = OPERATORS[type(node.ops[0])]
+        yield node, line, f"{type(node.ops[0]).__name__} -> {new.__name__}", _set(node, "ops", [new()])
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.Not):
+        parent = parents[node]
+        for field, value in ast.iter_fields(parent):
+            if value is node:
+                yield node, line, f"drop unary {type(node.op).__name__}", _set(parent, field, node.operand)
+            elif isinstance(value, list) and node in value:
+                i = value.index(node)
+                yield (
+                    node,
+                    line,
+                    f"drop unary {type(node.op).__name__}",
+                    _replace(value, i, node.operand),
+                )
+    in_axis = isinstance(parents.get(node), ast.keyword) and parents[node].arg == "axis"  # type: ignore[attr-defined]
+    if isinstance(node, ast.Constant) and not isinstance(node.value, str) and node.value is not None and not in_axis:
+        if isinstance(node.value, bool):
+            yield node, line, f"{node.value} -> {not node.value}", _set(node, "value", not node.value)
+        elif isinstance(node.value, int):
+            yield node, line, f"{node.value} -> {node.value + 1}", _set(node, "value", node.value + 1)
+        elif isinstance(node.value, float):
+            new_value = node.value * 2 if node.value else 1.0
+            yield node, line, f"{node.value} -> {new_value}", _set(node, "value", new_value)
+    if isinstance(node, ast.keyword) and node.arg == "axis" and isinstance(node.value, ast.Constant):
+        axis = node.value.value
+        new_axis = {0: 1, 1: 0, -1: 0}.get(axis, 0) if isinstance(axis, int) else 0
+        yield node, line, f"axis={axis!r} -> axis={new_axis}", _set(node.value, "value", new_axis)
+    if isinstance(node, ast.Attribute) and node.attr in SWAPPED_NAMES:
+        yield node, line, f".{node.attr} -> .{SWAPPED_NAMES[node.attr]}", _set(node, "attr", SWAPPED_NAMES[node.attr])
+    if isinstance(node, ast.Name) and node.id in SWAPPED_NAMES and isinstance(parents.get(node), ast.Call):
+        yield node, line, f"{node.id} -> {SWAPPED_NAMES[node.id]}", _set(node, "id", SWAPPED_NAMES[node.id])
+    if isinstance(node, ast.Attribute) and node.attr == "T":
+        parent = parents[node]
+        for field, value in ast.iter_fields(parent):
+            if value is node:
+                yield node, line, "drop .T", _set(parent, field, node.value)
+    if isinstance(node, ast.Slice):
+        for bound in ("lower", "upper"):
+            if getattr(node, bound) is not None:
+                yield node, line, f"drop slice {bound} bound", _set(node, bound, None)
+    for field in ("body", "orelse"):
+        body = getattr(node, field, None)
+        if isinstance(body, list) and len(body) > 1 and isinstance(node, ast.FunctionDef | ast.For | ast.If | ast.With):
+            for i, statement in enumerate(body):
+                if isinstance(statement, ast.Assign | ast.AugAssign | ast.Expr) and not _is_docstring(statement):
+                    yield (
+                        statement,
+                        statement.lineno,
+                        "drop statement",
+                        _replace(body, i, ast.Pass()),
+                    )
+
+
+def mutants(files: tuple[str, ...]) -> list[Mutant]:
+    found = []
+    for file in files:
+        tree = ast.parse((REPO / file).read_text())
+        for index, (_, line, description, _) in enumerate(mutations(tree)):
+            found.append(Mutant(file, index, line, description))
+    return found
+
+
+def mutated_source(mutant: Mutant) -> tuple[str, str, str]:
+    """(the mutated module's source, the changed line before, after): unparsed from the mutated tree."""
+    source = (REPO / mutant.file).read_text()
+    tree = ast.parse(source)
+    original = ast.unparse(tree).splitlines()
+    _, _, _, apply = list(mutations(tree))[mutant.index]
+    apply()
+    ast.fix_missing_locations(tree)
+    new = ast.unparse(tree)
+    changed = [(a, b) for a, b in zip(original, new.splitlines(), strict=False) if a != b]
+    before, after = changed[0] if changed else ("", "")
+    return new + "\n", before.strip(), after.strip()
+
+
+def scratch_copy(root: Path) -> Path:
+    target = root / "repo"
+    ignore = shutil.ignore_patterns(".git", ".venv", "*.egg-info", ".hypothesis", ".pytest_cache", "__pycache__",
+                                    ".mypy_cache", ".ruff_cache", ".benchmarks")  # fmt: skip
+    shutil.copytree(REPO, target, ignore=ignore)
+    return target
+
+
+def run_mutant(mutant: Mutant, workdir: Path, command: str, timeout: float) -> dict[str, object]:
+    source, before, after = mutated_source(mutant)
+    path = workdir / mutant.file
+    original = path.read_text()
+    path.write_text(source)
+    start = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": str(workdir), "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("CI", None)
+    try:
+        for step in command.split(" && "):
+            left = max(timeout - (time.perf_counter() - start), 1.0)
+            done = subprocess.run(step.split(), cwd=workdir, env=env, capture_output=True, timeout=left, check=False)
+            if done.returncode:
+                break
+        outcome = "survived" if done.returncode == 0 else "killed"
+        tail = done.stdout.decode(errors="replace").strip().splitlines()[-1:] if done.returncode else []
+    except subprocess.TimeoutExpired:
+        outcome, tail = "killed (timeout)", []
+    finally:
+        path.write_text(original)
+    return {**asdict(mutant), "before": before, "after": after, "outcome": outcome,
+            "seconds": round(time.perf_counter() - start, 1), "last_line": tail[0] if tail else ""}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sample", type=int, default=120, help="mutants to sample (0: all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per mutant (a timeout kills it)")
+    parser.add_argument("--command", default=COMMAND, help=f"test command (default: {COMMAND!r})")
+    parser.add_argument("--files", nargs="*", default=list(FILES))
+    parser.add_argument("--list", action="store_true", help="list the sampled mutants and exit")
+    parser.add_argument("--json", type=Path, help="write every result to this file")
+    args = parser.parse_args(argv)
+
+    population = mutants(tuple(args.files))
+    chosen = (
+        population
+        if args.sample <= 0
+        else random.Random(args.seed).sample(population, min(args.sample, len(population)))
+    )
+    chosen.sort(key=lambda m: (m.file, m.index))
+    print(f"{len(population)} mutation points in {', '.join(args.files)}; running {len(chosen)}", flush=True)
+    if args.list:
+        for mutant in chosen:
+            _, before, after = mutated_source(mutant)
+            print(f"{mutant.file}:{mutant.line} [{mutant.description}] {before}  ->  {after}")
+        return 0
+
+    with tempfile.TemporaryDirectory(prefix="mutate-") as scratch:  # removed at the end, or on Ctrl-C
+        workdirs = [scratch_copy(Path(scratch) / str(job)) for job in range(args.jobs)]
+        free = list(workdirs)
+
+        def work(mutant: Mutant) -> dict[str, object]:
+            workdir = free.pop()
+            try:
+                result = run_mutant(mutant, workdir, args.command, args.timeout)
+            finally:
+                free.append(workdir)
+            print(f"  {result['outcome']:>16}  {mutant.file}:{mutant.line} [{mutant.description}] "
+                  f"({result['seconds']} s)", flush=True)  # fmt: skip
+            return result
+
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            results = list(pool.map(work, chosen))
+
+    survivors = [r for r in results if r["outcome"] == "survived"]
+    killed = len(results) - len(survivors)
+    print(f"\nkilled {killed} of {len(results)} ({100 * killed / max(len(results), 1):.0f}%); survivors:")
+    for r in survivors:
+        print(f"  {r['file']}:{r['line']} [{r['description']}]\n      {r['before']}\n   -> {r['after']}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
