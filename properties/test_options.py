@@ -324,20 +324,27 @@ def test_with_constant_logits_the_bias_alone_sets_the_weights_catches(bug: Any) 
 # --- Positions: each mode pinned exactly ---
 
 
+def assert_positions_are_their_problem_without_positions(
+    implementation: Implementation, case: Case, mode: str, what: str
+) -> None:
+    """f(X; positional=Pi, positional_mode=mode) must equal f on the problem that carries the positions itself
+    (AttentionOptions.without_positions), on every query that sees a key."""
+    implementation.require("positional", "positional_mode")
+    problem, options = case
+    options = supported(implementation, options).replace(positional_mode=mode)
+    first = call(implementation, problem, options)
+    second = call(implementation, options.without_positions(problem), options.replace(positional=None))
+    seen = options.sees_a_key(problem.N)
+    bounds = option_bounds(implementation, problem, options, max(first.eps, second.eps))
+    assert_close(first.X_prime[:, seen], second.X_prime[:, seen], (bounds + bounds).x_prime[:, seen],
+                 what=f"X' with positions in mode {mode} against {what}")  # fmt: skip
+
+
 @given(case=problems_with_options(positional=True))
 def test_positions_in_input_mode_are_added_to_the_inputs(implementation: Implementation, case: Case) -> None:
     """f(X; positional=Pi, positional_mode="input") = f(X + Pi): the positions reach queries, keys and values
     (section 12.4.1), whatever the other options."""
-    implementation.require("positional", "positional_mode")
-    problem, options = case
-    options = supported(implementation, options).replace(positional_mode="input")
-    plain = options.replace(positional=None)
-    first = call(implementation, problem, options)
-    second = call(implementation, options.without_positions(problem), plain)
-    seen = options.sees_a_key(problem.N)
-    bounds = option_bounds(implementation, problem, options, max(first.eps, second.eps))
-    assert_close(first.X_prime[:, seen], second.X_prime[:, seen], (bounds + bounds).x_prime[:, seen],
-                 what="X' with positions in mode input against X' of X + Pi")  # fmt: skip
+    assert_positions_are_their_problem_without_positions(implementation, case, "input", "X' of X + Pi")
 
 
 @pytest.mark.meta
@@ -362,16 +369,7 @@ def test_positions_in_query_key_mode_reach_the_queries_and_keys_only(
     """f(X; positional=Pi, positional_mode="query_key") = f([X; Pi]) with weights [omega_q, omega_q],
     [omega_k, omega_k] and [omega_v, 0]: queries omega_q (X + Pi) + beta_q and keys likewise, values
     omega_v X + beta_v (eqs. 12.16-12.17), whatever the other options. Needs X' only."""
-    implementation.require("positional", "positional_mode")
-    problem, options = case
-    options = supported(implementation, options).replace(positional_mode="query_key")
-    plain = options.replace(positional=None)
-    first = call(implementation, problem, options)
-    second = call(implementation, options.without_positions(problem), plain)
-    seen = options.sees_a_key(problem.N)
-    bounds = option_bounds(implementation, problem, options, max(first.eps, second.eps))
-    assert_close(first.X_prime[:, seen], second.X_prime[:, seen], (bounds + bounds).x_prime[:, seen],
-                 what="X' with positions in mode query_key against the stacked problem")  # fmt: skip
+    assert_positions_are_their_problem_without_positions(implementation, case, "query_key", "the stacked problem")
 
 
 @pytest.mark.meta
