@@ -135,6 +135,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=LAYOUTS, default=None, help="sdpa: axis order of q, k, v (default BHLE)")
     p.add_argument("--array", choices=ARRAYS, default=None, help="sdpa: numpy (default), torch or jax arrays")
     p.add_argument("--dtype", choices=DTYPES, default=None, help="sdpa: dtype of q, k, v (default float64)")
+    p.add_argument(
+        "--strict-conventions",
+        action="store_true",
+        help="let a FAIL in the conventions category (a query that sees no key) fail the verdict too",
+    )
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="files graded at once (default: cores)")
     p.add_argument("--timeout", type=float, default=None, help="seconds per file (default: 300, ci 900, thorough 3600)")
     p.add_argument("--memory", type=int, default=4096, metavar="MB", help="heap limit per file (default 4096)")
@@ -178,6 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  graded {graded.file}: {graded.verdict}", file=sys.stderr, flush=True)
 
     graded = grade(jobs, options, args.jobs, progress)
+    if args.strict_conventions:
+        for subject in (subject for file in graded for subject in file.subjects):
+            subject.uncounted = ()
     if len(graded) == 1:
         file = graded[0]
         if file.error:

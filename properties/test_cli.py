@@ -17,7 +17,7 @@ from properties import broken as b
 from properties import test_attention_matrix as laws
 from properties.checks import LawViolation
 from properties.examples import write_notebook
-from properties.grading import absolute_target, subjects_of_file
+from properties.grading import Subject, absolute_target, subjects_of_file
 from properties.loading import load_function
 from properties.notebook import extract, global_message
 from properties.problem import AttentionProblem
@@ -131,3 +131,12 @@ def test_an_empty_assertion_names_its_file_and_line() -> None:
     except AssertionError as error:
         message = describe(error)
     assert message.startswith(f"AssertionError at {__file__}:") and "raise AssertionError()" in message
+
+
+def test_a_conventions_fail_is_shown_but_counted_only_when_strict() -> None:
+    """Another convention for a query that sees no key is reported, not counted, unless --strict-conventions."""
+    law = {"law": "test_a_query_that_sees_no_key_gets_a_zero_column", "category": "conventions", "status": "FAIL"}
+    subject = Subject("f", "m:f", "scaled", laws=[law, {"law": "other", "category": "semantics", "status": "PASS"}])
+    assert subject.verdict == "PASS" and subject.category("conventions") == "FAIL"
+    subject.uncounted = ()
+    assert subject.verdict == "FAIL"
