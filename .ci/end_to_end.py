@@ -57,7 +57,7 @@ def main() -> None:
             [
                 "FAIL  doubling the query key dimension scales the logits as the scale demands",
                 "diagnosis: matches attention scaled by 1/sqrt(D) = 1/sqrt(X.shape[0])",
-                "reproduce (python, from this directory):",
+                "# --- begin ---",
                 "PASS  scaled attentions match the known values",
                 "attention-check: FAIL",
             ],
@@ -65,11 +65,14 @@ def main() -> None:
         )
         verdicts = json.loads((here / "verdicts.json").read_text())
         assert verdicts["verdict"] == "FAIL"
-        snippet = next(law["reproduce"] for run in verdicts["runs"] for law in run["laws"] if law["status"] == "FAIL")
-        (here / "replay.py").write_text(snippet)
-        replayed = subprocess.run([sys.executable, "replay.py"], cwd=here, capture_output=True, text=True, check=False)
-        assert replayed.returncode != 0 and "LawViolation" in replayed.stderr, replayed.stderr
-        print("  ok: the JSON's reproduce snippet exits non-zero under python")
+        snippets = [law["reproduce"] for run in verdicts["runs"] for law in run["laws"] if law["status"] == "FAIL"]
+        for snippet in snippets:
+            (here / "replay.py").write_text(snippet)
+            replayed = subprocess.run(
+                [sys.executable, "replay.py"], cwd=here, capture_output=True, text=True, check=False
+            )
+            assert replayed.returncode != 0 and "LawViolation" in replayed.stderr, replayed.stderr
+        print(f"  ok: each of the JSON's {len(snippets)} reproduce snippets exits non-zero with the law's LawViolation")
         check(
             ["my_attention.py:scaled_dot_product_self_attention", "--square", "--only", "semantics,golden"],
             0,

@@ -62,8 +62,8 @@ def print_details(subject: Subject, convention: Sequence[str] = ()) -> None:
         if example and "N" in example:
             print(f"counterexample: D={example['D']}, D_q={example['D_q']}, D_v={example['D_v']}, N={example['N']}")
         if law["reproduce"]:
-            print("reproduce (python, from this directory):")
-            print("    " + law["reproduce"].replace("\n", "\n    "))
+            print("reproduce: save the lines between the markers as a .py file, run it with python from this directory")
+            print(f"# --- begin ---\n{law['reproduce']}\n# --- end ---")
         print(f"or rerun the law: {rerun(law, subject, convention)}")
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from attention import blockwise_scaled_dot_product_self_attention
+from properties.kernels import scaled_dot_product_attention
 from properties.options import Kind
 
 Array = NDArray[Any]
@@ -253,7 +254,7 @@ class Variant:
     implementation in that dtype can hold larger ones, so the false-alarm test skips them."""
 
     function: Callable[..., Any]
-    role: str  # "implementation", "softmax" or "multihead"
+    role: str  # "implementation", "softmax", "multihead" or "kernel" (row convention, f(query, key, value))
     kind: Kind = "scaled"
     max_magnitude: float = float(np.finfo(np.float64).max)
 
@@ -302,4 +303,5 @@ CATALOGUE: tuple[Variant, ...] = (
     Variant(reversed_order_softmax, "softmax"),
     Variant(float32_multihead, "multihead"),
     Variant(log_domain_multihead, "multihead"),
+    Variant(scaled_dot_product_attention, "kernel"),  # the bundled row-convention kernel, every law through sdpa
 )

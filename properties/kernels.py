@@ -57,7 +57,7 @@ def scaled_dot_product_attention(
         else:
             logits = logits + mask.astype(work)
     visible = np.broadcast_to(visible, logits.shape) & (logits > -np.inf)
-    top = np.max(np.where(visible, logits, -np.inf), axis=-1, keepdims=True)
+    top = np.max(np.where(visible, logits, -np.inf), axis=-1, keepdims=True, initial=-np.inf)  # S = 0 too
     top = np.where(np.isfinite(top), top, 0.0)
     weights = np.exp(np.where(visible, logits - top, -np.inf))
     total = weights.sum(axis=-1, keepdims=True)

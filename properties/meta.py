@@ -33,6 +33,20 @@ def recording() -> Iterator[list[Aim]]:
         _AIMS.reset(token)
 
 
+def law_body(law: Callable[..., Any]) -> Callable[..., Any]:
+    """The hypothesis test `law`'s undecorated body (its handle's inner_test), wrapped afresh with the law's
+    signature and name: hypothesis marks a function it has decorated once (settings, explicit @example cases),
+    so a new @given must start from a clean function."""
+    inner = law.hypothesis.inner_test  # type: ignore[attr-defined]
+
+    def body(*args: Any, **kwargs: Any) -> Any:
+        return inner(*args, **kwargs)
+
+    body.__signature__ = inspect.signature(inner)  # type: ignore[attr-defined]
+    body.__name__ = body.__qualname__ = law.__name__
+    return body
+
+
 def _without_shrinking(law: Callable[..., Any]) -> Callable[..., Any]:
     """The same law with the same strategies, run until its first failure."""
     parent = getattr(law, "_hypothesis_internal_use_settings", None) or settings()
@@ -43,16 +57,7 @@ def _without_shrinking(law: Callable[..., Any]) -> Callable[..., Any]:
         max_examples=max(META_EXAMPLES, parent.max_examples),
         report_multiple_bugs=False,
     )
-    # The handle's inner_test is the law's undecorated body and _given_kwargs its strategies; the body is
-    # wrapped afresh, since hypothesis marks a function it has decorated once with settings.
-    inner = law.hypothesis.inner_test  # type: ignore[attr-defined]
-
-    def body(*args: Any, **kwargs: Any) -> Any:
-        return inner(*args, **kwargs)
-
-    body.__signature__ = inspect.signature(inner)  # type: ignore[attr-defined]
-    body.__name__ = body.__qualname__ = law.__name__
-    return given(**law.hypothesis._given_kwargs)(quick(body))  # type: ignore[attr-defined]
+    return given(**law.hypothesis._given_kwargs)(quick(law_body(law)))  # type: ignore[attr-defined]
 
 
 def assert_law_fails(law: Callable[..., Any], **arguments: Any) -> None:

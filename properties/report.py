@@ -16,6 +16,7 @@ import numpy as np
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from properties.meta import law_body
 from properties.problem import ARGUMENT_ORDER, AttentionProblem, code_for
 
 FIXTURES = ("implementation", "softmax", "multihead")  # what the checker supplies; the rest hypothesis draws
@@ -114,7 +115,7 @@ def replay(law: Callable[..., Any], /, **arguments: Any) -> None:
     }
     once = settings(database=None, max_examples=1, phases=[Phase.generate], report_multiple_bugs=False,
                     suppress_health_check=list(HealthCheck))  # fmt: skip
-    once(given(**strategies)(law.hypothesis.inner_test))()  # type: ignore[attr-defined]
+    once(given(**strategies)(law_body(law)))()
 
 
 def snippet(law: Callable[..., Any], arguments: Mapping[str, Any], error: BaseException | None = None) -> str:

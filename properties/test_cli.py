@@ -15,9 +15,11 @@ import pytest
 
 from properties import broken as b
 from properties import test_attention_matrix as laws
+from properties import test_long_sequences as long_laws
 from properties.checks import LawViolation
 from properties.examples import write_notebook
 from properties.grading import Subject, absolute_target, subjects_of_file
+from properties.implementation import REFERENCE
 from properties.loading import load_function
 from properties.notebook import extract, global_message
 from properties.problem import AttentionProblem
@@ -140,3 +142,14 @@ def test_a_conventions_fail_is_shown_but_counted_only_when_strict() -> None:
     assert subject.verdict == "PASS" and subject.category("conventions") == "FAIL"
     subject.uncounted = ()
     assert subject.verdict == "FAIL"
+
+
+def test_a_snippet_replays_a_law_that_has_explicit_examples() -> None:
+    """A law with its own @example cases replays one counterexample: it raises on the broken implementation
+    and passes once the implementation is correct."""
+    law = long_laws.test_long_sequences_attention_columns_are_probability_distributions
+    one, zero = np.ones((1, 1)), np.zeros((1, 1))
+    problem = AttentionProblem(np.array([[0.0, 1.0, 3.0]]), one, one, one, zero, zero, zero)
+    with pytest.raises(LawViolation):
+        exec(snippet(law, {"implementation": b.broken(b.softmax_over_rows), "problem": problem}), {})
+    exec(snippet(law, {"implementation": REFERENCE["scaled"], "problem": problem}), {})

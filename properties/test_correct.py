@@ -23,9 +23,10 @@ import pytest
 from _pytest.outcomes import Skipped
 from hypothesis import HealthCheck, Phase, example, given, settings
 
+from properties.conventions import Convention, sdpa_implementation
 from properties.correct import CATALOGUE, Variant
 from properties.implementation import REFERENCE, REFERENCE_MULTIHEAD, Implementation, Multihead, Softmax
-from properties.options import CATEGORIES
+from properties.options import CATEGORIES, SDPA_REFERENCE_TARGET
 from properties.strategies import LONG_LENGTHS
 from properties.tolerances import dtype_of, epsilon_of, tiny_of
 
@@ -115,12 +116,19 @@ def guarded(variant: Variant) -> Callable[..., Any]:
     return function
 
 
+# The fixtures a variant of each role fills (a kernel is also the implementation, through the sdpa adapter).
+ROLE_FIXTURES = {"kernel": {"implementation", "kernel"}}
+
+
 def under_test(variant: Variant) -> dict[str, Any]:
     """The fixtures for a law run on `variant`; roles the variant does not fill come from the reference."""
     target = f"properties.correct:{variant.name}"
     fixtures: dict[str, Any] = {"implementation": REFERENCE["scaled"], "multihead": REFERENCE_MULTIHEAD}
     if variant.role == "implementation":
         fixtures["implementation"] = Implementation(guarded(variant), variant.kind, target)
+    elif variant.role == "kernel":  # a row-convention kernel: every law, through the sdpa adapter
+        kernel = sdpa_implementation(variant.function, SDPA_REFERENCE_TARGET, Convention(), variant.kind)
+        fixtures["implementation"] = fixtures["kernel"] = kernel
     elif variant.role == "softmax":
         fixtures["softmax"] = Softmax(guarded(variant), target)
     else:
@@ -208,7 +216,7 @@ def test_no_law_fails_on_a_correct_implementation(variant: Variant) -> None:
     ran, examples, alarms = 0, 0, []
     for name, law, parameters in laws():
         needed = fixtures_of(law, parameters)
-        if variant.role not in needed:
+        if not ROLE_FIXTURES.get(variant.role, {variant.role}) & set(needed):
             continue
         if variant.name in SLOW_ON_LONG_SEQUENCES and "long_sequences" in name:
             continue
