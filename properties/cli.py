@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from properties.grading import Graded, Options, Subject, convention_arguments, grade, jobs_for, rows
-from properties.options import ARRAYS, CATEGORIES, CONVENTIONS, DTYPES, LAYOUTS
+from properties.options import ARRAYS, CATEGORIES, CONVENTIONS, DTYPES, LAYOUTS, PROFILES
 
 TIMEOUTS = {"dev": 300.0, "ci": 900.0, "thorough": 3600.0}  # default seconds per file, by profile
 
@@ -120,7 +120,7 @@ def parser() -> argparse.ArgumentParser:
         "notebooks), or TARGETs package.module:function / path/to/file.py:function (default: the bundled reference)",
     )
     p.add_argument("--kind", choices=("scaled", "unscaled"), default="scaled", help="of a TARGET: eq. 12.9 or 12.8")
-    p.add_argument("--profile", choices=("dev", "ci", "thorough"), default="dev", help="hypothesis profile")
+    p.add_argument("--profile", choices=PROFILES, default="dev", help="hypothesis profile")
     p.add_argument("--seed", type=int, default=None, help="explore with this seed (default: derandomised)")
     p.add_argument("--only", default="", metavar="CATEGORIES", help="comma-separated subset of " + ",".join(CATEGORIES))
     p.add_argument("--square", action="store_true", help="draw only D_q = D_v = D (the notebook's setting)")

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from hypothesis import Phase, settings
 
-from properties.options import CATEGORIES, SDPA_REFERENCE_TARGET
+from properties.options import CATEGORIES, PROFILES, SDPA_REFERENCE_TARGET
 
 NOTEBOOK_FUNCTIONS = {"softmax_cols": "softmax", "self_attention": "unscaled",
                       "scaled_dot_product_self_attention": "scaled"}  # fmt: skip
@@ -236,7 +236,7 @@ def work(job: dict[str, Any], result: Path) -> None:
 
     import properties.plugin  # noqa: F401  (registers the profiles, which are made deterministic here)
 
-    for name in ("dev", "ci", "thorough"):
+    for name in PROFILES:
         settings.register_profile(
             name, settings.get_profile(name), derandomize=job["seed"] is None, database=None,
             report_multiple_bugs=False, print_blob=False, phases=CHECK_PHASES,
