@@ -713,7 +713,7 @@ LONG_MAX_SIDE = 3  # D, D_q, D_v: small, so that N x N is the cost
 
 def long_examples() -> int:
     """Examples a long-sequence law draws under the profile in force: a tenth of the usual, at least 2 (besides
-    its fixed example of N = 600)."""
+    its fixed example of N = LONG_EXAMPLE_N)."""
     from hypothesis import settings
 
     return max(2, settings().max_examples // 10)
@@ -737,10 +737,16 @@ def long_sequence_problems(draw: st.DrawFn, *, max_logit: float = SEMANTIC_LOGIT
     return with_logits_within(AttentionProblem(X, *weights), max_logit)
 
 
-def long_sequence_example(N: int = 600) -> AttentionProblem:
-    """A fixed long problem (D = D_q = D_v = 2, seeded entries) checked on every run: N = 600 crosses every tile
-    boundary up to 512 and gives the reference two slabs of queries. Square, so that it is also an example of
-    --square (the drawn long problems vary D_q and D_v)."""
+# The fixed long examples: N = 600 crosses every tile boundary up to 512; N = 1100 also gives the reference's
+# full path two slabs of queries (it computes 2^20 // N = 953 rows of A^T at a time; tests/ checks that this
+# stays true).
+LONG_EXAMPLE_N = 600
+TWO_SLABS_N = 1100
+
+
+def long_sequence_example(N: int = LONG_EXAMPLE_N) -> AttentionProblem:
+    """A fixed long problem (D = D_q = D_v = 2, seeded entries) checked on every run. Square, so that it is also
+    an example of --square (the drawn long problems vary D_q and D_v)."""
     rng = np.random.default_rng(600)
     shapes = [(2, N), (2, 2), (2, 2), (2, 2), (2, 1), (2, 1), (2, 1)]
     arrays = [rng.uniform(-ENTRY_BOUND, ENTRY_BOUND, shape) for shape in shapes]

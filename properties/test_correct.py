@@ -26,7 +26,9 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from properties.conventions import Convention, sdpa_implementation
 from properties.correct import CATALOGUE, Variant
 from properties.implementation import REFERENCE, REFERENCE_MULTIHEAD, Implementation, Multihead, Softmax
+from properties.meta import law_body
 from properties.options import CATEGORIES, SDPA_REFERENCE_TARGET
+from properties.problem import AttentionProblem
 from properties.strategies import LONG_LENGTHS
 from properties.tolerances import dtype_of, epsilon_of, tiny_of
 
@@ -149,28 +151,29 @@ def _settings(law: Callable[..., Any], *phases: Phase) -> settings:
     )
 
 
-def _fresh(law: Callable[..., Any]) -> Callable[..., Any]:
-    """The law's undecorated body, wrapped afresh (hypothesis decorates a function only once)."""
-    inner = law.hypothesis.inner_test  # type: ignore[attr-defined]
-
-    def body(*args: Any, **kwargs: Any) -> Any:
-        return inner(*args, **kwargs)
-
-    body.__signature__ = inspect.signature(inner)  # type: ignore[attr-defined]
-    body.__name__ = body.__qualname__ = law.__name__
-    return body
-
-
 def shares_examples(law: Callable[..., Any]) -> bool:
     """Whether the law's drawn arguments can be replayed (st.data() objects live only inside one run)."""
     return not any(repr(strategy) == "data()" for strategy in law.hypothesis._given_kwargs.values())  # type: ignore[attr-defined]
+
+
+def beyond_the_drawn_lengths(values: Any) -> bool:
+    """Whether an explicit example holds a problem longer than any the strategies draw: the fixed examples of
+    N = TWO_SLABS_N aim at the reference's slabs of queries, while every variant's own tiles are crossed by the
+    drawn lengths; replaying them on every variant would cost seconds and find nothing new."""
+    return any(isinstance(v, AttentionProblem) and max(LONG_LENGTHS) < v.N for v in values) or any(
+        isinstance(v, tuple) and beyond_the_drawn_lengths(v) for v in values
+    )
 
 
 @functools.cache
 def examples_of(law: Callable[..., Any]) -> tuple[dict[str, Any], ...]:
     """The law's own explicit examples and false_alarm_examples() drawn ones, derandomised: drawn once and
     replayed on every variant, so that all variants meet the same problems."""
-    drawn: list[dict[str, Any]] = [dict(e.kwargs) for e in getattr(law, "hypothesis_explicit_examples", [])]
+    drawn: list[dict[str, Any]] = [
+        dict(e.kwargs)
+        for e in getattr(law, "hypothesis_explicit_examples", [])
+        if not beyond_the_drawn_lengths(e.kwargs.values())
+    ]
 
     def collect(**kwargs: Any) -> None:
         drawn.append(kwargs)
@@ -189,12 +192,12 @@ def run(law: Callable[..., Any], arguments: dict[str, Any], *, one_by_one: bool 
         return 1
     given_kwargs = law.hypothesis._given_kwargs  # type: ignore[attr-defined]
     if not shares_examples(law):
-        given(**given_kwargs)(_settings(law, Phase.generate)(_fresh(law)))(**arguments)
+        given(**given_kwargs)(_settings(law, Phase.generate)(law_body(law)))(**arguments)
         return false_alarm_examples()
     batches = [[drawn] for drawn in examples_of(law)] if one_by_one else [list(examples_of(law))]
     ran = 0
     for batch in batches:
-        test = given(**given_kwargs)(_settings(law, Phase.explicit)(_fresh(law)))
+        test = given(**given_kwargs)(_settings(law, Phase.explicit)(law_body(law)))
         for drawn in batch:
             test = example(**drawn)(test)
         try:

@@ -1,8 +1,8 @@
 """The cheap laws again, on long sequences: N around every tile size a blocked kernel may use (16 ... 512) and
-beyond the reference's first slab of queries (N > 512), where inter-tile rescaling and tail handling show.
+beyond the reference's first slab of queries (a fixed N = 1100), where inter-tile rescaling and tail handling show.
 
 Each law here is a law of another module run on strategies.long_sequence_problems, with few examples
-(strategies.long_examples: a tenth of the profile's) and one fixed example of N = 600 on every run; its
+(strategies.long_examples: a tenth of the profile's) and fixed examples of N = 600 and 1100 on every run; its
 statement is that law's.
 """
 
@@ -22,22 +22,29 @@ from properties.implementation import Implementation
 from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
 from properties.strategies import (
+    TWO_SLABS_N,
     long_examples,
     long_sequence_example,
     long_sequence_problems,
     long_sequence_problems_with_permutations,
+    with_queries_scaled,
 )
 
 pytestmark = pytest.mark.semantics
 # A failing long example prints as code of some 35 kB (X has up to 2100 entries): long, and still the replay.
 LONG_REPR = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 FEW = settings(max_examples=long_examples())
-LONG = long_sequence_example()  # N = 600: two slabs of the reference, every tile boundary up to 512
+LONG = long_sequence_example()  # N = 600: every tile boundary up to 512
+# N = 1100, the reference's two slabs of queries, with moderate logits and with logits up to about 4e3 (too
+# large to exponentiate unshifted, so the shifted path): on the column-sum and convex-hull laws.
+TWO_SLABS = long_sequence_example(TWO_SLABS_N)
+TWO_SLABS_AND_LARGE = with_queries_scaled(TWO_SLABS, 64.0)
 
 
 @FEW
 @given(problem=long_sequence_problems())
 @example(problem=LONG)
+@example(problem=TWO_SLABS_AND_LARGE)
 def test_long_sequences_attention_columns_are_probability_distributions(
     implementation: Implementation, problem: AttentionProblem
 ) -> None:
@@ -72,6 +79,8 @@ def test_long_sequences_output_is_equivariant_catches(bug: object) -> None:
 @FEW
 @given(problem=long_sequence_problems())
 @example(problem=LONG)
+@example(problem=TWO_SLABS)
+@example(problem=TWO_SLABS_AND_LARGE)
 def test_long_sequences_outputs_lie_in_the_convex_hull_of_the_values(
     implementation: Implementation, problem: AttentionProblem
 ) -> None:

@@ -17,13 +17,15 @@ from properties.strategies import large_logit_problems, problems_with_permutatio
 pytestmark = pytest.mark.robustness
 
 
-# Checked on every run, whatever hypothesis draws: logits of 1e4 and -1e4 in one column (exp overflows at ~710).
+# Checked on every run, whatever hypothesis draws: logits of 1e4 and -1e4 in one column (exp overflows at ~710),
+# two keys tied at the top (weights 1/2, so a wrong normalisation shows), values of one sign in the first row
+# (so that a sign error leaves the convex hull).
 HUGE_LOGITS = AttentionProblem(
-    X=np.array([[1.0, -1.0, 0.5]]),
+    X=np.array([[1.0, -1.0, 1.0]]),
     omega_v=np.array([[1.0], [-2.0]]),
     omega_q=np.array([[100.0]]),
     omega_k=np.array([[100.0]]),
-    beta_v=np.zeros((2, 1)),
+    beta_v=np.array([[3.0], [0.0]]),
     beta_q=np.zeros((1, 1)),
     beta_k=np.zeros((1, 1)),
 )

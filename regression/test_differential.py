@@ -15,6 +15,7 @@ from properties.implementation import Implementation
 from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
 from properties.strategies import (
+    TWO_SLABS_N,
     attention_problems,
     dimensions,
     long_examples,
@@ -103,7 +104,8 @@ def long_sequence_problems_with_queries(draw: st.DrawFn) -> tuple[AttentionProbl
 
 @settings(max_examples=long_examples())
 @given(case=long_sequence_problems_with_queries())
-@example(case=(long_sequence_example(), (0, 436, 599)))  # the first query of the reference's second slab
+# 953: the first query of the reference's second slab (2^20 // 1100 rows a slab).
+@example(case=(long_sequence_example(TWO_SLABS_N), (0, 953, 1099)))
 def test_long_sequences_agree_with_a_50_digit_computation(
     implementation: Implementation, case: tuple[AttentionProblem, tuple[int, ...]]
 ) -> None:

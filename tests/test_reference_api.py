@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from attention import scaled_dot_product_self_attention, self_attention, softmax_cols
+from attention._core import BLOCK_ELEMENTS
 from properties.problem import ARGUMENT_ORDER
+from properties.strategies import TWO_SLABS_N, long_sequence_example
 from regression.goldens import notebook_12_1_problem
 
 FUNCTIONS = [self_attention, scaled_dot_product_self_attention]
@@ -333,3 +335,10 @@ def test_the_shift_free_and_the_shifted_softmax_agree(dtype: Any) -> None:
     for block_size in (7, 512):
         blockwise = blockwise_scaled_dot_product_self_attention(*args, block_size=block_size)
         np.testing.assert_allclose(blockwise, shift_free[0], rtol=tolerance, atol=size)
+
+
+def test_the_long_example_of_the_battery_crosses_a_slab_of_the_full_path() -> None:
+    """The battery's fixed long example must reach the full path's second slab of queries (BLOCK_ELEMENTS // N rows
+    a slab), the code a single-slab problem never runs."""
+    N = long_sequence_example(TWO_SLABS_N).N
+    assert N > BLOCK_ELEMENTS // N
