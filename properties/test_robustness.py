@@ -12,7 +12,13 @@ from properties.checks import assert_close, assert_equivariant, assert_finite, a
 from properties.implementation import Implementation
 from properties.meta import assert_law_fails
 from properties.problem import AttentionProblem
-from properties.strategies import large_logit_problems, problems_with_permutations
+from properties.strategies import (
+    TWO_SLABS_N,
+    large_logit_problems,
+    long_sequence_example,
+    problems_with_permutations,
+    with_queries_scaled,
+)
 
 pytestmark = pytest.mark.robustness
 
@@ -46,8 +52,13 @@ def test_large_logits_give_finite_outputs_catches_unshifted_softmax() -> None:
     assert_law_fails(test_large_logits_give_finite_outputs, implementation=b.broken(b.notebook_softmax))
 
 
+# N = 1100 (the reference's two slabs of queries) with logits up to about 4e3: the shifted path on both slabs.
+LONG_AND_LARGE = with_queries_scaled(long_sequence_example(TWO_SLABS_N), 64.0)
+
+
 @given(problem=large_logit_problems())
 @example(problem=HUGE_LOGITS)
+@example(problem=LONG_AND_LARGE)
 def test_large_logits_keep_outputs_in_the_convex_hull_of_the_values(
     implementation: Implementation, problem: AttentionProblem
 ) -> None:
