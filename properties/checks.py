@@ -13,6 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from properties.implementation import Implementation, Result
+from properties.options import GENERATION
 from properties.problem import AttentionOptions, AttentionProblem
 from properties.tolerances import ErrorBounds, option_error_bounds
 
@@ -173,3 +174,35 @@ def option_bounds(
     """Forward-error bounds of one evaluation of the implementation with these options
     (tolerances.option_error_bounds)."""
     return option_error_bounds(problem, options, implementation.scale(problem.D_q), eps)
+
+
+def stacked_queries_and_keys(problem: AttentionProblem) -> AttentionProblem:
+    """Queries and keys stacked on themselves: D_q doubles and every logit K^T Q doubles.
+
+    Under --square (D_q = D_v = D only) the inputs are stacked too, with weights [[W, 0], [W, 0]], so that
+    D doubles along with D_q and the values are [V; V]: the doubled problem stays square.
+    """
+
+    def twice(array: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.vstack([array, array])
+
+    if not GENERATION.square:
+        return problem.replace(
+            omega_q=twice(problem.omega_q),
+            beta_q=twice(problem.beta_q),
+            omega_k=twice(problem.omega_k),
+            beta_k=twice(problem.beta_k),
+        )
+
+    def padded(weights: NDArray[np.float64]) -> NDArray[np.float64]:
+        return twice(np.hstack([weights, np.zeros_like(weights)]))
+
+    return AttentionProblem(
+        X=twice(problem.X),
+        omega_v=padded(problem.omega_v),
+        omega_q=padded(problem.omega_q),
+        omega_k=padded(problem.omega_k),
+        beta_v=twice(problem.beta_v),
+        beta_q=twice(problem.beta_q),
+        beta_k=twice(problem.beta_k),
+    )

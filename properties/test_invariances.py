@@ -9,10 +9,9 @@ from numpy.typing import NDArray
 
 from attention import scaled_dot_product_self_attention
 from properties import broken as b
-from properties.checks import assert_close, assert_in_value_hull
+from properties.checks import assert_close, assert_in_value_hull, stacked_queries_and_keys
 from properties.implementation import Implementation
 from properties.meta import assert_law_fails
-from properties.options import GENERATION
 from properties.problem import AttentionProblem
 from properties.strategies import attention_problems, problems_with_gauges, problems_with_second_key_bias
 
@@ -98,38 +97,6 @@ def test_output_is_invariant_under_query_key_gauge_transformations(
 @pytest.mark.parametrize("bug", [b.keys_from_query_weights, b.query_bias_on_keys])
 def test_output_is_invariant_under_query_key_gauge_catches(bug: object) -> None:
     assert_law_fails(test_output_is_invariant_under_query_key_gauge_transformations, implementation=b.broken(bug))
-
-
-def stacked_queries_and_keys(problem: AttentionProblem) -> AttentionProblem:
-    """Queries and keys stacked on themselves: D_q doubles and every logit K^T Q doubles.
-
-    Under --square (D_q = D_v = D only) the inputs are stacked too, with weights [[W, 0], [W, 0]], so that
-    D doubles along with D_q and the values are [V; V]: the doubled problem stays square.
-    """
-
-    def twice(array: NDArray[np.float64]) -> NDArray[np.float64]:
-        return np.vstack([array, array])
-
-    if not GENERATION.square:
-        return problem.replace(
-            omega_q=twice(problem.omega_q),
-            beta_q=twice(problem.beta_q),
-            omega_k=twice(problem.omega_k),
-            beta_k=twice(problem.beta_k),
-        )
-
-    def padded(weights: NDArray[np.float64]) -> NDArray[np.float64]:
-        return twice(np.hstack([weights, np.zeros_like(weights)]))
-
-    return AttentionProblem(
-        X=twice(problem.X),
-        omega_v=padded(problem.omega_v),
-        omega_q=padded(problem.omega_q),
-        omega_k=padded(problem.omega_k),
-        beta_v=twice(problem.beta_v),
-        beta_q=twice(problem.beta_q),
-        beta_k=twice(problem.beta_k),
-    )
 
 
 @given(problem=attention_problems())

@@ -22,6 +22,7 @@ from properties.checks import (
     assert_close,
     option_bounds,
     require_some_option,
+    stacked_queries_and_keys,
     supported,
 )
 from properties.implementation import Implementation, Result
@@ -35,7 +36,6 @@ from properties.strategies import (
     problems_with_options_and_column_shifts,
     problems_with_visible_subsets,
 )
-from properties.test_invariances import stacked_queries_and_keys
 from properties.tolerances import tiny_of
 
 pytestmark = pytest.mark.semantics
