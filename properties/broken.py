@@ -461,6 +461,36 @@ def bias_rows_reversed(*arrays: Array, causal: bool = False, mask: Any = None, b
     return scaled_dot_product_self_attention(*arrays, bias=None if bias is None else np.asarray(bias)[::-1])
 
 
+@mistake("mask, causal", "unshifted")
+def masked_softmax_without_the_shift(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Pair:
+    """On the path taken when a mask or causal is given, exponentiates the visible logits without subtracting
+    their maximum: right while every logit stays below ~709, inf / inf = NaN beyond."""
+    visible = _visible(arrays[0].shape[1], mask, causal)
+    if visible is None:
+        return _reference(arrays, bias=bias)
+    Q, K, V = _projections(arrays, None, "input")
+    logits = (K.T @ Q) / np.sqrt(Q.shape[0]) + (0.0 if bias is None else np.asarray(bias))
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        weights = np.where(visible, np.exp(logits), 0.0)
+        A = weights / weights.sum(axis=0, keepdims=True)
+    return V @ A, A
+
+
+@mistake("bias", "shifted before the bias")
+def bias_added_after_the_shift(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Pair:
+    """Subtracts each column's maximum of s K^T Q and adds the bias afterwards: exact in exact arithmetic, but a
+    column whose bias lies ~709 below (above) its logits underflows (overflows) every weight: 0 / 0 = NaN."""
+    visible = _visible(arrays[0].shape[1], mask, causal)
+    seen = np.ones((arrays[0].shape[1],) * 2, dtype=bool) if visible is None else visible
+    Q, K, V = _projections(arrays, None, "input")
+    logits = np.where(seen, (K.T @ Q) / np.sqrt(Q.shape[0]), -np.inf)
+    top = logits.max(axis=0, initial=-np.inf, keepdims=True)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
+        weights = np.exp(logits - np.where(np.isfinite(top), top, 0.0) + (0.0 if bias is None else np.asarray(bias)))
+        A = weights / weights.sum(axis=0, keepdims=True)
+    return V @ A, A
+
+
 @mistake("every option at N = 0", "crashes on the edge")
 def crashes_without_inputs(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Pair:
     """Shifts the logits by logits.max(axis=0), which has no identity for N = 0: raises where empty outputs are due."""

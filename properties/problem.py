@@ -4,6 +4,7 @@ multi-head problem (notebook 12.2), each immutable and printable as code that re
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,9 +15,20 @@ Array = NDArray[np.float64]
 ARGUMENT_ORDER = ("X", "omega_v", "omega_q", "omega_k", "beta_v", "beta_q", "beta_k")
 
 
+# Arrays with more entries are written as their bytes: a nested list of a million floats takes a second to
+# print (hypothesis prints every explicit example as it runs it) and is no more readable than hex.
+LITERAL_ENTRIES = 1 << 14
+
+
 def code_for(array: NDArray[Any]) -> str:
-    """Python source that rebuilds `array` exactly (float repr round-trips)."""
-    return f"np.array({array.tolist()!r})" if array.size else f"np.zeros({array.shape!r})"
+    """Python source that rebuilds `array` exactly: a nested list (float repr round-trips), or for more than
+    LITERAL_ENTRIES entries the hex of its bytes with their dtype and shape."""
+    if not array.size:
+        return f"np.zeros({array.shape!r})"
+    if array.size <= LITERAL_ENTRIES:  # inf and nan print bare: as numpy's names they evaluate
+        return "np.array(" + re.sub(r"\b(inf|nan)\b", r"np.\1", repr(array.tolist())) + ")"
+    data = np.ascontiguousarray(array)
+    return f"np.frombuffer(bytes.fromhex({data.tobytes().hex()!r}), {data.dtype.str!r}).reshape({data.shape!r}).copy()"
 
 
 @dataclass(frozen=True, repr=False, eq=False)

@@ -224,6 +224,26 @@ def large_logit_problems(
 
 
 @st.composite
+def large_logit_problems_with_options(
+    draw: st.DrawFn, *, largest: float = 1e4
+) -> tuple[AttentionProblem, AttentionOptions]:
+    """A problem (N >= 2) and options (positions, mask, causal, bias) whose logits, positions included, reach
+    magnitudes between 100 and `largest` as in large_logit_problems; a drawn bias is often rescaled to the same
+    magnitude, so that a bias alone can also set the logits far beyond exp's range."""
+    problem, options = draw(problems_with_options())
+    X = problem.X if options.positional is None else problem.X + options.positional
+    current = logit_bound(problem.replace(X=X))
+    target = 10 ** draw(st.floats(2.0, float(np.log10(largest))), label="log10 of the logit magnitude")
+    if current * MAX_QUERY_GAIN < target:
+        reject()
+    problem = with_queries_scaled(problem, target / current)
+    bias = options.bias
+    if bias is not None and np.abs(bias).max() > 0 and draw(st.booleans(), label="bias as large?"):
+        options = options.replace(bias=bias * (target / np.abs(bias).max()))
+    return problem, options
+
+
+@st.composite
 def problems_with_permutations(
     draw: st.DrawFn, problems: st.SearchStrategy[AttentionProblem] | None = None
 ) -> tuple[AttentionProblem, NDArray[np.intp]]:

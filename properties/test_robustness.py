@@ -1,4 +1,7 @@
-"""Robustness: logits of magnitude up to about 1e4 give finite outputs that still obey the laws."""
+"""Robustness: logits of magnitude up to about 1e4 give finite outputs that still obey the laws, with every
+keyword option too; and problems placed where a correct implementation changes its numerical path (the shift by
+the column maximum skipped or not, norms computed directly or rescaled) or where exp and products with the values
+leave the float range."""
 
 from __future__ import annotations
 
@@ -8,13 +11,23 @@ from hypothesis import example, given
 from numpy.typing import NDArray
 
 from properties import broken as b
-from properties.checks import assert_close, assert_equivariant, assert_finite, assert_in_value_hull
+from properties.checks import (
+    assert_close,
+    assert_equivariant,
+    assert_finite,
+    assert_in_value_hull,
+    assert_in_visible_value_hull,
+    option_bounds,
+    require_some_option,
+    supported,
+)
 from properties.implementation import Implementation
 from properties.meta import assert_law_fails
-from properties.problem import AttentionProblem
+from properties.problem import AttentionOptions, AttentionProblem
 from properties.strategies import (
     TWO_SLABS_N,
     large_logit_problems,
+    large_logit_problems_with_options,
     long_sequence_example,
     problems_with_permutations,
     with_queries_scaled,
@@ -56,9 +69,47 @@ def test_large_logits_give_finite_outputs_catches_unshifted_softmax() -> None:
 LONG_AND_LARGE = with_queries_scaled(long_sequence_example(TWO_SLABS_N), 64.0)
 
 
+def tied_problem(D: int, N: int, omega_q: float, omega_k: float) -> AttentionProblem:
+    """N equal inputs (all ones, D x N), omega_q and omega_k multiples of the identity, no query or key bias, and
+    every value 2: every logit is D omega_q omega_k (unscaled), all tied, so each weight is 1/N and X' = 2."""
+    eye = np.eye(D)
+    one = np.ones((1, 1))
+    return AttentionProblem(np.ones((D, N)), eye[:1], omega_q * eye, omega_k * eye, one, np.zeros((D, 1)),
+                            np.zeros((D, 1)))  # fmt: skip
+
+
+# Where a shift-free softmax stops being safe (the reference skips the shift when a bound proves it safe): five
+# logits of 708.3 each, just above log(max float / 4 / N) = 706.8 and below -log(smallest normal) = 708.4. Their
+# exps are finite but sum beyond the largest float64: skipping the shift here gives 1/inf = 0 for every weight.
+AT_THE_SHIFT_FREE_LIMIT = tied_problem(1, 5, float(np.sqrt(708.3)), float(np.sqrt(708.3)))
+# Queries of 1e-150 and keys of 1e153 (logits of 2000): a squared query underflows and a squared key nearly
+# overflows, so a bound on the logits from the norms of Q and K must rescale before squaring.
+TINY_QUERIES_HUGE_KEYS = tied_problem(4, 2, 1e-150, 1e153)
+
+
+def constant_keys_problem(logit: float, beta_v: list[float]) -> AttentionProblem:
+    """X = [1, -1], every key 1 (omega_k = 0, beta_k = 1), queries logit * x: the first query's logits are all
+    +logit, the second's all -logit (ties); values V = beta_v for every input, so X' = beta_v 1^T."""
+    zero, one = np.zeros((1, 1)), np.ones((1, 1))
+    values = np.array(beta_v).reshape(-1, 1)
+    return AttentionProblem(np.array([[1.0, -1.0]]), np.zeros((len(beta_v), 1)), logit * one, zero, values, zero,
+                            one)  # fmt: skip
+
+
+# Values of -1e200 with logits of +-400: exp(400) v overflows, so an online softmax that multiplies values by
+# weights not yet normalised must shift, whatever the logits alone allow (the reference's blockwise path).
+HUGE_VALUES = constant_keys_problem(400.0, [-1e200, 1.0])
+# Values of 1e-300 with logits of -600: exp(-600) v underflows to 0 unless shifted.
+TINY_VALUES = constant_keys_problem(600.0, [1e-300, 2e-300])
+
+
 @given(problem=large_logit_problems())
 @example(problem=HUGE_LOGITS)
 @example(problem=LONG_AND_LARGE)
+@example(problem=AT_THE_SHIFT_FREE_LIMIT)
+@example(problem=TINY_QUERIES_HUGE_KEYS)
+@example(problem=HUGE_VALUES)
+@example(problem=TINY_VALUES)
 def test_large_logits_keep_outputs_in_the_convex_hull_of_the_values(
     implementation: Implementation, problem: AttentionProblem
 ) -> None:
@@ -95,3 +146,58 @@ def test_large_logits_keep_permutation_equivariance(
 @pytest.mark.meta
 def test_large_logits_keep_permutation_equivariance_catches_positional_bias() -> None:
     assert_law_fails(test_large_logits_keep_permutation_equivariance, implementation=b.broken(b.positional_bias))
+
+
+# --- Every keyword option, with large logits ---
+
+
+def _options_example(problem: AttentionProblem, **options: object) -> tuple[AttentionProblem, AttentionOptions]:
+    return problem, AttentionOptions(**options)  # type: ignore[arg-type]
+
+
+# Logits of +-1e4 under a mask that hides the top key from the second query.
+MASKED_HUGE_LOGITS = _options_example(HUGE_LOGITS, mask=np.array([[True, False, True], [True, True, True],
+                                                                   [True, True, False]]))  # fmt: skip
+# Logits of +-1 and a bias of -800 down the first query's column: shifted by the largest logit alone, every weight
+# of that column underflows.
+ONE_BIAS_COLUMN_FAR_BELOW = _options_example(constant_keys_problem(1.0, [4.0, 2.0]),
+                                             bias=np.array([[-800.0, 0.0], [-800.0, 0.0]]))  # fmt: skip
+# N = 1100 (the reference's two slabs of queries) with a bias of entries up to 2, and up to 1e3: the shift-free
+# and the shifted path each add the bias slab by slab.
+_LONG_BIAS = np.random.default_rng(1100).uniform(-1.0, 1.0, (TWO_SLABS_N, TWO_SLABS_N))
+LONG_WITH_A_SMALL_BIAS = _options_example(long_sequence_example(TWO_SLABS_N), bias=2.0 * _LONG_BIAS)
+LONG_WITH_A_LARGE_BIAS = _options_example(long_sequence_example(TWO_SLABS_N), bias=1e3 * _LONG_BIAS)
+
+
+@given(case=large_logit_problems_with_options())
+@example(case=MASKED_HUGE_LOGITS)
+@example(case=ONE_BIAS_COLUMN_FAR_BELOW)
+@example(case=LONG_WITH_A_SMALL_BIAS)
+@example(case=LONG_WITH_A_LARGE_BIAS)
+def test_large_logits_under_every_option_keep_outputs_in_the_convex_hull_of_the_visible_values(
+    implementation: Implementation, case: tuple[AttentionProblem, AttentionOptions]
+) -> None:
+    """With positions, a mask, causal and a bias, logits (bias included) up to ~1e4: for each query n that sees a
+    key, X'_dn stays within [min V_dm, max V_dm] over the keys m it sees, and its attentions sum to 1."""
+    require_some_option(implementation)
+    problem, options = case
+    options = supported(implementation, options)
+    result = implementation(problem, **options.keywords())
+    assert_in_visible_value_hull(implementation, problem, options, result)
+    if result.attentions is not None:
+        seen = options.sees_a_key(problem.N)
+        assert_close(
+            result.attentions.sum(axis=0)[seen],
+            np.ones(int(seen.sum())),
+            option_bounds(implementation, problem, options, result.eps).column_sum[seen],
+            what="columns of attentions must sum to 1 over the keys their query sees",
+        )
+
+
+@pytest.mark.meta
+@pytest.mark.parametrize("bug", [b.masked_softmax_without_the_shift, b.bias_added_after_the_shift])
+def test_large_logits_under_every_option_catch(bug: object) -> None:
+    assert_law_fails(
+        test_large_logits_under_every_option_keep_outputs_in_the_convex_hull_of_the_visible_values,
+        implementation=b.broken(bug),
+    )

@@ -8,13 +8,14 @@ from hypothesis import Phase, find, given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from properties.problem import AttentionProblem
+from properties.problem import LITERAL_ENTRIES, AttentionOptions, AttentionProblem, code_for
 from properties.strategies import (
     ENTRY_BOUND,
     Dimensions,
     attention_problems,
     dimensions,
     large_logit_problems,
+    large_logit_problems_with_options,
     logit_bound,
     matrices,
     permutations_of,
@@ -118,6 +119,52 @@ def test_strategy_large_logit_problems_reach_the_stated_magnitudes(problem: Atte
     """The unscaled logit bound max (Khat^T Qhat) lies in [100, 1e4], up to rounding of the rescaling."""
     bound = logit_bound(problem)
     assert 100 * (1 - 1e-9) <= bound <= 1e4 * (1 + 1e-9)
+
+
+@pytest.mark.meta
+@given(large_logit_problems_with_options())
+def test_strategy_large_logit_problems_with_options_reach_the_stated_magnitudes(
+    case: tuple[AttentionProblem, AttentionOptions],
+) -> None:
+    """With the positions added, the unscaled logit bound lies in [100, 1e4]; a bias is within 2 or rescaled so
+    that its largest entry is the logit bound."""
+    problem, options = case
+    X = problem.X if options.positional is None else problem.X + options.positional
+    bound = logit_bound(problem.replace(X=X))
+    assert 100 * (1 - 1e-9) <= bound <= 1e4 * (1 + 1e-9)
+    if options.bias is not None:
+        largest = float(np.abs(options.bias).max())
+        assert largest <= ENTRY_BOUND or abs(largest - bound) <= 1e-9 * bound
+
+
+@pytest.mark.meta
+def test_strategy_large_logit_problems_with_options_reach_masks_and_large_biases() -> None:
+    """Both a mask with logits beyond exp's range and a bias beyond it are drawn."""
+    for goal in (
+        lambda case: case[1].mask is not None and logit_bound(case[0]) > 710,
+        lambda case: case[1].bias is not None and float(np.abs(case[1].bias).max()) > 710,
+    ):
+        find(large_logit_problems_with_options(), goal, settings=settings(SEARCH, phases=[Phase.generate]))
+
+
+@pytest.mark.meta
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.zeros((2, 0)),
+        np.array([[0.1, -0.0, np.inf, -np.inf, np.nan, 5e-324]]),
+        np.random.default_rng(0).standard_normal((LITERAL_ENTRIES + 1, 1)) * 1e-300,
+        np.random.default_rng(1).random((130, 130)) < 0.5,
+    ],
+    ids=["empty", "special-values", "large", "large-mask"],
+)
+def test_code_for_rebuilds_an_array_exactly(array: NDArray[np.generic]) -> None:
+    """The code printed for an array (problems, options, snippets) evaluates to the same shape, dtype kind and
+    bytes (NaN, -0.0 and subnormals included), as a nested list or, beyond LITERAL_ENTRIES entries, as hex."""
+    rebuilt = eval(code_for(array), {"np": np})
+    assert rebuilt.shape == array.shape and rebuilt.dtype.kind == array.dtype.kind
+    assert rebuilt.astype(array.dtype).tobytes() == array.tobytes()
+    assert ("fromhex" in code_for(array)) == (array.size > LITERAL_ENTRIES)
 
 
 @pytest.mark.meta

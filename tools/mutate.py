@@ -3,6 +3,7 @@
     python tools/mutate.py                       # 120 sampled mutants, seed 0, `pytest properties`, 2 jobs
     python tools/mutate.py --sample 0 --list     # list every mutation point, run nothing
     python tools/mutate.py --sample 40 --seed 3 --jobs 1 --command "pytest properties regression -x -q"
+    python tools/mutate.py --json run.json; python tools/mutate.py --survivors-of run.json   # after new laws
 
 Each mutant changes one thing in attention/_core.py, softmax.py, self_attention.py, blockwise.py or multihead.py
 (an arithmetic or comparison operator, an axis, a constant, a slice bound, max <-> min, a dropped statement),
@@ -20,6 +21,7 @@ import ast
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -197,6 +199,12 @@ def mutated_source(mutant: Mutant) -> tuple[str, str, str]:
     return new + "\n", before.strip(), after.strip()
 
 
+def listing(mutant: Mutant) -> str:
+    """One line: file:line [kind] before  ->  after."""
+    _, before, after = mutated_source(mutant)
+    return f"{mutant.file}:{mutant.line} [{mutant.description}] {before}  ->  {after}"
+
+
 def scratch_copy(root: Path) -> Path:
     target = root / "repo"
     ignore = shutil.ignore_patterns(".git", ".venv", "*.egg-info", ".hypothesis", ".pytest_cache", "__pycache__",
@@ -239,20 +247,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", nargs="*", default=list(FILES))
     parser.add_argument("--list", action="store_true", help="list the sampled mutants and exit")
     parser.add_argument("--json", type=Path, help="write every result to this file")
+    parser.add_argument(
+        "--survivors-of",
+        type=Path,
+        metavar="JSON",
+        help="run only the mutants that survived in this earlier --json (same change, same file)",
+    )
+    parser.add_argument(
+        "--match",
+        type=re.compile,
+        metavar="REGEX",
+        help="run only the mutants whose listing line (file:line [kind] before -> after) matches",
+    )
     args = parser.parse_args(argv)
 
     population = mutants(tuple(args.files))
     chosen = (
         population
-        if args.sample <= 0
+        if args.sample <= 0 or args.survivors_of or args.match
         else random.Random(args.seed).sample(population, min(args.sample, len(population)))
     )
+    if args.survivors_of:
+        earlier = json.loads(args.survivors_of.read_text())
+        wanted = {(r["file"], r["before"], r["after"]) for r in earlier if r["outcome"] == "survived"}
+        chosen = [m for m in chosen if (m.file, *mutated_source(m)[1:]) in wanted]
+    if args.match:
+        chosen = [m for m in chosen if args.match.search(listing(m))]
     chosen.sort(key=lambda m: (m.file, m.index))
     print(f"{len(population)} mutation points in {', '.join(args.files)}; running {len(chosen)}", flush=True)
     if args.list:
         for mutant in chosen:
-            _, before, after = mutated_source(mutant)
-            print(f"{mutant.file}:{mutant.line} [{mutant.description}] {before}  ->  {after}")
+            print(listing(mutant))
         return 0
 
     with tempfile.TemporaryDirectory(prefix="mutate-") as scratch:  # removed at the end, or on Ctrl-C
