@@ -461,6 +461,17 @@ def bias_rows_reversed(*arrays: Array, causal: bool = False, mask: Any = None, b
     return scaled_dot_product_self_attention(*arrays, bias=None if bias is None else np.asarray(bias)[::-1])
 
 
+@mistake("mask, causal", "warns")
+def mask_as_the_log_of_the_visibility(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Any:
+    """Adds log(visible) to the logits (log 0 = -inf hides a key): the right values, but numpy warns "divide by
+    zero encountered in log" on every call that hides a key."""
+    visible = _visible(arrays[0].shape[1], mask, causal)
+    if visible is None:
+        return _reference(arrays, bias=bias)
+    penalty = np.log(visible.astype(np.float64)) + (0.0 if bias is None else np.asarray(bias))
+    return masked_attention(arrays, bias=penalty)
+
+
 @mistake("mask, causal", "unshifted")
 def masked_softmax_without_the_shift(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Pair:
     """On the path taken when a mask or causal is given, exponentiates the visible logits without subtracting
@@ -973,3 +984,36 @@ def blocked_dropping_the_tail_block(*arrays: Array) -> Array:
 def blocked_reusing_the_first_query_block(*arrays: Array) -> Array:
     """A FlashAttention-style kernel (tiles of 16) that uses the first block of queries for every block."""
     return _blocked(arrays, reuse_first_queries=True)
+
+
+# --- Where a correct implementation changes path: skipping the shift by the maximum on the wrong evidence ---
+
+LOG_MAX = float(np.log(np.finfo(np.float64).max))  # ~709.78: exp of anything larger overflows
+
+
+def shift_skipped_below_the_exp_limit(*arrays: Array) -> Pair:
+    """Skips the shift by the column maximum when every logit is below log(max float), forgetting that N of
+    them must also sum below it: N = 5 logits of 708.3 each sum to inf, and every weight becomes 0."""
+    X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = arrays
+    Q, K, V = omega_q @ X + beta_q, omega_k @ X + beta_k, omega_v @ X + beta_v
+    logits = (K.T @ Q) / np.sqrt(omega_q.shape[0])
+    if np.abs(logits).max(initial=0.0) >= LOG_MAX:
+        return correct_attention(*arrays, scale=1 / np.sqrt(omega_q.shape[0]))
+    with np.errstate(over="ignore", under="ignore"):
+        weights = np.exp(logits)
+        A = weights * (1 / weights.sum(axis=0, keepdims=True))
+    return V @ A, A
+
+
+def online_unshifted_for_moderate_logits(*arrays: Array) -> Array:
+    """An online softmax over all keys at once that skips the running maximum whenever every |logit| is below
+    700 (so that exp stays finite), forgetting the values it multiplies before normalising: exp(400) times a
+    value of 1e200 overflows."""
+    X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = arrays
+    Q, K, V = omega_q @ X + beta_q, omega_k @ X + beta_k, omega_v @ X + beta_v
+    logits = (K.T @ Q) / np.sqrt(omega_q.shape[0])
+    if np.abs(logits).max(initial=0.0) >= 700.0:
+        return correct_attention(*arrays, scale=1 / np.sqrt(omega_q.shape[0]))[0]
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        weights = np.exp(logits)
+        return np.asarray((V @ weights) / weights.sum(axis=0, keepdims=True))

@@ -123,6 +123,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=PROFILES, default="dev", help="hypothesis profile")
     p.add_argument("--seed", type=int, default=None, help="explore with this seed (default: derandomised)")
     p.add_argument("--only", default="", metavar="CATEGORIES", help="comma-separated subset of " + ",".join(CATEGORIES))
+    p.add_argument(
+        "-k",
+        dest="laws",
+        default="",
+        metavar="EXPRESSION",
+        help="only the laws whose names match this pytest -k expression, e.g. -k doubling",
+    )
     p.add_argument("--square", action="store_true", help="draw only D_q = D_v = D (the notebook's setting)")
     p.add_argument("--softmax", default=None, metavar="TARGET", help="with a TARGET: also check this column softmax")
     p.add_argument("--multihead", default=None, metavar="TARGET", help="with a TARGET: also check this multi-head")
@@ -168,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if (args.softmax or args.multihead) and not all(job.target for job in jobs):
         parser().error("--softmax and --multihead go with a TARGET, not with notebooks")
     options = Options(
-        profile=args.profile, seed=args.seed, only=only, square=args.square,
+        profile=args.profile, seed=args.seed, only=only, laws=args.laws, square=args.square,
         timeout=args.timeout or TIMEOUTS[args.profile], memory_mb=args.memory, kind=args.kind,
         softmax=args.softmax and jobs_for([args.softmax])[0][0].target,
         multihead=args.multihead and jobs_for([args.multihead])[0][0].target,
@@ -176,13 +183,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     seed = "derandomised" if args.seed is None else f"seed {args.seed}"
     print(f"attention-check: {len(jobs)} file(s); profile {args.profile}, {seed}" + (f"; only {', '.join(only)}"
-          if only else ""))  # fmt: skip
+          if only else "") + (f"; laws matching {args.laws!r}" if args.laws else ""))  # fmt: skip
 
     def progress(graded: Graded) -> None:
         if len(jobs) > 1:
             print(f"  graded {graded.file}: {graded.verdict}", file=sys.stderr, flush=True)
 
     graded = grade(jobs, options, args.jobs, progress)
+    ran = [subject for file in graded for subject in file.subjects if subject.state == "implemented"]
+    if args.laws and ran and not any(subject.laws for subject in ran):
+        print(f"attention-check: -k {args.laws!r} matched no law (attention-check --list names them)")
+        return 2
     if args.strict_conventions:
         for subject in (subject for file in graded for subject in file.subjects):
             subject.uncounted = ()

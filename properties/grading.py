@@ -43,6 +43,7 @@ class Options:
     profile: str = "dev"
     seed: int | None = None  # None: derandomised (the same verdicts on every run)
     only: tuple[str, ...] = ()
+    laws: str = ""  # a pytest -k expression: only the laws it matches
     square: bool = False
     timeout: float = 300.0
     memory_mb: int = 4096  # enough for a JIT runtime such as jax's XLA under the whole battery
@@ -191,6 +192,8 @@ def _battery(subjects: list[Subject], job: dict[str, Any], scratch: Path) -> Non
             arguments += ["--impl", subject.target, "--impl-kind", subject.kind]
         else:
             arguments += [f"--{subject.kind}", subject.target]
+    if job["laws"]:
+        arguments += ["-k", job["laws"]]
     if job["seed"] is not None:
         arguments += ["--hypothesis-seed", str(job["seed"])]
     if job["square"]:

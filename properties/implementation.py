@@ -99,7 +99,8 @@ def call_function(name: str, function: Callable[..., Any], *arguments: Any, **ke
     reported as ImplementationFailed (NotImplementedError as "not implemented")."""
     try:
         # A warning from the function under test is reported by pytest, not turned into an error: the laws
-        # judge what it returns (the project's own warnings-as-errors filter is for its own code).
+        # judge what it returns (the project's own warnings-as-errors filter is for its own code), and one
+        # hygiene law, test_ordinary_inputs_raise_no_runtime_warning, judges its warnings.
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             return function(*arguments, **keywords)

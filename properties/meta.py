@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from hypothesis import Phase, given, settings
+from hypothesis import Phase, example, given, settings
 
 from properties.checks import leaves
 
@@ -48,7 +48,7 @@ def law_body(law: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _without_shrinking(law: Callable[..., Any]) -> Callable[..., Any]:
-    """The same law with the same strategies, run until its first failure."""
+    """The same law with the same strategies and its own explicit examples (first), run until its first failure."""
     parent = getattr(law, "_hypothesis_internal_use_settings", None) or settings()
     quick = settings(
         parent,
@@ -57,7 +57,10 @@ def _without_shrinking(law: Callable[..., Any]) -> Callable[..., Any]:
         max_examples=max(META_EXAMPLES, parent.max_examples),
         report_multiple_bugs=False,
     )
-    return given(**law.hypothesis._given_kwargs)(quick(law_body(law)))  # type: ignore[attr-defined]
+    test = quick(law_body(law))
+    for case in getattr(law, "hypothesis_explicit_examples", []):
+        test = example(*case.args, **case.kwargs)(test)
+    return given(**law.hypothesis._given_kwargs)(test)  # type: ignore[attr-defined]
 
 
 def assert_law_fails(law: Callable[..., Any], **arguments: Any) -> None:

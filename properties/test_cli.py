@@ -102,15 +102,16 @@ def test_readme_add_a_property_example_is_the_real_code() -> None:
 
 
 def test_grading_a_folder_reports_counterexamples_diagnoses_and_runnable_snippets(tmp_path: Path) -> None:
-    """attention-check on a folder (a sqrt(D) notebook and a template; checkpoints skipped): exit 1, a CSV row
-    per function, and for each FAIL a counterexample and a snippet that exits non-zero under python."""
+    """attention-check on a folder (a sqrt(D) notebook and a template; checkpoints skipped), on the laws matching
+    -k doubling: exit 1, a CSV row per function, and for each FAIL a counterexample and a snippet that exits
+    non-zero under python."""
     folder = tmp_path / "class"
     folder.mkdir()
     for kind in ("sqrt_D", "template"):
         write_notebook(folder / f"{kind}.ipynb", kind)
     (folder / ".ipynb_checkpoints").mkdir()
     write_notebook(folder / ".ipynb_checkpoints" / "sqrt_D-checkpoint.ipynb", "template")
-    command = [sys.executable, "-m", "properties.cli", "class", "--only", "semantics", "--jobs", "2",
+    command = [sys.executable, "-m", "properties.cli", "class", "--only", "semantics", "-k", "doubling", "--jobs", "2",
                "--csv", "grades.csv", "--json", "grades.json"]  # fmt: skip
     completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
     assert completed.returncode == 1, completed.stdout + completed.stderr

@@ -1,18 +1,21 @@
-"""Hygiene: an implementation leaves its inputs alone, is deterministic, and keeps no state between calls."""
+"""Hygiene: an implementation leaves its inputs alone, is deterministic, keeps no state between calls, and does
+not warn on ordinary inputs."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from numpy.typing import NDArray
 
 from properties import broken as b
-from properties.checks import LawViolation, value_shift_error
+from properties.checks import LawViolation, supported, value_shift_error
 from properties.implementation import Implementation
 from properties.meta import assert_law_fails
-from properties.problem import AttentionProblem
-from properties.strategies import attention_problems, problems_with_value_shifts
+from properties.problem import AttentionOptions, AttentionProblem
+from properties.strategies import attention_problems, problems_with_options, problems_with_value_shifts
 
 pytestmark = pytest.mark.hygiene
 
@@ -67,3 +70,30 @@ def test_a_call_does_not_depend_on_earlier_calls(
 def test_a_call_does_not_depend_on_earlier_calls_catches_cache_by_shape() -> None:
     b._CACHE.clear()
     assert_law_fails(test_a_call_does_not_depend_on_earlier_calls, implementation=b.broken(b.cached_by_shape))
+
+
+@given(case=problems_with_options())
+def test_ordinary_inputs_raise_no_runtime_warning(
+    implementation: Implementation, case: tuple[AttentionProblem, AttentionOptions]
+) -> None:
+    """On inputs within the semantic range (logits up to 64), under any options that leave every query a key to
+    see, a call emits no RuntimeWarning: numpy warns when an operation overflows, divides by zero or makes a NaN,
+    and no correct computation of these outputs needs to (underflow, which a correct softmax may meet, is
+    silent under numpy's defaults)."""
+    problem, options = case
+    options = supported(implementation, options)
+    assume(options.sees_a_key(problem.N).all())  # a query that sees no key follows a convention of its own
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        implementation(problem, **options.keywords())
+    for warning in caught:
+        if issubclass(warning.category, RuntimeWarning):
+            raise LawViolation(
+                f"the call warned {warning.category.__name__}: {warning.message} ({warning.filename}:{warning.lineno})"
+            )
+
+
+@pytest.mark.meta
+def test_ordinary_inputs_raise_no_runtime_warning_catches_a_mask_as_log_visibility() -> None:
+    assert_law_fails(test_ordinary_inputs_raise_no_runtime_warning,
+                     implementation=b.broken(b.mask_as_the_log_of_the_visibility))  # fmt: skip

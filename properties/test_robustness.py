@@ -126,11 +126,11 @@ def test_large_logits_keep_outputs_in_the_convex_hull_of_the_values(
 
 
 @pytest.mark.meta
-def test_large_logits_keep_outputs_in_the_convex_hull_catches_unshifted_softmax() -> None:
-    assert_law_fails(
-        test_large_logits_keep_outputs_in_the_convex_hull_of_the_values,
-        implementation=b.broken(b.notebook_softmax),
-    )
+@pytest.mark.parametrize(
+    "bug", [b.notebook_softmax, b.shift_skipped_below_the_exp_limit, b.online_unshifted_for_moderate_logits]
+)
+def test_large_logits_keep_outputs_in_the_convex_hull_catches(bug: object) -> None:
+    assert_law_fails(test_large_logits_keep_outputs_in_the_convex_hull_of_the_values, implementation=b.broken(bug))
 
 
 @given(case=problems_with_permutations(large_logit_problems()))
