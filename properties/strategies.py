@@ -380,11 +380,18 @@ def circulant(first_column: Array) -> Array:
     return np.asarray(first_column[index])
 
 
+def huge_scales() -> st.SearchStrategy[float]:
+    """Scales in [1, HUGE], log-uniform: every magnitude drawn alike, so that a kernel in float16 (largest number
+    65504), which cannot hold the larger ones, still meets many within its range."""
+    return st.floats(0.0, float(np.log10(HUGE))).map(lambda exponent: float(10**exponent))
+
+
 @st.composite
 def problems_with_a_position(draw: st.DrawFn) -> tuple[AttentionProblem, int, float]:
+    """A problem (N >= 2), a query n < N - 1, and a scale for the inputs after n (huge_scales)."""
     problem = draw(attention_problems(dimensions(min_n=2)))
     n = draw(st.integers(0, problem.N - 2), label="query n")
-    return problem, n, draw(st.floats(1.0, HUGE), label="scale of the later inputs")
+    return problem, n, draw(huge_scales(), label="scale of the later inputs")
 
 
 @st.composite
@@ -400,7 +407,7 @@ def problems_with_masks(draw: st.DrawFn) -> tuple[AttentionProblem, NDArray[np.b
     n = draw(st.sampled_from(unchanged), label="an unaffected query n")
     m = draw(st.sampled_from(unchanged), label="an unchanged key m it sees")
     mask[changed, n], mask[m, n] = False, True
-    return problem, mask, changed, draw(st.floats(1.0, HUGE), label="scale")
+    return problem, mask, changed, draw(huge_scales(), label="scale")
 
 
 @st.composite
