@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from properties import broken as b
 from properties.checks import assert_close
 from properties.implementation import Implementation
+from properties.meta import assert_law_fails
 from regression.goldens import load, notebook_12_1_problem
 
 pytestmark = pytest.mark.golden
@@ -37,6 +39,12 @@ def test_output_matches_the_values_printed_in_the_notebook(implementation: Imple
     )
 
 
+@pytest.mark.meta
+def test_output_matches_the_printed_values_catches_a_scale_in_unscaled_attention() -> None:
+    assert_law_fails(test_output_matches_the_values_printed_in_the_notebook,
+                     implementation=b.broken(b.scaled_by_sqrt_D_q, kind="unscaled"))  # fmt: skip
+
+
 def test_scaled_attentions_match_the_known_values(implementation: Implementation) -> None:
     """Scaled attention reproduces the attention matrix filed with the foundation issue, to 1e-8 plus the
     forward-error bound of two evaluations (which the dtype returned may make larger)."""
@@ -49,6 +57,11 @@ def test_scaled_attentions_match_the_known_values(implementation: Implementation
     derived = 2 * implementation.bounds(problem, result.eps).attentions  # the filed values' evaluation and this one
     assert_close(A, np.array(known["attentions"]), known["tolerance"] + derived,
                  what="scaled attention matrix")  # fmt: skip
+
+
+@pytest.mark.meta
+def test_scaled_attentions_match_the_known_values_catches_a_scale_by_D_q() -> None:
+    assert_law_fails(test_scaled_attentions_match_the_known_values, implementation=b.broken(b.scale_by_D_q))
 
 
 def test_outputs_match_the_50_digit_computation(implementation: Implementation) -> None:
@@ -67,6 +80,12 @@ def test_outputs_match_the_50_digit_computation(implementation: Implementation) 
         )
 
 
+@pytest.mark.meta
+@pytest.mark.parametrize("bug", [b.scale_by_D_q, b.softmax_over_rows])
+def test_outputs_match_the_50_digit_computation_catches(bug: object) -> None:
+    assert_law_fails(test_outputs_match_the_50_digit_computation, implementation=b.broken(bug))
+
+
 def test_permuting_the_notebooks_inputs_permutes_the_outputs(implementation: Implementation) -> None:
     """The notebook's closing TODO: permuting the columns of X by [1, 2, 0] permutes the columns of X'."""
     p = np.array(GOLDEN["permutation"]["columns"])
@@ -74,3 +93,10 @@ def test_permuting_the_notebooks_inputs_permutes_the_outputs(implementation: Imp
     original, permuted = implementation(problem), implementation(problem.with_columns(p))
     bounds = implementation.bounds(problem, max(original.eps, permuted.eps))
     assert_close(permuted.X_prime, original.X_prime[:, p], (bounds + bounds).x_prime, what="X' of permuted inputs")
+
+
+@pytest.mark.meta
+def test_permuting_the_notebooks_inputs_catches_a_positional_bias() -> None:
+    assert_law_fails(
+        test_permuting_the_notebooks_inputs_permutes_the_outputs, implementation=b.broken(b.positional_bias)
+    )

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from properties import broken as b
 from properties.checks import assert_close
 from properties.implementation import Multihead
+from properties.meta import assert_law_fails
 from properties.problem import ARGUMENT_ORDER, MultiheadProblem
 from properties.tolerances import epsilon_of, multihead_error
 from regression.goldens import load
@@ -33,6 +35,12 @@ def test_multihead_output_matches_the_values_printed_in_the_notebook(multihead: 
                  what="multi-head X' against the notebook's printed values")  # fmt: skip
 
 
+@pytest.mark.meta
+def test_multihead_output_matches_the_printed_values_catches_unscaled_heads() -> None:
+    assert_law_fails(test_multihead_output_matches_the_values_printed_in_the_notebook,
+                     multihead=b.broken_multihead(b.unscaled_heads))  # fmt: skip
+
+
 def test_multihead_output_matches_the_50_digit_computation(multihead: Multihead) -> None:
     """X' against the independent 50-digit computation, within the heads' forward-error bounds carried
     through omega_c (tolerances.multihead_error, with the measured sizes max |V| of the head outputs)."""
@@ -43,3 +51,9 @@ def test_multihead_output_matches_the_50_digit_computation(multihead: Multihead)
     tolerance = multihead_error(problem, epsilon_of(X_prime.dtype), value_sizes=measured)
     assert_close(X_prime, np.array(GOLDEN["exact"]["X_prime"]), tolerance,
                  what="multi-head X' against the 50-digit values")  # fmt: skip
+
+
+@pytest.mark.meta
+@pytest.mark.parametrize("bug", [b.unscaled_heads, b.mixing_transposed])
+def test_multihead_output_matches_the_50_digit_computation_catches(bug: object) -> None:
+    assert_law_fails(test_multihead_output_matches_the_50_digit_computation, multihead=b.broken_multihead(bug))
