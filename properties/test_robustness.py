@@ -96,9 +96,12 @@ def constant_keys_problem(logit: float, beta_v: list[float]) -> AttentionProblem
                             one)  # fmt: skip
 
 
-# Values of -1e200 with logits of +-400: exp(400) v overflows, so an online softmax that multiplies values by
-# weights not yet normalised must shift, whatever the logits alone allow (the reference's blockwise path).
+# Values of -1e200 (and of 1e200) with logits of +-400: exp(400) v overflows, so an online softmax that
+# multiplies values by weights not yet normalised must shift, whatever the logits alone allow (the reference's
+# blockwise path). Beside each huge value a value of 1, of the other sign: the largest magnitude is the minimum
+# of one problem and the maximum of the other.
 HUGE_VALUES = constant_keys_problem(400.0, [-1e200, 1.0])
+HUGE_POSITIVE_VALUES = constant_keys_problem(400.0, [1e200, -1.0])
 # Values of 1e-300 with logits of -600: exp(-600) v underflows to 0 unless shifted.
 TINY_VALUES = constant_keys_problem(600.0, [1e-300, 2e-300])
 
@@ -109,6 +112,7 @@ TINY_VALUES = constant_keys_problem(600.0, [1e-300, 2e-300])
 @example(problem=AT_THE_SHIFT_FREE_LIMIT)
 @example(problem=TINY_QUERIES_HUGE_KEYS)
 @example(problem=HUGE_VALUES)
+@example(problem=HUGE_POSITIVE_VALUES)
 @example(problem=TINY_VALUES)
 def test_large_logits_keep_outputs_in_the_convex_hull_of_the_values(
     implementation: Implementation, problem: AttentionProblem
