@@ -88,6 +88,7 @@ def main() -> None:
         )
         check(["sqrt_D.ipynb"], 1, ["FAIL  doubling the query key dimension"], here)
         check(["sqrt_D.ipynb", "-k", "no_such_law"], 2, ["matched no law"], here)
+        check(["sqrt_D.ipynb", "-k", "two words"], 2, ["is not a pytest -k expression"], here)
         # A class as a teacher grades it: a folder of notebooks, among them files that loop, exhaust memory,
         # crash the interpreter or print megabytes; each is reported in its row and the others are graded.
         folder = here / "class"

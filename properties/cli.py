@@ -11,7 +11,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from properties.grading import Graded, Options, Subject, convention_arguments, grade, jobs_for, rows
+from properties.grading import (
+    BAD_EXPRESSION,
+    Graded,
+    Options,
+    Subject,
+    convention_arguments,
+    grade,
+    jobs_for,
+    rows,
+)
 from properties.options import ARRAYS, CATEGORIES, CONVENTIONS, DTYPES, LAYOUTS, PROFILES
 
 TIMEOUTS = {"dev": 300.0, "ci": 900.0, "thorough": 3600.0}  # default seconds per file, by profile
@@ -191,6 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     graded = grade(jobs, options, args.jobs, progress)
     ran = [subject for file in graded for subject in file.subjects if subject.state == "implemented"]
+    if args.laws and ran and all(BAD_EXPRESSION in subject.error for subject in ran):
+        print(f"attention-check: -k {args.laws!r} is {BAD_EXPRESSION}")
+        return 2
     if args.laws and ran and not any(subject.laws for subject in ran):
         print(f"attention-check: -k {args.laws!r} matched no law (attention-check --list names them)")
         return 2

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import Phase, settings
+from hypothesis import Phase, Verbosity, settings
 
 from properties.options import CATEGORIES, PROFILES, SDPA_REFERENCE_TARGET
 
@@ -31,6 +31,7 @@ NOTEBOOK_FUNCTIONS = {"softmax_cols": "softmax", "self_attention": "unscaled",
                       "scaled_dot_product_self_attention": "scaled"}  # fmt: skip
 REFERENCE = "attention"  # the job that checks the bundled reference (attention-check without PATH)
 SOFTMAX_OVERFLOW_LAW = "test_softmax_is_finite_for_every_finite_input"
+BAD_EXPRESSION = "not a pytest -k expression (names joined by and, or, not, with parentheses)"
 OUTPUT_LIMIT_MB = 64  # what a file may print (its worker is stopped beyond)
 # No explain phase: it reruns a failing law many times for a note that the report does not use.
 CHECK_PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
@@ -207,7 +208,9 @@ def _battery(subjects: list[Subject], job: dict[str, Any], scratch: Path) -> Non
     for subject in subjects:
         subject.laws = [law for law in recorder.laws.values() if law["subject"] in fixtures[subject.kind]]
         subject.done = True
-        if code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED):
+        if code == pytest.ExitCode.USAGE_ERROR and job["laws"]:
+            subject.error = f"-k {job['laws']!r}: {BAD_EXPRESSION}"
+        elif code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED):
             subject.error = f"the battery could not run (pytest exit {int(code)})"
             print(f"attention-check: the battery could not run on {subject.target} (pytest exit {int(code)})")
 
@@ -239,10 +242,12 @@ def work(job: dict[str, Any], result: Path) -> None:
 
     import properties.plugin  # noqa: F401  (registers the profiles, which are made deterministic here)
 
+    # Quiet: the report is ours (counterexamples recorded from the laws' calls); hypothesis's own prints, such as
+    # the explicit example of a law that skips (25 kB for N = 600), would only bury it.
     for name in PROFILES:
         settings.register_profile(
             name, settings.get_profile(name), derandomize=job["seed"] is None, database=None,
-            report_multiple_bugs=False, print_blob=False, phases=CHECK_PHASES,
+            report_multiple_bugs=False, print_blob=False, phases=CHECK_PHASES, verbosity=Verbosity.quiet,
         )  # fmt: skip
     path = Path(job["path"]) if job["path"] else None
     subjects = subjects_of_file(path) if path is not None else subjects_of_target(job)
