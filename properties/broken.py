@@ -1017,3 +1017,43 @@ def online_unshifted_for_moderate_logits(*arrays: Array) -> Array:
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         weights = np.exp(logits)
         return np.asarray((V @ weights) / weights.sum(axis=0, keepdims=True))
+
+
+def _shifted_path(logits: Array) -> bool:
+    """Whether a two-path kernel below takes its shifted path: some |logit| of 700 or more."""
+    return bool(np.abs(logits).max(initial=0.0) >= 700.0)
+
+
+def online_blocks_skipping_the_first_key_when_shifted(*arrays: Array) -> Array:
+    """An online softmax over blocks of 3 keys whose shifted path (taken once a logit passes 700) starts its key
+    loop at 1 instead of 0: with large logits the first key is never seen."""
+    X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = arrays
+    Q, K, V = omega_q @ X + beta_q, omega_k @ X + beta_k, omega_v @ X + beta_v
+    logits = (K.T @ Q) / np.sqrt(omega_q.shape[0])
+    if not _shifted_path(logits):
+        return correct_attention(*arrays, scale=1 / np.sqrt(omega_q.shape[0]))[0]
+    N = X.shape[1]
+    running_max, total, acc = np.full(N, -np.inf), np.zeros(N), np.zeros((V.shape[0], N))
+    for k0 in range(1, N, 3):
+        scores = logits[k0 : k0 + 3]
+        new_max = np.maximum(running_max, scores.max(axis=0))
+        correction = np.exp(running_max - new_max)
+        with np.errstate(under="ignore"):
+            weights = np.exp(scores - new_max)
+        total = total * correction + weights.sum(axis=0)
+        acc = acc * correction + V[:, k0 : k0 + 3] @ weights
+        running_max = new_max
+    return np.asarray(acc / total)
+
+
+def bias_subtracted_on_the_shifted_path(
+    *arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None
+) -> Pair:
+    """Adds the bias on the shift-free path but subtracts it on the shifted one (taken once a logit, bias
+    included, passes 700): two copies of the same code, one edited wrongly."""
+    visible = _visible(arrays[0].shape[1], mask, causal)
+    if bias is None:
+        return masked_attention(arrays, visible=visible)
+    Q, K, _ = _projections(arrays, None, "input")
+    large = _shifted_path((K.T @ Q) / np.sqrt(Q.shape[0]) + np.asarray(bias))
+    return masked_attention(arrays, visible=visible, bias=-np.asarray(bias) if large else bias)

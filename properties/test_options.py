@@ -22,6 +22,7 @@ from properties.checks import (
     assert_close,
     option_bounds,
     require_some_option,
+    softmax_over_visible,
     stacked_queries_and_keys,
     supported,
 )
@@ -45,15 +46,6 @@ Case = tuple[AttentionProblem, AttentionOptions]
 
 def call(implementation: Implementation, problem: AttentionProblem, options: AttentionOptions) -> Result:
     return implementation(problem, **options.keywords())
-
-
-def softmax_over_visible(logits: Array, visible: NDArray[np.bool_]) -> Array:
-    """The law-side column softmax over the visible entries (float64); hidden entries and unseen columns 0."""
-    top = np.where(visible, logits, -np.inf).max(axis=0, initial=-np.inf, keepdims=True)
-    with np.errstate(under="ignore"):
-        weights = np.exp(np.where(visible, logits - np.where(np.isfinite(top), top, 0.0), -np.inf))
-    totals = weights.sum(axis=0, keepdims=True)
-    return np.asarray(np.divide(weights, totals, out=np.zeros_like(weights), where=totals > 0))
 
 
 # --- Masks ---

@@ -19,6 +19,7 @@ from properties.checks import (
     assert_in_visible_value_hull,
     option_bounds,
     require_some_option,
+    softmax_over_visible,
     supported,
 )
 from properties.implementation import Implementation
@@ -41,6 +42,19 @@ pytestmark = pytest.mark.robustness
 # (so that a sign error leaves the convex hull).
 HUGE_LOGITS = AttentionProblem(
     X=np.array([[1.0, -1.0, 1.0]]),
+    omega_v=np.array([[1.0], [-2.0]]),
+    omega_q=np.array([[100.0]]),
+    omega_k=np.array([[100.0]]),
+    beta_v=np.array([[3.0], [0.0]]),
+    beta_q=np.zeros((1, 1)),
+    beta_k=np.zeros((1, 1)),
+)
+
+
+# Logits of +-1e4 with one top key per query and distinct values: the first key is the top key of two queries,
+# so a kernel that loses a key (the first, the last) on its large-logit path returns another value.
+DISTINCT_TOP_KEYS = AttentionProblem(
+    X=np.array([[1.0, -1.0, 0.5]]),
     omega_v=np.array([[1.0], [-2.0]]),
     omega_q=np.array([[100.0]]),
     omega_k=np.array([[100.0]]),
@@ -205,3 +219,37 @@ def test_large_logits_under_every_option_catch(bug: object) -> None:
         test_large_logits_under_every_option_keep_outputs_in_the_convex_hull_of_the_visible_values,
         implementation=b.broken(bug),
     )
+
+
+@given(case=large_logit_problems_with_options())
+@example(case=_options_example(DISTINCT_TOP_KEYS))
+@example(case=LONG_WITH_A_LARGE_BIAS)
+def test_large_logits_keep_outputs_the_values_times_the_softmax_of_the_logits(
+    implementation: Implementation, case: tuple[AttentionProblem, AttentionOptions]
+) -> None:
+    """With logits (bias included) up to ~1e4, under the options the implementation takes: for each query n that
+    sees a key, x'_n = V softmax(L_n) over the keys it sees, L = s K^T Q + bias with the positions where the mode
+    puts them (eqs. 12.3, 12.5, 12.9). The right side is computed law-side in float64, shifted by the column
+    maximum; both sides are within the forward-error bounds of one evaluation (tolerances.py)."""
+    problem, options = case
+    options = supported(implementation, options)
+    result = implementation(problem, **options.keywords())
+    plain = options.without_positions(problem)
+    logits = plain.logits(implementation.scale(problem.D_q))
+    if options.bias is not None:
+        logits = logits + options.bias
+    expected = plain.values() @ softmax_over_visible(logits, options.visible(problem.N))
+    float64 = float(np.finfo(np.float64).eps)
+    tolerance = (option_bounds(implementation, problem, options, result.eps)
+                 + option_bounds(implementation, problem, options, float64)).x_prime  # fmt: skip
+    seen = options.sees_a_key(problem.N)
+    assert_close(result.X_prime[:, seen], expected[:, seen], tolerance[:, seen],
+                 what="X' against V softmax(s K^T Q + bias) over the visible keys, with large logits")  # fmt: skip
+
+
+@pytest.mark.meta
+@pytest.mark.parametrize("bug", [b.online_blocks_skipping_the_first_key_when_shifted,
+                                 b.bias_subtracted_on_the_shifted_path])  # fmt: skip
+def test_large_logits_keep_outputs_the_values_times_the_softmax_catches(bug: object) -> None:
+    assert_law_fails(test_large_logits_keep_outputs_the_values_times_the_softmax_of_the_logits,
+                     implementation=b.broken(bug))  # fmt: skip

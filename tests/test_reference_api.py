@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from attention import scaled_dot_product_self_attention, self_attention, softmax_cols
+from attention import multihead_scaled_self_attention, scaled_dot_product_self_attention, self_attention, softmax_cols
 from attention._core import BLOCK_ELEMENTS
 from properties.problem import ARGUMENT_ORDER
 from properties.strategies import TWO_SLABS_N, long_sequence_example
@@ -248,6 +248,22 @@ def test_softmax_cols_keeps_float32_and_validates() -> None:
         softmax_cols(np.zeros((2, 2, 2)))
     with pytest.raises(TypeError, match=r"^data_in must be a real"):
         softmax_cols(np.zeros((2, 2), dtype=complex))
+
+
+def test_softmax_cols_takes_a_vector_as_one_column() -> None:
+    """A 1-D input is one column: its softmax has the input's shape and equals that of the (N, 1) column."""
+    z = np.array([1.0, -2.0, 0.5])
+    np.testing.assert_array_equal(softmax_cols(z), softmax_cols(z[:, None])[:, 0])
+
+
+@pytest.mark.parametrize("head", [(np.eye(2),) * 5, (np.eye(2),) * 7, np.eye(2)])
+def test_multihead_rejects_a_head_that_is_not_six_arrays(head: Any) -> None:
+    """Each head must be a sequence of six arrays; anything else is a TypeError naming heads[h] and what it got."""
+    X = np.zeros((2, 3))
+    with pytest.raises(
+        TypeError, match=r"^heads\[0\] must be a tuple \(omega_v, .*; got (tuple of length [57]|ndarray)"
+    ):
+        multihead_scaled_self_attention(X, [head], np.eye(2))
 
 
 @pytest.mark.parametrize(

@@ -104,6 +104,23 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     "the (1, q) running maximum exactly as (1, q)",
     ("attention/softmax.py", "column_max = data.max(axis=0, keepdims=False)"): "shape (N,) broadcasts along the "
     "columns of a 2-D input as (1, N), and is a scalar for a 1-D input either way",
+    ("attention/_core.py", "values[:, ~seen] = 1.0"): "values of keys that no query sees get weight 0 from every "
+    "query whatever they hold; the fill only removes inf and NaN, as 0.0 does",
+    ("attention/_core.py", "logits[~visible] = 1.0"): "the masked softmax replaces hidden logits by -inf; the fill "
+    "only keeps the overflow check quiet, as 0.0 does",
+    ("attention/_core.py", "BLOCK_ELEMENTS = 1 << 21"): "larger slabs of queries: only memory and speed change",
+    ("attention/_core.py", "rows = max(2, BLOCK_ELEMENTS // max(N, 1))"): "two queries a slab beyond N = 2^19",
+    (
+        "attention/_core.py",
+        _NORM.replace("largest * largest", "largest / largest").format("*", "max", "/", "1"),
+    ): "always the direct sum: squares lost to underflow shrink the bound only where it stays below ~1, or where the "
+    "other norm overflows to inf (a bound of inf or NaN: the shifted, checked path)",
+    ("attention/_core.py", "largest, smallest = (1.0, 2.0)"): "the footroom grows only when every |v| >= 2, and "
+    "then the headroom, at most log(max / 4) - log 2 = 707.7, is the smaller limit",
+    ("attention/_core.py", _CHECK.replace("/ {}", "* {}").format("<", "max", "2")): "checks only when the bound "
+    "is inf: a computed logit overflows only when the bound, which exceeds every one of them, does",
+    ("attention/blockwise.py", "total += scores.sum(axis=0, keepdims=False)"): "(q,) added to the (1, q) total "
+    "broadcasts alike",
     ("attention/softmax.py", "if data.shape[1] == 0:"): "differs only on logits of zero keys for N > 0 queries "
     "(0 x N), which self-attention never forms (its logits are N x N); a law demanding them would fail the usual "
     "stable softmax, whose max over an empty axis raises",
@@ -114,6 +131,9 @@ EQUIVALENT: dict[tuple[str, str], str] = {
 CONTRACT: dict[tuple[str, str], str] = {
     ("attention/_core.py", "return bound < float(np.finfo(dtype).max) / 2"): "the overflow check of the logits "
     "inverted: overflowing logits give NaN instead of the ValueError",
+    ("attention/multihead.py", "if not isinstance(head, Sequence) and len(head) != 6:"): "a head of the wrong "
+    "length gets another TypeError, without heads[h] in it",
+    ("attention/softmax.py", "if data.ndim not in (2, 2):"): "a 1-D input (one column) is refused",
 }
 CONTRACT_PREFIX = "check_"
 
