@@ -181,7 +181,8 @@ MASKED_HUGE_LOGITS = _options_example(HUGE_LOGITS, mask=np.array([[True, False, 
 ONE_BIAS_COLUMN_FAR_BELOW = _options_example(constant_keys_problem(1.0, [4.0, 2.0]),
                                              bias=np.array([[-800.0, 0.0], [-800.0, 0.0]]))  # fmt: skip
 # N = 1100 (the reference's two slabs of queries) with a bias of entries up to 2, and up to 1e3: the shift-free
-# and the shifted path each add the bias slab by slab.
+# and the shifted path each add the bias slab by slab (the large one is an example of the X' law below, which
+# also sees a bias added with the wrong sign).
 _LONG_BIAS = np.random.default_rng(1100).uniform(-1.0, 1.0, (TWO_SLABS_N, TWO_SLABS_N))
 LONG_WITH_A_SMALL_BIAS = _options_example(long_sequence_example(TWO_SLABS_N), bias=2.0 * _LONG_BIAS)
 LONG_WITH_A_LARGE_BIAS = _options_example(long_sequence_example(TWO_SLABS_N), bias=1e3 * _LONG_BIAS)
@@ -191,7 +192,6 @@ LONG_WITH_A_LARGE_BIAS = _options_example(long_sequence_example(TWO_SLABS_N), bi
 @example(case=MASKED_HUGE_LOGITS)
 @example(case=ONE_BIAS_COLUMN_FAR_BELOW)
 @example(case=LONG_WITH_A_SMALL_BIAS)
-@example(case=LONG_WITH_A_LARGE_BIAS)
 def test_large_logits_under_every_option_keep_outputs_in_the_convex_hull_of_the_visible_values(
     implementation: Implementation, case: tuple[AttentionProblem, AttentionOptions]
 ) -> None:
