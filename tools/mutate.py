@@ -121,6 +121,23 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     "is inf: a computed logit overflows only when the bound, which exceeds every one of them, does",
     ("attention/blockwise.py", "total += scores.sum(axis=0, keepdims=False)"): "(q,) added to the (1, q) total "
     "broadcasts alike",
+    (
+        "attention/_core.py",
+        "def attend(arguments: CheckedArguments, scaled: bool, Pi: FloatArray | None=None, "
+        "positions_in_values: bool=False, visible: NDArray[np.bool_] | None=None, bias: FloatArray | None=None) "
+        "-> tuple[FloatArray, FloatArray]:",
+    ): "every caller passes positions_in_values, or no positions (where it changes nothing)",
+    ("attention/_core.py", "largest, smallest = (2.0, 1.0)"): "stricter (headroom smaller by log 2)",
+    ("attention/_core.py", "np.divide(weights, totals, out=weights, where=totals > 1)"): "after the shift by the "
+    "maximum a column that sees a key sums to at least 1, and dividing by exactly 1 changes nothing",
+    ("attention/blockwise.py", "keys_t = X_.T @ omega_k_.T - beta_k_.T"): "the key bias adds beta_k^T q_n to every "
+    "logit of query n, which the softmax ignores, whatever its sign (the bound is taken from the keys used)",
+    (
+        "attention/multihead.py",
+        "return np.asarray(mixer.astype(dtype, copy=True) @ stacked.astype(dtype, copy=False))",
+    ): "a copy of the same values",
+    ("attention/softmax.py", "shifted /= shifted.sum(axis=0, keepdims=False)"): "the (N,) sums broadcast along the "
+    "columns of a 2-D input as (1, N), and are a scalar for a 1-D input either way",
     ("attention/softmax.py", "if data.shape[1] == 0:"): "differs only on logits of zero keys for N > 0 queries "
     "(0 x N), which self-attention never forms (its logits are N x N); a law demanding them would fail the usual "
     "stable softmax, whose max over an empty axis raises",
@@ -134,6 +151,10 @@ CONTRACT: dict[tuple[str, str], str] = {
     ("attention/multihead.py", "if not isinstance(head, Sequence) and len(head) != 6:"): "a head of the wrong "
     "length gets another TypeError, without heads[h] in it",
     ("attention/softmax.py", "if data.ndim not in (2, 2):"): "a 1-D input (one column) is refused",
+    (
+        "attention/multihead.py",
+        "seen = type(head).__name__ - (f' of length {len(head)}' if isinstance(head, Sequence) else '')",
+    ): "the TypeError for a malformed head loses its message",
 }
 CONTRACT_PREFIX = "check_"
 
