@@ -51,17 +51,9 @@ HUGE_LOGITS = AttentionProblem(
 )
 
 
-# Logits of +-1e4 with one top key per query and distinct values: the first key is the top key of two queries,
-# so a kernel that loses a key (the first, the last) on its large-logit path returns another value.
-DISTINCT_TOP_KEYS = AttentionProblem(
-    X=np.array([[1.0, -1.0, 0.5]]),
-    omega_v=np.array([[1.0], [-2.0]]),
-    omega_q=np.array([[100.0]]),
-    omega_k=np.array([[100.0]]),
-    beta_v=np.array([[3.0], [0.0]]),
-    beta_q=np.zeros((1, 1)),
-    beta_k=np.zeros((1, 1)),
-)
+# HUGE_LOGITS without the tie: one top key per query and distinct values. The first key is the top key of two
+# queries, so a kernel that loses a key (the first, the last) on its large-logit path returns another value.
+DISTINCT_TOP_KEYS = HUGE_LOGITS.replace(X=np.array([[1.0, -1.0, 0.5]]))
 
 
 @given(problem=large_logit_problems())
