@@ -137,7 +137,7 @@ def parser() -> argparse.ArgumentParser:
         dest="laws",
         default="",
         metavar="EXPRESSION",
-        help="only the laws whose names match this pytest -k expression, e.g. -k doubling",
+        help="only the laws whose test function names match this pytest -k expression, e.g. -k doubling",
     )
     p.add_argument("--square", action="store_true", help="draw only D_q = D_v = D (the notebook's setting)")
     p.add_argument("--softmax", default=None, metavar="TARGET", help="with a TARGET: also check this column softmax")
