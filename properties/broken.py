@@ -989,16 +989,26 @@ def blocked_reusing_the_first_query_block(*arrays: Array) -> Array:
 # --- Where a correct implementation changes path: skipping the shift by the maximum on the wrong evidence ---
 
 LOG_MAX = float(np.log(np.finfo(np.float64).max))  # ~709.78: exp of anything larger overflows
+SHIFTED_PATH = 700.0  # the two-path kernels below take their shifted path once some |logit| reaches this
+
+
+def _scaled_logits(arrays: tuple[Array, ...]) -> tuple[Array, Array]:
+    """(K^T Q / sqrt(D_q), V): the logits and values of the problem, without options."""
+    Q, K, V = _projections(arrays, None, "input")
+    return (K.T @ Q) / np.sqrt(Q.shape[0]), V
+
+
+def _reaches(logits: Array, limit: float) -> bool:
+    """Whether some |logit| reaches `limit`."""
+    return bool(np.abs(logits).max(initial=0.0) >= limit)
 
 
 def shift_skipped_below_the_exp_limit(*arrays: Array) -> Pair:
     """Skips the shift by the column maximum when every logit is below log(max float), forgetting that N of
     them must also sum below it: N = 5 logits of 708.3 each sum to inf, and every weight becomes 0."""
-    X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = arrays
-    Q, K, V = omega_q @ X + beta_q, omega_k @ X + beta_k, omega_v @ X + beta_v
-    logits = (K.T @ Q) / np.sqrt(omega_q.shape[0])
-    if np.abs(logits).max(initial=0.0) >= LOG_MAX:
-        return correct_attention(*arrays, scale=1 / np.sqrt(omega_q.shape[0]))
+    logits, V = _scaled_logits(arrays)
+    if _reaches(logits, LOG_MAX):
+        return masked_attention(arrays)
     with np.errstate(over="ignore", under="ignore"):
         weights = np.exp(logits)
         A = weights * (1 / weights.sum(axis=0, keepdims=True))
@@ -1007,32 +1017,23 @@ def shift_skipped_below_the_exp_limit(*arrays: Array) -> Pair:
 
 def online_unshifted_for_moderate_logits(*arrays: Array) -> Array:
     """An online softmax over all keys at once that skips the running maximum whenever every |logit| is below
-    700 (so that exp stays finite), forgetting the values it multiplies before normalising: exp(400) times a
-    value of 1e200 overflows."""
-    X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = arrays
-    Q, K, V = omega_q @ X + beta_q, omega_k @ X + beta_k, omega_v @ X + beta_v
-    logits = (K.T @ Q) / np.sqrt(omega_q.shape[0])
-    if np.abs(logits).max(initial=0.0) >= 700.0:
-        return correct_attention(*arrays, scale=1 / np.sqrt(omega_q.shape[0]))[0]
+    SHIFTED_PATH (so that exp stays finite), forgetting the values it multiplies before normalising: exp(400)
+    times a value of 1e200 overflows."""
+    logits, V = _scaled_logits(arrays)
+    if _reaches(logits, SHIFTED_PATH):
+        return masked_attention(arrays)[0]
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         weights = np.exp(logits)
         return np.asarray((V @ weights) / weights.sum(axis=0, keepdims=True))
 
 
-def _shifted_path(logits: Array) -> bool:
-    """Whether a two-path kernel below takes its shifted path: some |logit| of 700 or more."""
-    return bool(np.abs(logits).max(initial=0.0) >= 700.0)
-
-
 def online_blocks_skipping_the_first_key_when_shifted(*arrays: Array) -> Array:
-    """An online softmax over blocks of 3 keys whose shifted path (taken once a logit passes 700) starts its key
-    loop at 1 instead of 0: with large logits the first key is never seen."""
-    X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = arrays
-    Q, K, V = omega_q @ X + beta_q, omega_k @ X + beta_k, omega_v @ X + beta_v
-    logits = (K.T @ Q) / np.sqrt(omega_q.shape[0])
-    if not _shifted_path(logits):
-        return correct_attention(*arrays, scale=1 / np.sqrt(omega_q.shape[0]))[0]
-    N = X.shape[1]
+    """An online softmax over blocks of 3 keys whose shifted path (taken once a logit reaches SHIFTED_PATH) starts
+    its key loop at 1 instead of 0: with large logits the first key is never seen."""
+    logits, V = _scaled_logits(arrays)
+    if not _reaches(logits, SHIFTED_PATH):
+        return masked_attention(arrays)[0]
+    N = logits.shape[1]
     running_max, total, acc = np.full(N, -np.inf), np.zeros(N), np.zeros((V.shape[0], N))
     for k0 in range(1, N, 3):
         scores = logits[k0 : k0 + 3]
@@ -1050,10 +1051,9 @@ def bias_subtracted_on_the_shifted_path(
     *arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None
 ) -> Pair:
     """Adds the bias on the shift-free path but subtracts it on the shifted one (taken once a logit, bias
-    included, passes 700): two copies of the same code, one edited wrongly."""
+    included, reaches SHIFTED_PATH): two copies of the same code, one edited wrongly."""
     visible = _visible(arrays[0].shape[1], mask, causal)
     if bias is None:
         return masked_attention(arrays, visible=visible)
-    Q, K, _ = _projections(arrays, None, "input")
-    large = _shifted_path((K.T @ Q) / np.sqrt(Q.shape[0]) + np.asarray(bias))
+    large = _reaches(_scaled_logits(arrays)[0] + np.asarray(bias), SHIFTED_PATH)
     return masked_attention(arrays, visible=visible, bias=-np.asarray(bias) if large else bias)

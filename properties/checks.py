@@ -187,17 +187,17 @@ def softmax_over_visible(logits: NDArray[np.float64], visible: NDArray[np.bool_]
 
 
 def assert_in_visible_value_hull(
-    implementation: Implementation, problem: AttentionProblem, options: AttentionOptions, result: Result
+    problem: AttentionProblem, options: AttentionOptions, result: Result, bounds: ErrorBounds
 ) -> None:
     """Raise LawViolation unless min_{m visible to n} V_dm <= X'_dn <= max_{m visible to n} V_dm for every d and
-    every query n that sees a key (within the X' bound of these options); V holds the positions where the mode
-    puts them."""
+    every query n that sees a key (within bounds.x_prime, those of these options: option_bounds); V holds the
+    positions where the mode puts them."""
     V = options.without_positions(problem).values()
     visible = options.visible(problem.N)
     seen = visible.any(axis=0)
     below = np.where(visible, V[:, :, None], np.inf).min(axis=1)[:, seen]
     above = np.where(visible, V[:, :, None], -np.inf).max(axis=1)[:, seen]
-    tolerance = option_bounds(implementation, problem, options, result.eps).x_prime[:, seen]
+    tolerance = bounds.x_prime[:, seen]
     X_prime = result.X_prime[:, seen]
     assert_at_most(below, X_prime, tolerance, what="X' must not fall below the smallest value its query sees")
     assert_at_most(X_prime, above, tolerance, what="X' must not exceed the largest value its query sees")

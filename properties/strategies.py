@@ -204,6 +204,16 @@ def attention_problems(
     return problem if max_logit is None else with_logits_within(problem, max_logit)
 
 
+def _large_logit_target(draw: st.DrawFn, current: float, largest: float) -> float:
+    """A logit magnitude drawn log-uniformly from [100, `largest`], for a problem whose logit bound is `current`;
+    a problem that would need queries scaled by more than MAX_QUERY_GAIN (queries or keys nearly all zero,
+    giving queries of absurd size) is rejected."""
+    target = float(10 ** draw(st.floats(2.0, float(np.log10(largest))), label="log10 of the logit magnitude"))
+    if current * MAX_QUERY_GAIN < target:
+        reject()
+    return target
+
+
 @st.composite
 def large_logit_problems(
     draw: st.DrawFn, dims: st.SearchStrategy[Dimensions] | None = None, *, largest: float = 1e4
@@ -211,16 +221,11 @@ def large_logit_problems(
     """Problems whose logits reach magnitudes between 100 and `largest` (about 1e4 by default).
 
     A drawn problem's omega_q and beta_q are rescaled so that the bound on |K^T Q| (unscaled) equals a
-    target drawn log-uniformly from [100, largest]. Problems whose queries or keys are (nearly) all zero
-    would need a factor above MAX_QUERY_GAIN, giving queries of absurd size; they are rejected.
+    target drawn log-uniformly from [100, largest] (_large_logit_target).
     """
     problem = draw(attention_problems(dims, max_logit=None))
     current = logit_bound(problem)
-    target = 10 ** draw(st.floats(2.0, float(np.log10(largest))), label="log10 of the logit magnitude")
-    if current * MAX_QUERY_GAIN < target:
-        reject()
-    factor = target / current
-    return with_queries_scaled(problem, factor)
+    return with_queries_scaled(problem, _large_logit_target(draw, current, largest) / current)
 
 
 @st.composite
@@ -233,9 +238,7 @@ def large_logit_problems_with_options(
     problem, options = draw(problems_with_options())
     X = problem.X if options.positional is None else problem.X + options.positional
     current = logit_bound(problem.replace(X=X))
-    target = 10 ** draw(st.floats(2.0, float(np.log10(largest))), label="log10 of the logit magnitude")
-    if current * MAX_QUERY_GAIN < target:
-        reject()
+    target = _large_logit_target(draw, current, largest)
     problem = with_queries_scaled(problem, target / current)
     bias = options.bias
     if bias is not None and np.abs(bias).max() > 0 and draw(st.booleans(), label="bias as large?"):

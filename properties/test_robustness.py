@@ -193,13 +193,14 @@ def test_large_logits_under_every_option_keep_outputs_in_the_convex_hull_of_the_
     problem, options = case
     options = supported(implementation, options)
     result = implementation(problem, **options.keywords())
-    assert_in_visible_value_hull(implementation, problem, options, result)
+    bounds = option_bounds(implementation, problem, options, result.eps)
+    assert_in_visible_value_hull(problem, options, result, bounds)
     if result.attentions is not None:
         seen = options.sees_a_key(problem.N)
         assert_close(
             result.attentions.sum(axis=0)[seen],
             np.ones(int(seen.sum())),
-            option_bounds(implementation, problem, options, result.eps).column_sum[seen],
+            bounds.column_sum[seen],
             what="columns of attentions must sum to 1 over the keys their query sees",
         )
 
