@@ -15,9 +15,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from attention import scaled_dot_product_self_attention, sinusoidal_positional_encoding
+from attention.rows import scaled_dot_product_attention as row_attention
 from properties.conventions import Convention, SdpaImplementation
 from properties.implementation import Implementation, Multihead, Softmax
-from properties.kernels import scaled_dot_product_attention as row_attention
 
 Array = NDArray[np.float64]
 Pair = tuple[Array, Array]
@@ -762,7 +762,7 @@ def notebook_softmax_cols(data: Array) -> Array:
 
 
 # --- Mistakes in row-convention kernels: f(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False,
-# scale=None, enable_gqa=False) on (B, H, L, E) rows, as torch's SDPA; each starts from properties/kernels.py ---
+# scale=None, enable_gqa=False) on (B, H, L, E) rows, as torch's SDPA; each starts from attention/rows.py ---
 
 
 def rows_softmax(logits: Array, visible: Any, axis: int = -1) -> Array:

@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from attention import blockwise_scaled_dot_product_self_attention
-from properties.kernels import scaled_dot_product_attention
+from attention.rows import scaled_dot_product_attention
 from properties.options import Kind
 
 Array = NDArray[Any]

@@ -49,4 +49,4 @@ CONVENTIONS = ("notebook", "sdpa")
 LAYOUTS = ("BHLE", "BLHE")  # (batch, heads, length, width) as torch; (batch, length, heads, width) as jax
 ARRAYS = ("numpy", "torch", "jax")
 DTYPES = ("float16", "bfloat16", "float32", "float64")
-SDPA_REFERENCE_TARGET = "properties.kernels:scaled_dot_product_attention"
+SDPA_REFERENCE_TARGET = "attention.rows:scaled_dot_product_attention"

@@ -746,7 +746,7 @@ def long_examples() -> int:
     its fixed example of N = LONG_EXAMPLE_N)."""
     from hypothesis import settings
 
-    return max(2, settings().max_examples // 10)
+    return max(2, int(settings().max_examples) // 10)
 
 
 @st.composite

@@ -57,7 +57,7 @@ RUNS: dict[str, tuple[int, int]] = {}
 def false_alarm_examples() -> int:
     """Drawn examples per (law, variant), besides the law's explicit ones: 2 under dev, 5 under ci, 50 under
     thorough (a law that draws fewer than usual, such as the long-sequence laws, a third of its own number)."""
-    return max(2, settings().max_examples // 20)
+    return max(2, int(settings().max_examples) // 20)
 
 
 def categories(function: Callable[..., Any], module: ModuleType) -> set[str]:

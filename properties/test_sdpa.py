@@ -3,7 +3,7 @@ scale keyword sets the logit scale, key-padding masks hide the padding, grouped 
 query heads, and half precision rounds no worse than a plain computation.
 
 They run on the `kernel` fixture: --impl TARGET under --convention sdpa, else the bundled numpy kernel
-(properties/kernels.py). Expected values are computed here, in float64, from the book's equations in rows:
+(attention/rows.py). Expected values are computed here, in float64, from the book's equations in rows:
 out[b, h] = softmax_rows(s q_bh k_bh^T) v_bh = (V A)^T with A = softmax_cols(s K^T Q) (eqs. 12.5-12.9). The rest
 of the battery checks the same kernels through the adapter, one batch element and one head at a time.
 """
@@ -17,13 +17,13 @@ import pytest
 from hypothesis import assume, given
 from numpy.typing import NDArray
 
+from attention.rows import scaled_dot_product_attention
 from properties import broken as b
 from properties import test_attention_matrix, test_masks
 from properties.checks import LawViolation, assert_close
 from properties.cli import rerun
 from properties.conventions import Batched, Convention, SdpaImplementation
 from properties.grading import Subject
-from properties.kernels import scaled_dot_product_attention
 from properties.meta import assert_law_fails
 from properties.options import SDPA_REFERENCE_TARGET
 from properties.problem import AttentionProblem, BatchedProblem

@@ -1,5 +1,5 @@
-"""A correct row-convention attention kernel in numpy, with torch's signature: the target the sdpa laws run on
-when no --impl is given, the README's example, and what the row-convention mistakes in broken.py start from.
+"""The reference in the row convention: a correct attention kernel in numpy with torch's signature, the target the
+sdpa laws run on when no --impl is given, the README's example, and what the row-convention mistakes start from.
 
 Queries and keys are rows: query (..., L, E), key (..., S, E), value (..., S, E_v), out (..., L, E_v), with
 out[l] = sum_s a[l, s] value[s] and a[l, :] = softmax_s(scale query[l] . key[s] + float mask). A boolean
