@@ -13,7 +13,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from properties.examples import KINDS, write_notebook
+from properties.checker.examples import KINDS, write_notebook
 
 BUGGY_FILE = textwrap.dedent(
     """

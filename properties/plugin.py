@@ -1,5 +1,6 @@
 """The battery's pytest plugin: hypothesis profiles, command-line options, the implementation under test,
-and (for attention-check) a machine-readable report of one verdict per law.
+and the fixtures of the implementation under test. It loads no checker code: the verdict recorder
+(`--attention-report FILE`) is the checker's own plugin, `-p properties.checker.verdicts`.
 
 The repository's conftest.py loads it; `attention-check` passes it with `-p properties.plugin`, so the
 battery also runs from a regular install, from any directory.
@@ -9,14 +10,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
 
-from properties.conventions import Convention, SdpaImplementation, sdpa_implementation
-from properties.implementation import (
+from properties.helpers.implementations import (
     REFERENCE,
     REFERENCE_MULTIHEAD,
     REFERENCE_SOFTMAX,
@@ -25,8 +24,8 @@ from properties.implementation import (
     Multihead,
     Softmax,
 )
-from properties.loading import load_function
-from properties.options import (
+from properties.helpers.loading import load_function
+from properties.helpers.options import (
     ARRAYS,
     CONVENTIONS,
     DTYPES,
@@ -36,7 +35,7 @@ from properties.options import (
     MARKERS,
     SDPA_REFERENCE_TARGET,
 )
-from properties.verdicts import VerdictRecorder
+from properties.helpers.row_convention import Convention, SdpaImplementation, sdpa_implementation
 
 # Profiles. Numerical examples have no meaningful deadline; `ci` extends hypothesis's built-in ci
 # profile (derandomised, no example database), which hypothesis selects by itself when CI is set.
@@ -94,7 +93,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--layout", default=None, choices=LAYOUTS, help="sdpa: axis order of q, k, v (default BHLE)")
     group.addoption("--array", default=None, choices=ARRAYS, help="sdpa: the array library of q, k, v (default numpy)")
     group.addoption("--dtype", default=None, choices=DTYPES, help="sdpa: the dtype of q, k, v (default float64)")
-    group.addoption("--attention-report", default=None, metavar="FILE", help="write one verdict per law as JSON")
 
 
 def _load(target: str, option: str) -> Callable[..., Any]:
@@ -118,9 +116,6 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[IMPLEMENTATIONS] = [Implementation(_load(target, "--impl"), kind, target)]
     else:
         config.stash[IMPLEMENTATIONS] = list(REFERENCE.values())
-    report = config.getoption("--attention-report")
-    if report:
-        config.pluginmanager.register(VerdictRecorder(Path(report)), "attention-verdicts")
 
 
 def _kernel(config: pytest.Config) -> SdpaImplementation | None:

@@ -1,21 +1,40 @@
-"""Laws of the attention matrix: it is a column softmax of the scaled logits, and X' = V attentions."""
+"""Laws of the attention matrix: it is a column softmax of the scaled logits, and X' = V attentions.
+
+One topic a module: the "under every option" generalisation of a law here (X' = V attentions) is here too.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from properties import broken as b
-from properties.checks import LawViolation, assert_at_most, assert_close
-from properties.implementation import Implementation
-from properties.meta import assert_law_fails
-from properties.problem import AttentionProblem
-from properties.strategies import attention_problems, tail_problems
-from properties.tolerances import no_weight_can_underflow, tiny_of
+from properties.catalogues import mistakes as b
+from properties.helpers.checks import (
+    LawViolation,
+    assert_close,
+    call,
+    check_attention_columns_are_probability_distributions,
+    check_attentions_are_the_softmax_of_the_scaled_logits,
+    option_bounds,
+    require_some_option,
+    supported,
+)
+from properties.helpers.implementations import Implementation
+from properties.helpers.meta import assert_law_fails
+from properties.helpers.problems import AttentionOptions, AttentionProblem
+from properties.helpers.strategies import (
+    attention_problems,
+    problems_with_options,
+    tail_problems,
+)
+from properties.helpers.tolerances import no_weight_can_underflow
 
 pytestmark = pytest.mark.semantics
+Case = tuple[AttentionProblem, AttentionOptions]
 
 
 @given(problem=attention_problems())
@@ -23,11 +42,7 @@ def test_attention_columns_are_probability_distributions(
     implementation: Implementation, problem: AttentionProblem
 ) -> None:
     """Every column of attentions is a distribution over the keys (eq. 12.5): a_mn >= 0, sum_m a_mn = 1."""
-    result = implementation(problem)
-    A = result.require_attentions()
-    tolerance = implementation.bounds(problem, result.eps).column_sum
-    assert_at_most(0.0, A, 0.0, what="attention weights must be >= 0")
-    assert_close(A.sum(axis=0), np.ones(problem.N), tolerance, what="columns of attentions must sum to 1")
+    check_attention_columns_are_probability_distributions(implementation, problem)
 
 
 @pytest.mark.meta
@@ -107,25 +122,7 @@ def test_attentions_are_the_softmax_of_the_scaled_logits(
     so zeroing small weights fails. The law-side logits are float64 (error k u l_n each); each log-weight is
     off by at most r_n / (1 - r_n) (tolerances, section 3; the relative model holds down to tiny).
     """
-    result = implementation(problem)
-    A = np.asarray(result.require_attentions(), dtype=np.float64)
-    bounds = implementation.bounds(problem, result.eps)
-    logits = problem.logits(implementation.scale(problem.D_q))
-    top = np.argmax(A, axis=0)
-    columns = np.arange(problem.N)
-    tiny = tiny_of(result.eps)
-    log_ratio = np.log(np.maximum(A, tiny)) - np.log(A[top, columns])
-    expected = logits - logits[top, columns]
-    # Below tiny: any weight whose logits put it below tiny agrees; one that should be larger does not.
-    expected = np.where(tiny > A, np.maximum(expected, log_ratio), expected)
-    r = bounds.attentions
-    tolerance = 2 * r / (1 - np.minimum(r, 0.5)) + 2 * bounds.logit_error
-    assert_close(
-        log_ratio,
-        expected,
-        tolerance,
-        what="log(a_mn / a_jn) must equal the difference of the scaled logits s (k_m - k_j)^T q_n",
-    )
+    check_attentions_are_the_softmax_of_the_scaled_logits(implementation, problem)
 
 
 @pytest.mark.meta
@@ -138,3 +135,69 @@ def test_attentions_are_the_softmax_of_the_scaled_logits_catches_zeroed_tails() 
 @pytest.mark.parametrize("bug", [b.scale_by_sqrt_D, b.transposed_logits, b.uniform_attention, b.query_bias_on_keys])
 def test_attentions_are_the_softmax_of_the_scaled_logits_catches(bug: object) -> None:
     assert_law_fails(test_attentions_are_the_softmax_of_the_scaled_logits, implementation=b.broken(bug))
+
+
+@given(case=problems_with_options())
+def test_output_is_values_times_attentions_under_every_option(implementation: Implementation, case: Case) -> None:
+    """X' = V attentions under any options, V = omega_v X + beta_v 1^T formed with the positions in mode "input"
+    and without them in mode "query_key" (eqs. 12.6, 12.16-12.17), for every query that sees a key."""
+    require_some_option(implementation)
+    problem, options = case
+    options = supported(implementation, options)
+    result = call(implementation, problem, options)
+    A = result.require_attentions()
+    seen = options.sees_a_key(problem.N)
+    bounds = option_bounds(implementation, problem, options, result.eps)
+    expected = options.without_positions(problem).values() @ np.where(seen, A, 0.0)
+    assert_close(result.X_prime[:, seen], expected[:, seen], (bounds + bounds).x_prime[:, seen],
+                 what="X' must equal V @ attentions")  # fmt: skip
+
+
+@pytest.mark.meta
+@pytest.mark.parametrize("bug", [b.seen_keys_along_the_wrong_axis])
+def test_output_is_values_times_attentions_under_every_option_catches(bug: Any) -> None:
+    assert_law_fails(test_output_is_values_times_attentions_under_every_option, implementation=b.broken(bug))
+
+
+# Each law judges the queries that see a key only: an implementation with another convention for the others
+# (test_conventions.py) passes them all, being wrong in the convention alone.
+NO_FALSE_ALARMS = [
+    (test_output_is_values_times_attentions_under_every_option, b.nan_for_queries_without_keys),
+    (test_output_is_values_times_attentions_under_every_option, b.uniform_for_queries_without_keys),
+]
+
+
+@pytest.mark.meta
+@pytest.mark.parametrize(
+    ("law", "convention"),
+    NO_FALSE_ALARMS,
+    ids=[
+        f"{convention.__name__.split('_')[0]}-{law.__name__.removeprefix('test_')}"
+        for law, convention in NO_FALSE_ALARMS
+    ],
+)
+def test_other_conventions_pass_the_values_times_attentions_laws(law: Any, convention: Any) -> None:
+    """No false alarm: a correct implementation with another convention for queries without keys passes."""
+    law(implementation=b.broken(convention))
+
+
+@pytest.mark.meta
+def test_attention_columns_catch_a_kernel_normalising_over_the_queries() -> None:
+    law = test_attention_columns_are_probability_distributions
+    assert_law_fails(law, implementation=b.broken_kernel(b.kernel_softmax_over_queries))
+
+
+@pytest.mark.meta
+@pytest.mark.parametrize(
+    ("bug", "kind"), [(b.not_scaled, "scaled"), (b.scaled_by_sqrt_D_q, "unscaled"), (b.queries_without_bias, "scaled")]
+)
+def test_attentions_are_the_softmax_of_the_scaled_logits_catches_diagnosed_mistakes(bug: Any, kind: str) -> None:
+    assert_law_fails(test_attentions_are_the_softmax_of_the_scaled_logits, implementation=b.broken(bug, kind))
+
+
+@pytest.mark.meta
+def test_attention_columns_are_probability_distributions_catches_softmax_over_whole_matrix() -> None:
+    assert_law_fails(
+        test_attention_columns_are_probability_distributions,
+        implementation=b.broken(b.softmax_over_whole_matrix, "scaled"),
+    )

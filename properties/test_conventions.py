@@ -3,7 +3,8 @@ from `semantics`, so that an implementation with another convention is told so o
 
 A query that sees no key (an all-False column of the mask, alone or with causal) has no softmax to take: the
 reference gives it a zero column; other implementations give NaN or uniform weights. Every other law judges only the
-queries that see a key (see the no-false-alarm meta-tests in test_options.py and test_masks.py).
+queries that see a key (see the no-false-alarm meta-tests `test_other_conventions_pass_the_*_laws` beside those laws,
+in test_masks.py, test_biases.py, test_invariances.py and test_attention_matrix.py).
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import pytest
 from hypothesis import given
 from numpy.typing import NDArray
 
-from properties import broken as b
-from properties.checks import LawViolation, supported
-from properties.implementation import Implementation
-from properties.meta import assert_law_fails
-from properties.problem import AttentionOptions, AttentionProblem
-from properties.strategies import dimensions, problems_with_options
+from properties.catalogues import mistakes as b
+from properties.helpers.checks import LawViolation, supported
+from properties.helpers.implementations import Implementation
+from properties.helpers.meta import assert_law_fails
+from properties.helpers.problems import AttentionOptions, AttentionProblem
+from properties.helpers.strategies import dimensions, problems_with_options
 
 pytestmark = pytest.mark.conventions
 

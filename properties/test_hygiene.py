@@ -10,12 +10,12 @@ import pytest
 from hypothesis import assume, given
 from numpy.typing import NDArray
 
-from properties import broken as b
-from properties.checks import LawViolation, supported, value_shift_error
-from properties.implementation import Implementation
-from properties.meta import assert_law_fails
-from properties.problem import AttentionOptions, AttentionProblem
-from properties.strategies import attention_problems, problems_with_options, problems_with_value_shifts
+from properties.catalogues import mistakes as b
+from properties.helpers.checks import LawViolation, supported, value_shift_error
+from properties.helpers.implementations import Implementation
+from properties.helpers.meta import assert_law_fails
+from properties.helpers.problems import AttentionOptions, AttentionProblem
+from properties.helpers.strategies import attention_problems, problems_with_options, problems_with_value_shifts
 
 pytestmark = pytest.mark.hygiene
 

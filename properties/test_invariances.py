@@ -1,6 +1,11 @@
-"""Invariances of self-attention: convex hull, key bias, query/key gauge, and the scale law."""
+"""Invariances of self-attention: convex hull, key bias, query/key gauge, and the scale law.
+
+One topic a module: the "under every option" generalisation of a law here (doubling D_q) is here too.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pytest
@@ -8,14 +13,28 @@ from hypothesis import given, note
 from numpy.typing import NDArray
 
 from attention import scaled_dot_product_self_attention
-from properties import broken as b
-from properties.checks import assert_close, assert_in_value_hull, stacked_queries_and_keys
-from properties.implementation import Implementation
-from properties.meta import assert_law_fails
-from properties.problem import AttentionProblem
-from properties.strategies import attention_problems, problems_with_gauges, problems_with_second_key_bias
+from properties.catalogues import mistakes as b
+from properties.helpers.checks import (
+    assert_close,
+    call,
+    check_outputs_lie_in_the_convex_hull_of_the_values,
+    option_bounds,
+    require_some_option,
+    stacked_queries_and_keys,
+    supported,
+)
+from properties.helpers.implementations import Implementation
+from properties.helpers.meta import assert_law_fails
+from properties.helpers.problems import AttentionOptions, AttentionProblem
+from properties.helpers.strategies import (
+    attention_problems,
+    problems_with_gauges,
+    problems_with_options,
+    problems_with_second_key_bias,
+)
 
 pytestmark = pytest.mark.semantics
+Case = tuple[AttentionProblem, AttentionOptions]
 
 
 @given(problem=attention_problems())
@@ -23,7 +42,7 @@ def test_outputs_lie_in_the_convex_hull_of_the_values(
     implementation: Implementation, problem: AttentionProblem
 ) -> None:
     """min_m V_dm <= X'_dn <= max_m V_dm: each output is a convex combination of the values (eq. 12.3)."""
-    assert_in_value_hull(implementation, problem, implementation(problem))
+    check_outputs_lie_in_the_convex_hull_of_the_values(implementation, problem)
 
 
 @pytest.mark.meta
@@ -136,4 +155,74 @@ def test_doubling_the_query_key_dimension_catches_scaled_function_checked_as_uns
     assert_law_fails(
         test_doubling_the_query_key_dimension_scales_the_logits_as_the_scale_demands,
         implementation=b.broken(scaled_dot_product_self_attention, "unscaled"),
+    )
+
+
+@given(case=problems_with_options())
+def test_doubling_the_query_key_dimension_scales_the_visible_logits_as_the_scale_demands(
+    implementation: Implementation, case: Case
+) -> None:
+    """Under any options, stacking [omega_q; omega_q], [omega_k; omega_k] (and the biases) equals multiplying
+    omega_q and beta_q by c = sqrt(2) (scaled: 1/sqrt(D_q) follows D_q, eq. 12.9) or c = 2 (unscaled), as
+    test_doubling_the_query_key_dimension_scales_the_logits_as_the_scale_demands without options: the scale
+    law on the paths the options switch on. Needs X' only."""
+    require_some_option(implementation)
+    problem, options = case
+    options = supported(implementation, options)
+    c = np.sqrt(2.0) if implementation.kind == "scaled" else 2.0
+    stacked = stacked_queries_and_keys(problem)
+    if stacked.D != problem.D and options.positional is not None:  # --square stacks the inputs too
+        options_stacked = options.replace(positional=np.vstack([options.positional, options.positional]))
+    else:
+        options_stacked = options
+    sharpened = problem.replace(omega_q=c * problem.omega_q, beta_q=c * problem.beta_q)
+    first, second = call(implementation, stacked, options_stacked), call(implementation, sharpened, options)
+    seen = options.sees_a_key(problem.N)
+    eps = max(first.eps, second.eps)
+    # The stacked logits' bound s' (2 Khat^T Qhat) equals the sharpened one's c s Khat^T Qhat; the stacked problem
+    # has D_q (and under --square D) more rounding steps, and its own bounds count them.
+    tolerance = (
+        option_bounds(implementation, stacked, options_stacked, eps).x_prime[: problem.D_v]
+        + option_bounds(implementation, sharpened, options, eps).x_prime
+    )
+    what = f"stacking queries and keys (D_q {problem.D_q} -> {stacked.D_q}) against queries times {c:.6g}"
+    assert_close(first.X_prime[: problem.D_v, seen], second.X_prime[:, seen], tolerance[:, seen], what=what)
+
+
+@pytest.mark.meta
+@pytest.mark.parametrize("bug", [b.masked_path_unscaled])
+def test_doubling_the_query_key_dimension_under_every_option_catches(bug: Any) -> None:
+    law = test_doubling_the_query_key_dimension_scales_the_visible_logits_as_the_scale_demands
+    assert_law_fails(law, implementation=b.broken(bug))
+
+
+# Each law judges the queries that see a key only: an implementation with another convention for the others
+# (test_conventions.py) passes them all, being wrong in the convention alone.
+NO_FALSE_ALARMS = [
+    (
+        test_doubling_the_query_key_dimension_scales_the_visible_logits_as_the_scale_demands,
+        b.nan_for_queries_without_keys,
+    ),
+]
+
+
+@pytest.mark.meta
+@pytest.mark.parametrize(
+    ("law", "convention"),
+    NO_FALSE_ALARMS,
+    ids=[
+        f"{convention.__name__.split('_')[0]}-{law.__name__.removeprefix('test_')}"
+        for law, convention in NO_FALSE_ALARMS
+    ],
+)
+def test_other_conventions_pass_the_doubling_laws(law: Any, convention: Any) -> None:
+    """No false alarm: a correct implementation with another convention for queries without keys passes."""
+    law(implementation=b.broken(convention))
+
+
+@pytest.mark.meta
+def test_doubling_the_query_key_dimension_catches_a_scale_by_sqrt_D_v() -> None:
+    assert_law_fails(
+        test_doubling_the_query_key_dimension_scales_the_logits_as_the_scale_demands,
+        implementation=b.broken(b.scale_by_sqrt_D_v, "scaled"),
     )

@@ -13,15 +13,18 @@ import pytest
 from hypothesis import example, given, settings
 from numpy.typing import NDArray
 
-from properties import broken as b
-from properties import test_attention_matrix as attention_matrix
-from properties import test_equivariance as equivariance
-from properties import test_invariances as invariances
-from properties import test_temperature as temperature
-from properties.implementation import Implementation
-from properties.meta import assert_law_fails
-from properties.problem import AttentionProblem
-from properties.strategies import (
+from properties.catalogues import mistakes as b
+from properties.helpers.checks import (
+    check_attention_columns_are_probability_distributions,
+    check_attentions_are_the_softmax_of_the_scaled_logits,
+    check_output_is_equivariant_under_column_permutations,
+    check_outputs_lie_in_the_convex_hull_of_the_values,
+    check_sharp_queries_select_the_best_matching_value,
+)
+from properties.helpers.implementations import Implementation
+from properties.helpers.meta import assert_law_fails
+from properties.helpers.problems import AttentionProblem
+from properties.helpers.strategies import (
     TWO_SLABS_N,
     long_examples,
     long_sequence_example,
@@ -47,7 +50,7 @@ def test_long_sequences_attention_columns_are_probability_distributions(
     implementation: Implementation, problem: AttentionProblem
 ) -> None:
     """Every column of attentions is a distribution over the keys (eq. 12.5), for N from 15 to 700."""
-    attention_matrix.test_attention_columns_are_probability_distributions.hypothesis.inner_test(implementation, problem)  # type: ignore[attr-defined]
+    check_attention_columns_are_probability_distributions(implementation, problem)
 
 
 @pytest.mark.meta
@@ -64,7 +67,7 @@ def test_long_sequences_output_is_equivariant_under_column_permutations(
     implementation: Implementation, case: tuple[AttentionProblem, NDArray[np.intp]]
 ) -> None:
     """f(X P) = f(X) P (eq. 12.18) for N from 15 to 700, with permutations that move keys across block boundaries."""
-    equivariance.test_output_is_equivariant_under_column_permutations.hypothesis.inner_test(implementation, case)  # type: ignore[attr-defined]
+    check_output_is_equivariant_under_column_permutations(implementation, case)
 
 
 @pytest.mark.meta
@@ -82,7 +85,7 @@ def test_long_sequences_outputs_lie_in_the_convex_hull_of_the_values(
     implementation: Implementation, problem: AttentionProblem
 ) -> None:
     """min_m V_dm <= X'_dn <= max_m V_dm (eq. 12.3), for N from 15 to 700."""
-    invariances.test_outputs_lie_in_the_convex_hull_of_the_values.hypothesis.inner_test(implementation, problem)  # type: ignore[attr-defined]
+    check_outputs_lie_in_the_convex_hull_of_the_values(implementation, problem)
 
 
 @pytest.mark.meta
@@ -99,7 +102,7 @@ def test_long_sequences_sharp_queries_select_the_best_matching_value(
     implementation: Implementation, problem: AttentionProblem
 ) -> None:
     """Sharpened queries make x'_n the value of the best-matching key (hard attention), for N from 15 to 700."""
-    temperature.test_sharp_queries_select_the_best_matching_value.hypothesis.inner_test(implementation, problem)  # type: ignore[attr-defined]
+    check_sharp_queries_select_the_best_matching_value(implementation, problem)
 
 
 @pytest.mark.meta
@@ -116,7 +119,7 @@ def test_long_sequences_attentions_are_the_softmax_of_the_scaled_logits(
     implementation: Implementation, problem: AttentionProblem
 ) -> None:
     """log a_mn - log a_jn = s (k_m - k_j)^T q_n (eqs. 12.5, 12.7-12.9), for N from 15 to 700."""
-    attention_matrix.test_attentions_are_the_softmax_of_the_scaled_logits.hypothesis.inner_test(implementation, problem)  # type: ignore[attr-defined]
+    check_attentions_are_the_softmax_of_the_scaled_logits(implementation, problem)
 
 
 @pytest.mark.meta

@@ -10,12 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from properties import broken as b
-from properties.checks import assert_close
-from properties.implementation import REFERENCE, Implementation, Multihead
-from properties.meta import assert_law_fails
-from properties.problem import AttentionProblem, Head, MultiheadProblem
-from properties.strategies import (
+from properties.catalogues import mistakes as b
+from properties.helpers.checks import assert_close
+from properties.helpers.implementations import REFERENCE, Implementation, Multihead
+from properties.helpers.meta import assert_law_fails
+from properties.helpers.problems import AttentionProblem, Head, MultiheadProblem
+from properties.helpers.strategies import (
     attention_problems,
     multihead_problems,
     multihead_problems_with_any_mixing,
@@ -23,7 +23,7 @@ from properties.strategies import (
     multihead_problems_with_permutations,
     multihead_problems_with_second_mixings,
 )
-from properties.tolerances import epsilon_of, mixing_law_error, multihead_error
+from properties.helpers.tolerances import epsilon_of, mixing_law_error, multihead_error
 
 pytestmark = pytest.mark.semantics
 Array = NDArray[np.float64]

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import example, given
 from numpy.typing import NDArray
 
-from properties import broken as b
-from properties.checks import (
+from properties.catalogues import mistakes as b
+from properties.helpers.checks import (
     assert_close,
     assert_equivariant,
     assert_finite,
@@ -22,10 +22,10 @@ from properties.checks import (
     softmax_over_visible,
     supported,
 )
-from properties.implementation import Implementation
-from properties.meta import assert_law_fails
-from properties.problem import AttentionOptions, AttentionProblem
-from properties.strategies import (
+from properties.helpers.implementations import Implementation
+from properties.helpers.meta import assert_law_fails
+from properties.helpers.problems import AttentionOptions, AttentionProblem
+from properties.helpers.strategies import (
     TWO_SLABS_N,
     large_logit_problems,
     large_logit_problems_with_options,

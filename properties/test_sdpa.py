@@ -18,17 +18,13 @@ from hypothesis import assume, given
 from numpy.typing import NDArray
 
 from attention.rows import scaled_dot_product_attention
-from properties import broken as b
-from properties import test_attention_matrix, test_masks
-from properties.checks import LawViolation, assert_close
-from properties.cli import rerun
-from properties.conventions import Batched, Convention, SdpaImplementation
-from properties.grading import Subject
-from properties.meta import assert_law_fails
-from properties.options import SDPA_REFERENCE_TARGET
-from properties.problem import AttentionProblem, BatchedProblem
-from properties.report import snippet
-from properties.strategies import (
+from properties.catalogues import mistakes as b
+from properties.helpers.checks import LawViolation, assert_close
+from properties.helpers.meta import assert_law_fails
+from properties.helpers.options import SDPA_REFERENCE_TARGET
+from properties.helpers.problems import AttentionProblem, BatchedProblem
+from properties.helpers.row_convention import Batched, Convention, SdpaImplementation
+from properties.helpers.strategies import (
     batched_problems,
     batched_problems_with_a_changed_slot,
     batched_problems_with_batch_orders,
@@ -36,7 +32,7 @@ from properties.strategies import (
     batched_problems_with_scales,
     grouped_query_problems,
 )
-from properties.tolerances import PRECISIONS, ErrorBounds, error_bounds, plain_computation_floor
+from properties.helpers.tolerances import PRECISIONS, ErrorBounds, error_bounds, plain_computation_floor
 
 pytestmark = pytest.mark.semantics
 Array = NDArray[np.float64]
@@ -272,56 +268,3 @@ def test_error_of_twice_a_plain_computation_holds_for_the_numpy_kernel_in_float3
 
 # The notebook-convention laws catch the row-convention mistakes through the adapter, one batch element and
 # one head at a time: the same laws, the same meaning.
-
-
-@pytest.mark.meta
-def test_causal_equals_the_explicit_mask_catches_a_kernel_with_the_upper_triangle() -> None:
-    law = test_masks.test_causal_equals_the_explicit_lower_triangular_mask
-    assert_law_fails(law, implementation=b.broken_kernel(b.kernel_causal_upper_triangle))
-
-
-@pytest.mark.meta
-@pytest.mark.parametrize("bug", [b.kernel_mask_polarity_inverted, b.kernel_keywords_ignored])
-def test_masked_keys_influence_nothing_catches_row_kernels(bug: Any) -> None:
-    assert_law_fails(test_masks.test_masked_keys_influence_nothing, implementation=b.broken_kernel(bug))
-
-
-@pytest.mark.meta
-def test_attention_columns_catch_a_kernel_normalising_over_the_queries() -> None:
-    law = test_attention_matrix.test_attention_columns_are_probability_distributions
-    assert_law_fails(law, implementation=b.broken_kernel(b.kernel_softmax_over_queries))
-
-
-@pytest.mark.meta
-def test_reproduction_snippet_replays_a_row_convention_counterexample() -> None:
-    """attention-check's snippet rebuilds the kernel (SdpaImplementation, its Convention) and the BatchedProblem
-    from their reprs, and fails the law again; its rerun command carries --convention sdpa."""
-    kernel = b.broken_kernel(b.kernel_keys_of_first_batch_element, Convention(dtype="float32"))
-    one, zero = np.ones((1, 1)), np.zeros((1, 1))
-    slots = tuple((AttentionProblem(np.array([[float(i), 1.0]]), one, one, one, zero, zero, zero),) for i in (1, 3))
-    law = test_every_batch_element_and_head_is_attention_over_its_own_rows
-    code = snippet(law, {"kernel": kernel, "problem": BatchedProblem(slots)})
-    with pytest.raises(LawViolation, match=r"out\[1, 0\]"):
-        exec(code, {})
-    row = {"law": law.__name__, "module": law.__module__}
-    command = rerun(row, Subject("kernel", kernel.name, "scaled"), ("--convention", "sdpa", "--dtype=float32"))
-    assert command.endswith("--convention sdpa --dtype=float32")
-
-
-def kernel_returning_weights(
-    query: Array, key: Array, value: Array, attn_mask: Any = None, is_causal: bool = False, scale: Any = None
-) -> tuple[Array, Array]:
-    """The numpy kernel returning (out, weights), weights (B, H, L, S) from the identity as values."""
-    out = scaled_dot_product_attention(query, key, value, attn_mask, 0.0, is_causal, scale)
-    S = key.shape[-2]
-    identity = np.broadcast_to(np.eye(S), (*key.shape[:-2], S, S))
-    return out, scaled_dot_product_attention(query, key, identity, attn_mask, 0.0, is_causal, scale)
-
-
-@pytest.mark.meta
-def test_weights_returned_by_a_kernel_are_taken_as_the_attention_matrix() -> None:
-    """A kernel returning (out, weights) is judged on those weights: the attention-matrix laws hold, and the
-    masked weights are read in the row convention (weights[l, s] is attentions[s, l])."""
-    kernel = SdpaImplementation(kernel_returning_weights, "scaled", "kernel_returning_weights")
-    test_attention_matrix.test_attention_columns_are_probability_distributions(implementation=kernel)
-    test_masks.test_attentions_are_distributions_over_the_visible_keys(implementation=kernel)

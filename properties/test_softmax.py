@@ -11,11 +11,11 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from properties import broken as b
-from properties.checks import LawViolation, assert_at_most, assert_close, assert_finite
-from properties.meta import assert_law_fails
-from properties.strategies import logit_matrices, logits_with_column_shifts, matrices
-from properties.tolerances import epsilon_of, softmax_error, sum_to_one_error
+from properties.catalogues import mistakes as b
+from properties.helpers.checks import LawViolation, assert_at_most, assert_close, assert_finite
+from properties.helpers.meta import assert_law_fails
+from properties.helpers.strategies import logit_matrices, logits_with_column_shifts, matrices
+from properties.helpers.tolerances import epsilon_of, softmax_error, sum_to_one_error
 
 Array = NDArray[np.float64]
 Softmax = Callable[[Array], Any]

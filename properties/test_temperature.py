@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, note
+from hypothesis import given
 from numpy.typing import NDArray
 
-from properties import broken as b
-from properties.checks import assert_at_most, assert_close, entropy
-from properties.implementation import Implementation
-from properties.meta import assert_law_fails
-from properties.problem import AttentionProblem
-from properties.strategies import MAX_QUERY_GAIN, attention_problems, problems_with_temperatures
-from properties.tolerances import FLOAT64_EPS
+from properties.catalogues import mistakes as b
+from properties.helpers.checks import (
+    assert_at_most,
+    assert_close,
+    check_sharp_queries_select_the_best_matching_value,
+    entropy,
+)
+from properties.helpers.implementations import Implementation
+from properties.helpers.meta import assert_law_fails
+from properties.helpers.problems import AttentionProblem
+from properties.helpers.strategies import attention_problems, problems_with_temperatures
 
 pytestmark = pytest.mark.semantics
 Array = NDArray[np.float64]
@@ -85,13 +89,6 @@ def test_zero_queries_attend_uniformly_catches(bug: object) -> None:
     assert_law_fails(test_zero_queries_attend_uniformly, implementation=b.broken(bug))
 
 
-# Columns whose two largest logits are at least GAP apart (after sharpening) put all but exp(-GAP) of their
-# weight on the largest: exp(-60) ~ 1e-26, far below any tolerance here. Sharpening stops where a logit
-# could reach LARGEST_LOGIT, so that no softmax, shifted or not, overflows (exp(600) ~ 4e260).
-GAP = 60.0
-LARGEST_LOGIT = 600.0  # and the queries grow by at most MAX_QUERY_GAIN (tiny logits cannot be sharpened at will)
-
-
 @given(problem=attention_problems())
 def test_sharp_queries_select_the_best_matching_value(
     implementation: Implementation, problem: AttentionProblem
@@ -103,32 +100,7 @@ def test_sharp_queries_select_the_best_matching_value(
     GAP (or as far as the logits stay below LARGEST_LOGIT); the other weights then total at most
     N exp(-GAP) in every column whose gap reached GAP, and only those columns are judged.
     """
-    logits = problem.logits(implementation.scale(problem.D_q))
-    bounds = implementation.bounds(problem, FLOAT64_EPS)
-    ordered = np.sort(logits, axis=0)
-    gaps = ordered[-1] - ordered[-2] if problem.N > 1 else np.full(1, np.inf)
-    certain = gaps > 2 * bounds.logit_error
-    if not certain.any():
-        return
-    largest = float(bounds.logit_bound.max())
-    t = min(GAP / float(gaps[certain].min()), LARGEST_LOGIT / largest, MAX_QUERY_GAIN) if problem.N > 1 else 1.0
-    certain &= t * gaps >= GAP
-    sharp = problem.replace(omega_q=t * problem.omega_q, beta_q=t * problem.beta_q)
-    result = implementation(sharp)
-    sharp_bounds = implementation.bounds(sharp, result.eps)
-    # The implementation's own logits are rounded in its dtype: only gaps beyond both roundings are certain.
-    certain &= gaps > 2 * (bounds.logit_error + implementation.bounds(problem, result.eps).logit_error)
-    winners = np.argmax(logits, axis=0)
-    expected = problem.values()[:, winners]
-    tolerance = (sharp_bounds + sharp_bounds).x_prime + sharp_bounds.value_bound * problem.N * np.exp(-GAP)
-    columns = np.flatnonzero(certain)
-    note(f"t = {t:.6g}; judged columns {columns.tolist()}; their best keys {winners[columns].tolist()}")
-    assert_close(
-        result.X_prime[:, columns],
-        expected[:, columns],
-        tolerance[:, columns],
-        what=f"with queries sharpened by t={t:.6g}, x'_n must be the value of the best-matching key",
-    )
+    check_sharp_queries_select_the_best_matching_value(implementation, problem)
 
 
 @pytest.mark.meta

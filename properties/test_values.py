@@ -7,14 +7,12 @@ import pytest
 from hypothesis import given
 from numpy.typing import NDArray
 
-from properties import broken as b
-from properties.checks import LawViolation, assert_close, value_shift_error
-from properties.implementation import Implementation
-from properties.meta import assert_law_fails
-from properties.problem import AttentionProblem
-from properties.strategies import (
-    attention_problems,
-    dimensions,
+from properties.catalogues import mistakes as b
+from properties.helpers.checks import LawViolation, assert_close, value_shift_error
+from properties.helpers.implementations import Implementation
+from properties.helpers.meta import assert_law_fails
+from properties.helpers.problems import AttentionProblem
+from properties.helpers.strategies import (
     problems_with_repeated_inputs,
     problems_with_second_values,
     problems_with_value_shifts,
@@ -73,22 +71,6 @@ def test_adding_to_the_value_bias_catches(bug: object) -> None:
     assert_law_fails(test_adding_to_the_value_bias_adds_to_every_output, implementation=b.broken(bug))
 
 
-@given(problem=attention_problems(dimensions(max_n=1)))
-def test_a_single_input_attends_to_itself(implementation: Implementation, problem: AttentionProblem) -> None:
-    """N = 1: attentions = [[1]] and X' = v_1 = omega_v x_1 + beta_v (a softmax over one key)."""
-    result = implementation(problem)
-    bounds = implementation.bounds(problem, result.eps)
-    assert_close(result.X_prime, problem.values(), (bounds + bounds).x_prime, what="for N = 1, X' must be v_1")
-    if result.attentions is not None:
-        assert_close(result.attentions, [[1.0]], bounds.attentions, what="for N = 1, attentions must be [[1]]")
-
-
-@pytest.mark.meta
-@pytest.mark.parametrize("bug", [b.values_without_bias, b.bias_tiled_for_three_inputs])
-def test_a_single_input_attends_to_itself_catches(bug: object) -> None:
-    assert_law_fails(test_a_single_input_attends_to_itself, implementation=b.broken(bug))
-
-
 @given(case=problems_with_repeated_inputs())
 def test_identical_inputs_give_identical_outputs(
     implementation: Implementation, case: tuple[AttentionProblem, NDArray[np.intp]]
@@ -116,3 +98,10 @@ def test_identical_inputs_give_identical_outputs(
 @pytest.mark.meta
 def test_identical_inputs_give_identical_outputs_catches_positional_bias() -> None:
     assert_law_fails(test_identical_inputs_give_identical_outputs, implementation=b.broken(b.positional_bias))
+
+
+@pytest.mark.meta
+def test_adding_to_the_value_bias_catches_missing_biases() -> None:
+    assert_law_fails(
+        test_adding_to_the_value_bias_adds_to_every_output, implementation=b.broken(b.without_biases, "scaled")
+    )

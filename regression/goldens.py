@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from properties.problem import AttentionProblem
+from properties.helpers.problems import AttentionProblem
 
 
 @cache

@@ -28,8 +28,8 @@ from hypothesis import settings
 
 import properties
 from attention import blockwise_scaled_dot_product_self_attention, scaled_dot_product_self_attention
-from properties.implementation import Implementation
-from properties.loading import load_function
+from properties.helpers.implementations import Implementation
+from properties.helpers.loading import load_function
 from regression.benchmarking import blas_info, record_median
 
 pytestmark = pytest.mark.benchmark  # measurements, not laws: attention-check leaves them out
@@ -200,7 +200,7 @@ def test_benchmark_law_examples_per_second(benchmark: Any, law: Any) -> None:
 
 def test_benchmark_attention_check(benchmark: Any, tmp_path: Path) -> None:
     """Wall time of `attention-check --only hygiene,golden` on the reference, in a subprocess as a user runs it."""
-    command = [sys.executable, "-m", "properties.cli", "--only", "hygiene,golden", "--profile", "dev"]
+    command = [sys.executable, "-m", "properties.checker.cli", "--only", "hygiene,golden", "--profile", "dev"]
 
     def run() -> int:
         return subprocess.run(command, cwd=tmp_path, capture_output=True, check=False).returncode

@@ -9,12 +9,12 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from properties import broken as b
-from properties.checks import assert_at_most
-from properties.implementation import Implementation
-from properties.meta import assert_law_fails
-from properties.problem import AttentionProblem
-from properties.strategies import (
+from properties.catalogues import mistakes as b
+from properties.helpers.checks import assert_at_most
+from properties.helpers.implementations import Implementation
+from properties.helpers.meta import assert_law_fails
+from properties.helpers.problems import AttentionProblem
+from properties.helpers.strategies import (
     TWO_SLABS_N,
     attention_problems,
     dimensions,
@@ -22,7 +22,7 @@ from properties.strategies import (
     long_sequence_example,
     long_sequence_problems,
 )
-from properties.tolerances import dtype_of
+from properties.helpers.tolerances import dtype_of
 from regression.exact import self_attention_exact, to_decimal, to_float
 
 pytestmark = pytest.mark.semantics
@@ -85,7 +85,7 @@ def test_output_agrees_with_a_50_digit_computation_catches(bug: object) -> None:
 def exact_columns(problem: AttentionProblem, scaled: bool, columns: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Columns `columns` of X' and of attentions to ~1e-45 relative, from a 50-digit computation restricted to
     those queries (the keys and values of every input still enter). Cached by problem object: a replayed
-    example (properties/test_correct.py) is computed once."""
+    example (tests/catalogues/test_correct.py) is computed once."""
     queries = problem.with_columns(np.asarray(columns, dtype=np.intp))
     X_prime, attentions = self_attention_exact(
         *(to_decimal(a.tolist()) for a in problem.arrays()), scaled=scaled, queries=to_decimal(queries.X.tolist())

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from properties import broken as b
-from properties.checks import assert_close
-from properties.implementation import Implementation
-from properties.meta import assert_law_fails
+from properties.catalogues import mistakes as b
+from properties.helpers.checks import assert_close
+from properties.helpers.implementations import Implementation
+from properties.helpers.meta import assert_law_fails
 from regression.goldens import load, notebook_12_1_problem
 
 pytestmark = pytest.mark.golden

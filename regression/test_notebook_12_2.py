@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from properties import broken as b
-from properties.checks import assert_close
-from properties.implementation import Multihead
-from properties.meta import assert_law_fails
-from properties.problem import ARGUMENT_ORDER, MultiheadProblem
-from properties.tolerances import epsilon_of, multihead_error
+from properties.catalogues import mistakes as b
+from properties.helpers.checks import assert_close
+from properties.helpers.implementations import Multihead
+from properties.helpers.meta import assert_law_fails
+from properties.helpers.problems import ARGUMENT_ORDER, MultiheadProblem
+from properties.helpers.tolerances import epsilon_of, multihead_error
 from regression.goldens import load
 
 pytestmark = pytest.mark.golden

@@ -43,8 +43,11 @@ FILES = (
 # `pytest properties` in two steps, the false-alarm test (which runs every law on the reference's blockwise path
 # too) first: the same tests, in an order that stops sooner at a killed mutant. Steps are joined by " && ".
 OPTIONS = "-x -q -p no:cacheprovider --hypothesis-seed=0"
+# The battery's own tests moved to tests/ (the false-alarm test, the registry, the checker, the strategies) run too.
+BATTERY = "properties tests/catalogues tests/checker tests/helpers"
 COMMAND = (
-    f"pytest properties/test_correct.py {OPTIONS} && pytest properties {OPTIONS} --deselect properties/test_correct.py"
+    f"pytest tests/catalogues/test_correct.py {OPTIONS} && pytest {BATTERY} {OPTIONS} "
+    "--deselect tests/catalogues/test_correct.py"
 )
 
 # Survivors judged equivalent: no input can tell them from the original, by (file, the mutated line as printed).

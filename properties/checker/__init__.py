@@ -1,0 +1,1 @@
+"""The checker: attention-check (CLI), grading, verdicts, reports, diagnosis and notebook extraction."""

@@ -1,0 +1,232 @@
+"""attention-check: run the battery on implementations, notebooks or folders of them; one verdict per law."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from properties.checker.grading import (
+    BAD_EXPRESSION,
+    Graded,
+    Options,
+    Subject,
+    convention_arguments,
+    grade,
+    jobs_for,
+    rows,
+)
+from properties.helpers.options import ARRAYS, CATEGORIES, CONVENTIONS, DTYPES, LAYOUTS, PROFILES
+
+TIMEOUTS = {"dev": 300.0, "ci": 900.0, "thorough": 3600.0}  # default seconds per file, by profile
+
+
+def law_title(law: str) -> str:
+    return law.removeprefix("test_").replace("_", " ")
+
+
+def rerun(law: dict[str, Any], subject: Subject, convention: Sequence[str] = ()) -> str:
+    """The pytest command that reruns one law on the subject (in its calling convention)."""
+    option = {"softmax": "--softmax", "multihead": "--multihead"}.get(subject.kind)
+    under_test = f"{option} '{subject.target}'" if option else f"--impl '{subject.target}' --impl-kind {subject.kind}"
+    command = f"pytest --pyargs {law['module']} -p properties.plugin -k {law['law']} {under_test}"
+    return " ".join([command, *convention])
+
+
+def print_subject(subject: Subject) -> None:
+    print(f"\n{subject.function}: {subject.target} ({subject.kind}): {subject.state}")
+    if subject.error:
+        print(f"  ERROR  {subject.error}")
+    for category in CATEGORIES:
+        laws = [law for law in subject.laws if law["category"] == category]
+        if laws:
+            print(f"  {category}")
+        for law in laws:
+            print(f"    {law['status']:<4}  {law_title(law['law'])}")
+            if law["reason"] and law["status"] != "PASS":
+                print(f"          {law['reason']}")
+            if law["status"] == "FAIL" and law["diagnosis"]:
+                print(f"          diagnosis: {law['diagnosis']}")
+    if subject.laws:
+        counts = {status: sum(law["status"] == status for law in subject.laws) for status in ("PASS", "FAIL", "SKIP")}
+        print(f"  {counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['SKIP']} SKIP")
+
+
+def print_details(subject: Subject, convention: Sequence[str] = ()) -> None:
+    for law in subject.laws:
+        if law["status"] != "FAIL":
+            continue
+        print(f"\n--- FAIL {law_title(law['law'])}  [{law['category']}; {law['module']}; {subject.function}]")
+        if law["statement"]:
+            print(f"law: {law['statement']}")
+        print(law["details"])
+        if law["diagnosis"]:
+            print(f"diagnosis: {law['diagnosis']}")
+        example = law["counterexample"]
+        if example and "N" in example:
+            print(f"counterexample: D={example['D']}, D_q={example['D_q']}, D_v={example['D_v']}, N={example['N']}")
+        if law["reproduce"]:
+            print("reproduce: save the lines between the markers as a .py file, run it with python from this directory")
+            print(f"# --- begin ---\n{law['reproduce']}\n# --- end ---")
+        print(f"or rerun the law: {rerun(law, subject, convention)}")
+
+
+def print_summary(graded: Sequence[Graded]) -> None:
+    table = [{k: v for k, v in row.items() if k not in ("failed_laws", "error")} for row in rows(graded)]
+    for row, file in zip(table, (r for r in rows(graded)), strict=True):
+        row["diagnosis"] = (row["diagnosis"] or file["error"]).split("\n")[0][:100]
+    columns = ["file", "function", "state", "verdict", *CATEGORIES, "diagnosis"]
+    widths = {c: max(len(c), *(len(r[c]) for r in table)) for c in columns[:-1]}
+    print("\n" + "  ".join(c.ljust(widths.get(c, 0)) for c in columns).rstrip())
+    for row in table:
+        print("  ".join(row[c].ljust(widths.get(c, 0)) for c in columns).rstrip())
+
+
+def write_csv(graded: Sequence[Graded], path: Path) -> None:
+    table = list(rows(graded))
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(table[0]) if table else ["file"])
+        writer.writeheader()
+        writer.writerows(table)
+
+
+def as_json(graded: Sequence[Graded], options: Options) -> dict[str, Any]:
+    runs: list[dict[str, Any]] = []
+    for file in graded:
+        for subject in file.subjects:
+            runs.append(
+                {"file": file.file, "function": subject.function, "target": subject.target, "kind": subject.kind,
+                 "state": subject.state, "verdict": subject.verdict, "error": subject.error, "laws": subject.laws}
+            )  # fmt: skip
+        if not file.subjects:
+            runs.append({"file": file.file, "function": None, "verdict": "FAIL", "error": file.error, "laws": []})
+    return {
+        "verdict": "FAIL" if any(file.verdict == "FAIL" for file in graded) else "PASS",
+        "profile": options.profile,
+        "seed": options.seed,
+        "only": list(options.only),
+        "files": [{"file": file.file, "verdict": file.verdict, "error": file.error} for file in graded],
+        "runs": runs,
+    }
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="attention-check",
+        description="Check self-attention implementations, filled-in copies of notebook 12.1, or folders of "
+        "them, against the laws of self-attention and the notebook's golden values.",
+    )
+    p.add_argument(
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="notebooks (.ipynb), .py files (each with the notebook's three functions), folders (searched for "
+        "notebooks), or TARGETs package.module:function / path/to/file.py:function (default: the bundled reference)",
+    )
+    p.add_argument("--kind", choices=("scaled", "unscaled"), default="scaled", help="of a TARGET: eq. 12.9 or 12.8")
+    p.add_argument("--profile", choices=PROFILES, default="dev", help="hypothesis profile")
+    p.add_argument("--seed", type=int, default=None, help="explore with this seed (default: derandomised)")
+    p.add_argument("--only", default="", metavar="CATEGORIES", help="comma-separated subset of " + ",".join(CATEGORIES))
+    p.add_argument(
+        "-k",
+        dest="laws",
+        default="",
+        metavar="EXPRESSION",
+        help="only the laws whose test function names match this pytest -k expression, e.g. -k doubling",
+    )
+    p.add_argument("--square", action="store_true", help="draw only D_q = D_v = D (the notebook's setting)")
+    p.add_argument("--softmax", default=None, metavar="TARGET", help="with a TARGET: also check this column softmax")
+    p.add_argument("--multihead", default=None, metavar="TARGET", help="with a TARGET: also check this multi-head")
+    p.add_argument(
+        "--convention",
+        choices=CONVENTIONS,
+        default="notebook",
+        help="of a TARGET: notebook, f(X, omega_v, ..., beta_k); sdpa, f(query, key, value, ...) on rows",
+    )
+    p.add_argument("--layout", choices=LAYOUTS, default=None, help="sdpa: axis order of q, k, v (default BHLE)")
+    p.add_argument("--array", choices=ARRAYS, default=None, help="sdpa: numpy (default), torch or jax arrays")
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="sdpa: dtype of q, k, v (default float64)")
+    p.add_argument(
+        "--strict-conventions",
+        action="store_true",
+        help="let a FAIL in the conventions category (a query that sees no key) fail the verdict too",
+    )
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="files graded at once (default: cores)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per file (default: 300, ci 900, thorough 3600)")
+    p.add_argument("--memory", type=int, default=4096, metavar="MB", help="heap limit per file (default 4096)")
+    p.add_argument("--json", default=None, metavar="FILE", help="write every verdict, per law, as JSON")
+    p.add_argument("--csv", default=None, metavar="FILE", help="write one row per (file, function) as CSV")
+    p.add_argument("--list", action="store_true", help="list every law, its category and the mistakes it catches")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.list:
+        from properties.catalogues.registry import catalogue_text  # imports the laws: only when asked
+
+        print(catalogue_text())
+        return 0
+    only = tuple(c.strip() for c in args.only.split(",") if c.strip())
+    unknown = sorted(set(only) - set(CATEGORIES))
+    if unknown:
+        parser().error(f"--only: unknown categories {unknown}; choose from {', '.join(CATEGORIES)}")
+    jobs, missing = jobs_for(args.paths)
+    if missing:
+        parser().error(f"not a notebook, .py file, folder or TARGET: {', '.join(missing)}")
+    if not jobs:
+        parser().error(f"no notebooks found in {', '.join(args.paths)}")
+    if (args.softmax or args.multihead) and not all(job.target for job in jobs):
+        parser().error("--softmax and --multihead go with a TARGET, not with notebooks")
+    options = Options(
+        profile=args.profile, seed=args.seed, only=only, laws=args.laws, square=args.square,
+        timeout=args.timeout or TIMEOUTS[args.profile], memory_mb=args.memory, kind=args.kind,
+        softmax=args.softmax and jobs_for([args.softmax])[0][0].target,
+        multihead=args.multihead and jobs_for([args.multihead])[0][0].target,
+        convention=convention_arguments(args.convention, layout=args.layout, array=args.array, dtype=args.dtype),
+    )  # fmt: skip
+    seed = "derandomised" if args.seed is None else f"seed {args.seed}"
+    print(f"attention-check: {len(jobs)} file(s); profile {args.profile}, {seed}" + (f"; only {', '.join(only)}"
+          if only else "") + (f"; laws matching {args.laws!r}" if args.laws else ""))  # fmt: skip
+
+    def progress(graded: Graded) -> None:
+        if len(jobs) > 1:
+            print(f"  graded {graded.file}: {graded.verdict}", file=sys.stderr, flush=True)
+
+    graded = grade(jobs, options, args.jobs, progress)
+    ran = [subject for file in graded for subject in file.subjects if subject.state == "implemented"]
+    if args.laws and ran and all(BAD_EXPRESSION in subject.error for subject in ran):
+        print(f"attention-check: -k {args.laws!r} is {BAD_EXPRESSION}")
+        return 2
+    if args.laws and ran and not any(subject.laws for subject in ran):
+        print(f"attention-check: -k {args.laws!r} matched no law (attention-check --list names them)")
+        return 2
+    if args.strict_conventions:
+        for subject in (subject for file in graded for subject in file.subjects):
+            subject.uncounted = ()
+    if len(graded) == 1:
+        file = graded[0]
+        if file.error:
+            print(f"\n{file.file}: {file.error}")
+        for subject in file.subjects:
+            print_subject(subject)
+        for subject in file.subjects:
+            print_details(subject, options.convention)
+    print_summary(graded)
+    if args.csv:
+        write_csv(graded, Path(args.csv))
+    if args.json:
+        Path(args.json).write_text(json.dumps(as_json(graded, options), indent=1) + "\n")
+    failed = sum(file.verdict == "FAIL" for file in graded)
+    print(f"\nattention-check: {'FAIL' if failed else 'PASS'}" + (f" ({failed} of {len(graded)} files fail)"
+          if len(graded) > 1 else ""))  # fmt: skip
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,277 @@
+"""Diagnosis, measured: which known mistake (properties/catalogues/mistakes/) an implementation's output agrees with.
+
+On the law's counterexample and on two probe problems whose sizes keep every candidate scale apart
+(sqrt(D), sqrt(D_q), D_q, sqrt(D_v), 2 and 1 all differ, and one has the notebook's N = 3, the other not),
+the implementation's output is compared with each mistake's and with the correct answer's. A mistake is
+named when it agrees with the implementation on every problem (both raise, or both return results that
+agree within tolerance) while the correct answer disagrees on at least one. Nothing matching: no diagnosis.
+
+Tolerance: every candidate is an ordinary evaluation of self-attention with a logit scale of at most 1
+(or a column softmax of the same logits), so twice the largest forward-error bound of tolerances.error_bounds
+at scale 1 (resp. tolerances.softmax_error) covers both evaluations compared; the mistakes differ from each
+other by O(1) on the probes, many orders above it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from properties.catalogues import mistakes as b
+from properties.checker.report import first_problem
+from properties.helpers.implementations import Implementation, Result
+from properties.helpers.problems import AttentionProblem
+from properties.helpers.tolerances import FLOAT64_EPS, error_bounds, softmax_error
+
+Array = NDArray[np.float64]
+EQ_12_9 = "eq. 12.9 scales by 1/sqrt(D_q) = 1/sqrt(omega_q.shape[0])"
+NOTEBOOK_SOFTMAX = "the notebook's softmax_cols"
+OVERFLOW = (
+    "overflows as the notebook's softmax_cols does (exp of a logit above ~709 is inf): subtract each column's "
+    "maximum before exponentiating"
+)
+
+OVERFLOW_ALONE = (
+    "returns inf or NaN where the exact answer is finite: an overflow (exp of a logit above ~709 is inf); "
+    "subtract each column's maximum before exponentiating"
+)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """A known mistake that the implementation's output agrees with, and what to tell the student."""
+
+    mistake: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Mistake:
+    function: Callable[..., Any]
+    message: str
+    kinds: tuple[str, ...] = ("scaled",)
+
+
+MISTAKES = (
+    Mistake(b.scale_by_sqrt_D, f"matches attention scaled by 1/sqrt(D) = 1/sqrt(X.shape[0]); {EQ_12_9}"),
+    Mistake(b.scale_by_sqrt_D_v, f"matches attention scaled by 1/sqrt(D_v) = 1/sqrt(omega_v.shape[0]); {EQ_12_9}"),
+    Mistake(b.scale_by_D_q, "matches attention scaled by 1/D_q; eq. 12.9 scales by 1/sqrt(D_q), its square root"),
+    Mistake(b.not_scaled, f"matches unscaled attention softmax(K^T Q) (eq. 12.8): the scale is missing; {EQ_12_9}"),
+    Mistake(
+        b.scale_hard_coded,
+        "matches attention scaled by 1/2 whatever the sizes: a hard-coded sqrt(4) (the "
+        "notebook's D_q); use sqrt(omega_q.shape[0])",
+    ),
+    Mistake(
+        b.scaled_by_sqrt_D_q,
+        "matches scaled attention (eq. 12.9); self_attention is eq. 12.8, softmax(K^T Q) with no scale",
+        ("unscaled",),
+    ),
+    Mistake(
+        b.softmax_over_rows,
+        "matches attention with the softmax over each row (axis=1); eq. 12.5 normalises "
+        "each column, over the keys (axis=0)",
+        ("scaled", "unscaled"),
+    ),
+    Mistake(
+        b.softmax_over_whole_matrix,
+        "matches attention with one softmax over the whole N x N matrix; eq. 12.5 "
+        "normalises each column separately (axis=0)",
+        ("scaled", "unscaled"),
+    ),
+    Mistake(
+        b.transposed_logits,
+        "your logits look transposed: the output matches Q^T K; the logits are K^T Q "
+        "(keys.T @ queries), one column per query",
+        ("scaled", "unscaled"),
+    ),
+    Mistake(
+        b.attentions_transposed_in_output,
+        "matches X' = V A^T; eq. 12.6 is X' = V A (values @ attentions)",
+        ("scaled", "unscaled"),
+    ),
+    Mistake(
+        b.keys_from_query_weights,
+        "matches attention with the keys computed from omega_q; the keys are K = omega_k X + beta_k (eq. 12.7)",
+    ),
+    Mistake(
+        b.values_without_bias,
+        "matches attention without the value bias; V = omega_v X + beta_v (eq. 12.2)",
+        ("scaled", "unscaled"),
+    ),
+    Mistake(
+        b.queries_without_bias,
+        "matches attention without the query bias; Q = omega_q X + beta_q (eq. 12.7)",
+        ("scaled", "unscaled"),
+    ),
+    Mistake(
+        b.without_biases,
+        "matches attention with no biases at all; add beta_v, beta_q and beta_k (eqs. 12.2, 12.7)",
+        ("scaled", "unscaled"),
+    ),
+    Mistake(
+        b.query_bias_on_keys,
+        "matches attention with beta_q and beta_k swapped: the queries take beta_q, the keys beta_k (eq. 12.7)",
+    ),
+    Mistake(
+        b.bias_tiled_for_three_inputs,
+        "right for N = 3 only (the notebook's N): a hard-coded 3, e.g. "
+        "np.tile(beta, 3) or np.ones((1, 3)); let broadcasting add beta to every column",
+        ("scaled", "unscaled"),
+    ),
+    Mistake(b.notebook_softmax, OVERFLOW, ("scaled", "unscaled")),
+)
+SOFTMAX_MISTAKES = (
+    Mistake(
+        b.row_softmax,
+        "matches a softmax over each row (axis=1); softmax_cols normalises each column (axis=0)",
+    ),
+    Mistake(
+        b.softmax_over_all_entries,
+        "matches one softmax over the whole matrix; softmax_cols normalises each column separately (axis=0)",
+    ),
+    Mistake(b.notebook_softmax_cols, OVERFLOW),
+)
+
+
+def _probe(seed: int, D: int, D_q: int, D_v: int, N: int) -> AttentionProblem:
+    rng = np.random.default_rng(seed)
+    shapes = [(D, N), (D_v, D), (D_q, D), (D_q, D), (D_v, 1), (D_q, 1), (D_q, 1)]
+    return AttentionProblem(*(rng.uniform(-1.0, 1.0, size=shape) for shape in shapes))
+
+
+PROBES = (_probe(1, D=3, D_q=5, D_v=2, N=4), _probe(2, D=2, D_q=3, D_v=6, N=3))
+SOFTMAX_PROBE = np.random.default_rng(3).uniform(-3.0, 3.0, size=(4, 3))
+
+
+def _unscaled(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A scaled mistake as its unscaled (eq. 12.8) form: the queries multiplied by sqrt(D_q) cancel its scale.
+    Only for mistakes in which the queries (omega_q, beta_q) enter the logits linearly and nowhere else."""
+
+    def unscaled(X: Array, omega_v: Array, omega_q: Array, omega_k: Array, *biases: Array) -> Any:
+        c = np.sqrt(omega_q.shape[0])
+        beta_v, beta_q, beta_k = biases
+        return function(X, omega_v, c * omega_q, omega_k, beta_v, c * beta_q, beta_k)
+
+    return unscaled
+
+
+def _agree(one: NDArray[Any] | None, other: NDArray[Any] | None, tolerance: float) -> bool:
+    if one is None or other is None:
+        return True  # X' only: nothing to compare
+    if one.shape != other.shape:
+        return False
+    one, other = np.asarray(one, dtype=np.float64), np.asarray(other, dtype=np.float64)
+    finite = np.isfinite(one)
+    if not np.array_equal(finite, np.isfinite(other)):
+        return False
+    infinite = np.isinf(one)
+    if not np.array_equal(np.isnan(one), np.isnan(other)) or not np.array_equal(one[infinite], other[infinite]):
+        return False
+    with np.errstate(invalid="ignore", over="ignore"):
+        return bool(np.all(np.abs(one[finite] - other[finite]) <= tolerance))
+
+
+Outcome = Result | type[BaseException]
+
+
+def _outcome(implementation: Implementation, problem: AttentionProblem) -> Outcome:
+    try:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return implementation(problem)
+    except Exception as error:
+        return type(error)
+
+
+def _same(one: Outcome, other: Outcome, problem: AttentionProblem) -> bool:
+    if not isinstance(one, Result) or not isinstance(other, Result):
+        return not isinstance(one, Result) and not isinstance(other, Result)
+    bounds = error_bounds(problem, 1.0, max(one.eps, other.eps))
+    with np.errstate(over="ignore", invalid="ignore"):
+        x_tolerance, a_tolerance = 2 * float(np.max(bounds.x_prime)), 2 * float(np.max(bounds.attentions))
+    return _agree(one.X_prime, other.X_prime, x_tolerance) and _agree(one.attentions, other.attentions, a_tolerance)
+
+
+def diagnose_attention(implementation: Implementation, problem: AttentionProblem | None) -> Diagnosis | None:
+    """The first mistake of MISTAKES that the implementation agrees with on every probe, where the correct
+    answer does not; None when there is none."""
+    problems = ([problem] if problem is not None else []) + list(PROBES)
+    observed = [_outcome(implementation, p) for p in problems]
+    correct = b.scaled_by_sqrt_D_q if implementation.kind == "scaled" else b.not_scaled
+    reference = Implementation(correct, implementation.kind)
+    if all(_same(o, _outcome(reference, p), p) for o, p in zip(observed, problems, strict=True)):
+        return None
+    for mistake in MISTAKES:
+        if implementation.kind not in mistake.kinds:
+            continue
+        function = mistake.function if implementation.kind == "scaled" else _unscaled(mistake.function)
+        if mistake.function is b.scaled_by_sqrt_D_q:
+            function = mistake.function
+        candidate = Implementation(function, implementation.kind)
+        if all(_same(o, _outcome(candidate, p), p) for o, p in zip(observed, problems, strict=True)):
+            return Diagnosis(mistake.function.__name__, mistake.message)
+    if problem is not None and _overflows(observed[0], _outcome(reference, problem)):
+        return Diagnosis("overflow", OVERFLOW_ALONE)
+    return None
+
+
+def _overflows(observed: Outcome, correct: Outcome) -> bool:
+    """Whether the implementation returned inf or NaN where the correct answer is finite."""
+    if not isinstance(observed, Result) or not isinstance(correct, Result):
+        return False
+    pairs = [(observed.X_prime, correct.X_prime), (observed.attentions, correct.attentions)]
+    return any(
+        mine is not None
+        and right is not None
+        and mine.shape == right.shape
+        and bool(np.isfinite(right).all())
+        and not np.isfinite(mine).all()
+        for mine, right in pairs
+    )
+
+
+def _softmax_outcome(softmax: Callable[[Array], Any], data: Array) -> Array | type[BaseException]:
+    try:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return np.asarray(softmax(data.copy()), dtype=np.float64)
+    except Exception as error:
+        return type(error)
+
+
+def diagnose_softmax(softmax: Callable[[Array], Any], data: Array | None) -> Diagnosis | None:
+    """As diagnose_attention, for a column softmax on the law's logits and one probe matrix."""
+    inputs = ([np.asarray(data, dtype=np.float64)] if data is not None else []) + [SOFTMAX_PROBE]
+    observed = [_softmax_outcome(softmax, x) for x in inputs]
+
+    def same(one: Array | type[BaseException], other: Array | type[BaseException], x: Array) -> bool:
+        if not isinstance(one, np.ndarray) or not isinstance(other, np.ndarray):
+            return not isinstance(one, np.ndarray) and not isinstance(other, np.ndarray)
+        return _agree(one, other, 2 * float(np.max(softmax_error(x, FLOAT64_EPS), initial=0.0)))
+
+    if all(same(o, _softmax_outcome(b.stable_softmax, x), x) for o, x in zip(observed, inputs, strict=True)):
+        return None
+    for mistake in SOFTMAX_MISTAKES:
+        if all(same(o, _softmax_outcome(mistake.function, x), x) for o, x in zip(observed, inputs, strict=True)):
+            return Diagnosis(mistake.function.__name__, mistake.message)
+    return None
+
+
+def diagnose(arguments: Mapping[str, Any]) -> Diagnosis | None:
+    """The diagnosis of a law's failing call from its keyword arguments (see the module docstring)."""
+    try:
+        implementation = arguments.get("implementation")
+        if isinstance(implementation, Implementation):
+            return diagnose_attention(implementation, first_problem(dict(arguments)))
+        softmax = arguments.get("softmax")
+        if softmax is not None:
+            data = arguments.get("data")
+            return diagnose_softmax(softmax, data if isinstance(data, np.ndarray) else None)
+    except Exception:  # the implementation under test may do anything; a diagnosis is optional
+        return None
+    return None

@@ -1,0 +1,407 @@
+"""Grade many files: each notebook, .py file or TARGET in its own worker process, several at once.
+
+The parent (`grade`) hands each file to `python -m properties.checker.grading JOB RESULT`, with a time limit,
+and reads back one verdict per law for each function of the file. The worker limits its own memory and
+output, finds the functions (a template or missing function costs no run of the battery), and runs the
+battery in-process, once per function, with properties.checker.verdicts recording the laws.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Generator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import Phase, Verbosity, settings
+
+from properties.helpers.options import CATEGORIES, PROFILES, SDPA_REFERENCE_TARGET
+
+NOTEBOOK_FUNCTIONS = {"softmax_cols": "softmax", "self_attention": "unscaled",
+                      "scaled_dot_product_self_attention": "scaled"}  # fmt: skip
+REFERENCE = "attention"  # the job that checks the bundled reference (attention-check without PATH)
+SOFTMAX_OVERFLOW_LAW = "test_softmax_is_finite_for_every_finite_input"
+BAD_EXPRESSION = "not a pytest -k expression (names joined by and, or, not, with parentheses)"
+OUTPUT_LIMIT_MB = 64  # what a file may print (its worker is stopped beyond)
+# No explain phase: it reruns a failing law many times for a note that the report does not use.
+CHECK_PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
+
+
+@dataclass
+class Options:
+    """How to grade: the hypothesis profile and seed, the categories, and the limits per file."""
+
+    profile: str = "dev"
+    seed: int | None = None  # None: derandomised (the same verdicts on every run)
+    only: tuple[str, ...] = ()
+    laws: str = ""  # a pytest -k expression: only the laws it matches
+    square: bool = False
+    timeout: float = 300.0
+    memory_mb: int = 4096  # enough for a JIT runtime such as jax's XLA under the whole battery
+    kind: str = "scaled"  # of a single TARGET
+    softmax: str | None = None
+    multihead: str | None = None
+    convention: tuple[str, ...] = ()  # --convention sdpa and its --layout/--array/--dtype, as pytest arguments
+
+
+def convention_arguments(convention: str, **choices: str | None) -> tuple[str, ...]:
+    """The pytest arguments of a calling convention: () for the notebook's, else --convention and its choices."""
+    if convention == "notebook":
+        given = [f"--{name}" for name, value in choices.items() if value]
+        if given:
+            raise SystemExit(f"attention-check: {', '.join(given)} need --convention sdpa")
+        return ()
+    return ("--convention", convention, *(f"--{name}={value}" for name, value in choices.items() if value))
+
+
+@dataclass
+class Subject:
+    """One function of a file under test, its state and its verdicts."""
+
+    function: str
+    target: str
+    kind: str  # scaled, unscaled, softmax or multihead
+    state: str = "implemented"  # or template, missing, raises on import: ..., reads a notebook global D
+    calls_softmax_cols: bool = False
+    laws: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+    done: bool = False
+    # Categories whose FAILs are reported but do not fail the verdict: another convention for a query that sees
+    # no key is a choice, not a mistake (README, "Positions, masks ..."); --strict-conventions counts them.
+    uncounted: tuple[str, ...] = ("conventions",)
+
+    @property
+    def verdict(self) -> str:
+        failed = (
+            self.state != "implemented"
+            or self.error
+            or any(law["status"] == "FAIL" and law["category"] not in self.uncounted for law in self.laws)
+        )
+        return "FAIL" if failed else "PASS"
+
+    def category(self, category: str) -> str:
+        """FAIL, PASS or SKIP for one category (FAIL > PASS > SKIP); "-" when none of its laws ran."""
+        statuses = {law["status"] for law in self.laws if law["category"] == category}
+        return next((s for s in ("FAIL", "PASS", "SKIP") if s in statuses), "-")
+
+
+@dataclass
+class Graded:
+    """One file (or TARGET) and what became of its functions."""
+
+    file: str
+    subjects: list[Subject] = field(default_factory=list)
+    error: str = ""  # the worker's: timeout, memory, crash, output
+    printed_bytes: int = 0
+
+    @property
+    def verdict(self) -> str:
+        return "FAIL" if self.error or any(s.verdict == "FAIL" for s in self.subjects) else "PASS"
+
+
+# ---------------------------------------------------------------------------------------------- the worker
+
+
+def subjects_of_file(path: Path) -> list[Subject]:
+    from properties.checker.notebook import extract, global_message, load_notebook_function
+
+    extraction = extract(path)
+    subjects = []
+    for name, kind in NOTEBOOK_FUNCTIONS.items():
+        state = extraction.status[name]
+        subject = Subject(name, f"{path}:{name}", kind, state, extraction.calls_softmax_cols.get(name, False))
+        if state.startswith("reads a notebook global"):
+            subject.error = global_message(extraction.globals_read[name])
+        elif state in ("template", "missing"):
+            subject.error = "still the notebook's template" if state == "template" else "not defined in the file"
+        elif state == "implemented":
+            try:
+                load_notebook_function(path, name)
+            except Exception as error:
+                subject.state = f"raises on import: {type(error).__name__}: {error}"
+        subjects.append(subject)
+    return subjects
+
+
+def subjects_of_target(job: dict[str, Any]) -> list[Subject]:
+    from properties.helpers.loading import load_function
+
+    if job["target"] == REFERENCE and job["convention"]:
+        return [Subject("sdpa_kernel", SDPA_REFERENCE_TARGET, job["kind"])]
+    if job["target"] == REFERENCE:
+        function = "scaled_dot_product_self_attention" if job["kind"] == "scaled" else "self_attention"
+        return [
+            Subject(function, f"attention:{function}", job["kind"]),
+            Subject("softmax_cols", "attention:softmax_cols", "softmax"),
+            Subject("multihead_scaled_self_attention", "attention:multihead_scaled_self_attention", "multihead"),
+        ]
+    subjects = [Subject(job["target"].rpartition(":")[2], job["target"], job["kind"])]
+    subjects += [Subject(t.rpartition(":")[2], t, kind) for kind in ("softmax", "multihead") if (t := job[kind])]
+    for subject in subjects:
+        try:
+            load_function(subject.target)
+        except Exception as error:
+            missing = isinstance(error, ValueError) and "has no attribute" in str(error)
+            subject.state = "missing" if missing else f"raises on import: {type(error).__name__}: {error}"
+    return subjects
+
+
+class KeepSubjects:
+    """Deselects every law that checks none of the given fixtures (implementation, softmax, multihead)."""
+
+    def __init__(self, fixtures: set[str]) -> None:
+        self.fixtures = fixtures
+
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        from properties.checker.verdicts import subject_of
+
+        keep = [item for item in items if subject_of(item) in self.fixtures]
+        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        items[:] = keep
+
+
+FIXTURE = {"scaled": "implementation", "unscaled": "implementation", "softmax": "softmax", "multihead": "multihead"}
+
+
+def _battery(subjects: list[Subject], job: dict[str, Any], scratch: Path) -> None:
+    """Run the battery once on these subjects (at most one per fixture) and give each its laws."""
+    from properties.checker.verdicts import VerdictRecorder
+
+    ini = scratch / "pytest.ini"
+    ini.write_text("[pytest]\n")
+    selection = "not meta and not benchmark"
+    if job["only"]:
+        selection += " and (" + " or ".join(job["only"]) + ")"
+    arguments = [
+        "--pyargs", "properties", "regression", "-p", "properties.plugin", "-p", "properties.checker.verdicts",
+        "-p", "no:cacheprovider",
+        "-c", str(ini), "--rootdir", str(scratch), "-q", "-s", "--no-header", "--tb=short", "--benchmark-skip",
+        "-W", "ignore::pytest.PytestAssertRewriteWarning",
+        "-m", selection, "--hypothesis-profile", job["profile"],
+    ]  # fmt: skip
+    for subject in subjects:
+        if subject.kind in ("scaled", "unscaled"):
+            arguments += ["--impl", subject.target, "--impl-kind", subject.kind]
+        else:
+            arguments += [f"--{subject.kind}", subject.target]
+    if job["laws"]:
+        arguments += ["-k", job["laws"]]
+    if job["seed"] is not None:
+        arguments += ["--hypothesis-seed", str(job["seed"])]
+    if job["square"]:
+        arguments.append("--square")
+    arguments += job["convention"]
+    # Under a row convention the implementation is also the `kernel` of the row-convention laws.
+    fixtures = {kind: {FIXTURE[kind], "kernel"} if job["convention"] and kind in ("scaled", "unscaled") else
+                {FIXTURE[kind]} for kind in FIXTURE}  # fmt: skip
+    recorder = VerdictRecorder()
+    code = pytest.main(arguments, plugins=[recorder, KeepSubjects(set().union(*(fixtures[s.kind] for s in subjects)))])
+    for subject in subjects:
+        subject.laws = [law for law in recorder.laws.values() if law["subject"] in fixtures[subject.kind]]
+        subject.done = True
+        if code == pytest.ExitCode.USAGE_ERROR and job["laws"]:
+            subject.error = f"-k {job['laws']!r}: {BAD_EXPRESSION}"
+        elif code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED):
+            subject.error = f"the battery could not run (pytest exit {int(code)})"
+            print(f"attention-check: the battery could not run on {subject.target} (pytest exit {int(code)})")
+
+
+def _note_softmax_overflow(subjects: list[Subject]) -> None:
+    """Where softmax_cols overflows, say so on the overflow rows of the functions that call it."""
+    softmax = next((s for s in subjects if s.kind == "softmax" and s.function == "softmax_cols"), None)
+    if softmax is None or not any(law["law"] == SOFTMAX_OVERFLOW_LAW and law["status"] == "FAIL"
+                                  for law in softmax.laws):  # fmt: skip
+        return
+    for subject in subjects:
+        for law in subject.laws if subject.calls_softmax_cols else []:
+            if law["mistake"] in ("notebook_softmax", "overflow"):
+                law["diagnosis"] = "the overflow comes from softmax_cols, which does not subtract the column maximum"
+
+
+def _limit_resources(memory_mb: int) -> None:
+    """Cap the worker's heap (RLIMIT_DATA: what it allocates, not the address space that JIT runtimes such as
+    XLA reserve without using, which RLIMIT_AS would count) and the size of what it writes."""
+    limit = memory_mb * 2**20
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    size = OUTPUT_LIMIT_MB * 2**20
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+
+
+def work(job: dict[str, Any], result: Path) -> None:
+    """The worker: grade one file (job) and write its subjects to `result` after each run of the battery."""
+    _limit_resources(job["memory_mb"])
+
+    import properties.plugin  # noqa: F401  (registers the profiles, which are made deterministic here)
+
+    # Quiet: the report is ours (counterexamples recorded from the laws' calls); hypothesis's own prints, such as
+    # the explicit example of a law that skips (25 kB for N = 600), would only bury it.
+    for name in PROFILES:
+        settings.register_profile(
+            name, settings.get_profile(name), derandomize=job["seed"] is None, database=None,
+            report_multiple_bugs=False, print_blob=False, phases=CHECK_PHASES, verbosity=Verbosity.quiet,
+        )  # fmt: skip
+    path = Path(job["path"]) if job["path"] else None
+    subjects = subjects_of_file(path) if path is not None else subjects_of_target(job)
+
+    def save() -> None:
+        result.write_text(json.dumps([asdict(s) for s in subjects]))
+
+    save()
+    ready = [s for s in subjects if s.state == "implemented" and not s.error]
+    for s in subjects:
+        s.done = s not in ready
+    sessions: list[list[Subject]] = []
+    if path is not None:  # a notebook: each function on its own
+        sessions = [[s] for s in sorted(ready, key=lambda s: list(NOTEBOOK_FUNCTIONS.values()).index(s.kind))]
+    elif ready:  # a TARGET with its --softmax and --multihead, in one run
+        sessions = [ready]
+    with tempfile.TemporaryDirectory(prefix="attention-check-") as scratch:
+        for session in sessions:
+            save()
+            _battery(session, job, Path(scratch))
+    _note_softmax_overflow(subjects)
+    save()
+
+
+# ---------------------------------------------------------------------------------------------- the parent
+
+
+@dataclass(frozen=True)
+class Job:
+    file: str  # as given or found
+    path: str | None  # a notebook or .py file, absolute
+    target: str | None  # a TARGET, absolute when a file
+
+
+def absolute_target(target: str) -> str:
+    """A file TARGET made absolute (the battery runs in a scratch directory); a module TARGET unchanged."""
+    module, sep, attribute = target.rpartition(":")
+    if sep and (module.endswith((".py", ".ipynb")) or "/" in module or "\\" in module):
+        return f"{Path(module).expanduser().resolve()}:{attribute}"
+    return target
+
+
+def jobs_for(paths: Sequence[str]) -> tuple[list[Job], list[str]]:
+    """The files to grade (folders searched recursively for notebooks), and the PATHs that name nothing."""
+    if not paths:
+        return [Job("attention (the bundled reference)", None, REFERENCE)], []
+    jobs, unknown = [], []
+    for given in paths:
+        path = Path(given).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+            jobs += [Job(str(p), str(p.resolve()), None) for p in found]
+        elif path.suffix in (".ipynb", ".py") and path.is_file():
+            jobs.append(Job(given, str(path.resolve()), None))
+        elif ":" in given and not path.exists():
+            jobs.append(Job(given, None, absolute_target(given)))
+        else:
+            unknown.append(given)
+    return jobs, unknown
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def grade_one(job: Job, options: Options) -> Graded:
+    """Grade one file in a worker process with the time, memory and output limits of `options`."""
+    graded = Graded(job.file)
+    with tempfile.TemporaryDirectory(prefix="attention-grade-") as scratch:
+        job_file, result, output = (Path(scratch) / name for name in ("job.json", "result.json", "output.txt"))
+        payload = {**asdict(options), **asdict(job), "only": list(options.only)}
+        job_file.write_text(json.dumps(payload))
+        environment = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OPENBLAS_NUM_THREADS": "1",
+                       "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
+        environment.pop("ATTENTION_IMPL", None)
+        with output.open("wb") as sink:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "properties.checker.grading", str(job_file), str(result)],
+                cwd=scratch, env=environment, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                code = process.wait(timeout=options.timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                code = None
+        graded.printed_bytes = output.stat().st_size
+        if result.exists() and result.stat().st_size:
+            with contextlib.suppress(json.JSONDecodeError):  # stopped while writing: reported unfinished below
+                graded.subjects = [Subject(**s) for s in json.loads(result.read_text())]
+        tail = output.read_bytes()[-3000:].decode(errors="replace")
+    if code is None:
+        graded.error = f"did not finish within {options.timeout:.0f} s (a loop that never ends, or far too slow?)"
+    elif code == -signal.SIGXFSZ or graded.printed_bytes >= OUTPUT_LIMIT_MB * 2**20:
+        graded.error = f"printed more than {OUTPUT_LIMIT_MB} MB; stopped"
+    elif code < 0:
+        graded.error = f"crashed the interpreter ({_signal_name(-code)})"
+    elif code != 0:
+        memory = "MemoryError" in tail
+        graded.error = (
+            f"exhausted the memory limit ({options.memory_mb} MB)" if memory else f"the checker failed:\n{tail}"
+        )
+    for subject in graded.subjects:
+        if subject.error.startswith("the battery could not run"):
+            subject.error += ":\n" + tail
+        if not subject.done and not subject.error:
+            subject.error = graded.error or "not run"
+        if any("MemoryError" in law["reason"] for law in subject.laws):
+            subject.error = subject.error or f"exhausts memory (limit {options.memory_mb} MB): MemoryError"
+    if not graded.subjects and not graded.error:
+        graded.error = "the worker reported nothing"
+    return graded
+
+
+def grade(jobs: Sequence[Job], options: Options, workers: int, progress: Callable[[Graded], None]) -> list[Graded]:
+    """Grade every job, `workers` at a time, in the order given; `progress` is called as each finishes."""
+
+    def one(job: Job) -> Graded:
+        graded = grade_one(job, options)
+        progress(graded)
+        return graded
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(one, jobs))
+
+
+def rows(graded: Sequence[Graded]) -> Generator[dict[str, str], None, None]:
+    """One row per (file, function): the CSV's columns."""
+    for file in graded:
+        subjects = file.subjects or [Subject("-", "", "-", state="not graded", error=file.error)]
+        for subject in subjects:
+            failed = [law for law in subject.laws if law["status"] == "FAIL"]
+            diagnoses = list(dict.fromkeys(law["diagnosis"] for law in failed if law["diagnosis"]))
+            yield {
+                "file": file.file,
+                "function": subject.function,
+                "state": subject.state,
+                "verdict": subject.verdict,
+                **{category: subject.category(category) for category in CATEGORIES},
+                "failed_laws": " ".join(law["law"] for law in failed),
+                "diagnosis": "; ".join(diagnoses),
+                "error": subject.error or (file.error if not file.subjects else ""),
+            }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The worker's entry point: python -m properties.checker.grading JOB RESULT."""
+    job, result = argv if argv is not None else sys.argv[1:]
+    work(json.loads(Path(job).read_text()), Path(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""The battery's names and switches, in one small module that the plugin, the CLI and the laws all import.
+
+Nothing here imports pytest's plugin or loads hypothesis profiles: importing it has no side effects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+# Every law carries one of these markers; attention-check groups its rows by them, in this order.
+CATEGORIES = ("semantics", "conventions", "robustness", "hygiene", "golden")
+MARKERS = {
+    "semantics": "a law of what self-attention computes",
+    "conventions": "choices where the mathematics leaves freedom (a query that sees no key), reported apart",
+    "robustness": "large logits, overflow, extreme inputs",
+    "hygiene": "input mutation, determinism, hidden state",
+    "golden": "stored values from the notebooks and the reference",
+    "meta": "a meta-test of the battery itself (a law must fail on a broken implementation); skipped under --impl",
+}
+
+Kind = Literal["scaled", "unscaled"]
+KINDS: tuple[Kind, ...] = ("scaled", "unscaled")
+# The bundled reference, as TARGETs for --impl.
+REFERENCE_TARGETS: dict[Kind, str] = {
+    "scaled": "attention:scaled_dot_product_self_attention",
+    "unscaled": "attention:self_attention",
+}
+SOFTMAX_REFERENCE_TARGET = "attention:softmax_cols"
+MULTIHEAD_REFERENCE_TARGET = "attention:multihead_scaled_self_attention"
+
+# Hypothesis profiles (registered by properties/plugin.py) and the largest D, D_q, D_v each draws.
+PROFILES = ("dev", "ci", "thorough")
+SIZE_LIMITS = {"dev": 5, "ci": 6, "thorough": 9}
+DEFAULT_SIZE_LIMIT = 6
+
+
+@dataclass
+class Generation:
+    """Switches for what the strategies generate; properties/plugin.py sets them from the command line."""
+
+    square: bool = False  # --square: only D_q = D_v = D, the notebook's own setting
+
+
+GENERATION = Generation()
+
+# The row convention (--convention sdpa, properties/helpers/row_convention.py): f(query, key, value, ...) on
+# (..., L, E) rows.
+CONVENTIONS = ("notebook", "sdpa")
+LAYOUTS = ("BHLE", "BLHE")  # (batch, heads, length, width) as torch; (batch, length, heads, width) as jax
+ARRAYS = ("numpy", "torch", "jax")
+DTYPES = ("float16", "bfloat16", "float32", "float64")
+SDPA_REFERENCE_TARGET = "attention.rows:scaled_dot_product_attention"

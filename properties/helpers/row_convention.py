@@ -1,0 +1,364 @@
+"""The row convention (--convention sdpa): kernels called as f(query, key, value, ...) with tokens as rows and
+batch and head axes, as torch.nn.functional.scaled_dot_product_attention, jax.nn.dot_product_attention and most
+hand-written kernels take them.
+
+An adapter, not a second battery: `SdpaImplementation` is an `Implementation` whose call builds q, k, v from the
+drawn AttentionProblem (projections in float64: q = Q^T = (omega_q X + beta_q 1^T)^T, likewise k and v), casts
+them to the dtype and array library asked for, calls the target through `call_function`, and turns its output
+back into the book's X' (D_v x N), so every law of the battery keeps its one meaning. The book's keywords map to
+the target's: mask[m, n] (key m visible to query n) becomes attn_mask / mask [n, m], causal becomes is_causal,
+bias[m, n] becomes bias [n, m] (or a float attn_mask, which torch adds to the logits). The attention matrix is
+taken from the target when it returns (out, weights), else recovered by a second call with the identity as
+values (out = weights when value = I); a target that rejects that call leaves the laws needing it skipped. A
+target that needs values as wide as the keys (jax) gets q, k, v padded with zero columns and the scale passed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import currently_in_test_context, reject
+from numpy.typing import NDArray
+
+from properties.helpers.implementations import Implementation, ImplementationFailed, Result, call_function
+from properties.helpers.options import ARRAYS, DTYPES, LAYOUTS
+from properties.helpers.problems import AttentionProblem
+from properties.helpers.tolerances import PRECISIONS, ErrorBounds, dtype_error_bounds, epsilon_of_name, fits_in_range
+
+Array = NDArray[np.float64]
+
+# The keywords of the row convention, by what they do. dropout_p is always passed as 0.0 when taken.
+MASK_KEYWORDS = ("attn_mask", "mask")
+SDPA_KEYWORDS = (*MASK_KEYWORDS, "is_causal", "scale", "bias", "dropout_p", "enable_gqa")
+# Builtins whose signature inspect cannot read: their documented keywords, by module:qualname.
+KNOWN_KEYWORDS: dict[str, frozenset[str]] = {
+    "torch._C._nn:scaled_dot_product_attention": frozenset(
+        {"attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa"}
+    ),
+}
+
+
+# Targets that take grouped key/value heads (fewer than the query heads) without a keyword, as documented.
+IMPLICIT_GROUPS = frozenset({"jax._src.nn.functions:dot_product_attention"})
+
+
+@dataclass(frozen=True)
+class Convention:
+    """How q, k, v reach the target: the axis order, the array library and the dtype."""
+
+    layout: str = "BHLE"  # (batch, heads, length, width), torch's; "BLHE" is jax's (batch, length, heads, width)
+    array: str = "numpy"
+    dtype: str = "float64"
+
+    def __post_init__(self) -> None:
+        for name, value, choices in (("layout", self.layout, LAYOUTS), ("array", self.array, ARRAYS),
+                                     ("dtype", self.dtype, DTYPES)):  # fmt: skip
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {choices}; got {value!r}")
+
+    @property
+    def eps(self) -> float:
+        return PRECISIONS[self.dtype][0]
+
+    def check_available(self) -> None:
+        """ValueError naming the missing package when the array library or the dtype cannot be used here."""
+        needs = {"torch": ("torch", '".[torch]"'), "jax": ("jax", '".[jax]"')}
+        if self.array in needs:
+            module, extra = needs[self.array]
+            if importlib.util.find_spec(module) is None:
+                raise ValueError(f"--array {self.array} needs {module}: pip install -e {extra}")
+        if self.dtype == "bfloat16" and self.array == "numpy" and importlib.util.find_spec("ml_dtypes") is None:
+            raise ValueError('--dtype bfloat16 with numpy arrays needs ml_dtypes: pip install -e ".[bfloat16]"')
+        if self.array == "jax" and self.dtype == "float64":
+            import jax
+
+            config: Any = jax.config
+            if not config.read("jax_enable_x64"):
+                raise ValueError("jax computes in float32 unless 64-bit mode is on: set JAX_ENABLE_X64=1")
+
+    def numpy_dtype(self) -> Any:
+        """The numpy dtype of self.dtype (bfloat16 from ml_dtypes)."""
+        if self.dtype == "bfloat16":
+            import ml_dtypes
+
+            return ml_dtypes.bfloat16
+        return np.dtype(self.dtype)
+
+    def rounded(self, array: Array) -> Array:
+        """`array` rounded to the dtype (to nearest) and back to float64: what the target receives, exactly."""
+        if self.array == "torch":  # torch rounds to bfloat16 itself; numpy would need ml_dtypes
+            import torch
+
+            tensor = torch.from_numpy(np.array(array, dtype=np.float64))
+            return np.asarray(tensor.to(getattr(torch, self.dtype)).to(torch.float64).numpy())
+        return np.asarray(np.asarray(array).astype(self.numpy_dtype()).astype(np.float64))
+
+    def to_target(self, array: NDArray[Any], *, cast: bool = True, laid_out: bool = True) -> Any:
+        """A (B, H, L, E) float64 (or boolean) array as the target's array: laid out, cast, in its library.
+        Masks and biases keep their (B, H, L, S) axes in every layout (laid_out=False)."""
+        if laid_out and self.layout == "BLHE" and array.ndim == 4:
+            array = np.swapaxes(array, 1, 2)
+        array = np.ascontiguousarray(array)
+        if cast and array.dtype != np.bool_:
+            array = array.astype(self.numpy_dtype()) if self.array != "torch" else array
+        if self.array == "torch":
+            import torch
+
+            tensor = torch.from_numpy(array.copy())
+            return tensor.to(getattr(torch, self.dtype)) if cast and array.dtype != np.bool_ else tensor
+        if self.array == "jax":
+            import jax.numpy as jnp
+
+            return jnp.asarray(array)
+        return array.copy()
+
+    def from_target(self, value: Any, what: str, *, laid_out: bool = True) -> tuple[Array, float]:
+        """What the target returned as a float64 (B, H, L, E) numpy array, and the epsilon of its dtype (attention
+        weights keep their (B, H, L, S) axes in every layout: laid_out=False)."""
+        dtype_name = str(getattr(value, "dtype", "float64"))
+        try:
+            if self.array == "torch" and hasattr(value, "detach"):
+                import torch
+
+                value = value.detach().cpu().to(torch.float64).numpy()
+            array = np.asarray(value)
+            array = array.astype(np.float64) if array.dtype.kind in "fiuV" and array.dtype != np.float64 else array
+        except Exception as error:
+            raise ImplementationFailed(f"{what} could not be converted to a numpy array: {error!r}") from error
+        if array.dtype != np.float64:
+            raise ImplementationFailed(f"{what} has dtype {dtype_name}; expected a real float array")
+        if laid_out and self.layout == "BLHE" and array.ndim == 4:
+            array = np.swapaxes(array, 1, 2)
+        return array, epsilon_of_name(dtype_name)
+
+
+@dataclass(frozen=True)
+class Batched:
+    """What one call of the target returned, in the canonical (B, H, L, .) layout and float64."""
+
+    out: Array  # (B, H, L, E_v)
+    weights: Array | None  # (B, H, L, S) when the target returned them
+    eps: float  # the coarser of the convention's dtype and the returned one
+    modified: tuple[str, ...]  # query, key or value, when the call changed them in place
+
+
+@dataclass(frozen=True)
+class ConventionResult(Result):
+    """A Result judged by the convention's dtype, and why the attention matrix is missing when it is."""
+
+    dtype_eps: float = 0.0
+    missing: str = "the implementation returns X' only; this law needs the attention matrix"
+
+    @property
+    def eps(self) -> float:
+        return max(super().eps, self.dtype_eps)
+
+    def require_attentions(self) -> NDArray[np.floating]:
+        if self.attentions is None:
+            pytest.skip(self.missing)
+        return self.attentions
+
+
+def rows(problem: AttentionProblem) -> tuple[Array, Array, Array]:
+    """q, k, v of a problem as rows, (N, D_q), (N, D_q), (N, D_v), computed in float64."""
+    X = problem.X
+    return (
+        (problem.omega_q @ X + problem.beta_q).T,
+        (problem.omega_k @ X + problem.beta_k).T,
+        (problem.omega_v @ X + problem.beta_v).T,
+    )
+
+
+@dataclass(frozen=True, repr=False)
+class SdpaImplementation(Implementation):
+    """A row-convention kernel f(query, key, value, ...) behind the notebook convention's wrapper."""
+
+    convention: Convention = field(default_factory=Convention)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.kind == "unscaled" and "scale" not in self.keywords():
+            raise ValueError("an unscaled row-convention kernel is checked with scale=1.0: the target takes no scale")
+
+    def __repr__(self) -> str:
+        return f"SdpaImplementation(load_function({self.name!r}), {self.kind!r}, {self.name!r}, {self.convention!r})"
+
+    def bounds(self, problem: AttentionProblem, eps: float, scale: float | None = None) -> ErrorBounds:
+        """The forward-error bounds of one evaluation in the convention's dtype (its underflow floor included),
+        with the logit scale of the kind unless `scale` is given."""
+        s = self.scale(problem.D_q) if scale is None else scale
+        return dtype_error_bounds(problem, s, eps, self.convention.dtype)
+
+    def keywords(self) -> frozenset[str]:
+        """The row-convention keywords the target names in its signature (or documents, for known builtins)."""
+        try:
+            parameters = inspect.signature(self.function).parameters
+        except (TypeError, ValueError):
+            module = getattr(self.function, "__module__", "")
+            return KNOWN_KEYWORDS.get(f"{module}:{getattr(self.function, '__qualname__', '')}", frozenset())
+        return frozenset(name for name in SDPA_KEYWORDS if name in parameters)
+
+    def grouped_heads(self) -> dict[str, Any] | None:
+        """The keywords that make the target take fewer key/value heads than query heads: enable_gqa=True where
+        the signature names it, none for targets documented to take them as they are, None if it cannot."""
+        if "enable_gqa" in self.keywords():
+            return {"enable_gqa": True}
+        name = f"{getattr(self.function, '__module__', '')}:{getattr(self.function, '__qualname__', '')}"
+        return {} if name in IMPLICIT_GROUPS else None
+
+    def mask_keyword(self) -> str | None:
+        return next((name for name in MASK_KEYWORDS if name in self.keywords()), None)
+
+    def accepts(self, *keywords: str) -> bool:
+        """Whether the target can honour these keywords: the book's (mask, causal, bias) through their row
+        convention counterparts, positional never (the laws then add positions to X themselves), or its own."""
+        taken = self.keywords()
+        book = {
+            "mask": self.mask_keyword() is not None,
+            "causal": "is_causal" in taken,
+            "bias": "bias" in taken or "attn_mask" in taken,
+            "positional": False,
+            "positional_mode": False,
+        }
+        return all(book.get(k, k in taken) for k in keywords)
+
+    def require(self, *keywords: str) -> None:
+        if not self.accepts(*keywords):
+            pytest.skip(f"the row-convention target takes no keyword(s) for {', '.join(keywords)}")
+
+    def target_keywords(
+        self, N: int, *, mask: Any = None, causal: bool = False, bias: Any = None, **others: Any
+    ) -> dict[str, Any]:
+        """The book's keywords (N x N, mask[m, n]: key m visible to query n) as the target's, (1, 1, L, S)."""
+        if others:
+            raise TypeError(f"the row convention has no counterpart of the keyword(s) {', '.join(others)}")
+        taken, result = self.keywords(), dict[str, Any]()
+        if "dropout_p" in taken:
+            result["dropout_p"] = 0.0
+        if self.kind == "unscaled":
+            result["scale"] = 1.0
+        if causal:
+            result["is_causal"] = True
+        visible = None if mask is None else np.asarray(mask, dtype=bool).T.reshape(1, 1, N, N)
+        added = None if bias is None else np.asarray(bias, dtype=np.float64).T.reshape(1, 1, N, N)
+        if added is not None and "bias" in taken:
+            result["bias"] = added
+        elif added is not None:  # torch: a float attn_mask is added to the logits; hidden keys get -inf
+            result["attn_mask"] = added if visible is None else np.where(visible, added, -np.inf)
+            visible = None
+        if visible is not None:
+            result[self.mask_keyword() or "mask"] = visible
+        return result
+
+    def run(self, query: Array, key: Array, value: Array, **keywords: Any) -> Batched:
+        """Call the target on (B, H, L, E) float64 q, k, v (masks (B|1, H|1, L, S)), cast and laid out by the
+        convention; return its output (and weights) in the same canonical layout."""
+        given = [self.convention.to_target(a) for a in (query, key, value)]
+        names = ("query", "key", "value")
+        before = [self.convention.from_target(a, name)[0] for a, name in zip(given, names, strict=True)]
+        target_keywords = {
+            name: self.convention.to_target(v, cast=False, laid_out=False) if isinstance(v, np.ndarray) else v
+            for name, v in keywords.items()
+        }
+        for name in ("bias", "attn_mask"):  # a float mask or bias is added to the logits: give it the dtype
+            mask = keywords.get(name)
+            if isinstance(mask, np.ndarray) and mask.dtype != np.bool_:
+                target_keywords[name] = self.convention.to_target(mask, laid_out=False)
+        returned = call_function(self.name, self.function, *given, **target_keywords)
+        modified = tuple(
+            name
+            for name, a, b in zip(names, given, before, strict=True)
+            if not np.array_equal(self.convention.from_target(a, name)[0], b, equal_nan=True)
+        )
+        weights = None
+        if isinstance(returned, tuple | list):
+            if len(returned) != 2:
+                raise ImplementationFailed(
+                    f"{self.name} returned {len(returned)} values; expected out or (out, weights)"
+                )
+            returned, raw = returned
+            weights, _ = self.convention.from_target(raw, "the returned attention weights", laid_out=False)
+            shape = (*query.shape[:-1], key.shape[-2])
+            if weights.shape != shape:
+                raise ImplementationFailed(
+                    f"the returned attention weights have shape {weights.shape}; expected {shape}"
+                )
+        out, eps = self.convention.from_target(returned, "the output")
+        shape = (*query.shape[:-1], value.shape[-1])
+        if out.shape != shape:
+            raise ImplementationFailed(f"the output has shape {out.shape}; expected {shape} (in layout BHLE)")
+        return Batched(out, weights, max(eps, self.convention.eps), modified)
+
+    def run_padded(self, query: Array, key: Array, value: Array, **keywords: Any) -> Batched:
+        """`run` for targets that need values as wide as the keys (jax): q, k and v padded with zero columns to a
+        common width W = max(E, E_v), the scale of width E passed explicitly (zero columns change no logit), and
+        the output cut back to E_v columns. Needs the `scale` keyword."""
+        E, E_v = key.shape[-1], value.shape[-1]
+        W = max(E, E_v)
+
+        def padded(a: Array) -> Array:
+            return np.concatenate([a, np.zeros((*a.shape[:-1], W - a.shape[-1]))], axis=-1)
+
+        keywords = {"scale": 1.0 / np.sqrt(E), **keywords}
+        result = self.run(padded(query), padded(key), padded(value), **keywords)
+        return Batched(result.out[..., :E_v], result.weights, result.eps, result.modified)
+
+    def run_any_width(self, query: Array, key: Array, value: Array, **keywords: Any) -> Batched:
+        """`run`, and when the target rejects values narrower or wider than the keys, `run_padded` if it can."""
+        try:
+            return self.run(query, key, value, **keywords)
+        except ImplementationFailed:
+            if value.shape[-1] == key.shape[-1] or "scale" not in self.keywords():
+                raise
+        return self.run_padded(query, key, value, **keywords)
+
+    def recover_weights(self, query: Array, key: Array, **keywords: Any) -> tuple[Array | None, str]:
+        """The attention weights (B, H, L, S) from a second call with value = I_S (then out = weights); None and
+        the reason when the target rejects that call."""
+        S = key.shape[-2]
+        identity = np.broadcast_to(np.eye(S), (*key.shape[:-2], S, S))
+        try:
+            return self.run_any_width(query, key, identity, **keywords).out, ""
+        except ImplementationFailed as error:
+            return None, f"the attention matrix cannot be recovered: the target rejects identity values ({error})"
+
+    def require_in_range(self, problem: AttentionProblem) -> None:
+        """Reject (hypothesis) a problem whose q, k, v or logits exceed the dtype's range: no law is judged there."""
+        if not fits_in_range(problem, self.convention.dtype):
+            if currently_in_test_context():
+                reject()
+            raise ValueError(f"the problem's q, k, v or logits exceed the range of {self.convention.dtype}")
+
+    def __call__(self, problem: AttentionProblem, **keywords: Any) -> Result:
+        """One batch element and one head: q, k, v of `problem` as (1, 1, N, .) rows; X' and attentions back."""
+        self.require_in_range(problem)
+        target_keywords = self.target_keywords(problem.N, **keywords)
+        q, k, v = (a.reshape(1, 1, *a.shape) for a in rows(problem))
+        main = self.run_any_width(q, k, v, **target_keywords)
+        X_prime = main.out[0, 0].T
+        missing = ""
+        if main.weights is not None:
+            weights: Array | None = main.weights
+        else:
+            weights, missing = self.recover_weights(q, k, **target_keywords)
+        return ConventionResult(
+            X_prime,
+            None if weights is None else np.asarray(weights[0, 0].T),
+            main.modified,
+            dtype_eps=main.eps,
+            missing=missing or ConventionResult.missing,
+        )
+
+
+def sdpa_implementation(
+    function: Callable[..., Any], name: str, convention: Convention, kind: str = "scaled"
+) -> SdpaImplementation:
+    """A row-convention target behind the wrapper (ValueError when its array library or dtype is missing)."""
+    convention.check_available()
+    return SdpaImplementation(function, kind, name, convention)  # type: ignore[arg-type]

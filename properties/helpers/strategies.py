@@ -1,0 +1,817 @@
+"""Hypothesis strategies for self-attention problems, each named by what it generates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from hypothesis import assume, reject
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from numpy.typing import NDArray
+
+from attention import sinusoidal_positional_encoding
+from properties.helpers.options import DEFAULT_SIZE_LIMIT, GENERATION, SIZE_LIMITS
+from properties.helpers.problems import (
+    ARGUMENT_ORDER,
+    AttentionOptions,
+    AttentionProblem,
+    BatchedProblem,
+    Head,
+    MultiheadProblem,
+)
+
+Array = NDArray[np.float64]
+
+# Largest D, D_q, D_v by hypothesis profile (options.SIZE_LIMITS; N may be two larger). Small sizes find the
+# bugs that matter (shapes, axes, scales) and keep every example fast; `thorough` reaches further.
+# Entries are drawn from [-ENTRY_BOUND, ENTRY_BOUND], so |q|, |k| reach D B^2 + B and the logits about
+# D_q (D B^2 + B)^2 before attention_problems halves the queries: both near-uniform and near-one-hot columns.
+ENTRY_BOUND = 2.0
+# large_logit_problems multiplies the queries by at most this much.
+MAX_QUERY_GAIN = 1e12
+# Logits of ordinary problems stay within +-64 (exp(64) ~ 6e27): the semantic laws then hold for any
+# softmax, shifted or not; even after a law multiplies the queries by up to 8 (exp(512) ~ 1e222).
+SEMANTIC_LOGIT_BOUND = 64.0
+
+
+def size_limit() -> int:
+    """The largest matrix side for the hypothesis profile in force."""
+    from hypothesis import settings
+
+    return SIZE_LIMITS.get(settings.get_current_profile_name(), DEFAULT_SIZE_LIMIT)
+
+
+@dataclass(frozen=True)
+class Dimensions:
+    """The sizes of one problem: inputs of dimension D, queries and keys of D_q, values of D_v; N inputs."""
+
+    D: int
+    D_q: int
+    D_v: int
+    N: int
+
+
+@st.composite
+def dimensions(
+    draw: st.DrawFn,
+    *,
+    max_side: int | None = None,
+    min_n: int = 1,
+    max_n: int | None = None,
+    square: bool | None = None,
+) -> Dimensions:
+    """Independent D, D_q, D_v in [1, max_side] and N in [min_n, max_side + 2] (D_q = D_v = D if square)."""
+    side = size_limit() if max_side is None else max_side
+    top_n = side + 2 if max_n is None else max_n
+    D = draw(st.integers(1, side))
+    if GENERATION.square if square is None else square:
+        D_q = D_v = D
+    else:
+        D_q = draw(st.integers(1, side))
+        D_v = draw(st.integers(1, side))
+    N = draw(st.integers(min_n, max(min_n, top_n)))
+    return Dimensions(D, D_q, D_v, N)
+
+
+def finite_floats(bound: float = ENTRY_BOUND) -> st.SearchStrategy[float]:
+    """Floats in [-bound, bound]: no NaN, no infinity, no subnormals."""
+    return st.floats(-bound, bound, allow_nan=False, allow_infinity=False, allow_subnormal=False, width=64)
+
+
+def matrices(rows: int, cols: int, *, bound: float = ENTRY_BOUND) -> st.SearchStrategy[Array]:
+    """rows x cols float64 matrices with entries in [-bound, bound]."""
+    return hnp.arrays(np.float64, (rows, cols), elements=finite_floats(bound))
+
+
+def columns(rows: int, *, bound: float = ENTRY_BOUND) -> st.SearchStrategy[Array]:
+    """Bias vectors: rows x 1 float64 columns with entries in [-bound, bound]."""
+    return matrices(rows, 1, bound=bound)
+
+
+@st.composite
+def well_conditioned_matrices(
+    draw: st.DrawFn, rows: int, cols: int, *, max_condition: float = 10.0, bound: float = ENTRY_BOUND
+) -> Array:
+    """rows x cols matrices of full rank whose singular values lie within a factor max_condition.
+
+    Drawn as U diag(sigma) V^T with U, V orthonormal (QR of drawn Gaussian-like matrices) and sigma in
+    [bound / max_condition, bound]: for laws that need non-degenerate weights.
+    """
+    k = min(rows, cols)
+    seed = draw(st.integers(0, 2**32 - 1), label="orthonormal factors seed")
+    rng = np.random.default_rng(seed)
+    U, _ = np.linalg.qr(rng.standard_normal((rows, k)))
+    V, _ = np.linalg.qr(rng.standard_normal((cols, k)))
+    sigma = draw(
+        hnp.arrays(np.float64, (k,), elements=st.floats(bound / max_condition, bound)),
+        label="singular values",
+    )
+    return np.asarray((U * sigma) @ V.T)
+
+
+@st.composite
+def unimodular_pairs(draw: st.DrawFn, n: int) -> tuple[Array, Array]:
+    """(M, M^-1) for invertible n x n matrices M whose inverse is exactly representable.
+
+    M = L U S with L, U unit triangular with entries in {-1, 0, 1} and S a diagonal of powers of two in
+    [1/4, 4]: the inverse S^-1 U^-1 L^-1 has integer-over-power-of-two entries (at most 2^(2n+2) in size,
+    exact in float64 for n < 25), so the law, not the construction, is what a test of it measures.
+    """
+
+    def unit_triangular(lower: bool) -> NDArray[np.int64]:
+        entries = draw(hnp.arrays(np.int64, (n, n), elements=st.integers(-1, 1)))
+        T = np.tril(entries, -1) if lower else np.triu(entries, 1)
+        return np.asarray(T + np.eye(n, dtype=np.int64))
+
+    def integer_inverse(T: NDArray[np.int64]) -> NDArray[np.int64]:
+        # Unit triangular: det = 1, so the inverse is integral; np.linalg.inv is exact to rounding and
+        # its rounded result recovers the integers.
+        return np.rint(np.linalg.inv(T.astype(np.float64))).astype(np.int64)
+
+    L, U = unit_triangular(True), unit_triangular(False)
+    exponents = draw(hnp.arrays(np.int64, (n,), elements=st.integers(-2, 2)))
+    S = np.ldexp(1.0, exponents)
+    LU = L @ U
+    M = LU.astype(np.float64) * S  # scales column j by S_j: exact, a power of two
+    inverse = (integer_inverse(U) @ integer_inverse(L)).astype(np.float64) / S.reshape(-1, 1)
+    return M, inverse
+
+
+def inputs(D: int, N: int, *, bound: float = ENTRY_BOUND) -> st.SearchStrategy[Array]:
+    """Inputs X: D x N, one input per column."""
+    return matrices(D, N, bound=bound)
+
+
+def permutations_of(n: int) -> st.SearchStrategy[NDArray[np.intp]]:
+    """Permutations of range(n) as index arrays (X[:, p] permutes the columns)."""
+    return st.permutations(range(n)).map(lambda p: np.asarray(p, dtype=np.intp))
+
+
+def with_queries_scaled(problem: AttentionProblem, factor: float) -> AttentionProblem:
+    """The problem with omega_q and beta_q multiplied by `factor`, entries that fall below the smallest
+    normal number flushed to zero (the strategies promise no subnormals)."""
+
+    def scaled(array: Array) -> Array:
+        result = array * factor
+        result[np.abs(result) < np.finfo(np.float64).smallest_normal] = 0.0
+        return result
+
+    return problem.replace(omega_q=scaled(problem.omega_q), beta_q=scaled(problem.beta_q))
+
+
+def logit_bound(problem: AttentionProblem) -> float:
+    """max over (m, n) of (Khat^T Qhat)_mn (AttentionProblem.logit_bounds): a bound on every unscaled logit."""
+    return float(problem.logit_bounds().max(initial=0.0))
+
+
+def with_logits_within(
+    problem: AttentionProblem, max_logit: float, *, positions: Array | None = None
+) -> AttentionProblem:
+    """The problem with omega_q and beta_q halved as often as needed for every unscaled logit (of X + positions,
+    when given) to be bounded by max_logit; powers of two keep the drawn numbers exact."""
+    largest = logit_bound(problem if positions is None else problem.replace(X=problem.X + positions))
+    if largest <= max_logit:
+        return problem
+    return with_queries_scaled(problem, 2.0 ** -int(np.ceil(np.log2(largest / max_logit))))
+
+
+@st.composite
+def attention_problems(
+    draw: st.DrawFn,
+    dims: st.SearchStrategy[Dimensions] | None = None,
+    *,
+    bound: float = ENTRY_BOUND,
+    max_logit: float | None = SEMANTIC_LOGIT_BOUND,
+) -> AttentionProblem:
+    """X and the six parameters of self-attention, for dimensions drawn from `dims`.
+
+    With `max_logit`, omega_q and beta_q are halved as often as needed for every logit to be bounded by it
+    (powers of two keep the drawn numbers exact): ordinary problems, on which even a softmax without the
+    shift by the column maximum cannot overflow. Large logits are the business of large_logit_problems.
+    """
+    d = draw(dimensions() if dims is None else dims, label="dimensions")
+    shapes = [(d.D, d.N), (d.D_v, d.D), (d.D_q, d.D), (d.D_q, d.D), (d.D_v, 1), (d.D_q, 1), (d.D_q, 1)]
+    sizes = [rows * cols for rows, cols in shapes]
+    # One draw for all seven arrays: four times faster to generate than seven, and it shrinks as well.
+    entries = draw(
+        hnp.arrays(np.float64, (sum(sizes),), elements=finite_floats(bound)),
+        label="entries of X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, in that order",
+    )
+    parts = np.split(entries, np.cumsum(sizes)[:-1])
+    problem = AttentionProblem(*(part.reshape(shape) for part, shape in zip(parts, shapes, strict=True)))
+    return problem if max_logit is None else with_logits_within(problem, max_logit)
+
+
+def _large_logit_target(draw: st.DrawFn, current: float, largest: float) -> float:
+    """A logit magnitude drawn log-uniformly from [100, `largest`], for a problem whose logit bound is `current`;
+    a problem that would need queries scaled by more than MAX_QUERY_GAIN (queries or keys nearly all zero,
+    giving queries of absurd size) is rejected."""
+    target = float(10 ** draw(st.floats(2.0, float(np.log10(largest))), label="log10 of the logit magnitude"))
+    if current * MAX_QUERY_GAIN < target:
+        reject()
+    return target
+
+
+@st.composite
+def large_logit_problems(
+    draw: st.DrawFn, dims: st.SearchStrategy[Dimensions] | None = None, *, largest: float = 1e4
+) -> AttentionProblem:
+    """Problems whose logits reach magnitudes between 100 and `largest` (about 1e4 by default).
+
+    A drawn problem's omega_q and beta_q are rescaled so that the bound on |K^T Q| (unscaled) equals a
+    target drawn log-uniformly from [100, largest] (_large_logit_target).
+    """
+    problem = draw(attention_problems(dims, max_logit=None))
+    current = logit_bound(problem)
+    return with_queries_scaled(problem, _large_logit_target(draw, current, largest) / current)
+
+
+@st.composite
+def large_logit_problems_with_options(
+    draw: st.DrawFn, *, largest: float = 1e4
+) -> tuple[AttentionProblem, AttentionOptions]:
+    """A problem (N >= 2) and options (positions, mask, causal, bias) whose logits, positions included, reach
+    magnitudes between 100 and `largest` as in large_logit_problems; a drawn bias is often rescaled to the same
+    magnitude, so that a bias alone can also set the logits far beyond exp's range."""
+    problem, options = draw(problems_with_options())
+    X = problem.X if options.positional is None else problem.X + options.positional
+    current = logit_bound(problem.replace(X=X))
+    target = _large_logit_target(draw, current, largest)
+    problem = with_queries_scaled(problem, target / current)
+    bias = options.bias
+    if bias is not None and np.abs(bias).max() > 0 and draw(st.booleans(), label="bias as large?"):
+        options = options.replace(bias=bias * (target / np.abs(bias).max()))
+    return problem, options
+
+
+@st.composite
+def problems_with_permutations(
+    draw: st.DrawFn, problems: st.SearchStrategy[AttentionProblem] | None = None
+) -> tuple[AttentionProblem, NDArray[np.intp]]:
+    """A problem and a permutation of its N inputs."""
+    problem = draw(attention_problems() if problems is None else problems)
+    return problem, draw(permutations_of(problem.N), label="permutation")
+
+
+@st.composite
+def symmetric_positive_definite_matrices(draw: st.DrawFn, n: int, *, low: float = 0.5, high: float = 2.0) -> Array:
+    """n x n symmetric matrices U diag(lambda) U^T with U orthonormal and every eigenvalue in [low, high]."""
+    seed = draw(st.integers(0, 2**32 - 1), label="eigenvector seed")
+    U, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, n)))
+    eigenvalues = draw(hnp.arrays(np.float64, (n,), elements=st.floats(low, high)), label="eigenvalues")
+    return np.asarray((U * eigenvalues) @ U.T)
+
+
+@st.composite
+def problems_with_value_shifts(
+    draw: st.DrawFn, *, at_least: float = 0.0
+) -> tuple[AttentionProblem, NDArray[np.float64]]:
+    """A problem and a shift c (D_v x 1) of its value bias with max |c_d| >= at_least."""
+    problem = draw(attention_problems())
+    shifts = columns(problem.D_v)
+    if at_least > 0:
+        shifts = shifts.filter(lambda c: bool(np.abs(c).max() >= at_least))
+    return problem, draw(shifts, label="c")
+
+
+@st.composite
+def multihead_problems(draw: st.DrawFn, max_heads: int = 3, min_heads: int = 1) -> MultiheadProblem:
+    """min_heads to max_heads heads on one X, each with its own D_q and D_v (often all of one shape), and an
+    omega_c for their stacked outputs."""
+    side = size_limit()
+    base = draw(attention_problems(dimensions(max_side=side)), label="X and the first head")
+    heads = [base.arrays()[1:]]
+    one_shape = draw(st.booleans(), label="every head of the first head's shape?")
+    for _ in range(draw(st.integers(min_heads, max_heads), label="H") - 1):
+        if one_shape:
+            D_q, D_v = base.D_q, base.D_v
+        else:
+            D_q, D_v = draw(st.integers(1, side), label="D_q"), draw(st.integers(1, side), label="D_v")
+        shapes = [(D_v, base.D), (D_q, base.D), (D_q, base.D), (D_v, 1), (D_q, 1), (D_q, 1)]
+        sizes = [rows * cols for rows, cols in shapes]
+        # One draw for the six arrays, as in attention_problems: much faster to generate than six.
+        entries = draw(hnp.arrays(np.float64, (sum(sizes),), elements=finite_floats()),
+                       label="entries of omega_v, omega_q, omega_k, beta_v, beta_q, beta_k")  # fmt: skip
+        parts = np.split(entries, np.cumsum(sizes)[:-1])
+        arrays = [part.reshape(shape) for part, shape in zip(parts, shapes, strict=True)]
+        head = with_logits_within(AttentionProblem(base.X, *arrays), SEMANTIC_LOGIT_BOUND)
+        heads.append(head.arrays()[1:])
+    rows = draw(st.integers(1, side), label="rows of omega_c")
+    omega_c = draw(matrices(rows, sum(head[0].shape[0] for head in heads)), label="omega_c")
+    stacked: tuple[Head, ...] = tuple(heads)  # type: ignore[arg-type]
+    return MultiheadProblem(base.X, stacked, omega_c)
+
+
+# --- Logit matrices for the column softmax (properties/test_softmax.py) ---
+
+# Logits of moderate size for the semantic softmax laws; the robustness law spans the whole float range.
+SOFTMAX_LOGIT_BOUND = 50.0
+
+
+@st.composite
+def logit_matrices(draw: st.DrawFn, bound: float = SOFTMAX_LOGIT_BOUND) -> Array:
+    """Matrices of logits, N x columns with N in [1, 8] and columns in [1, 4]."""
+    rows, cols = draw(st.integers(1, 8), label="N"), draw(st.integers(1, 4), label="columns")
+    return draw(matrices(rows, cols, bound=bound), label="logits")
+
+
+@st.composite
+def logits_with_column_shifts(draw: st.DrawFn) -> tuple[Array, Array]:
+    data = draw(logit_matrices())
+    return data, draw(matrices(1, data.shape[1], bound=SOFTMAX_LOGIT_BOUND), label="shift per column")
+
+
+# --- Problems paired with what the value laws vary ---
+
+
+@st.composite
+def problems_with_second_values(draw: st.DrawFn) -> tuple[AttentionProblem, Array, Array, float, float]:
+    problem = draw(attention_problems())
+    omega_v = draw(matrices(problem.D_v, problem.D), label="second omega_v")
+    beta_v = draw(columns(problem.D_v), label="second beta_v")
+    a, c = draw(finite_floats(), label="a"), draw(finite_floats(), label="b")
+    return problem, omega_v, beta_v, a, c
+
+
+@st.composite
+def problems_with_repeated_inputs(draw: st.DrawFn) -> tuple[AttentionProblem, NDArray[np.intp]]:
+    """A problem whose inputs repeat: X = X0[:, index] with at least one index drawn twice."""
+    problem = draw(attention_problems(dimensions(min_n=1)))
+    n = draw(st.integers(problem.N + 1, problem.N + 4), label="number of inputs after repetition")
+    index = np.asarray(draw(st.lists(st.integers(0, problem.N - 1), min_size=n, max_size=n), label="index"))
+    return problem.with_columns(index), index
+
+
+# --- Problems paired with what the invariance laws vary ---
+
+
+@st.composite
+def problems_with_second_key_bias(draw: st.DrawFn) -> tuple[AttentionProblem, NDArray[np.float64]]:
+    problem = draw(attention_problems())
+    return problem, draw(columns(problem.D_q), label="second beta_k")
+
+
+@st.composite
+def problems_with_gauges(
+    draw: st.DrawFn,
+) -> tuple[AttentionProblem, NDArray[np.float64], NDArray[np.float64]]:
+    problem = draw(attention_problems())
+    M, M_inverse = draw(unimodular_pairs(problem.D_q), label="(M, M^-1)")
+    return problem, M, M_inverse
+
+
+# --- Temperatures ---
+
+
+@st.composite
+def problems_with_temperatures(draw: st.DrawFn) -> tuple[AttentionProblem, float]:
+    return draw(attention_problems()), draw(st.floats(1.0, 8.0), label="t")
+
+
+# --- Masks, causal attention and logit biases ---
+
+# Later (or hidden) inputs are multiplied by up to this much: whatever they become must not matter.
+HUGE = 1e6
+
+
+def circulant(first_column: Array) -> Array:
+    """B[m, n] = c[(n - m) mod N]: a bias that depends on the distance n - m on a ring only."""
+    N = first_column.shape[0]
+    index = (np.arange(N)[None, :] - np.arange(N)[:, None]) % N
+    return np.asarray(first_column[index])
+
+
+def huge_scales() -> st.SearchStrategy[float]:
+    """Scales in [1, HUGE], log-uniform: every magnitude drawn alike, so that a kernel in float16 (largest number
+    65504), which cannot hold the larger ones, still meets many within its range."""
+    return st.floats(0.0, float(np.log10(HUGE))).map(lambda exponent: float(10**exponent))
+
+
+@st.composite
+def problems_with_a_position(draw: st.DrawFn) -> tuple[AttentionProblem, int, float]:
+    """A problem (N >= 2), a query n < N - 1, and a scale for the inputs after n (huge_scales)."""
+    problem = draw(attention_problems(dimensions(min_n=2)))
+    n = draw(st.integers(0, problem.N - 2), label="query n")
+    return problem, n, draw(huge_scales(), label="scale of the later inputs")
+
+
+@st.composite
+def problems_with_masks(draw: st.DrawFn) -> tuple[AttentionProblem, NDArray[np.bool_], NDArray[np.bool_], float]:
+    """A problem, a mask (any pattern, fully hidden queries included), and a set of inputs to change (some, not
+    all). One unchanged query n is made to see an unchanged key m and none of the changed ones, so that a query
+    unaffected by the change exists (the mask laws compare those)."""
+    problem = draw(attention_problems(dimensions(min_n=2)))
+    mask = draw(masks(problem.N), label="mask")
+    bits = draw(st.integers(1, 2**problem.N - 2), label="bits: inputs to change (some, not all)")
+    changed = (bits >> np.arange(problem.N)) & 1 == 1
+    unchanged = np.flatnonzero(~changed).tolist()
+    n = draw(st.sampled_from(unchanged), label="an unaffected query n")
+    m = draw(st.sampled_from(unchanged), label="an unchanged key m it sees")
+    mask[changed, n], mask[m, n] = False, True
+    return problem, mask, changed, draw(huge_scales(), label="scale")
+
+
+@st.composite
+def problems_with_circulant_biases(draw: st.DrawFn) -> tuple[AttentionProblem, Array, int]:
+    problem = draw(attention_problems())
+    bias = circulant(draw(columns(problem.N), label="relative bias c").ravel())
+    return problem, bias, draw(st.integers(0, max(problem.N - 1, 0)), label="cyclic shift")
+
+
+@st.composite
+def bias_witnesses(draw: st.DrawFn) -> tuple[AttentionProblem, Array, NDArray[np.intp], Array]:
+    """A generic bias with omega_q = omega_k = 0, so that the bias alone sets the attention, on inputs and
+    value weights of full rank (D >= N, D_v >= D), so that different weights give different outputs.
+    Returns the problem, the bias, a transposition p and the law-side weights a = softmax_cols(bias)."""
+    N = draw(st.integers(2, 4), label="N")
+    D = draw(st.integers(N, N + 2), label="D")
+    D_q, D_v = draw(st.integers(1, 3), label="D_q"), draw(st.integers(D, D + 2), label="D_v")
+    problem = AttentionProblem(
+        X=draw(well_conditioned_matrices(D, N, max_condition=4.0, bound=1.0), label="X"),
+        omega_v=draw(well_conditioned_matrices(D_v, D, max_condition=4.0, bound=1.0), label="omega_v"),
+        omega_q=np.zeros((D_q, D)),
+        omega_k=np.zeros((D_q, D)),
+        beta_v=draw(columns(D_v), label="beta_v"),
+        beta_q=draw(columns(D_q), label="beta_q"),
+        beta_k=draw(columns(D_q), label="beta_k"),
+    )
+    bias = draw(matrices(N, N), label="bias")
+    i, j = draw(st.lists(st.integers(0, N - 1), min_size=2, max_size=2, unique=True), label="transposed pair")
+    p = np.arange(N)
+    p[[i, j]] = p[[j, i]]
+    weights = np.exp(bias - bias.max(axis=0))
+    weights /= weights.sum(axis=0)
+    return problem, bias, p, weights
+
+
+# Every keyword option at once (the laws of test_masks.py, test_biases.py, test_positions.py, test_edges.py): each
+# given or not, or forced by a law.
+Switch = bool | None  # True: always given; False: never; None: drawn
+
+
+def bit_matrices(N: int) -> st.SearchStrategy[NDArray[np.bool_]]:
+    """N x N boolean matrices, drawn as the bits of one integer (fast to draw; shrinks towards all False)."""
+    size = N * N
+    return st.integers(0, 2**size - 1).map(
+        lambda bits: np.asarray([(bits >> i) & 1 for i in range(size)], dtype=bool).reshape(N, N)
+    )
+
+
+@st.composite
+def masks(draw: st.DrawFn, N: int, *, hidden_query: bool = False) -> NDArray[np.bool_]:
+    """N x N boolean masks of any pattern, often with keys hidden from every query (all-False rows) and queries
+    that see no key (all-False columns); with `hidden_query`, at least one such query (N >= 1)."""
+    dense, other = draw(bit_matrices(N), label="mask"), draw(bit_matrices(N), label="more visible entries")
+    mask = dense | other  # about three entries in four visible before the blanking below
+    if N == 0:
+        return mask
+    # The AND of two random bit strings: each row (column) blanked with probability about 1/4.
+    sparse_bits = st.tuples(st.integers(0, 2**N - 1), st.integers(0, 2**N - 1)).map(lambda ab: ab[0] & ab[1])
+    hidden_keys = draw(sparse_bits, label="bits: keys hidden from every query")
+    blind = draw(sparse_bits, label="bits: queries that see no key")
+    if hidden_query:
+        blind |= 1 << draw(st.integers(0, N - 1), label="a query that sees no key")
+    bits = np.arange(N)
+    mask[(hidden_keys >> bits) & 1 == 1, :] = False
+    mask[:, (blind >> bits) & 1 == 1] = False
+    return mask
+
+
+def positions(D: int, N: int) -> st.SearchStrategy[Array]:
+    """Positions Pi (D x N): the sinusoidal encoding (section 12.4.1) or learned ones in [-1, 1]."""
+    learned = matrices(D, N, bound=1.0)
+    if N == 0:
+        return learned
+    return st.one_of(st.just(sinusoidal_positional_encoding(D, N)), learned)
+
+
+@st.composite
+def attention_options(
+    draw: st.DrawFn,
+    D: int,
+    N: int,
+    *,
+    positional: Switch = None,
+    mask: Switch = None,
+    causal: Switch = None,
+    bias: Switch = None,
+    hidden_query: bool = False,
+) -> AttentionOptions:
+    """Keyword options for inputs of dimension D and count N: each of positions (either mode), a mask, causal and
+    a bias given or not (or as forced); with `hidden_query`, a mask under which some query sees no key."""
+
+    def chosen(switch: Switch, label: str) -> bool:
+        return draw(st.booleans(), label=label) if switch is None else switch
+
+    Pi, mode = None, "input"
+    if chosen(positional, "positions given?"):
+        Pi = draw(positions(D, N), label="positions")
+        mode = draw(st.sampled_from(("input", "query_key")), label="positional_mode")
+    visibility = draw(masks(N, hidden_query=hidden_query)) if hidden_query or chosen(mask, "mask given?") else None
+    return AttentionOptions(
+        positional=Pi,
+        positional_mode=mode,
+        mask=visibility,
+        causal=chosen(causal, "causal?"),
+        bias=draw(matrices(N, N), label="bias") if chosen(bias, "bias given?") else None,
+    )
+
+
+@st.composite
+def problems_with_options(
+    draw: st.DrawFn, /, dims: st.SearchStrategy[Dimensions] | None = None, **switches: Any
+) -> tuple[AttentionProblem, AttentionOptions]:
+    """A problem and options for it (switches as attention_options), its logits with the positions within
+    SEMANTIC_LOGIT_BOUND. N >= 2 unless `dims` says otherwise: N = 0 and N = 1 are edges with laws of their own."""
+    problem = draw(attention_problems(dimensions(min_n=2) if dims is None else dims))
+    options = draw(attention_options(problem.D, problem.N, **switches), label="options")
+    if options.positional is not None:
+        problem = with_logits_within(problem, SEMANTIC_LOGIT_BOUND, positions=options.positional)
+    return problem, options
+
+
+@st.composite
+def problems_with_options_and_a_query(
+    draw: st.DrawFn, /, **switches: Any
+) -> tuple[AttentionProblem, AttentionOptions, int]:
+    """A problem (N >= 2), options for it, and one of its queries n."""
+    problem, options = draw(problems_with_options(**switches))
+    return problem, options, draw(st.integers(0, problem.N - 1), label="query n")
+
+
+@st.composite
+def problems_with_options_and_column_shifts(
+    draw: st.DrawFn,
+) -> tuple[AttentionProblem, AttentionOptions, Array]:
+    """A problem, options for it, and a row c (1 x N): one constant per query, to add down each bias column."""
+    problem, options = draw(problems_with_options())
+    return problem, options, draw(matrices(1, problem.N), label="c")
+
+
+@st.composite
+def problems_with_visible_subsets(
+    draw: st.DrawFn,
+) -> tuple[AttentionProblem, AttentionOptions, NDArray[np.intp]]:
+    """A problem, options without a mask, and a non-empty increasing subset S of the inputs (all of them, often)."""
+    problem, options = draw(problems_with_options(mask=False))
+    everything = draw(st.booleans(), label="every input visible?")
+    chosen = st.sets(st.integers(0, problem.N - 1), min_size=1)
+    subset = range(problem.N) if everything else draw(chosen, label="visible keys S")
+    return problem, options, np.asarray(sorted(subset), dtype=np.intp)
+
+
+@st.composite
+def problems_with_constant_logits(draw: st.DrawFn) -> tuple[AttentionProblem, AttentionOptions]:
+    """A problem with omega_q = omega_k = 0, so that every logit is beta_k^T beta_q, and options with a bias."""
+    problem, options = draw(problems_with_options(bias=True))
+    zero = np.zeros_like(problem.omega_q)
+    return problem.replace(omega_q=zero, omega_k=zero), options
+
+
+# --- Positions ---
+
+# Logits of the loss witnesses are kept within +-LOSS_LOGITS: the sigmoid's slope there, at least
+# exp(-2 LOSS_LOGITS) / 4, turns the logit gap into a weight gap of a visible size.
+LOSS_LOGITS = 2.0
+
+
+@st.composite
+def position_sensitive_witnesses(draw: st.DrawFn) -> tuple[AttentionProblem, Array]:
+    """Two identical inputs x, x (N = 2) and positions Pi with pi_0 != pi_1, on weights that cannot hide them.
+
+    Degenerate weights hide the loss (omega_q = 0 or omega_k = 0 make every query see the same weights;
+    a singular omega_v can erase pi_0 - pi_1 from the values), so the strategy draws omega_q with full column
+    rank (D_q >= D, singular values within a factor 4), omega_k = M omega_q with M symmetric positive definite,
+    and omega_v with full column rank. Then delta = pi_0 - pi_1 gives the two queries logit gaps that differ by
+    s delta^T omega_q^T M omega_q delta > 0: see test_absolute_positions_break_equivariance.
+    """
+    D = draw(st.integers(1, 4), label="D")
+    D_q, D_v = draw(st.integers(D, D + 2), label="D_q"), draw(st.integers(D, D + 2), label="D_v")
+    omega_q = draw(well_conditioned_matrices(D_q, D, max_condition=4.0, bound=1.0), label="omega_q")
+    M = draw(symmetric_positive_definite_matrices(D_q), label="M (omega_k = M omega_q)")
+    x = draw(columns(D, bound=1.0), label="x")
+    if draw(st.booleans(), label="sinusoidal positions?"):
+        Pi = sinusoidal_positional_encoding(D, 2)
+    else:
+        Pi = draw(matrices(D, 2, bound=1.0), label="learned positions")
+        assume(np.linalg.norm(Pi[:, 0] - Pi[:, 1]) >= 0.25)
+    problem = AttentionProblem(
+        X=np.hstack([x, x]),
+        omega_v=draw(well_conditioned_matrices(D_v, D, max_condition=4.0, bound=1.0), label="omega_v"),
+        omega_q=omega_q,
+        omega_k=M @ omega_q,
+        beta_v=draw(columns(D_v, bound=1.0), label="beta_v"),
+        beta_q=draw(columns(D_q, bound=1.0), label="beta_q"),
+        beta_k=draw(columns(D_q, bound=1.0), label="beta_k"),
+    )
+    return with_logits_within(problem, LOSS_LOGITS, positions=Pi), Pi
+
+
+@st.composite
+def problems_with_positions_and_permutations(draw: st.DrawFn) -> tuple[AttentionProblem, Array, NDArray[np.intp]]:
+    problem = draw(attention_problems())
+    if draw(st.booleans(), label="sinusoidal positions?"):
+        Pi = sinusoidal_positional_encoding(problem.D, problem.N)
+    else:
+        Pi = draw(matrices(problem.D, problem.N, bound=1.0), label="learned positions")
+    return problem, Pi, draw(permutations_of(problem.N), label="permutation")
+
+
+# --- Multi-head problems paired with what the multi-head laws vary ---
+
+
+@st.composite
+def multihead_problems_with_head_orders(draw: st.DrawFn) -> tuple[MultiheadProblem, NDArray[np.intp]]:
+    problem = draw(multihead_problems())
+    return problem, draw(permutations_of(len(problem.heads)), label="order of the heads")
+
+
+@st.composite
+def multihead_problems_with_permutations(draw: st.DrawFn) -> tuple[MultiheadProblem, NDArray[np.intp]]:
+    problem = draw(multihead_problems())
+    return problem, draw(permutations_of(problem.X.shape[1]), label="permutation")
+
+
+@st.composite
+def multihead_problems_with_second_mixings(draw: st.DrawFn) -> tuple[MultiheadProblem, Array, float, float]:
+    problem = draw(multihead_problems())
+    second = draw(hnp.arrays(np.float64, problem.omega_c.shape, elements=finite_floats()), label="second omega_c")
+    return problem, second, draw(finite_floats(), label="a"), draw(finite_floats(), label="b")
+
+
+@st.composite
+def multihead_problems_with_any_mixing(draw: st.DrawFn) -> MultiheadProblem:
+    """Multi-head problems whose omega_c is rectangular or, as often, square (rows = the stacked rows)."""
+    problem = draw(multihead_problems())
+    if draw(st.booleans(), label="square omega_c?"):
+        rows = problem.omega_c.shape[1]
+        problem = problem.replace(omega_c=draw(matrices(rows, rows), label="square omega_c"))
+    return problem
+
+
+# --- The row convention: batches of multi-head problems (properties/test_sdpa.py) ---
+
+# Batches and heads multiply the work of every example: small sides keep a batched example as cheap as a few
+# single ones, and every mistake of the row convention (an axis, a scale, a mask) shows at these sizes.
+BATCHED_SIDE = 4
+
+
+@st.composite
+def head_on(draw: st.DrawFn, X: Array, dims: Dimensions) -> AttentionProblem:
+    """A head's own parameters (for dimensions `dims`) on the given X, logits within SEMANTIC_LOGIT_BOUND."""
+    problem = draw(attention_problems(st.just(dims)), label="a head's parameters")
+    return with_logits_within(problem.replace(X=X), SEMANTIC_LOGIT_BOUND)
+
+
+@st.composite
+def batched_problems(
+    draw: st.DrawFn, *, batch: tuple[int, int] = (2, 3), heads: tuple[int, int] = (2, 3), min_n: int = 1
+) -> BatchedProblem:
+    """B batch elements (B in `batch`), each an input X_b with H heads (H in `heads`) of their own parameters;
+    one N, D, D_q, D_v for all."""
+    dims = draw(dimensions(max_side=BATCHED_SIDE, min_n=min_n), label="dimensions")
+    B, H = draw(st.integers(*batch), label="B"), draw(st.integers(*heads), label="H")
+    slots = []
+    for _ in range(B):
+        X = draw(inputs(dims.D, dims.N), label="X_b")
+        slots.append(tuple(draw(head_on(X, dims)) for _ in range(H)))
+    return BatchedProblem(tuple(slots))
+
+
+@st.composite
+def batched_problems_with_a_changed_slot(draw: st.DrawFn) -> tuple[BatchedProblem, int, int, AttentionProblem]:
+    """A batch, a slot (b, h) and new parameters for that head on the same X_b."""
+    problem = draw(batched_problems())
+    b, h = draw(st.integers(0, problem.B - 1), label="b"), draw(st.integers(0, problem.H - 1), label="h")
+    old = problem.slots[b][h]
+    return problem, b, h, draw(head_on(old.X, Dimensions(old.D, old.D_q, old.D_v, old.N)), label="new head")
+
+
+@st.composite
+def batched_problems_with_batch_orders(draw: st.DrawFn) -> tuple[BatchedProblem, NDArray[np.intp]]:
+    problem = draw(batched_problems())
+    return problem, draw(permutations_of(problem.B), label="order of the batch")
+
+
+@st.composite
+def batched_problems_with_scales(draw: st.DrawFn) -> tuple[BatchedProblem, float]:
+    """A batch and a logit scale c = t / sqrt(D_q), t in [1/8, 2]: the keyword must set it whatever it is."""
+    problem = draw(batched_problems(heads=(1, 2)))
+    t = draw(st.floats(0.125, 2.0), label="t")
+    return problem, t / float(np.sqrt(problem.slots[0][0].D_q))
+
+
+@st.composite
+def batched_problems_with_key_padding(draw: st.DrawFn) -> tuple[BatchedProblem, NDArray[np.intp], float]:
+    """A batch (N >= 2), a number of real keys n_b in [1, N] for each batch element (the rest is padding), and
+    a factor in [1, 1e3] for what the padding holds: whatever it is must not matter."""
+    problem = draw(batched_problems(heads=(1, 2), min_n=2))
+    N = problem.slots[0][0].N
+    lengths = draw(hnp.arrays(np.intp, (problem.B,), elements=st.integers(1, N)), label="n_b")
+    return problem, lengths, draw(st.floats(1.0, 1e3), label="factor of the padding")
+
+
+@st.composite
+def grouped_query_problems(draw: st.DrawFn) -> tuple[BatchedProblem, int]:
+    """A batch whose H = G H_kv query heads come in H_kv groups of G (G >= 2) sharing keys and values: slot (b, h)
+    has the key and value parameters of slot (b, (h // G) G), its own query parameters. Returns (problem, G)."""
+    dims = draw(dimensions(max_side=BATCHED_SIDE), label="dimensions")
+    B, kv_heads = draw(st.integers(1, 2), label="B"), draw(st.integers(1, 2), label="H_kv")
+    G = draw(st.integers(2, 3), label="G")
+    slots = []
+    for _ in range(B):
+        X = draw(inputs(dims.D, dims.N), label="X_b")
+        heads = []
+        for _ in range(kv_heads):
+            shared = draw(head_on(X, dims), label="the group's key and value head")
+            for _ in range(G):
+                own = draw(head_on(X, dims), label="a query head")
+                mixed = shared.replace(omega_q=own.omega_q, beta_q=own.beta_q)
+                heads.append(with_logits_within(mixed, SEMANTIC_LOGIT_BOUND))
+        slots.append(tuple(heads))
+    return BatchedProblem(tuple(slots)), G
+
+
+# --- Long sequences: lengths that cross the tiles of blocked kernels (properties/test_long_sequences.py) ---
+
+# N around every power of two a kernel may tile by (16 ... 512), and beyond the reference's first slab of
+# queries (attention/self_attention.py takes BLOCK_ELEMENTS // N rows at a time: N > 512 gives two or more).
+LONG_LENGTHS = tuple(sorted({2**k + d for k in range(4, 10) for d in (-1, 0, 1)} | {600, 700}))
+LONG_MAX_SIDE = 3  # D, D_q, D_v: small, so that N x N is the cost
+
+
+def long_examples() -> int:
+    """Examples a long-sequence law draws under the profile in force: a tenth of the usual, at least 2 (besides
+    its fixed example of N = LONG_EXAMPLE_N)."""
+    from hypothesis import settings
+
+    return max(2, int(settings().max_examples) // 10)
+
+
+@st.composite
+def long_sequence_problems(draw: st.DrawFn, *, max_logit: float = SEMANTIC_LOGIT_BOUND) -> AttentionProblem:
+    """Problems with N drawn from LONG_LENGTHS (15 ... 700) and D, D_q, D_v in [1, 3].
+
+    The weights are drawn entry by entry; X (D x N, too large for hypothesis to draw entry by entry) comes from
+    a drawn seed, uniform in [-ENTRY_BOUND, ENTRY_BOUND]. The queries are halved as for attention_problems
+    until every logit is bounded by max_logit.
+    """
+    N = draw(st.sampled_from(LONG_LENGTHS), label="N")
+    d = draw(dimensions(max_side=LONG_MAX_SIDE, min_n=1, max_n=1), label="D, D_q, D_v")
+    seed = draw(st.integers(0, 2**32 - 1), label="seed of X")
+    X = np.random.default_rng(seed).uniform(-ENTRY_BOUND, ENTRY_BOUND, (d.D, N))
+    shapes = [(d.D_v, d.D), (d.D_q, d.D), (d.D_q, d.D), (d.D_v, 1), (d.D_q, 1), (d.D_q, 1)]
+    named = zip(shapes, ARGUMENT_ORDER[1:], strict=True)
+    weights = [draw(matrices(rows, cols), label=name) for (rows, cols), name in named]
+    return with_logits_within(AttentionProblem(X, *weights), max_logit)
+
+
+# The fixed long examples: N = 600 crosses every tile boundary up to 512; N = 1100 also gives the reference's
+# full path two slabs of queries (it computes 2^20 // N = 953 rows of A^T at a time; tests/ checks that this
+# stays true).
+LONG_EXAMPLE_N = 600
+TWO_SLABS_N = 1100
+
+
+def long_sequence_example(N: int = LONG_EXAMPLE_N) -> AttentionProblem:
+    """A fixed long problem (D = D_q = D_v = 2, seeded entries) checked on every run. Square, so that it is also
+    an example of --square (the drawn long problems vary D_q and D_v)."""
+    rng = np.random.default_rng(600)
+    shapes = [(2, N), (2, 2), (2, 2), (2, 2), (2, 1), (2, 1), (2, 1)]
+    arrays = [rng.uniform(-ENTRY_BOUND, ENTRY_BOUND, shape) for shape in shapes]
+    return with_logits_within(AttentionProblem(*arrays), SEMANTIC_LOGIT_BOUND)
+
+
+@st.composite
+def long_sequence_problems_with_permutations(draw: st.DrawFn) -> tuple[AttentionProblem, NDArray[np.intp]]:
+    """A long-sequence problem and a permutation of its inputs: a random one, or a reversal (which moves every
+    key of a partial tail block to the front, across every block boundary)."""
+    problem = draw(long_sequence_problems())
+    seed = draw(st.integers(0, 2**32 - 1), label="permutation seed")
+    if draw(st.booleans(), label="reverse?"):
+        return problem, np.arange(problem.N)[::-1].copy()
+    return problem, np.random.default_rng(seed).permutation(problem.N).astype(np.intp)
+
+
+# --- Tails: weights down to the smallest normal number (test_attention_matrix's softmax-ratio law) ---
+
+# Logit spreads up to -log(smallest normal float64) ~ 708: weight ratios down to the smallest normal number.
+# The logits stay within +-TAIL_LOGIT_BOUND, where even a softmax without the shift by the maximum stays finite.
+TAIL_SPREAD = float(-np.log(np.finfo(np.float64).smallest_normal))
+TAIL_LOGIT_BOUND = 354.0
+
+
+@st.composite
+def tail_problems(draw: st.DrawFn) -> AttentionProblem:
+    """Problems (N >= 2) whose widest column of logits spans a target drawn log-uniformly from [10, 708]:
+    weights in the far tail, down to about the smallest normal float64. The queries are rescaled to reach the
+    target, or as close as keeping every logit within +-TAIL_LOGIT_BOUND allows."""
+    problem = draw(attention_problems(dimensions(min_n=2), max_logit=None))
+    spread = float(np.ptp(problem.logits(1.0), axis=0).max())
+    bound = logit_bound(problem)
+    target = 10 ** draw(st.floats(1.0, float(np.log10(TAIL_SPREAD))), label="log10 of the logit spread")
+    if spread * MAX_QUERY_GAIN < target or bound == 0:
+        return with_logits_within(problem, SEMANTIC_LOGIT_BOUND)  # (nearly) constant logits: no tail to draw
+    return with_queries_scaled(problem, min(target / spread, TAIL_LOGIT_BOUND / bound))

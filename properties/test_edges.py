@@ -1,0 +1,89 @@
+"""The edges: no inputs (N = 0) and a single input (N = 1), with and without every keyword option.
+
+One topic a module: every law about N = 0 or N = 1 is here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, note
+from numpy.typing import NDArray
+
+from properties.catalogues import mistakes as b
+from properties.helpers.checks import (
+    assert_close,
+    call,
+    option_bounds,
+    require_some_option,
+    supported,
+)
+from properties.helpers.implementations import Implementation
+from properties.helpers.meta import assert_law_fails
+from properties.helpers.problems import AttentionOptions, AttentionProblem
+from properties.helpers.strategies import (
+    attention_problems,
+    dimensions,
+    problems_with_options,
+)
+
+pytestmark = pytest.mark.semantics
+Array = NDArray[np.float64]
+Case = tuple[AttentionProblem, AttentionOptions]
+
+
+@given(case=problems_with_options(dimensions(min_n=0, max_n=0)))
+def test_no_inputs_give_empty_outputs_under_every_option(implementation: Implementation, case: Case) -> None:
+    """N = 0: X' is D_v x 0 and attentions 0 x 0, with any options (an empty mask, bias and Pi)."""
+    require_some_option(implementation)
+    problem, options = case
+    options = supported(implementation, options)
+    note(f"options given: {sorted(options.keywords())}")
+    call(implementation, problem, options)  # the wrapper checks the shapes; a crash fails the law
+
+
+@pytest.mark.meta
+def test_no_inputs_give_empty_outputs_catches_a_crash() -> None:
+    law = test_no_inputs_give_empty_outputs_under_every_option
+    assert_law_fails(law, implementation=b.broken(b.crashes_without_inputs))
+
+
+@given(case=problems_with_options(dimensions(min_n=1, max_n=1)))
+def test_a_single_input_attends_to_itself_under_every_option(implementation: Implementation, case: Case) -> None:
+    """N = 1 with its key visible: attentions = [[1]] and x'_0 = v_0 (with the positions in mode "input"), with any
+    bias, causal or positions."""
+    require_some_option(implementation)
+    problem, options = case
+    options = supported(implementation, options)
+    if options.mask is not None:
+        options = options.replace(mask=np.ones((1, 1), dtype=bool))
+    result = call(implementation, problem, options)
+    bounds = option_bounds(implementation, problem, options, result.eps)
+    assert_close(result.X_prime, options.without_positions(problem).values(), (bounds + bounds).x_prime,
+                 what="x'_0 of a single input")  # fmt: skip
+    if result.attentions is not None:
+        assert_close(result.attentions, np.ones((1, 1)), bounds.attentions, what="attentions of a single input")
+
+
+@pytest.mark.meta
+@pytest.mark.parametrize("bug", [b.causal_excludes_the_diagonal])
+def test_a_single_input_attends_to_itself_under_every_option_catches(bug: Any) -> None:
+    assert_law_fails(test_a_single_input_attends_to_itself_under_every_option, implementation=b.broken(bug))
+
+
+@given(problem=attention_problems(dimensions(max_n=1)))
+def test_a_single_input_attends_to_itself(implementation: Implementation, problem: AttentionProblem) -> None:
+    """N = 1: attentions = [[1]] and X' = v_1 = omega_v x_1 + beta_v (a softmax over one key)."""
+    result = implementation(problem)
+    bounds = implementation.bounds(problem, result.eps)
+    assert_close(result.X_prime, problem.values(), (bounds + bounds).x_prime, what="for N = 1, X' must be v_1")
+    if result.attentions is not None:
+        assert_close(result.attentions, [[1.0]], bounds.attentions, what="for N = 1, attentions must be [[1]]")
+
+
+@pytest.mark.meta
+@pytest.mark.parametrize("bug", [b.values_without_bias, b.bias_tiled_for_three_inputs])
+def test_a_single_input_attends_to_itself_catches(bug: object) -> None:
+    assert_law_fails(test_a_single_input_attends_to_itself, implementation=b.broken(bug))

@@ -1,0 +1,255 @@
+"""The false-alarm meta-test: every law on every correct implementation of properties/catalogues/correct.py.
+
+A law that FAILs on one of them has a tolerance too tight for that algorithm (or a strategy that breaks its
+precondition), or the reference's blockwise path (in the catalogue at block sizes 1, 3, 16) is broken. Each
+law runs on the same examples for every variant: its own explicit examples and false_alarm_examples() drawn ones
+(2 under the dev profile, 5 under ci, 50 under thorough; at most a third of the law's own number), derandomised,
+drawn once and replayed, without shrinking. SKIPs (laws needing keywords or the attention matrix) are expected.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import itertools
+import pkgutil
+from collections.abc import Callable, Iterator
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+from _pytest.outcomes import Skipped
+from hypothesis import HealthCheck, Phase, example, given, settings
+
+from properties.catalogues.correct import CATALOGUE, Variant
+from properties.helpers.implementations import REFERENCE, REFERENCE_MULTIHEAD, Implementation, Multihead, Softmax
+from properties.helpers.meta import law_body
+from properties.helpers.options import CATEGORIES, SDPA_REFERENCE_TARGET
+from properties.helpers.problems import AttentionProblem
+from properties.helpers.row_convention import Convention, sdpa_implementation
+from properties.helpers.strategies import LONG_LENGTHS
+from properties.helpers.tolerances import dtype_of, epsilon_of, tiny_of
+
+pytestmark = pytest.mark.meta
+
+
+def law_modules() -> list[str]:
+    """Every test module of properties/ and regression/ but this one: their laws are the functions marked with
+    a category (options.CATEGORIES) and not `meta`."""
+    names = []
+    for package in ("properties", "regression"):
+        path = importlib.import_module(package).__path__
+        names += [f"{package}.{m.name}" for m in pkgutil.iter_modules(path) if m.name.startswith("test_")]
+    return sorted(name for name in names if name != __name__)
+
+
+ROLES = ("implementation", "softmax", "multihead")
+# The reference's blockwise path loops over query and key blocks in Python: at block sizes 1 and 3 a long
+# sequence (N up to 700) costs N^2 / b^2 iterations per call, too slow for the default suite (CI runs them).
+SLOW_ON_LONG_SEQUENCES = ("reference_blockwise_1", "reference_blockwise_3")
+MAX_FLOAT = float(np.finfo(np.float64).max)
+# (laws run, examples run) per variant, filled as the variants pass: tools and reports may read it.
+RUNS: dict[str, tuple[int, int]] = {}
+
+
+def false_alarm_examples() -> int:
+    """Drawn examples per (law, variant), besides the law's explicit ones: 2 under dev, 5 under ci, 50 under
+    thorough (a law that draws fewer than usual, such as the long-sequence laws, a third of its own number)."""
+    return max(2, int(settings().max_examples) // 20)
+
+
+def categories(function: Callable[..., Any], module: ModuleType) -> set[str]:
+    marks = list(getattr(function, "pytestmark", [])) + list(np.atleast_1d(getattr(module, "pytestmark", [])))
+    return {mark.name for mark in marks}
+
+
+def laws() -> Iterator[tuple[str, Callable[..., Any], dict[str, Any]]]:
+    """(name, law, parameters) for every law of law_modules() and each of its parametrisations."""
+    for module_name in law_modules():
+        module = importlib.import_module(module_name)
+        for name, function in vars(module).items():
+            if not name.startswith("test_") or not callable(function):
+                continue
+            marks = categories(function, module)
+            if "meta" in marks or not marks & set(CATEGORIES):
+                continue
+            grids = [mark for mark in getattr(function, "pytestmark", []) if mark.name == "parametrize"]
+            names = [mark.args[0].replace(" ", "").split(",") for mark in grids]
+            values = [mark.args[1] for mark in grids]
+            for combination in itertools.product(*values):
+                parameters: dict[str, Any] = {}
+                for keys, value in zip(names, combination, strict=True):
+                    parameters.update(zip(keys, value if len(keys) > 1 else (value,), strict=True))
+                suffix = "".join(f"[{v}]" for v in parameters.values())
+                yield f"{module_name}.{name}{suffix}", function, parameters
+
+
+def fixtures_of(law: Callable[..., Any], parameters: dict[str, Any]) -> set[str]:
+    given_names = set(getattr(getattr(law, "hypothesis", None), "_given_kwargs", {}))
+    signature = inspect.signature(getattr(getattr(law, "hypothesis", None), "inner_test", law))
+    return set(signature.parameters) - given_names - set(parameters)
+
+
+def magnitude(arrays: tuple[Any, ...]) -> float:
+    """The largest of the inputs, the bounds Qhat, Khat, Vhat on |Q|, |K|, |V| and the logit bound (for a
+    softmax, of its input)."""
+    if len(arrays) == 1:
+        return float(np.max(np.abs(arrays[0]), initial=0.0))
+    X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = (np.abs(np.asarray(a, dtype=np.float64)) for a in arrays)
+    Qhat, Khat, Vhat = omega_q @ X + beta_q, omega_k @ X + beta_k, omega_v @ X + beta_v
+    parts = (X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, Qhat, Khat, Vhat, Khat.T @ Qhat)
+    return max(float(np.max(a, initial=0.0)) for a in parts)
+
+
+def guarded(variant: Variant) -> Callable[..., Any]:
+    """The variant's function, skipping the law on problems beyond the range of the dtype it computes in."""
+    if variant.max_magnitude >= MAX_FLOAT:
+        return variant.function
+
+    def function(*arrays: Any, **keywords: Any) -> Any:
+        if magnitude(arrays) > variant.max_magnitude:
+            pytest.skip(f"the problem's magnitudes exceed {variant.name}'s range ({variant.max_magnitude:.3g})")
+        return variant.function(*arrays, **keywords)
+
+    function.__name__ = function.__qualname__ = variant.name
+    function.__signature__ = inspect.signature(variant.function)  # type: ignore[attr-defined]
+    return function
+
+
+# The fixtures a variant of each role fills (a kernel is also the implementation, through the sdpa adapter).
+ROLE_FIXTURES = {"kernel": {"implementation", "kernel"}}
+
+
+def under_test(variant: Variant) -> dict[str, Any]:
+    """The fixtures for a law run on `variant`; roles the variant does not fill come from the reference."""
+    target = f"properties.catalogues.correct:{variant.name}"
+    fixtures: dict[str, Any] = {"implementation": REFERENCE["scaled"], "multihead": REFERENCE_MULTIHEAD}
+    if variant.role == "implementation":
+        fixtures["implementation"] = Implementation(guarded(variant), variant.kind, target)
+    elif variant.role == "kernel":  # a row-convention kernel: every law, through the sdpa adapter
+        kernel = sdpa_implementation(variant.function, SDPA_REFERENCE_TARGET, Convention(), variant.kind)
+        fixtures["implementation"] = fixtures["kernel"] = kernel
+    elif variant.role == "softmax":
+        fixtures["softmax"] = Softmax(guarded(variant), target)
+    else:
+        fixtures["multihead"] = Multihead(variant.function, target)
+    return fixtures
+
+
+def _settings(law: Callable[..., Any], *phases: Phase) -> settings:
+    parent = getattr(law, "_hypothesis_internal_use_settings", None) or settings()
+    return settings(
+        parent,
+        max_examples=max(1, min(false_alarm_examples(), parent.max_examples // 3)),
+        derandomize=True,
+        database=None,
+        phases=phases,
+        suppress_health_check=list(HealthCheck),
+        report_multiple_bugs=False,
+    )
+
+
+def shares_examples(law: Callable[..., Any]) -> bool:
+    """Whether the law's drawn arguments can be replayed (st.data() objects live only inside one run)."""
+    return not any(repr(strategy) == "data()" for strategy in law.hypothesis._given_kwargs.values())  # type: ignore[attr-defined]
+
+
+def beyond_the_drawn_lengths(values: Any) -> bool:
+    """Whether an explicit example holds a problem longer than any the strategies draw: the fixed examples of
+    N = TWO_SLABS_N aim at the reference's slabs of queries, while every variant's own tiles are crossed by the
+    drawn lengths; replaying them on every variant would cost seconds and find nothing new."""
+    return any(isinstance(v, AttentionProblem) and max(LONG_LENGTHS) < v.N for v in values) or any(
+        isinstance(v, tuple) and beyond_the_drawn_lengths(v) for v in values
+    )
+
+
+@functools.cache
+def examples_of(law: Callable[..., Any]) -> tuple[dict[str, Any], ...]:
+    """The law's own explicit examples and false_alarm_examples() drawn ones, derandomised: drawn once and
+    replayed on every variant, so that all variants meet the same problems."""
+    drawn: list[dict[str, Any]] = [
+        dict(e.kwargs)
+        for e in getattr(law, "hypothesis_explicit_examples", [])
+        if not beyond_the_drawn_lengths(e.kwargs.values())
+    ]
+
+    def collect(**kwargs: Any) -> None:
+        drawn.append(kwargs)
+
+    given(**law.hypothesis._given_kwargs)(_settings(law, Phase.generate)(collect))()  # type: ignore[attr-defined]
+    return tuple(drawn)
+
+
+def run(law: Callable[..., Any], arguments: dict[str, Any], *, one_by_one: bool = False) -> int:
+    """Run the law with `arguments` (fixtures and parameters) on its shared examples (examples_of), or on
+    freshly drawn derandomised ones when they cannot be shared; return how many examples ran (not skipped).
+    `one_by_one` runs each shared example on its own, so that a skip (a problem beyond a variant's range)
+    skips that example only. Raises what the law raises."""
+    if getattr(law, "hypothesis", None) is None:
+        law(**arguments)
+        return 1
+    given_kwargs = law.hypothesis._given_kwargs  # type: ignore[attr-defined]
+    if not shares_examples(law):
+        given(**given_kwargs)(_settings(law, Phase.generate)(law_body(law)))(**arguments)
+        return false_alarm_examples()
+    batches = [[drawn] for drawn in examples_of(law)] if one_by_one else [list(examples_of(law))]
+    ran = 0
+    for batch in batches:
+        test = given(**given_kwargs)(_settings(law, Phase.explicit)(law_body(law)))
+        for drawn in batch:
+            test = example(**drawn)(test)
+        try:
+            test(**arguments)
+        except Skipped:
+            if not one_by_one:
+                raise
+            continue
+        ran += len(batch)
+    if ran == 0:
+        pytest.skip("every example was skipped")
+    return ran
+
+
+@pytest.mark.parametrize("variant", CATALOGUE, ids=[variant.name for variant in CATALOGUE])
+def test_no_law_fails_on_a_correct_implementation(variant: Variant) -> None:
+    """Every law PASSes (or SKIPs) on every correct implementation of the catalogue."""
+    available = under_test(variant)
+    ran, examples, alarms = 0, 0, []
+    for name, law, parameters in laws():
+        needed = fixtures_of(law, parameters)
+        if not ROLE_FIXTURES.get(variant.role, {variant.role}) & set(needed):
+            continue
+        if variant.name in SLOW_ON_LONG_SEQUENCES and "long_sequences" in name:
+            continue
+        try:
+            examples += run(law, {**{key: available[key] for key in needed}, **parameters},
+                            one_by_one=variant.max_magnitude < MAX_FLOAT)  # fmt: skip
+        except Skipped:
+            continue
+        except Exception as error:
+            alarms.append(f"{name}: {str(error).splitlines()[0] if str(error) else type(error).__name__}")
+        ran += 1
+    assert not alarms, f"{len(alarms)} of {ran} laws FAIL on the correct {variant.name}:\n" + "\n".join(alarms)
+    assert ran > 0, f"no law ran on {variant.name}"
+    RUNS[variant.name] = (ran, examples)
+
+
+def test_the_catalogue_has_every_algorithm_of_the_error_model() -> None:
+    """At least ten self-attention variants, block sizes 1, 3, 16 and 64, float16 and float32, and lengths long
+    enough to cross their blocks."""
+    names = {variant.name for variant in CATALOGUE if variant.role == "implementation"}
+    assert len(names) >= 10
+    assert {f"online_blocks_of_{b}" for b in (1, 3, 16, 64)} <= names
+    assert any("float16" in name for name in names) and any("float32" in name for name in names)
+    assert max(LONG_LENGTHS) > 512
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_eps_and_tiny_are_those_of_the_dtype_judged(dtype: type[np.floating[Any]]) -> None:
+    """epsilon_of a dtype and tiny_of that epsilon are the dtype's own (float16 included)."""
+    eps = epsilon_of(np.dtype(dtype))
+    assert eps == float(np.finfo(dtype).eps)
+    assert tiny_of(eps) == float(np.finfo(dtype).smallest_normal)
+    assert dtype_of(eps) is dtype

@@ -1,0 +1,175 @@
+"""The checker's own parts: notebook extraction, replay snippets, and one real run of attention-check
+(the installed hypothesis and pytest, a folder of notebooks, its CSV and JSON, and a snippet executed)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from properties import test_attention_matrix as laws
+from properties import test_long_sequences as long_laws
+from properties.catalogues import mistakes as b
+from properties.checker.cli import rerun
+from properties.checker.examples import write_notebook
+from properties.checker.grading import Subject, absolute_target, subjects_of_file
+from properties.checker.notebook import extract, global_message
+from properties.checker.report import Draws, counterexample, snippet
+from properties.checker.verdicts import describe
+from properties.helpers.checks import LawViolation
+from properties.helpers.implementations import REFERENCE
+from properties.helpers.loading import load_function
+from properties.helpers.problems import AttentionProblem, BatchedProblem
+from properties.helpers.row_convention import Convention
+from properties.test_sdpa import test_every_batch_element_and_head_is_attention_over_its_own_rows
+
+pytestmark = pytest.mark.meta
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_extraction_keeps_only_imports_and_the_functions(tmp_path: Path) -> None:
+    extraction = extract(write_notebook(tmp_path / "solved.ipynb", "solved"))
+    assert extraction.status == dict.fromkeys(extraction.status, "implemented")
+    assert "plt.plot" not in extraction.source and "RuntimeError" not in extraction.source
+    assert "np.random.seed" not in extraction.source and "%matplotlib" not in extraction.source
+    assert all(extraction.calls_softmax_cols.values())
+
+
+def test_extracted_functions_run_without_the_rest_of_the_notebook(tmp_path: Path) -> None:
+    source = extract(write_notebook(tmp_path / "solved.ipynb", "solved")).source
+    module = tmp_path / "functions.py"
+    module.write_text(source.replace("import matplotlib.pyplot as plt", "import not_an_installed_module as plt"))
+    function = load_function(f"{module}:scaled_dot_product_self_attention")
+    X_prime = function(np.eye(2), np.eye(2), np.eye(2), np.eye(2), *(np.zeros((2, 1)),) * 3)
+    assert X_prime.shape == (2, 2)
+
+
+def test_template_functions_raise_not_implemented(tmp_path: Path) -> None:
+    notebook = write_notebook(tmp_path / "template.ipynb", "template")
+    extraction = extract(notebook)
+    assert extraction.status["self_attention"] == "template"
+    assert extraction.status["softmax_cols"] == "implemented"
+    with pytest.raises(NotImplementedError, match="template"):
+        load_function(f"{notebook}:self_attention")(np.eye(2))
+
+
+def test_a_function_reading_a_notebook_global_is_named(tmp_path: Path) -> None:
+    extraction = extract(write_notebook(tmp_path / "global.ipynb", "global_D"))
+    assert extraction.status["scaled_dot_product_self_attention"] == "reads a notebook global D"
+    assert extraction.status["self_attention"] == "implemented"
+    assert global_message(("D",)).startswith("reads the notebook global D, which the checker does not run: use X.shape")
+
+
+def test_a_function_that_fails_when_defined_raises_on_import(tmp_path: Path) -> None:
+    path = tmp_path / "functions.py"
+    path.write_text("import numpy as np\n\ndef self_attention(X, scale=np.sqrt(undefined_name)):\n    return X\n")
+    subjects = {s.function: s.state for s in subjects_of_file(path)}
+    assert subjects["self_attention"].startswith("raises on import: NameError")
+    assert subjects["scaled_dot_product_self_attention"] == "missing"
+
+
+def test_file_targets_are_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert absolute_target("impl.py:f") == f"{tmp_path / 'impl.py'}:f"
+    assert absolute_target("package.module:f") == "package.module:f"
+
+
+def test_snippet_replays_recorded_arguments_and_raises() -> None:
+    """A snippet built from the keyword arguments of a failing call (an Implementation, a problem and
+    recorded draws) runs on its own and fails the law again; the counterexample carries the sizes."""
+    implementation = b.broken(b.attentions_transposed_in_output)
+    one, zero = np.ones((1, 1)), np.zeros((1, 1))
+    problem = AttentionProblem(np.array([[0.0, 1.0]]), one, one, one, zero, zero, zero)
+    arguments = {"implementation": implementation, "problem": problem}
+    code = snippet(laws.test_output_is_values_times_attentions, arguments)
+    with pytest.raises(LawViolation, match="X' must equal V @ attentions"):
+        exec(code, {})
+    example = counterexample(arguments)
+    assert (example["D"], example["N"], example["X"]) == (1, 2, [[0.0, 1.0]])
+    replay = Draws(values=[3, np.array([1.0, float("inf")])])
+    assert "float('inf')" in snippet(laws.test_output_is_values_times_attentions, {"data": replay})
+
+
+def test_readme_add_a_property_example_is_the_real_code() -> None:
+    section = README.read_text().split("## Add a property", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    module = re.search(r"\(properties/(\w+)\.py", section)
+    assert module is not None, "the section names the module its example comes from"
+    assert code in (README.parent / "properties" / f"{module.group(1)}.py").read_text()
+
+
+def test_grading_a_folder_reports_counterexamples_diagnoses_and_runnable_snippets(tmp_path: Path) -> None:
+    """attention-check on a folder (a sqrt(D) notebook and a template; checkpoints skipped), on the laws matching
+    -k doubling: exit 1, a CSV row per function, and for each FAIL a counterexample and a snippet that exits
+    non-zero under python."""
+    folder = tmp_path / "class"
+    folder.mkdir()
+    for kind in ("sqrt_D", "template"):
+        write_notebook(folder / f"{kind}.ipynb", kind)
+    (folder / ".ipynb_checkpoints").mkdir()
+    write_notebook(folder / ".ipynb_checkpoints" / "sqrt_D-checkpoint.ipynb", "template")
+    command = [sys.executable, "-m", "properties.checker.cli", "class", "--only", "semantics", "-k", "doubling",
+               "--jobs", "2", "--csv", "grades.csv", "--json", "grades.json"]  # fmt: skip
+    completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+    assert completed.returncode == 1, completed.stdout + completed.stderr
+    grades = {(row["file"], row["function"]): row for row in csv.DictReader((tmp_path / "grades.csv").open())}
+    assert len(grades) == 6  # three functions of two notebooks; the checkpoint is skipped
+    sqrt_d = grades[(str(Path("class") / "sqrt_D.ipynb"), "scaled_dot_product_self_attention")]
+    assert sqrt_d["verdict"] == "FAIL" and "1/sqrt(D) = 1/sqrt(X.shape[0])" in sqrt_d["diagnosis"]
+    assert grades[(str(Path("class") / "template.ipynb"), "self_attention")]["state"] == "template"
+    failures = [law for run in json.loads((tmp_path / "grades.json").read_text())["runs"]
+                for law in run["laws"] if law["status"] == "FAIL"]  # fmt: skip
+    assert failures and all(law["counterexample"] and law["reproduce"] for law in failures)
+    (tmp_path / "replay.py").write_text(failures[0]["reproduce"])
+    replay = subprocess.run([sys.executable, "replay.py"], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert replay.returncode != 0 and "LawViolation" in replay.stderr, replay.stderr
+
+
+def test_an_empty_assertion_names_its_file_and_line() -> None:
+    try:
+        raise AssertionError()  # as a student's bare `assert` raises it (no pytest rewriting there)
+    except AssertionError as error:
+        message = describe(error)
+    assert message.startswith(f"AssertionError at {__file__}:") and "raise AssertionError()" in message
+
+
+def test_a_conventions_fail_is_shown_but_counted_only_when_strict() -> None:
+    """Another convention for a query that sees no key is reported, not counted, unless --strict-conventions."""
+    law = {"law": "test_a_query_that_sees_no_key_gets_a_zero_column", "category": "conventions", "status": "FAIL"}
+    subject = Subject("f", "m:f", "scaled", laws=[law, {"law": "other", "category": "semantics", "status": "PASS"}])
+    assert subject.verdict == "PASS" and subject.category("conventions") == "FAIL"
+    subject.uncounted = ()
+    assert subject.verdict == "FAIL"
+
+
+def test_a_snippet_replays_a_law_that_has_explicit_examples() -> None:
+    """A law with its own @example cases replays one counterexample: it raises on the broken implementation
+    and passes once the implementation is correct."""
+    law = long_laws.test_long_sequences_attention_columns_are_probability_distributions
+    one, zero = np.ones((1, 1)), np.zeros((1, 1))
+    problem = AttentionProblem(np.array([[0.0, 1.0, 3.0]]), one, one, one, zero, zero, zero)
+    with pytest.raises(LawViolation):
+        exec(snippet(law, {"implementation": b.broken(b.softmax_over_rows), "problem": problem}), {})
+    exec(snippet(law, {"implementation": REFERENCE["scaled"], "problem": problem}), {})
+
+
+@pytest.mark.meta
+def test_reproduction_snippet_replays_a_row_convention_counterexample() -> None:
+    """attention-check's snippet rebuilds the kernel (SdpaImplementation, its Convention) and the BatchedProblem
+    from their reprs, and fails the law again; its rerun command carries --convention sdpa."""
+    kernel = b.broken_kernel(b.kernel_keys_of_first_batch_element, Convention(dtype="float32"))
+    one, zero = np.ones((1, 1)), np.zeros((1, 1))
+    slots = tuple((AttentionProblem(np.array([[float(i), 1.0]]), one, one, one, zero, zero, zero),) for i in (1, 3))
+    law = test_every_batch_element_and_head_is_attention_over_its_own_rows
+    code = snippet(law, {"kernel": kernel, "problem": BatchedProblem(slots)})
+    with pytest.raises(LawViolation, match=r"out\[1, 0\]"):
+        exec(code, {})
+    row = {"law": law.__name__, "module": law.__module__}
+    command = rerun(row, Subject("kernel", kernel.name, "scaled"), ("--convention", "sdpa", "--dtype=float32"))
+    assert command.endswith("--convention sdpa --dtype=float32")

@@ -1,0 +1,53 @@
+"""The catalogue of mistakes that attention-check names: each new broken implementation is caught by a law
+(meta-tests), and the diagnosis names every mistake of the catalogue, and nothing for correct code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from properties.catalogues import mistakes as b
+from properties.checker.diagnosis import MISTAKES, SOFTMAX_MISTAKES, diagnose_attention, diagnose_softmax
+from properties.helpers.implementations import Implementation
+from properties.helpers.problems import AttentionProblem
+
+pytestmark = pytest.mark.meta
+
+
+@pytest.mark.parametrize(
+    "mistake", [m for m in MISTAKES if m.function is not b.notebook_softmax], ids=lambda m: m.function.__name__
+)
+def test_each_mistake_is_diagnosed_as_itself(mistake: Any) -> None:
+    """On the probe problems alone, every mistake is told apart from the correct answer and the others."""
+    kind = mistake.kinds[0]
+    function = mistake.function if kind == "scaled" or mistake.function is b.scaled_by_sqrt_D_q else None
+    if function is None:
+        pytest.skip("diagnosed for unscaled attention through its scaled form")
+    diagnosis = diagnose_attention(Implementation(function, kind), None)
+    assert diagnosis is not None and diagnosis.mistake == function.__name__, diagnosis
+
+
+def test_overflow_is_diagnosed_on_the_counterexample_only() -> None:
+    """The notebook's unshifted softmax agrees with the correct answer on moderate logits: only a
+    counterexample with large logits tells it apart."""
+    implementation = Implementation(b.notebook_softmax, "scaled")
+    assert diagnose_attention(implementation, None) is None
+    ones = np.ones((1, 1))
+    large = AttentionProblem(np.array([[0.0, 1000.0]]), ones, ones, ones, 0 * ones, 0 * ones, 0 * ones)
+    diagnosis = diagnose_attention(implementation, large)
+    assert diagnosis is not None and diagnosis.mistake == "notebook_softmax"
+
+
+@pytest.mark.parametrize("kind", ["scaled", "unscaled"])
+def test_correct_implementations_get_no_diagnosis(kind: str) -> None:
+    correct = b.scaled_by_sqrt_D_q if kind == "scaled" else b.not_scaled
+    assert diagnose_attention(b.broken(correct, kind), None) is None
+    assert diagnose_softmax(b.stable_softmax, None) is None
+
+
+@pytest.mark.parametrize("mistake", SOFTMAX_MISTAKES[:2], ids=lambda m: m.function.__name__)
+def test_each_softmax_mistake_is_diagnosed_as_itself(mistake: Any) -> None:
+    diagnosis = diagnose_softmax(mistake.function, None)
+    assert diagnosis is not None and diagnosis.mistake == mistake.function.__name__
