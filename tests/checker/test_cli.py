@@ -15,6 +15,7 @@ import pytest
 
 from properties import test_attention_matrix as laws
 from properties import test_long_sequences as long_laws
+from properties import test_sdpa
 from properties.catalogues import mistakes as b
 from properties.checker.cli import rerun
 from properties.checker.examples import write_notebook
@@ -27,7 +28,6 @@ from properties.helpers.implementations import REFERENCE
 from properties.helpers.loading import load_function
 from properties.helpers.problems import AttentionProblem, BatchedProblem
 from properties.helpers.row_convention import Convention
-from properties.test_sdpa import test_every_batch_element_and_head_is_attention_over_its_own_rows
 
 pytestmark = pytest.mark.meta
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -166,7 +166,7 @@ def test_reproduction_snippet_replays_a_row_convention_counterexample() -> None:
     kernel = b.broken_kernel(b.kernel_keys_of_first_batch_element, Convention(dtype="float32"))
     one, zero = np.ones((1, 1)), np.zeros((1, 1))
     slots = tuple((AttentionProblem(np.array([[float(i), 1.0]]), one, one, one, zero, zero, zero),) for i in (1, 3))
-    law = test_every_batch_element_and_head_is_attention_over_its_own_rows
+    law = test_sdpa.test_every_batch_element_and_head_is_attention_over_its_own_rows
     code = snippet(law, {"kernel": kernel, "problem": BatchedProblem(slots)})
     with pytest.raises(LawViolation, match=r"out\[1, 0\]"):
         exec(code, {})
