@@ -1,5 +1,5 @@
-"""tests/: the bundled reference's own tests (its API, validation, dtypes, the blockwise and positional-encoding
-functions, the golden data's provenance). Under --impl they are skipped by location: they test the reference,
+"""tests/: the project's own tests, mirroring the packages (the reference in attention/, the helpers, the
+catalogues and the checker, the import rules). Under --impl they are skipped by location: they test the project,
 not the TARGET; the laws in properties/ and regression/ are what checks a TARGET."""
 
 from __future__ import annotations
