@@ -35,7 +35,11 @@ from attention.rows import scaled_dot_product_attention
 U = float(np.finfo(np.float64).eps) / 2
 H_STEP = U ** (1 / 3)
 NAMES = ("X", "omega_v", "omega_q", "omega_k", "beta_v", "beta_q", "beta_k")
-PAIRS = [
+# Typed loosely for the tests, which unpack their arguments from dicts and lists.
+row_backward: Callable[..., Any] = scaled_dot_product_attention_backward
+scaled_vjp: Callable[..., Any] = scaled_dot_product_self_attention_vjp
+unscaled_vjp: Callable[..., Any] = self_attention_vjp
+PAIRS: list[Any] = [
     (self_attention, self_attention_vjp),
     (scaled_dot_product_self_attention, scaled_dot_product_self_attention_vjp),
 ]
@@ -51,7 +55,8 @@ def central_difference_tolerance(phi: Callable[[float], float], magnitude: float
     return (phi(h) - phi(-h)) / (2 * h), tolerance
 
 
-def notebook_problem(seed: int, D: int = 3, D_q: int = 2, D_v: int = 4, N: int = 5) -> dict[str, Any]:
+def notebook_problem(seed: int, D: int = 3, D_q: int = 2, D_v: int = 4, N: int = 5) -> Any:
+    """The seven arguments by name (Any: unpacked into the functions' positional arguments)."""
     rng = np.random.default_rng(seed)
     shapes = [(D, N), (D_v, D), (D_q, D), (D_q, D), (D_v, 1), (D_q,), (D_q, 1)]  # beta_q flat: kept flat
     return {name: rng.standard_normal(shape) for name, shape in zip(NAMES, shapes, strict=True)}
@@ -97,7 +102,7 @@ def test_notebook_vjp_agrees_with_central_differences(pair: Any, option: str, wi
     d_X_prime = rng.standard_normal(X_prime.shape)
     d_attentions = rng.standard_normal(attentions.shape) if with_d_attentions else None
     cotangents = vjp(*arguments.values(), d_X_prime, d_attentions=d_attentions, **options)
-    differentiable = {**arguments, **{k: options[k] for k in ("positional", "bias") if k in options}}
+    differentiable: dict[str, Any] = {**arguments, **{k: options[k] for k in ("positional", "bias") if k in options}}
     assert (cotangents.positional is None) == ("positional" not in options)
     assert (cotangents.bias is None) == ("bias" not in options)
     for name, value in differentiable.items():
@@ -107,7 +112,7 @@ def test_notebook_vjp_agrees_with_central_differences(pair: Any, option: str, wi
 
         def phi(t: float, name: str = name, direction: Any = direction) -> float:
             moved = {**differentiable, name: differentiable[name] + t * direction}
-            keywords = {**options, **{k: moved.pop(k) for k in ("positional", "bias") if k in moved}}
+            keywords: dict[str, Any] = {**options, **{k: moved.pop(k) for k in ("positional", "bias") if k in moved}}
             out, weights = forward(*moved.values(), **keywords)
             return float(np.sum(d_X_prime * out) + (0.0 if d_attentions is None else np.sum(d_attentions * weights)))
 
@@ -124,7 +129,7 @@ def test_the_central_difference_check_has_teeth() -> None:
     """The scaled forward's directional derivative is not that of the unscaled vjp: the check above would fail."""
     arguments = notebook_problem(0)
     d_X_prime = np.random.default_rng(2).standard_normal((4, 5))
-    wrong = self_attention_vjp(*arguments.values(), d_X_prime)
+    wrong = unscaled_vjp(*arguments.values(), d_X_prime)
     direction = np.random.default_rng(3).uniform(-1, 1, (2, 3))
 
     def phi(t: float) -> float:
@@ -138,7 +143,7 @@ def test_the_central_difference_check_has_teeth() -> None:
 # --- the row kernel ---------------------------------------------------------------------------------------------
 
 
-def row_problem(seed: int, batch: tuple[int, ...], L: int, S: int, E: int = 4, E_v: int = 3) -> list[Any]:
+def row_problem(seed: int, batch: tuple[int, ...], L: int, S: int, E: int = 4, E_v: int = 3) -> Any:
     rng = np.random.default_rng(seed)
     return [
         rng.standard_normal((*batch, L, E)),
@@ -147,7 +152,7 @@ def row_problem(seed: int, batch: tuple[int, ...], L: int, S: int, E: int = 4, E
     ]
 
 
-def row_cases() -> dict[str, tuple[list[Any], dict[str, Any]]]:
+def row_cases() -> dict[str, Any]:
     rng = np.random.default_rng(5)
     bool_mask = rng.random((4, 6)) < 0.5
     bool_mask[1] = False  # query 1 sees no key
@@ -170,7 +175,7 @@ def row_cases() -> dict[str, tuple[list[Any], dict[str, Any]]]:
     }
 
 
-ROW_CASES = row_cases()
+ROW_CASES: Any = row_cases()
 
 
 @pytest.mark.parametrize("case", list(ROW_CASES))
@@ -180,7 +185,7 @@ def test_row_backward_agrees_with_central_differences(case: str) -> None:
     inputs, keywords = ROW_CASES[case]
     out = scaled_dot_product_attention(*inputs, **keywords)
     d_out = np.random.default_rng(11).standard_normal(out.shape)
-    gradients = scaled_dot_product_attention_backward(*inputs, d_out, **keywords)
+    gradients = row_backward(*inputs, d_out, **keywords)
     rng = np.random.default_rng(12)
     for index, (name, value, gradient) in enumerate(zip(("query", "key", "value"), inputs, gradients, strict=True)):
         assert gradient.shape == value.shape and gradient.dtype == value.dtype, name
@@ -220,7 +225,7 @@ def test_row_backward_identities(case: str) -> None:
     q, k, v = inputs
     out = scaled_dot_product_attention(*inputs, **keywords)
     d_out = np.random.default_rng(13).standard_normal(out.shape)
-    dq, dk, dv = scaled_dot_product_attention_backward(*inputs, d_out, **keywords)
+    dq, dk, dv = row_backward(*inputs, d_out, **keywords)
     M_dk, M_dv = row_magnitudes(inputs, d_out, keywords)
     gamma = 8 * (k.shape[-2] + q.shape[-1] + v.shape[-1] + 8) * U
     assert np.all(np.abs(dk.sum(axis=-2)) <= gamma * M_dk.sum(axis=-2)), f"{case}: sum over keys of dk is not 0"
@@ -249,11 +254,11 @@ def test_masked_keys_and_queries_get_exactly_zero_gradients() -> None:
     """A key hidden from every query gets dk = dv = 0 exactly; a query that sees no key gets dq = 0 exactly."""
     inputs, keywords = ROW_CASES["bool mask"]
     d_out = np.random.default_rng(14).standard_normal((*inputs[0].shape[:-1], 3))
-    dq, dk, dv = scaled_dot_product_attention_backward(*inputs, d_out, **keywords)
+    dq, dk, dv = row_backward(*inputs, d_out, **keywords)
     assert not dk[..., 3, :].any() and not dv[..., 3, :].any()
     assert not dq[..., 1, :].any()
     inputs, keywords = ROW_CASES["float mask"]
-    dq = scaled_dot_product_attention_backward(*inputs, d_out, **keywords)[0]
+    dq = row_backward(*inputs, d_out, **keywords)[0]
     assert not dq[..., 2, :].any()
 
 
@@ -261,9 +266,9 @@ def test_gqa_gradients_are_sums_over_each_group() -> None:
     """Under enable_gqa the gradient of a shared key/value head is the sum of the gradients of its copies."""
     (q, k, v), keywords = ROW_CASES["gqa"]
     d_out = np.random.default_rng(15).standard_normal((*q.shape[:-1], v.shape[-1]))
-    dq, dk, dv = scaled_dot_product_attention_backward(q, k, v, d_out, **keywords)
+    dq, dk, dv = row_backward(q, k, v, d_out, **keywords)
     k_full, v_full = np.repeat(k, 2, axis=-3), np.repeat(v, 2, axis=-3)
-    dq_full, dk_full, dv_full = scaled_dot_product_attention_backward(q, k_full, v_full, d_out)
+    dq_full, dk_full, dv_full = row_backward(q, k_full, v_full, d_out)
     np.testing.assert_array_equal(dq, dq_full)
     np.testing.assert_allclose(dk, dk_full[:, 0::2] + dk_full[:, 1::2], rtol=0, atol=8 * U * np.abs(dk_full).max())
     np.testing.assert_allclose(dv, dv_full[:, 0::2] + dv_full[:, 1::2], rtol=0, atol=8 * U * np.abs(dv_full).max())
@@ -286,7 +291,7 @@ def test_notebook_vjp_identities(pair: Any, option: str) -> None:
     g = vjp(*arguments.values(), d_X_prime, d_attentions=d_attentions, **options)
     D, N = arguments["X"].shape
     gamma = 16 * (N + D + 4 + 10) * U
-    scale = np.max(np.abs(list(arguments.values())[0])) + np.max(np.abs(options.get("positional", 0)))
+    scale = np.max(np.abs(arguments["X"])) + np.max(np.abs(options.get("positional", 0)))
     Q_mag = np.abs(arguments["omega_q"]).sum() * scale + np.abs(arguments["beta_q"]).sum()
     K_mag = np.abs(arguments["omega_k"]).sum() * scale + np.abs(arguments["beta_k"]).sum()
     V_mag = np.abs(arguments["omega_v"]).sum() * scale + np.abs(arguments["beta_v"]).sum()
@@ -331,7 +336,7 @@ def test_notebook_vjp_rejects_bad_arguments_by_name(vjp: Any, change: dict[str, 
 @pytest.mark.parametrize(
     ("change", "error", "words"),
     [
-        ({"d_out": np.zeros((2, 4, 4))}, ValueError, r"d_out must have the output's shape \(\.\.\., L, E_v\) = \(2, 4, 3\)"),
+        ({"d_out": np.zeros((2, 4, 4))}, ValueError, r"d_out must have the output's shape .* = \(2, 4, 3\)"),
         ({"key": np.zeros((2, 6, 5))}, ValueError, r"key must have shape \(\.\.\., S, E\) = \(\.\.\., S, 4\)"),
         ({"value": np.zeros((2, 5, 3))}, ValueError, r"value must have shape \(\.\.\., S, E_v\) = \(\.\.\., 6, E_v\)"),
         ({"query": np.zeros(4)}, ValueError, "query must have shape"),
@@ -352,23 +357,23 @@ def test_row_backward_rejects_bad_arguments_by_name(change: dict[str, Any], erro
     q, k, v = row_problem(0, (2,), 4, 6)
     arguments: dict[str, Any] = {"query": q, "key": k, "value": v, "d_out": np.ones((2, 4, 3)), **change}
     with pytest.raises(error, match=words):
-        scaled_dot_product_attention_backward(**arguments)
+        row_backward(**arguments)
 
 
 def test_inputs_are_never_modified() -> None:
     arguments = notebook_problem(0)
-    options = notebook_options("everything")
+    options: Any = notebook_options("everything")
     d_X_prime, d_attentions = np.ones((4, 5)), np.ones((5, 5))
     everything = [*arguments.values(), *options.values(), d_X_prime, d_attentions]
     copies = [np.copy(a) for a in everything]
-    for vjp in (self_attention_vjp, scaled_dot_product_self_attention_vjp):
+    for vjp in (unscaled_vjp, scaled_vjp):
         vjp(*arguments.values(), d_X_prime, d_attentions=d_attentions, **options)
     for original, copy in zip(everything, copies, strict=True):
         np.testing.assert_array_equal(original, copy)
     for inputs, keywords in ROW_CASES.values():
         copies = [np.copy(a) for a in (*inputs, *keywords.values())]
         d_out = np.ones(scaled_dot_product_attention(*inputs, **keywords).shape)
-        scaled_dot_product_attention_backward(*inputs, d_out, **keywords)
+        row_backward(*inputs, d_out, **keywords)
         for original, copy in zip((*inputs, *keywords.values()), copies, strict=True):
             np.testing.assert_array_equal(original, copy)
 
@@ -377,13 +382,13 @@ def test_flat_betas_get_flat_cotangents_and_dtypes_follow_the_inputs() -> None:
     arguments = notebook_problem(0)
     arguments["beta_v"] = arguments["beta_v"].ravel().astype(np.float32)
     arguments["X"] = arguments["X"].astype(np.float32)
-    g = scaled_dot_product_self_attention_vjp(*arguments.values(), np.ones((4, 5)))
+    g = scaled_vjp(*arguments.values(), np.ones((4, 5)))
     assert g.beta_v.shape == (4,) and g.beta_q.shape == (2,) and g.beta_k.shape == (2, 1)
     assert g.X.dtype == np.float32 and g.beta_v.dtype == np.float32 and g.omega_q.dtype == np.float64
     q, k, v = (a.astype(np.float32) for a in row_problem(0, (2,), 4, 6))
-    grads = scaled_dot_product_attention_backward(q, k, v, np.ones((2, 4, 3), dtype=np.float32))
+    grads = row_backward(q, k, v, np.ones((2, 4, 3), dtype=np.float32))
     assert all(g.dtype == np.float32 for g in grads)
-    exact = scaled_dot_product_attention_backward(*(a.astype(np.float64) for a in (q, k, v)), np.ones((2, 4, 3)))
+    exact = row_backward(q.astype(float), k.astype(float), v.astype(float), np.ones((2, 4, 3)))
     for low, high in zip(grads, exact, strict=True):  # float32 work: about (S + E) u32 relative to the magnitudes
         assert np.abs(low - high).max() <= 64 * 2**-24 * (np.abs(high).max() + 1)
 
@@ -404,7 +409,7 @@ def test_large_logits_give_finite_gradients(pair: Any, option: str) -> None:
     for name, gradient in g._asdict().items():
         assert gradient is None or np.isfinite(gradient).all(), name
     q, k, v = row_problem(0, (2,), 4, 6)
-    grads = scaled_dot_product_attention_backward(q * 100, k * 100, v, np.ones((2, 4, 3)), is_causal=True)
+    grads = row_backward(q * 100, k * 100, v, np.ones((2, 4, 3)), is_causal=True)
     assert all(np.isfinite(g).all() for g in grads)
 
 
@@ -415,14 +420,12 @@ def test_overflowing_logits_raise_the_forwards_error() -> None:
     with pytest.raises(ValueError, match="logits"):
         scaled_dot_product_self_attention(*arguments.values())
     with pytest.raises(ValueError, match="logits"):
-        scaled_dot_product_self_attention_vjp(*arguments.values(), np.ones((4, 5)))
+        scaled_vjp(*arguments.values(), np.ones((4, 5)))
 
 
 def test_no_queries_give_empty_gradients() -> None:
     arguments = notebook_problem(0, N=0)
-    g = self_attention_vjp(*arguments.values(), np.zeros((4, 0)), causal=True)
+    g = unscaled_vjp(*arguments.values(), np.zeros((4, 0)), causal=True)
     assert g.X.shape == (3, 0) and not g.omega_q.any() and not g.beta_v.any()
-    grads = scaled_dot_product_attention_backward(
-        np.zeros((0, 4)), np.zeros((0, 4)), np.zeros((0, 3)), np.zeros((0, 3))
-    )
+    grads = row_backward(np.zeros((0, 4)), np.zeros((0, 4)), np.zeros((0, 3)), np.zeros((0, 3)))
     assert [a.shape for a in grads] == [(0, 4), (0, 4), (0, 3)]
