@@ -39,7 +39,8 @@ from attention import (
 )
 from regression.exact import PRECISION, Matrix, self_attention_exact_with_options, to_decimal
 
-pytestmark = pytest.mark.semantics
+# No category marker: these check the bundled reference's vjp, not a target; they are not laws of the battery
+# (the gradient laws, with their meta-tests, come with issue 21's later steps).
 U = 2.0**-53
 T = Decimal("1e-20")
 NAMES = ("X", "omega_v", "omega_q", "omega_k", "beta_v", "beta_q", "beta_k")
@@ -204,3 +205,15 @@ def test_vjp_agrees_with_50_digit_derivatives(name: str) -> None:
         assert np.all(error <= bounds[what]), (
             f"{name}: d {what} off by {error.max():.3g}; bound {bounds[what].ravel()[error.argmax()]:.3g}"
         )
+
+
+def test_the_bound_rejects_a_wrong_gradient() -> None:
+    """The unscaled vjp is far outside the bound of the scaled forward's 50-digit gradient: the check has teeth."""
+    case = CASES["scaled, positional input, bias"]
+    arguments, options, d_X_prime, dA = make_case(case)
+    unscaled: Callable[..., Any] = self_attention_vjp
+    wrong = unscaled(*arguments.values(), d_X_prime, d_attentions=dA, **options)
+    exact = exact_gradient(case, arguments, options, d_X_prime, dA)
+    P = scaled_dot_product_self_attention(*arguments.values(), **options)[1]
+    bounds = magnitude_bounds(case, arguments, options, d_X_prime, dA, P)
+    assert np.abs(wrong.omega_q - exact["omega_q"]).max() > 1e6 * bounds["omega_q"].max()
