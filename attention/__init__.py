@@ -3,14 +3,24 @@
 from attention.blockwise import blockwise_scaled_dot_product_self_attention
 from attention.multihead import multihead_scaled_self_attention
 from attention.positional import sinusoidal_positional_encoding
+from attention.rows_backward import scaled_dot_product_attention_backward
 from attention.self_attention import scaled_dot_product_self_attention, self_attention
+from attention.self_attention_backward import (
+    SelfAttentionCotangents,
+    scaled_dot_product_self_attention_vjp,
+    self_attention_vjp,
+)
 from attention.softmax import softmax_cols
 
 __all__ = [
+    "SelfAttentionCotangents",
     "blockwise_scaled_dot_product_self_attention",
     "multihead_scaled_self_attention",
+    "scaled_dot_product_attention_backward",
     "scaled_dot_product_self_attention",
+    "scaled_dot_product_self_attention_vjp",
     "self_attention",
+    "self_attention_vjp",
     "sinusoidal_positional_encoding",
     "softmax_cols",
 ]

@@ -38,6 +38,23 @@ def scaled_dot_product_attention(
             f"{key.shape}, {value.shape}"
         )
     work = np.float64 if np.dtype(query.dtype).itemsize >= 8 else np.float32
+    v, weights = attention_weights(query, key, value, attn_mask, is_causal, scale, enable_gqa, work)[2:4]
+    return np.asarray((weights @ v).astype(query.dtype))
+
+
+def attention_weights(
+    query: Array,
+    key: Array,
+    value: Array,
+    attn_mask: Array | None,
+    is_causal: bool,
+    scale: float | None,
+    enable_gqa: bool,
+    work: type[np.floating[Any]],
+) -> tuple[Array, Array, Array, Array, float]:
+    """(q, k, v, weights, factor): the inputs in the `work` dtype, key and value repeated over the query heads of
+    their group under enable_gqa, and the weights a = softmax(factor q k^T + mask) over the visible keys, shifted
+    by each row's maximum (a row with no visible key is zero). Shared by the forward and its backward."""
     q, k, v = (np.asarray(a).astype(work) for a in (query, key, value))
     if enable_gqa and q.ndim >= 3 and k.shape[-3] != q.shape[-3]:
         if q.shape[-3] % k.shape[-3]:
@@ -62,4 +79,4 @@ def scaled_dot_product_attention(
     weights = np.exp(np.where(visible, logits - top, -np.inf))
     total = weights.sum(axis=-1, keepdims=True)
     weights = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
-    return np.asarray((weights @ v).astype(query.dtype))
+    return q, k, v, weights, float(factor)

@@ -68,3 +68,53 @@ def self_attention_exact(
 def to_float(matrix: Matrix) -> list[list[float]]:
     """Round each decimal to the nearest float."""
     return [[float(value) for value in row] for row in matrix]
+
+
+def self_attention_exact_with_options(
+    X: Matrix,
+    omega_v: Matrix,
+    omega_q: Matrix,
+    omega_k: Matrix,
+    beta_v: Matrix,
+    beta_q: Matrix,
+    beta_k: Matrix,
+    *,
+    scaled: bool,
+    positional: Matrix | None = None,
+    positional_mode: str = "input",
+    visible: Sequence[Sequence[bool]] | None = None,
+    bias: Matrix | None = None,
+) -> tuple[Matrix, Matrix]:
+    """(X_prime, attentions) with the forward's options, from the book's equations in 50 digits.
+
+    positional Pi (D x N) is added to X for queries and keys, and for the values when positional_mode is "input";
+    visible[m][n] says whether key m is visible to query n (None: all are; causal is visible[m][n] = m <= n);
+    bias (N x N) is added to the (scaled) logits. A query with no visible key gets zero columns.
+    """
+    with localcontext() as context:
+        context.prec = PRECISION
+        D, N = len(X), len(X[0])
+        X_qk = X if positional is None else [[X[d][n] + positional[d][n] for n in range(N)] for d in range(D)]
+        Q, K = _project(omega_q, beta_q, X_qk), _project(omega_k, beta_k, X_qk)
+        V = _project(omega_v, beta_v, X_qk if positional_mode == "input" else X)
+        D_q = len(omega_q)
+        scale = Decimal(1) / Decimal(D_q).sqrt() if scaled else Decimal(1)
+        attentions: Matrix = [[Decimal(0)] * N for _ in range(N)]
+        for n in range(N):
+            keys = [m for m in range(N) if visible is None or visible[m][n]]
+            if not keys:
+                continue
+            logits = {
+                m: scale * sum((K[i][m] * Q[i][n] for i in range(D_q)), Decimal(0))
+                + (Decimal(0) if bias is None else bias[m][n])
+                for m in keys
+            }
+            top = max(logits.values())
+            weights = {m: (logit - top).exp() for m, logit in logits.items()}
+            total = sum(weights.values(), Decimal(0))
+            for m in keys:
+                attentions[m][n] = weights[m] / total
+        X_prime = [
+            [sum((V[d][m] * attentions[m][n] for m in range(N)), Decimal(0)) for n in range(N)] for d in range(len(V))
+        ]
+    return X_prime, attentions
