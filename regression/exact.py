@@ -70,6 +70,7 @@ def to_float(matrix: Matrix) -> list[list[float]]:
     return [[float(value) for value in row] for row in matrix]
 
 
+<<<<<<< HEAD
 def self_attention_exact_with_options(
     X: Matrix,
     omega_v: Matrix,
@@ -118,3 +119,72 @@ def self_attention_exact_with_options(
             [sum((V[d][m] * attentions[m][n] for m in range(N)), Decimal(0)) for n in range(N)] for d in range(len(V))
         ]
     return X_prime, attentions
+=======
+def tanh_exact(x: Decimal) -> Decimal:
+    """tanh in the current context, from exp of a non-positive argument (no overflow for any x)."""
+    e = (-2 * abs(x)).exp()
+    magnitude = (1 - e) / (1 + e)
+    return magnitude if x >= 0 else -magnitude
+
+
+def flash_attention_exact(
+    q: Sequence[Sequence[Sequence[Sequence[float]]]],
+    k: Sequence[Sequence[Sequence[Sequence[float]]]],
+    v: Sequence[Sequence[Sequence[Sequence[float]]]],
+    *,
+    softmax_scale: float | None = None,
+    causal: bool = False,
+    window_size: tuple[int, int] = (-1, -1),
+    softcap: float = 0.0,
+    alibi_slopes: Sequence[float] | None = None,
+    sinks: Sequence[float] | None = None,
+) -> tuple[list[list[list[list[Decimal]]]], list[list[list[Decimal | None]]]]:
+    """(out, lse) of FlashAttention's attention in 50 digits, with loops from the definitions, inputs as nested lists
+    q[b][i][h][d] (batch, L, nheads, D), k[b][j][g][d] and v[b][j][g][e] (batch, S, nheads_k, ...).
+
+    Query head h reads key head h // (nheads / nheads_k). s = scale q_i . k_j, then softcap tanh(s / softcap), then
+    - slope_h |i + S - L - j|; key j is visible to query i when j <= i + S - L + right and j >= i + S - L - left
+    (a side of -1 unbounded; causal sets right = 0); lse = ln(sum of exp over the visible logits and the sink), and
+    out_i = sum_j exp(s_ij - lse) v_j. A row with nothing to attend to has out 0 and lse None (-inf)."""
+    B, L, H, D = len(q), len(q[0]) if q else 0, len(q[0][0]) if q and q[0] else 0, len(q[0][0][0]) if q and q[0] else 0
+    S = len(k[0]) if k else 0
+    H_k = len(k[0][0]) if S else 1
+    D_v = len(v[0][0][0]) if S else 0
+    left, right = window_size[0], 0 if causal else window_size[1]
+    out: list[list[list[list[Decimal]]]] = []
+    lse: list[list[list[Decimal | None]]] = [[[None] * L for _ in range(H)] for _ in range(B)]
+    with localcontext() as context:
+        context.prec = PRECISION
+        scale = Decimal(1) / Decimal(D).sqrt() if softmax_scale is None else Decimal(softmax_scale)
+        cap = Decimal(softcap)
+        for b in range(B):
+            rows: list[list[list[Decimal]]] = []
+            for i in range(L):
+                heads: list[list[Decimal]] = []
+                for h in range(H):
+                    g = h // (H // H_k)
+                    logits: dict[int, Decimal] = {}
+                    for j in range(S):
+                        rel = i + S - L - j
+                        if (right >= 0 and rel < -right) or (left >= 0 and rel > left):
+                            continue
+                        s = scale * sum((Decimal(q[b][i][h][d]) * Decimal(k[b][j][g][d]) for d in range(D)), Decimal(0))
+                        if cap > 0:
+                            s = cap * tanh_exact(s / cap)
+                        if alibi_slopes is not None:
+                            s -= Decimal(alibi_slopes[h]) * abs(rel)
+                        logits[j] = s
+                    terms = [*logits.values(), *([Decimal(sinks[h])] if sinks is not None else [])]
+                    row = [Decimal(0)] * D_v
+                    if terms:
+                        top = max(terms)
+                        total = sum(((t - top).exp() for t in terms), Decimal(0))
+                        lse[b][h][i] = top + total.ln()
+                        for j, s in logits.items():
+                            weight = (s - top).exp() / total
+                            row = [row[e] + weight * Decimal(v[b][j][g][e]) for e in range(D_v)]
+                    heads.append(row)
+                rows.append(heads)
+            out.append(rows)
+    return out, lse
+>>>>>>> flash
