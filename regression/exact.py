@@ -70,7 +70,6 @@ def to_float(matrix: Matrix) -> list[list[float]]:
     return [[float(value) for value in row] for row in matrix]
 
 
-<<<<<<< HEAD
 def self_attention_exact_with_options(
     X: Matrix,
     omega_v: Matrix,
@@ -119,7 +118,8 @@ def self_attention_exact_with_options(
             [sum((V[d][m] * attentions[m][n] for m in range(N)), Decimal(0)) for n in range(N)] for d in range(len(V))
         ]
     return X_prime, attentions
-=======
+
+
 def tanh_exact(x: Decimal) -> Decimal:
     """tanh in the current context, from exp of a non-positive argument (no overflow for any x)."""
     e = (-2 * abs(x)).exp()
@@ -187,4 +187,3 @@ def flash_attention_exact(
                 rows.append(heads)
             out.append(rows)
     return out, lse
->>>>>>> flash
