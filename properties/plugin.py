@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+from properties.catalogues.registry import NotALaw, category_of_item
 from properties.helpers.implementations import (
     REFERENCE,
     REFERENCE_MULTIHEAD,
@@ -152,10 +153,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under --impl, skip the battery's meta-tests (marked `meta`): they test the battery, not TARGET.
+    """Fail the collection on a test function of a law module that is neither a law nor marked as something else
+    (properties/catalogues/registry.py); under --impl, skip the battery's meta-tests (marked `meta`): they test the
+    battery, not TARGET.
 
     The reference's own tests (tests/) are skipped under --impl by their folder's conftest.py.
     """
+    problems = []
+    for item in items:
+        try:
+            category_of_item(item)
+        except NotALaw as error:
+            problems.append(str(error))
+    if problems:
+        raise pytest.UsageError("\n".join(dict.fromkeys(problems)))
     if not config.getoption("--impl"):
         return
     skip = pytest.mark.skip(reason="a meta-test of the battery itself, not of --impl TARGET")

@@ -57,7 +57,7 @@ def row_bounds(kernel: SdpaImplementation, problem: AttentionProblem, scale: flo
     return np.asarray(bounds.x_prime.T)
 
 
-def call(kernel: SdpaImplementation, problem: BatchedProblem, **keywords: Any) -> Batched:
+def run_kernel(kernel: SdpaImplementation, problem: BatchedProblem, **keywords: Any) -> Batched:
     """The kernel on the stacked q, k, v of `problem` (after the dtype's range precondition), with `keywords`."""
     for slots in problem.slots:
         for slot in slots:
@@ -80,7 +80,7 @@ def test_every_batch_element_and_head_is_attention_over_its_own_rows(
 ) -> None:
     """out[b, h] = softmax(s q_bh k_bh^T) v_bh for every batch element b and head h, s = 1/sqrt(E) by default:
     (B, H, L, E) rows are B x H independent attentions (eq. 12.9 in rows)."""
-    assert_slots_close(kernel, problem, call(kernel, problem), default_scale(kernel, problem))
+    assert_slots_close(kernel, problem, run_kernel(kernel, problem), default_scale(kernel, problem))
 
 
 @pytest.mark.meta
@@ -103,7 +103,7 @@ def test_changing_one_head_of_one_batch_element_changes_only_its_own_output(
 ) -> None:
     """Replacing the q, k, v of slot (b, h) leaves out[b', h'] unchanged for every other slot (b', h')."""
     problem, i, h, head = case
-    before, after = call(kernel, problem), call(kernel, problem.replace_slot(i, h, head))
+    before, after = run_kernel(kernel, problem), run_kernel(kernel, problem.replace_slot(i, h, head))
     scale, eps = default_scale(kernel, problem), max(before.eps, after.eps)
     for j, slots in enumerate(problem.slots):
         for g, slot in enumerate(slots):
@@ -126,7 +126,7 @@ def test_permuting_the_batch_permutes_the_outputs(
 ) -> None:
     """f(q[p], k[p], v[p]) = f(q, k, v)[p] for every order p of the batch elements."""
     problem, p = case
-    before, after = call(kernel, problem), call(kernel, problem.with_batch_order(p))
+    before, after = run_kernel(kernel, problem), run_kernel(kernel, problem.with_batch_order(p))
     scale, eps = default_scale(kernel, problem), max(before.eps, after.eps)
     for i, source in enumerate(p):
         for h, slot in enumerate(problem.slots[source]):
@@ -146,7 +146,7 @@ def test_the_scale_keyword_sets_the_logit_scale(kernel: SdpaImplementation, case
     """f(q, k, v, scale=c) = softmax(c q k^T) v for every c: the keyword replaces 1/sqrt(E) (eqs. 12.8-12.9)."""
     kernel.require("scale")
     problem, c = case
-    assert_slots_close(kernel, problem, call(kernel, problem, scale=c), c)
+    assert_slots_close(kernel, problem, run_kernel(kernel, problem, scale=c), c)
 
 
 @pytest.mark.meta
@@ -233,7 +233,7 @@ def test_error_is_at_most_twice_that_of_a_plain_computation_in_the_same_dtype(
     (tolerances.plain_computation_floor)."""
     if kernel.convention.dtype == "float64":
         pytest.skip("float64 is judged by the forward-error bounds and regression/test_differential's 50 digits")
-    result = call(kernel, problem)
+    result = run_kernel(kernel, problem)
     scale = default_scale(kernel, problem)
     for i, slots in enumerate(problem.slots):
         for h, slot in enumerate(slots):

@@ -37,13 +37,16 @@ from attention import (
     self_attention,
     self_attention_vjp,
 )
+from properties.helpers.problems import ARGUMENT_ORDER, AttentionProblem
 from regression.exact import PRECISION, Matrix, self_attention_exact_with_options, to_decimal
+
+# Checks of the bundled reference, not laws of a TARGET (properties/catalogues/registry.py).
+pytestmark = pytest.mark.reference
 
 # No category marker: these check the bundled reference's vjp, not a target; they are not laws of the battery
 # (the gradient laws, with their meta-tests, come with issue 21's later steps).
 U = 2.0**-53
 T = Decimal("1e-20")
-NAMES = ("X", "omega_v", "omega_q", "omega_k", "beta_v", "beta_q", "beta_k")
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,8 @@ class Case:
 def make_case(case: Case) -> tuple[dict[str, np.ndarray], dict[str, Any], np.ndarray, np.ndarray | None]:
     rng = np.random.default_rng(case.seed)
     D, D_q, D_v, N = case.D, case.D_q, case.D_v, case.N
-    shapes = [(D, N), (D_v, D), (D_q, D), (D_q, D), (D_v, 1), (D_q, 1), (D_q, 1)]
-    arguments = {name: rng.standard_normal(shape) for name, shape in zip(NAMES, shapes, strict=True)}
+    shapes = AttentionProblem.shapes(D, D_q, D_v, N)
+    arguments = {name: rng.standard_normal(shape) for name, shape in zip(ARGUMENT_ORDER, shapes, strict=True)}
     options = dict(case.options)
     if options.pop("with_positional", False):
         options["positional"] = rng.standard_normal((D, N))
@@ -109,7 +112,7 @@ def exact_gradient(
 
     def F(values: dict[str, Matrix]) -> Decimal:
         X_prime, attentions = self_attention_exact_with_options(
-            *(values[name] for name in NAMES),
+            *(values[name] for name in ARGUMENT_ORDER),
             scaled=case.scaled,
             positional=values.get("positional"),
             positional_mode=options.get("positional_mode", "input"),
@@ -156,7 +159,7 @@ def magnitude_bounds(
 ) -> dict[str, np.ndarray]:
     """The bound (2 eps_P + gamma_c) M_g of the module's docstring, doubled, for every cotangent g."""
     D, D_q, D_v, N = case.D, case.D_q, case.D_v, case.N
-    X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = (np.abs(arguments[name]) for name in NAMES)
+    X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = (np.abs(arguments[name]) for name in ARGUMENT_ORDER)
     Pi = np.abs(options.get("positional", np.zeros((D, N))))
     in_values = options.get("positional_mode", "input") == "input"
     s = 1 / np.sqrt(D_q) if case.scaled else 1.0

@@ -11,14 +11,11 @@ to the limit are printed (regression/conftest.py). Then the checker itself: the 
 
 from __future__ import annotations
 
-import inspect
-import pkgutil
 import subprocess
 import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +23,9 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
-import properties
 from attention import blockwise_scaled_dot_product_self_attention, scaled_dot_product_self_attention
+from properties.catalogues import registry
+from properties.helpers.hypothesis_internals import is_hypothesis_test, wrapped_body
 from properties.helpers.implementations import Implementation
 from properties.helpers.loading import load_function
 from regression.benchmarking import blas_info, record_median
@@ -145,20 +143,11 @@ def test_benchmark_blockwise_memory_at_32768(benchmark: Any) -> None:
 
 
 def laws_on_one_implementation() -> Iterator[Any]:
-    """Every law of the battery whose only fixture is `implementation` (hypothesis draws the rest)."""
-    for module_info in pkgutil.iter_modules(properties.__path__):
-        if not module_info.name.startswith("test_"):
-            continue
-        module = import_module(f"properties.{module_info.name}")
-        for name, law in vars(module).items():
-            if (
-                name.startswith("test_")
-                and getattr(law, "__module__", None) == module.__name__
-                and hasattr(law, "hypothesis")
-                and list(inspect.signature(law).parameters) == ["implementation"]
-                and not any(mark.name == "parametrize" for mark in getattr(law, "pytestmark", []))
-            ):
-                yield law
+    """Every hypothesis law of properties/ whose only fixture is `implementation` (hypothesis draws the rest)."""
+    for law in registry.laws():
+        on_one = is_hypothesis_test(law.function) and registry.fixtures_of(law.function) == {"implementation"}
+        if law.module.startswith("properties.") and on_one:
+            yield law.function
 
 
 LAWS = list(laws_on_one_implementation())
@@ -179,22 +168,21 @@ def test_benchmark_law_examples_per_second(benchmark: Any, law: Any) -> None:
     """Examples per second of one law on the reference (dev profile): the battery's own speed."""
     implementation = Implementation(load_function(REFERENCE_TARGET), "scaled", REFERENCE_TARGET)
     examples = 0
-    inner = law.hypothesis.inner_test  # hypothesis's documented hook to wrap the test body
 
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        nonlocal examples
-        examples += 1
-        return inner(*args, **kwargs)
+    def counting(inner: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal examples
+            examples += 1
+            return inner(*args, **kwargs)
 
-    law.hypothesis.inner_test = counted
-    try:
+        return counted
+
+    with wrapped_body(law, counting):
         benchmark.group = "battery: one law, dev profile, on the reference"
         # One round a law keeps the run short (about 30 laws); --benchmark-compare still sees each law's time.
         started = time.perf_counter()
         benchmark.pedantic(law, kwargs={"implementation": implementation}, rounds=1, iterations=1)
         elapsed = time.perf_counter() - started
-    finally:
-        law.hypothesis.inner_test = inner
     benchmark.extra_info.update(examples=examples, examples_per_second=examples / elapsed)
 
 

@@ -1,8 +1,9 @@
 """Differential check of the bundled FlashAttention-signature kernel (attention/flash.py) against the independent
 50-digit computation of regression/exact.py, on fixed problems that use every option at once.
 
-These test the bundled kernel, not a TARGET: they carry no category marker (so the catalogue does not count them as
-laws) and skip under --impl. A law on --convention flash targets can reuse regression.exact.flash_attention_exact."""
+These test the bundled kernel, not a TARGET: they are marked `reference`, not with a category (so the registry does not
+count them as laws), and skip under --impl. A law on --convention flash targets can reuse
+regression.exact.flash_attention_exact."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ import pytest
 
 from attention import flash_attn_func
 from regression.exact import flash_attention_exact, tanh_exact
+
+# Checks of the bundled reference, not laws of a TARGET (properties/catalogues/registry.py).
+pytestmark = pytest.mark.reference
 
 
 @pytest.fixture(autouse=True)

@@ -19,12 +19,6 @@ ROOT = Path(__file__).resolve().parent.parent
 LAWS_FORBIDDEN = ("properties.test_", "properties.checker", "properties.plugin")
 TOOLS_FORBIDDEN = ("properties.checker",)
 REFERENCE_FORBIDDEN = ("properties", "regression")
-# The one exception, lazy: a TARGET path/to/notebook.ipynb:function (--impl) is loaded through the checker's notebook
-# extraction, imported inside load_function only for such a target (so importing the plugin still loads none of it).
-ALLOWED = {
-    ("properties/helpers/loading.py", "properties.checker.notebook"),
-    ("properties/helpers/loading.py", "properties.checker.notebook.load_notebook_function"),
-}
 
 
 def imported_modules(source: str, package: str = "") -> list[str]:
@@ -74,8 +68,7 @@ TOOL_MODULES = [
 
 @pytest.mark.parametrize("path", TOOL_MODULES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_plugin_helpers_and_catalogues_import_nothing_of_the_checker(path: Path) -> None:
-    found = violations(path.read_text(), TOOLS_FORBIDDEN, package_of(path))
-    assert [name for name in found if (str(path.relative_to(ROOT)), name) not in ALLOWED] == []
+    assert violations(path.read_text(), TOOLS_FORBIDDEN, package_of(path)) == []
 
 
 def test_importing_the_plugin_loads_no_checker_module() -> None:

@@ -141,8 +141,7 @@ SOFTMAX_MISTAKES = (
 
 def _probe(seed: int, D: int, D_q: int, D_v: int, N: int) -> AttentionProblem:
     rng = np.random.default_rng(seed)
-    shapes = [(D, N), (D_v, D), (D_q, D), (D_q, D), (D_v, 1), (D_q, 1), (D_q, 1)]
-    return AttentionProblem(*(rng.uniform(-1.0, 1.0, size=shape) for shape in shapes))
+    return AttentionProblem(*(rng.uniform(-1.0, 1.0, size=shape) for shape in AttentionProblem.shapes(D, D_q, D_v, N)))
 
 
 PROBES = (_probe(1, D=3, D_q=5, D_v=2, N=4), _probe(2, D=2, D_q=3, D_v=6, N=3))

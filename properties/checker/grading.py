@@ -113,7 +113,7 @@ class Graded:
 
 
 def subjects_of_file(path: Path) -> list[Subject]:
-    from properties.checker.notebook import extract, global_message, load_notebook_function
+    from properties.helpers.notebook import extract, global_message, load_notebook_function
 
     extraction = extract(path)
     subjects = []

@@ -16,10 +16,9 @@ import numpy as np
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from properties.helpers.meta import law_body
+from properties.helpers.hypothesis_internals import fresh_body
+from properties.helpers.options import FIXTURES
 from properties.helpers.problems import ARGUMENT_ORDER, AttentionProblem, code_for
-
-FIXTURES = ("implementation", "softmax", "multihead")  # what the checker supplies; the rest hypothesis draws
 
 
 class Draws:
@@ -115,7 +114,7 @@ def replay(law: Callable[..., Any], /, **arguments: Any) -> None:
     }
     once = settings(database=None, max_examples=1, phases=[Phase.generate], report_multiple_bugs=False,
                     suppress_health_check=list(HealthCheck))  # fmt: skip
-    once(given(**strategies)(law_body(law)))()
+    once(given(**strategies)(fresh_body(law)))()
 
 
 def snippet(law: Callable[..., Any], arguments: Mapping[str, Any], error: BaseException | None = None) -> str:

@@ -20,12 +20,13 @@ from typing import Any, ClassVar
 import pytest
 from hypothesis import strategies as st
 
+from properties.catalogues.registry import category_of_item
 from properties.checker.diagnosis import diagnose
 from properties.checker.report import Draws, counterexample, snippet
 from properties.helpers.checks import leaves
-from properties.helpers.options import CATEGORIES
+from properties.helpers.options import FIXTURES
 
-SUBJECTS = ("softmax", "multihead", "kernel", "implementation")  # the fixture a law checks, most specific first
+SUBJECTS = FIXTURES  # the fixture a law checks, most specific first
 
 
 @dataclass
@@ -103,11 +104,11 @@ class VerdictRecorder:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         for item in session.items:
-            if any(item.get_closest_marker(name) for name in ("meta", "benchmark")):
+            category = category_of_item(item)
+            if category is None:  # not a law (properties/catalogues/registry.py)
                 continue
             function = getattr(item, "function", None)
             law = getattr(item, "originalname", item.name)
-            category = next((c for c in CATEGORIES if item.get_closest_marker(c)), "semantics")
             self.by_nodeid[item.nodeid] = law
             self.laws.setdefault(
                 law,

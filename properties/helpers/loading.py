@@ -16,8 +16,8 @@ def load_function(target: str) -> Callable[..., Any]:
     module_part, sep, attribute = target.rpartition(":")
     if not sep or not module_part or not attribute:
         raise ValueError(f"TARGET must be 'package.module:function' or 'path/to/file.py:function'; got {target!r}")
-    if module_part.endswith(".ipynb"):  # a notebook's function, from its extraction (properties.checker.notebook)
-        from properties.checker.notebook import load_notebook_function
+    if module_part.endswith(".ipynb"):  # a notebook's function, from its extraction (properties.helpers.notebook)
+        from properties.helpers.notebook import load_notebook_function
 
         return load_notebook_function(Path(module_part).expanduser(), attribute)
     if module_part.endswith(".py") or "/" in module_part or "\\" in module_part:

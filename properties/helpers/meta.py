@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from hypothesis import Phase, example, given, settings
+from hypothesis import Phase, settings
 
 from properties.helpers.checks import leaves
+from properties.helpers.hypothesis_internals import explicit_examples_of, is_hypothesis_test, rerun, settings_of
 
 # A meta-test needs one failing example, not a minimal one: no shrinking, no database, and enough
 # examples that a bug showing on a fair share of problems is found in every run.
@@ -33,23 +33,9 @@ def recording() -> Iterator[list[Aim]]:
         _AIMS.reset(token)
 
 
-def law_body(law: Callable[..., Any]) -> Callable[..., Any]:
-    """The hypothesis test `law`'s undecorated body (its handle's inner_test), wrapped afresh with the law's
-    signature and name: hypothesis marks a function it has decorated once (settings, explicit @example cases),
-    so a new @given must start from a clean function."""
-    inner = law.hypothesis.inner_test  # type: ignore[attr-defined]
-
-    def body(*args: Any, **kwargs: Any) -> Any:
-        return inner(*args, **kwargs)
-
-    body.__signature__ = inspect.signature(inner)  # type: ignore[attr-defined]
-    body.__name__ = body.__qualname__ = law.__name__
-    return body
-
-
 def _without_shrinking(law: Callable[..., Any]) -> Callable[..., Any]:
     """The same law with the same strategies and its own explicit examples (first), run until its first failure."""
-    parent = getattr(law, "_hypothesis_internal_use_settings", None) or settings()
+    parent = settings_of(law)
     quick = settings(
         parent,
         phases=[Phase.explicit, Phase.generate],
@@ -57,10 +43,7 @@ def _without_shrinking(law: Callable[..., Any]) -> Callable[..., Any]:
         max_examples=max(META_EXAMPLES, parent.max_examples),
         report_multiple_bugs=False,
     )
-    test = quick(law_body(law))
-    for case in getattr(law, "hypothesis_explicit_examples", []):
-        test = example(*case.args, **case.kwargs)(test)
-    return given(**law.hypothesis._given_kwargs)(test)  # type: ignore[attr-defined]
+    return rerun(law, quick, explicit_examples_of(law))
 
 
 def assert_law_fails(law: Callable[..., Any], **arguments: Any) -> None:
@@ -76,7 +59,7 @@ def assert_law_fails(law: Callable[..., Any], **arguments: Any) -> None:
         aims.append((law, arguments))
         return
     try:
-        if getattr(law, "hypothesis", None) is None:  # a law on fixed inputs (the goldens): one call
+        if not is_hypothesis_test(law):  # a law on fixed inputs (the goldens): one call
             law(**arguments)
         else:
             _without_shrinking(law)(**arguments)

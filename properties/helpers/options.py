@@ -17,7 +17,13 @@ MARKERS = {
     "hygiene": "input mutation, determinism, hidden state",
     "golden": "stored values from the notebooks and the reference",
     "meta": "a meta-test of the battery itself (a law must fail on a broken implementation); skipped under --impl",
+    "reference": "a check of the bundled reference itself in a law module, not a law of TARGET",
 }
+
+# The fixtures a law checks (the functions under test, filled by properties/plugin.py), most specific first: a law
+# that takes `kernel` checks the row-convention kernel, even if it also takes `implementation`. The rest of a law's
+# arguments are drawn by hypothesis or parametrized.
+FIXTURES = ("softmax", "multihead", "kernel", "implementation")
 
 Kind = Literal["scaled", "unscaled"]
 KINDS: tuple[Kind, ...] = ("scaled", "unscaled")

@@ -70,6 +70,11 @@ class AttentionProblem:
     def D_v(self) -> int:
         return int(self.omega_v.shape[0])
 
+    @staticmethod
+    def shapes(D: int, D_q: int, D_v: int, N: int) -> tuple[tuple[int, int], ...]:
+        """The shapes of the seven arrays, in the notebook's argument order (ARGUMENT_ORDER)."""
+        return ((D, N), (D_v, D), (D_q, D), (D_q, D), (D_v, 1), (D_q, 1), (D_q, 1))
+
     def arrays(self) -> tuple[Array, ...]:
         """The seven arrays in the notebook's argument order."""
         return tuple(getattr(self, name) for name in ARGUMENT_ORDER)

@@ -289,7 +289,7 @@ def multihead_problems(draw: st.DrawFn, max_heads: int = 3, min_heads: int = 1) 
             D_q, D_v = base.D_q, base.D_v
         else:
             D_q, D_v = draw(st.integers(1, side), label="D_q"), draw(st.integers(1, side), label="D_v")
-        shapes = [(D_v, base.D), (D_q, base.D), (D_q, base.D), (D_v, 1), (D_q, 1), (D_q, 1)]
+        shapes = AttentionProblem.shapes(base.D, D_q, D_v, base.N)[1:]
         sizes = [rows * cols for rows, cols in shapes]
         # One draw for the six arrays, as in attention_problems: much faster to generate than six.
         entries = draw(hnp.arrays(np.float64, (sum(sizes),), elements=finite_floats()),

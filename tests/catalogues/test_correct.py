@@ -10,23 +10,27 @@ drawn once and replayed, without shrinking. SKIPs (laws needing keywords or the 
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
-import itertools
-import pkgutil
 from collections.abc import Callable, Iterator
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
 from _pytest.outcomes import Skipped
-from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import HealthCheck, Phase, settings
 
+from properties.catalogues import registry
 from properties.catalogues.correct import CATALOGUE, Variant
+from properties.helpers.hypothesis_internals import (
+    draws,
+    explicit_examples_of,
+    is_hypothesis_test,
+    rerun,
+    settings_of,
+    strategies_of,
+)
 from properties.helpers.implementations import REFERENCE, REFERENCE_MULTIHEAD, Implementation, Multihead, Softmax
-from properties.helpers.meta import law_body
-from properties.helpers.options import CATEGORIES, SDPA_REFERENCE_TARGET
+from properties.helpers.options import SDPA_REFERENCE_TARGET
 from properties.helpers.problems import AttentionProblem
 from properties.helpers.row_convention import Convention, sdpa_implementation
 from properties.helpers.strategies import LONG_LENGTHS
@@ -35,17 +39,6 @@ from properties.helpers.tolerances import dtype_of, epsilon_of, tiny_of
 pytestmark = pytest.mark.meta
 
 
-def law_modules() -> list[str]:
-    """Every test module of properties/ and regression/ but this one: their laws are the functions marked with
-    a category (options.CATEGORIES) and not `meta`."""
-    names = []
-    for package in ("properties", "regression"):
-        path = importlib.import_module(package).__path__
-        names += [f"{package}.{m.name}" for m in pkgutil.iter_modules(path) if m.name.startswith("test_")]
-    return sorted(name for name in names if name != __name__)
-
-
-ROLES = ("implementation", "softmax", "multihead")
 # The reference's blockwise path loops over query and key blocks in Python: at block sizes 1 and 3 a long
 # sequence (N up to 700) costs N^2 / b^2 iterations per call, too slow for the default suite (CI runs them).
 SLOW_ON_LONG_SEQUENCES = ("reference_blockwise_1", "reference_blockwise_3")
@@ -60,36 +53,12 @@ def false_alarm_examples() -> int:
     return max(2, int(settings().max_examples) // 20)
 
 
-def categories(function: Callable[..., Any], module: ModuleType) -> set[str]:
-    marks = list(getattr(function, "pytestmark", [])) + list(np.atleast_1d(getattr(module, "pytestmark", [])))
-    return {mark.name for mark in marks}
-
-
 def laws() -> Iterator[tuple[str, Callable[..., Any], dict[str, Any]]]:
-    """(name, law, parameters) for every law of law_modules() and each of its parametrisations."""
-    for module_name in law_modules():
-        module = importlib.import_module(module_name)
-        for name, function in vars(module).items():
-            if not name.startswith("test_") or not callable(function):
-                continue
-            marks = categories(function, module)
-            if "meta" in marks or not marks & set(CATEGORIES):
-                continue
-            grids = [mark for mark in getattr(function, "pytestmark", []) if mark.name == "parametrize"]
-            names = [mark.args[0].replace(" ", "").split(",") for mark in grids]
-            values = [mark.args[1] for mark in grids]
-            for combination in itertools.product(*values):
-                parameters: dict[str, Any] = {}
-                for keys, value in zip(names, combination, strict=True):
-                    parameters.update(zip(keys, value if len(keys) > 1 else (value,), strict=True))
-                suffix = "".join(f"[{v}]" for v in parameters.values())
-                yield f"{module_name}.{name}{suffix}", function, parameters
-
-
-def fixtures_of(law: Callable[..., Any], parameters: dict[str, Any]) -> set[str]:
-    given_names = set(getattr(getattr(law, "hypothesis", None), "_given_kwargs", {}))
-    signature = inspect.signature(getattr(getattr(law, "hypothesis", None), "inner_test", law))
-    return set(signature.parameters) - given_names - set(parameters)
+    """(name, law, parameters) for every law of the registry and each of its parametrisations."""
+    for law in registry.laws():
+        for parameters in registry.parametrizations(law.function):
+            suffix = "".join(f"[{v}]" for v in parameters.values())
+            yield f"{law.module}.{law.name}{suffix}", law.function, parameters
 
 
 def magnitude(arrays: tuple[Any, ...]) -> float:
@@ -139,7 +108,7 @@ def under_test(variant: Variant) -> dict[str, Any]:
 
 
 def _settings(law: Callable[..., Any], *phases: Phase) -> settings:
-    parent = getattr(law, "_hypothesis_internal_use_settings", None) or settings()
+    parent = settings_of(law)
     return settings(
         parent,
         max_examples=max(1, min(false_alarm_examples(), parent.max_examples // 3)),
@@ -153,7 +122,7 @@ def _settings(law: Callable[..., Any], *phases: Phase) -> settings:
 
 def shares_examples(law: Callable[..., Any]) -> bool:
     """Whether the law's drawn arguments can be replayed (st.data() objects live only inside one run)."""
-    return not any(repr(strategy) == "data()" for strategy in law.hypothesis._given_kwargs.values())  # type: ignore[attr-defined]
+    return not any(repr(strategy) == "data()" for strategy in strategies_of(law).values())
 
 
 def beyond_the_drawn_lengths(values: Any) -> bool:
@@ -169,17 +138,8 @@ def beyond_the_drawn_lengths(values: Any) -> bool:
 def examples_of(law: Callable[..., Any]) -> tuple[dict[str, Any], ...]:
     """The law's own explicit examples and false_alarm_examples() drawn ones, derandomised: drawn once and
     replayed on every variant, so that all variants meet the same problems."""
-    drawn: list[dict[str, Any]] = [
-        dict(e.kwargs)
-        for e in getattr(law, "hypothesis_explicit_examples", [])
-        if not beyond_the_drawn_lengths(e.kwargs.values())
-    ]
-
-    def collect(**kwargs: Any) -> None:
-        drawn.append(kwargs)
-
-    given(**law.hypothesis._given_kwargs)(_settings(law, Phase.generate)(collect))()  # type: ignore[attr-defined]
-    return tuple(drawn)
+    explicit = [e for e in explicit_examples_of(law) if not beyond_the_drawn_lengths(e.values())]
+    return tuple(explicit + draws(law, _settings(law, Phase.generate)))
 
 
 def run(law: Callable[..., Any], arguments: dict[str, Any], *, one_by_one: bool = False) -> int:
@@ -187,21 +147,17 @@ def run(law: Callable[..., Any], arguments: dict[str, Any], *, one_by_one: bool 
     freshly drawn derandomised ones when they cannot be shared; return how many examples ran (not skipped).
     `one_by_one` runs each shared example on its own, so that a skip (a problem beyond a variant's range)
     skips that example only. Raises what the law raises."""
-    if getattr(law, "hypothesis", None) is None:
+    if not is_hypothesis_test(law):
         law(**arguments)
         return 1
-    given_kwargs = law.hypothesis._given_kwargs  # type: ignore[attr-defined]
     if not shares_examples(law):
-        given(**given_kwargs)(_settings(law, Phase.generate)(law_body(law)))(**arguments)
+        rerun(law, _settings(law, Phase.generate))(**arguments)
         return false_alarm_examples()
     batches = [[drawn] for drawn in examples_of(law)] if one_by_one else [list(examples_of(law))]
     ran = 0
     for batch in batches:
-        test = given(**given_kwargs)(_settings(law, Phase.explicit)(law_body(law)))
-        for drawn in batch:
-            test = example(**drawn)(test)
         try:
-            test(**arguments)
+            rerun(law, _settings(law, Phase.explicit), batch)(**arguments)
         except Skipped:
             if not one_by_one:
                 raise
@@ -218,7 +174,7 @@ def test_no_law_fails_on_a_correct_implementation(variant: Variant) -> None:
     available = under_test(variant)
     ran, examples, alarms = 0, 0, []
     for name, law, parameters in laws():
-        needed = fixtures_of(law, parameters)
+        needed = registry.fixtures_of(law, parameters)
         if not ROLE_FIXTURES.get(variant.role, {variant.role}) & set(needed):
             continue
         if variant.name in SLOW_ON_LONG_SEQUENCES and "long_sequences" in name:

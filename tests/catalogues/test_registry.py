@@ -4,11 +4,14 @@ values has a meta-test, and every mistake in properties/catalogues/mistakes/ is 
 from __future__ import annotations
 
 import inspect
+from types import ModuleType
+from typing import Any, cast
 
 import pytest
 
+from properties import plugin
 from properties.catalogues import mistakes as b
-from properties.catalogues.registry import catalogue, coverage, title
+from properties.catalogues.registry import NotALaw, catalogue, classify, coverage, is_law_module, laws, title
 from properties.checker.cli import main
 
 pytestmark = pytest.mark.meta
@@ -64,3 +67,55 @@ def test_attention_check_lists_every_law(capsys: pytest.CaptureFixture[str]) -> 
     for law in catalogue():
         assert title(law.name) in printed
     assert "causal_or_mask: causal with a mask sees the keys visible under both" in printed
+
+
+@pytest.mark.parametrize(
+    ("markers", "expected"),
+    [
+        (["parametrize", "semantics"], "semantics"),
+        (["semantics", "semantics"], "semantics"),  # a function's own marker repeating its module's
+        (["meta", "semantics"], None),
+        (["benchmark"], None),
+        (["reference", "parametrize"], None),
+    ],
+)
+def test_a_law_has_exactly_one_category(markers: list[str], expected: str | None) -> None:
+    assert classify(markers, "properties.test_x.test_y") == expected
+
+
+@pytest.mark.parametrize("markers", [[], ["parametrize"], ["semantics", "robustness"]])
+def test_anything_else_in_a_law_module_is_an_error_naming_the_function(markers: list[str]) -> None:
+    with pytest.raises(NotALaw, match=r"properties\.test_x\.test_y: a test function of a law module has"):
+        classify(markers, "properties.test_x.test_y")
+
+
+class FakeItem:
+    """What the plugin's collection check reads of a pytest item."""
+
+    def __init__(self, module: str, name: str, markers: list[str]) -> None:
+        self.module = ModuleType(module)
+        self.name = self.originalname = name
+        self.markers = [getattr(pytest.mark, marker).mark for marker in markers]
+
+    def iter_markers(self) -> list[pytest.Mark]:
+        return self.markers
+
+
+def test_the_plugin_fails_the_collection_on_a_test_that_is_not_a_law() -> None:
+    items: list[Any] = [
+        FakeItem("properties.test_fake", "test_a_law", ["semantics"]),
+        FakeItem("properties.test_fake", "test_without_category", []),
+        FakeItem("tests.test_anything", "test_not_in_a_law_module", []),
+    ]
+    with pytest.raises(pytest.UsageError, match=r"properties\.test_fake\.test_without_category") as raised:
+        plugin.pytest_collection_modifyitems(cast(pytest.Config, None), items)
+    assert "test_a_law" not in str(raised.value) and "test_not_in_a_law_module" not in str(raised.value)
+    assert is_law_module("regression.test_notebook_12_1") and not is_law_module("tests.helpers.test_strategies")
+
+
+def test_every_law_of_the_registry_is_collected_with_its_category() -> None:
+    """The registry's laws are exactly the test functions the battery's modules define with a category."""
+    names = {(law.module, law.name): law.category for law in laws()}
+    assert ("properties.test_masks", "test_masked_keys_influence_nothing") in names
+    assert names[("regression.test_notebook_12_1", "test_scaled_attentions_match_the_known_values")] == "golden"
+    assert all(not name.endswith("_catches") for _, name in names)

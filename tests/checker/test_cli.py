@@ -20,12 +20,12 @@ from properties.catalogues import mistakes as b
 from properties.checker.cli import rerun
 from properties.checker.examples import write_notebook
 from properties.checker.grading import Subject, absolute_target, subjects_of_file
-from properties.checker.notebook import extract, global_message
 from properties.checker.report import Draws, counterexample, snippet
 from properties.checker.verdicts import describe
 from properties.helpers.checks import LawViolation
 from properties.helpers.implementations import REFERENCE
 from properties.helpers.loading import load_function
+from properties.helpers.notebook import extract, global_message
 from properties.helpers.problems import AttentionProblem, BatchedProblem
 from properties.helpers.row_convention import Convention
 

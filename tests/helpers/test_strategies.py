@@ -60,8 +60,7 @@ def test_strategy_square_dimensions_are_square(d: Dimensions) -> None:
 def test_strategy_problems_are_bounded_finite_and_shaped(problem: AttentionProblem) -> None:
     """Entries finite, within +-ENTRY_BOUND, no subnormals; shapes consistent; betas are columns."""
     D, N, D_q, D_v = problem.D, problem.N, problem.D_q, problem.D_v
-    shapes = [(D, N), (D_v, D), (D_q, D), (D_q, D), (D_v, 1), (D_q, 1), (D_q, 1)]
-    for array, shape in zip(problem.arrays(), shapes, strict=True):
+    for array, shape in zip(problem.arrays(), AttentionProblem.shapes(D, D_q, D_v, N), strict=True):
         assert array.shape == shape and array.dtype == np.float64
         assert np.isfinite(array).all() and (np.abs(array) <= ENTRY_BOUND).all()
         nonzero = np.abs(array[array != 0])

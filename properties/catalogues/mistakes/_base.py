@@ -62,9 +62,6 @@ def x_prime_only(function: Any) -> Any:
     return wrapped
 
 
-Options = Any  # the keyword arguments positional, positional_mode, mask, causal, bias (each optional)
-
-
 Function = TypeVar("Function", bound=Callable[..., Any])
 
 

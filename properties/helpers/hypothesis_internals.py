@@ -1,0 +1,104 @@
+"""Every touch of hypothesis's internals, in one module (tests/helpers/test_hypothesis_internals.py checks each
+against the installed hypothesis).
+
+A law decorated with `@given` carries what the battery needs to rerun it differently (without shrinking for a
+meta-test, on shared examples for the false-alarm test, counting examples for a benchmark): its strategies
+(`law.hypothesis._given_kwargs`, private), its undecorated body (`law.hypothesis.inner_test`, the hook hypothesis
+documents for plugins that wrap the body), its settings (`law._hypothesis_internal_use_settings`, private) and its
+explicit examples (`law.hypothesis_explicit_examples`, private). Nothing else in properties/, regression/ or tests/
+reads them (the checker's verdict recorder wraps `inner_test` itself, the documented hook).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from hypothesis import example, given, settings
+from hypothesis.strategies import SearchStrategy
+
+
+def is_hypothesis_test(law: Callable[..., Any]) -> bool:
+    """Whether `law` is decorated with hypothesis's @given."""
+    return getattr(law, "hypothesis", None) is not None
+
+
+def strategies_of(law: Callable[..., Any]) -> dict[str, SearchStrategy[Any]]:
+    """The keyword strategies of @given (empty for a test on fixed inputs)."""
+    if not is_hypothesis_test(law):
+        return {}
+    return dict(law.hypothesis._given_kwargs)  # type: ignore[attr-defined]
+
+
+def body_of(law: Callable[..., Any]) -> Callable[..., Any]:
+    """The undecorated body of a hypothesis test (its handle's inner_test); `law` itself for a test on fixed inputs."""
+    if not is_hypothesis_test(law):
+        return law
+    inner: Callable[..., Any] = law.hypothesis.inner_test  # type: ignore[attr-defined]
+    return inner
+
+
+def settings_of(law: Callable[..., Any]) -> settings:
+    """The settings the law was decorated with, else the current profile's."""
+    chosen = getattr(law, "_hypothesis_internal_use_settings", None)
+    return chosen if isinstance(chosen, settings) else settings()
+
+
+def explicit_examples_of(law: Callable[..., Any]) -> list[dict[str, Any]]:
+    """The keyword arguments of the law's explicit `@example`s, in order (the battery gives examples by keyword)."""
+    cases = getattr(law, "hypothesis_explicit_examples", [])
+    positional = [case for case in cases if case.args]
+    if positional:
+        raise ValueError(f"{law.__name__}: an @example with positional arguments {positional[0].args!r}")
+    return [dict(case.kwargs) for case in cases]
+
+
+def fresh_body(law: Callable[..., Any]) -> Callable[..., Any]:
+    """The law's undecorated body wrapped afresh with its signature and name: hypothesis marks a function it has
+    decorated once (settings, explicit @example cases), so a new @given must start from a clean function."""
+    inner = body_of(law)
+
+    def body(*args: Any, **kwargs: Any) -> Any:
+        return inner(*args, **kwargs)
+
+    body.__signature__ = inspect.signature(inner)  # type: ignore[attr-defined]
+    body.__name__ = body.__qualname__ = law.__name__
+    return body
+
+
+def rerun(
+    law: Callable[..., Any],
+    chosen: settings,
+    examples: list[dict[str, Any]] | tuple[dict[str, Any], ...] = (),
+) -> Callable[..., Any]:
+    """The law as a new hypothesis test: its strategies and body, under `chosen` settings, with `examples` (keyword
+    arguments of its strategies) run before any drawn one (hypothesis runs them last given first)."""
+    test = chosen(fresh_body(law))
+    for keywords in examples:
+        test = example(**keywords)(test)
+    return given(**strategies_of(law))(test)
+
+
+def draws(law: Callable[..., Any], chosen: settings) -> list[dict[str, Any]]:
+    """The keyword arguments the law's strategies generate under `chosen` settings (its body does not run)."""
+    drawn: list[dict[str, Any]] = []
+
+    def collect(**kwargs: Any) -> None:
+        drawn.append(kwargs)
+
+    given(**strategies_of(law))(chosen(collect))()
+    return drawn
+
+
+@contextmanager
+def wrapped_body(law: Callable[..., Any], wrap: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Iterator[None]:
+    """Within this block the law's body is `wrap(body)` (hypothesis's inner_test hook), restored after."""
+    handle = law.hypothesis  # type: ignore[attr-defined]
+    inner = handle.inner_test
+    handle.inner_test = wrap(inner)
+    try:
+        yield
+    finally:
+        handle.inner_test = inner

@@ -1,0 +1,100 @@
+"""The one module that touches hypothesis's internals (properties/helpers/hypothesis_internals.py), against the
+installed hypothesis: if an upgrade moves what it reads, these fail first, by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import strategies as st
+
+from properties.helpers import hypothesis_internals as hi
+
+CALLS: list[tuple[str, int]] = []
+
+
+@settings(max_examples=7, deadline=None)
+@example(n=-3)
+@given(n=st.integers(0, 5))
+def law_like(fixture: str, n: int) -> None:
+    """A hypothesis test shaped as the battery's laws: a fixture, one strategy by keyword, an explicit example."""
+    CALLS.append((fixture, n))
+
+
+def on_fixed_inputs(fixture: str) -> None:
+    CALLS.append((fixture, 0))
+
+
+QUICK = settings(database=None, derandomize=True, max_examples=4, suppress_health_check=list(HealthCheck))
+
+
+def test_a_given_test_is_recognised_and_a_plain_one_is_not() -> None:
+    assert hi.is_hypothesis_test(law_like)
+    assert not hi.is_hypothesis_test(on_fixed_inputs)
+
+
+def test_strategies_are_the_keywords_of_given() -> None:
+    assert set(hi.strategies_of(law_like)) == {"n"}
+    assert hi.strategies_of(on_fixed_inputs) == {}
+
+
+def test_the_body_is_the_undecorated_function() -> None:
+    CALLS.clear()
+    hi.body_of(law_like)("f", n=42)  # outside hypothesis's range: the strategies do not run
+    assert CALLS == [("f", 42)]
+    assert hi.body_of(on_fixed_inputs) is on_fixed_inputs
+
+
+def test_settings_and_explicit_examples_are_those_decorated() -> None:
+    assert hi.settings_of(law_like).max_examples == 7
+    assert hi.settings_of(on_fixed_inputs).max_examples == settings().max_examples
+    assert hi.explicit_examples_of(law_like) == [{"n": -3}]
+    assert hi.explicit_examples_of(on_fixed_inputs) == []
+
+
+def test_a_rerun_uses_the_strategies_the_settings_and_the_given_examples_first() -> None:
+    CALLS.clear()
+    hi.rerun(law_like, settings(QUICK, phases=[Phase.explicit]), [{"n": 100}, {"n": 101}])(fixture="g")
+    assert sorted(CALLS) == [("g", 100), ("g", 101)]
+    CALLS.clear()
+    hi.rerun(law_like, settings(QUICK, phases=[Phase.generate]))(fixture="h")
+    assert CALLS and all(fixture == "h" and 0 <= n <= 5 for fixture, n in CALLS)
+    assert hi.fresh_body(law_like).__name__ == "law_like"
+
+
+def test_draws_are_the_strategies_values_without_running_the_body() -> None:
+    CALLS.clear()
+    drawn = hi.draws(law_like, settings(QUICK, phases=[Phase.generate]))
+    assert drawn and all(set(d) == {"n"} and 0 <= d["n"] <= 5 for d in drawn)
+    assert CALLS == []
+    assert drawn == hi.draws(law_like, settings(QUICK, phases=[Phase.generate]))  # derandomised
+
+
+def test_a_wrapped_body_sees_every_call_and_is_restored() -> None:
+    seen: list[int] = []
+
+    def wrap(inner: Callable[..., Any]) -> Callable[..., Any]:
+        def body(*args: Any, **kwargs: Any) -> Any:
+            seen.append(kwargs["n"])
+            return inner(*args, **kwargs)
+
+        return body
+
+    with hi.wrapped_body(law_like, wrap):
+        law_like(fixture="w")
+    assert -3 in seen and len(seen) >= 2
+    count = len(seen)
+    law_like(fixture="w")
+    assert len(seen) == count
+
+
+def test_an_example_with_positional_arguments_is_refused() -> None:
+    @example(1)
+    @given(st.integers())
+    def positional(n: int) -> None:
+        pass
+
+    with pytest.raises(ValueError, match="positional"):
+        hi.explicit_examples_of(positional)
