@@ -19,9 +19,9 @@ from properties.helpers.checks import (
     assert_close,
     call,
     option_bounds,
-    softmax_over_visible,
     supported,
 )
+from properties.helpers.exact import softmax_columns
 from properties.helpers.implementations import Implementation
 from properties.helpers.meta import assert_law_fails
 from properties.helpers.problems import AttentionOptions, AttentionProblem
@@ -73,7 +73,7 @@ def test_with_constant_logits_the_bias_alone_sets_the_weights(implementation: Im
     assert options.bias is not None
     result = call(implementation, problem, options)
     seen = options.sees_a_key(problem.N)
-    weights = softmax_over_visible(options.bias, options.visible(problem.N))
+    weights = softmax_columns(options.bias, options.visible(problem.N))
     expected = options.without_positions(problem).values() @ weights
     bounds = option_bounds(implementation, problem, options, result.eps)
     assert_close(result.X_prime[:, seen], expected[:, seen], (bounds + bounds).x_prime[:, seen],

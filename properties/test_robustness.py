@@ -19,9 +19,9 @@ from properties.helpers.checks import (
     assert_in_visible_value_hull,
     option_bounds,
     require_some_option,
-    softmax_over_visible,
     supported,
 )
+from properties.helpers.exact import exact_attention
 from properties.helpers.implementations import Implementation
 from properties.helpers.meta import assert_law_fails
 from properties.helpers.problems import AttentionOptions, AttentionProblem
@@ -33,6 +33,7 @@ from properties.helpers.strategies import (
     problems_with_permutations,
     with_queries_scaled,
 )
+from properties.helpers.tolerances import FLOAT64_EPS
 
 pytestmark = pytest.mark.robustness
 
@@ -227,14 +228,11 @@ def test_large_logits_keep_outputs_the_values_times_the_softmax_of_the_logits(
     problem, options = case
     options = supported(implementation, options)
     result = implementation(problem, **options.keywords())
+    scale = implementation.scale(problem.D_q)
     plain = options.without_positions(problem)
-    logits = plain.logits(implementation.scale(problem.D_q))
-    if options.bias is not None:
-        logits = logits + options.bias
-    expected = plain.values() @ softmax_over_visible(logits, options.visible(problem.N))
-    float64 = float(np.finfo(np.float64).eps)
+    expected, _ = exact_attention(plain, scale, visible=options.visible(problem.N), bias=options.bias)
     tolerance = (option_bounds(implementation, problem, options, result.eps)
-                 + option_bounds(implementation, problem, options, float64)).x_prime  # fmt: skip
+                 + option_bounds(implementation, problem, options, FLOAT64_EPS)).x_prime  # fmt: skip
     seen = options.sees_a_key(problem.N)
     assert_close(result.X_prime[:, seen], expected[:, seen], tolerance[:, seen],
                  what="X' against V softmax(s K^T Q + bias) over the visible keys, with large logits")  # fmt: skip

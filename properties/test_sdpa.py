@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from attention.rows import scaled_dot_product_attention
 from properties.catalogues import mistakes as b
 from properties.helpers.checks import LawViolation, assert_close
+from properties.helpers.exact import exact_attention
 from properties.helpers.meta import assert_law_fails
 from properties.helpers.options import SDPA_REFERENCE_TARGET
 from properties.helpers.problems import AttentionProblem, BatchedProblem
@@ -45,10 +46,9 @@ def default_scale(kernel: SdpaImplementation, problem: BatchedProblem) -> float:
 def exact_rows(problem: AttentionProblem, scale: float, visible_keys: int | None = None) -> Array:
     """(V A)^T with A = softmax_cols(scale K^T Q) over the first `visible_keys` keys (all by default), in float64."""
     n = problem.N if visible_keys is None else visible_keys
-    logits = problem.logits(scale)[:n]
-    weights = np.exp(logits - logits.max(axis=0, keepdims=True))
-    weights /= weights.sum(axis=0, keepdims=True)
-    return np.asarray((problem.values()[:, :n] @ weights).T)
+    visible = np.arange(problem.N)[:, None] < n
+    X_prime, _ = exact_attention(problem, scale, visible=np.broadcast_to(visible, (problem.N, problem.N)))
+    return np.asarray(X_prime.T)
 
 
 def row_bounds(kernel: SdpaImplementation, problem: AttentionProblem, scale: float, eps: float) -> Array:

@@ -178,16 +178,6 @@ def option_bounds(
     return option_error_bounds(problem, options, implementation.scale(problem.D_q), eps)
 
 
-def softmax_over_visible(logits: NDArray[np.float64], visible: NDArray[np.bool_]) -> NDArray[np.float64]:
-    """The law-side column softmax over the visible entries (float64, shifted by the column maximum); hidden
-    entries and unseen columns 0."""
-    top = np.where(visible, logits, -np.inf).max(axis=0, initial=-np.inf, keepdims=True)
-    with np.errstate(under="ignore"):
-        weights = np.exp(np.where(visible, logits - np.where(np.isfinite(top), top, 0.0), -np.inf))
-    totals = weights.sum(axis=0, keepdims=True)
-    return np.asarray(np.divide(weights, totals, out=np.zeros_like(weights), where=totals > 0))
-
-
 def assert_in_visible_value_hull(
     problem: AttentionProblem, options: AttentionOptions, result: Result, bounds: ErrorBounds
 ) -> None:

@@ -64,7 +64,7 @@ class Convention:
 
     @property
     def eps(self) -> float:
-        return PRECISIONS[self.dtype][0]
+        return PRECISIONS[self.dtype].eps
 
     def check_available(self) -> None:
         """ValueError naming the missing package when the array library or the dtype cannot be used here."""

@@ -12,6 +12,7 @@ from hypothesis.extra import numpy as hnp
 from numpy.typing import NDArray
 
 from attention import sinusoidal_positional_encoding
+from properties.helpers.exact import softmax_columns
 from properties.helpers.options import DEFAULT_SIZE_LIMIT, GENERATION, SIZE_LIMITS
 from properties.helpers.problems import (
     ARGUMENT_ORDER,
@@ -441,9 +442,7 @@ def bias_witnesses(draw: st.DrawFn) -> tuple[AttentionProblem, Array, NDArray[np
     i, j = draw(st.lists(st.integers(0, N - 1), min_size=2, max_size=2, unique=True), label="transposed pair")
     p = np.arange(N)
     p[[i, j]] = p[[j, i]]
-    weights = np.exp(bias - bias.max(axis=0))
-    weights /= weights.sum(axis=0)
-    return problem, bias, p, weights
+    return problem, bias, p, softmax_columns(bias)
 
 
 # Every keyword option at once (the laws of test_masks.py, test_biases.py, test_positions.py, test_edges.py): each

@@ -60,7 +60,7 @@ float64, against O(1e-3) or more for a bug.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -68,7 +68,26 @@ from numpy.typing import ArrayLike, NDArray
 from properties.helpers.problems import AttentionOptions, AttentionProblem, MultiheadProblem
 
 Array = NDArray[np.float64]
-FLOAT64_EPS = float(np.finfo(np.float64).eps)
+
+
+class Precision(NamedTuple):
+    """What the error model needs of a float dtype."""
+
+    eps: float  # machine epsilon
+    max: float  # largest finite number
+    tiny: float  # smallest normal number
+
+
+# The one table of dtypes, by name: IEEE 754 binary16, binary32, binary64 and bfloat16 (8 exponent bits like
+# binary32, 8 significand bits with the implicit one, so eps = 2^-7). Named rather than looked up, so that bfloat16
+# needs neither ml_dtypes nor an array library; tests/catalogues/test_correct.py checks numpy's three against finfo.
+PRECISIONS: dict[str, Precision] = {
+    "float16": Precision(2.0**-10, 65504.0, 2.0**-14),
+    "bfloat16": Precision(2.0**-7, float((2 - 2.0**-7) * 2.0**127), 2.0**-126),
+    "float32": Precision(2.0**-23, float((2 - 2.0**-23) * 2.0**127), 2.0**-126),
+    "float64": Precision(2.0**-52, float(np.finfo(np.float64).max), 2.0**-1022),
+}
+FLOAT64_EPS = PRECISIONS["float64"].eps
 # The float dtypes a result can be judged by, coarsest first.
 JUDGED_DTYPES: tuple[type[np.floating[Any]], ...] = (np.float16, np.float32, np.float64)
 
@@ -85,13 +104,13 @@ def epsilon_of(*dtypes: np.dtype[Any]) -> float:
 
 def dtype_of(eps: float) -> type[np.floating[Any]]:
     """The float dtype whose epsilon is `eps` (the finest one at least as coarse, for an eps in between)."""
-    at_least_as_coarse = [dtype for dtype in JUDGED_DTYPES if float(np.finfo(dtype).eps) >= eps]
+    at_least_as_coarse = [dtype for dtype in JUDGED_DTYPES if PRECISIONS[dtype.__name__].eps >= eps]
     return at_least_as_coarse[-1] if at_least_as_coarse else JUDGED_DTYPES[0]
 
 
 def tiny_of(eps: float) -> float:
     """Smallest normal number of the float dtype whose epsilon is `eps` (float16, float32 or float64)."""
-    return float(np.finfo(dtype_of(eps)).smallest_normal)
+    return PRECISIONS[dtype_of(eps).__name__].tiny
 
 
 def logit_steps(problem: AttentionProblem) -> int:
@@ -255,21 +274,11 @@ def option_error_bounds(problem: AttentionProblem, options: AttentionOptions, sc
 
 # --- Row-convention kernels in other precisions (--convention sdpa --dtype, issue 12) ---
 
-# (machine epsilon, largest finite, smallest normal) of each dtype the sdpa convention casts q, k, v to: IEEE 754
-# binary16, binary32, binary64 and bfloat16 (8 exponent bits like binary32, 8 significand bits with the implicit
-# one, so eps = 2^-7). Named rather than looked up, so that bfloat16 needs neither ml_dtypes nor an array library.
-PRECISIONS: dict[str, tuple[float, float, float]] = {
-    "float16": (2.0**-10, 65504.0, 2.0**-14),
-    "bfloat16": (2.0**-7, float((2 - 2.0**-7) * 2.0**127), 2.0**-126),
-    "float32": (2.0**-23, float(np.finfo(np.float32).max), 2.0**-126),
-    "float64": (2.0**-52, float(np.finfo(np.float64).max), 2.0**-1022),
-}
-
 
 def epsilon_of_name(name: str) -> float:
     """Machine epsilon of a dtype named as numpy, torch ("torch.bfloat16") or ml_dtypes print it; float64's for
     a name not in PRECISIONS (an integer result, say), as epsilon_of does for non-float dtypes."""
-    return PRECISIONS.get(name.removeprefix("torch."), PRECISIONS["float64"])[0]
+    return PRECISIONS.get(name.removeprefix("torch."), PRECISIONS["float64"]).eps
 
 
 def fits_in_range(problem: AttentionProblem, name: str) -> bool:
@@ -279,7 +288,7 @@ def fits_in_range(problem: AttentionProblem, name: str) -> bool:
     order) by (Khat^T Qhat)_mn; a factor 2 covers the rounding of both, and of the outputs, which are convex
     combinations of the values. A problem beyond this is not representable in the dtype: no law is judged on it.
     """
-    largest = PRECISIONS[name][1] / 2
+    largest = PRECISIONS[name].max / 2
     Qhat, Khat, Vhat = problem.magnitudes()
     sizes = [float(a.max(initial=0.0)) for a in (Qhat, Khat, Vhat)]
     return max(sizes) <= largest and logit_bound_of(problem) <= largest

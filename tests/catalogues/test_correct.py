@@ -34,7 +34,7 @@ from properties.helpers.options import SDPA_REFERENCE_TARGET
 from properties.helpers.problems import AttentionProblem
 from properties.helpers.row_convention import Convention, sdpa_implementation
 from properties.helpers.strategies import LONG_LENGTHS
-from properties.helpers.tolerances import dtype_of, epsilon_of, tiny_of
+from properties.helpers.tolerances import PRECISIONS, dtype_of, epsilon_of, tiny_of
 
 pytestmark = pytest.mark.meta
 
@@ -209,3 +209,5 @@ def test_eps_and_tiny_are_those_of_the_dtype_judged(dtype: type[np.floating[Any]
     assert eps == float(np.finfo(dtype).eps)
     assert tiny_of(eps) == float(np.finfo(dtype).smallest_normal)
     assert dtype_of(eps) is dtype
+    finfo = np.finfo(dtype)
+    assert PRECISIONS[np.dtype(dtype).name] == (float(finfo.eps), float(finfo.max), float(finfo.smallest_normal))
