@@ -30,7 +30,7 @@ from properties.helpers.problems import AttentionProblem, BatchedProblem
 from properties.helpers.row_convention import Convention
 
 pytestmark = pytest.mark.meta
-README = Path(__file__).resolve().parents[2] / "README.md"
+CONTRIBUTING = Path(__file__).resolve().parents[2] / "CONTRIBUTING.md"
 
 
 def test_extraction_keeps_only_imports_and_the_functions(tmp_path: Path) -> None:
@@ -97,11 +97,11 @@ def test_snippet_replays_recorded_arguments_and_raises() -> None:
 
 
 def test_readme_add_a_property_example_is_the_real_code() -> None:
-    section = README.read_text().split("## Add a property", 1)[1]
+    section = CONTRIBUTING.read_text().split("## Add a property", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     module = re.search(r"\(properties/(\w+)\.py", section)
     assert module is not None, "the section names the module its example comes from"
-    assert code in (README.parent / "properties" / f"{module.group(1)}.py").read_text()
+    assert code in (CONTRIBUTING.parent / "properties" / f"{module.group(1)}.py").read_text()
 
 
 def test_grading_a_folder_reports_counterexamples_diagnoses_and_runnable_snippets(tmp_path: Path) -> None:
