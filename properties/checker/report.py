@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from properties.helpers.meta import law_body
 from properties.helpers.problems import ARGUMENT_ORDER, AttentionProblem, code_for
 
-FIXTURES = ("implementation", "softmax", "multihead")  # what the checker supplies; the rest hypothesis draws
+# What the checker supplies; the rest hypothesis draws.
+FIXTURES = ("implementation", "softmax", "multihead", "backward")
 
 
 class Draws:

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 # Every law carries one of these markers; attention-check groups its rows by them, in this order.
-CATEGORIES = ("semantics", "conventions", "robustness", "hygiene", "golden")
+CATEGORIES = ("semantics", "conventions", "robustness", "hygiene", "gradients", "golden")
 MARKERS = {
     "semantics": "a law of what self-attention computes",
     "conventions": "choices where the mathematics leaves freedom (a query that sees no key), reported apart",
     "robustness": "large logits, overflow, extreme inputs",
     "hygiene": "input mutation, determinism, hidden state",
+    "gradients": "laws of a backward pass (dq, dk, dv of <d_out, out>): --backward TARGET, else the reference's",
     "golden": "stored values from the notebooks and the reference",
     "meta": "a meta-test of the battery itself (a law must fail on a broken implementation); skipped under --impl",
 }
@@ -51,3 +52,8 @@ LAYOUTS = ("BHLE", "BLHE")  # (batch, heads, length, width) as torch; (batch, le
 ARRAYS = ("numpy", "torch", "jax")
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 SDPA_REFERENCE_TARGET = "attention.rows:scaled_dot_product_attention"
+# The bundled backward passes (--backward TARGET): the row kernel's, and the notebook's unscaled vjp.
+BACKWARD_REFERENCE_TARGETS: dict[Kind, str] = {
+    "scaled": "attention:scaled_dot_product_attention_backward",
+    "unscaled": "attention:self_attention_vjp",
+}

@@ -23,7 +23,9 @@ import pytest
 from _pytest.outcomes import Skipped
 from hypothesis import HealthCheck, Phase, example, given, settings
 
+from attention.rows import scaled_dot_product_attention
 from properties.catalogues.correct import CATALOGUE, Variant
+from properties.helpers.backward import RowBackward
 from properties.helpers.implementations import REFERENCE, REFERENCE_MULTIHEAD, Implementation, Multihead, Softmax
 from properties.helpers.meta import law_body
 from properties.helpers.options import CATEGORIES, SDPA_REFERENCE_TARGET
@@ -45,7 +47,7 @@ def law_modules() -> list[str]:
     return sorted(name for name in names if name != __name__)
 
 
-ROLES = ("implementation", "softmax", "multihead")
+ROLES = ("implementation", "softmax", "multihead", "backward")
 # The reference's blockwise path loops over query and key blocks in Python: at block sizes 1 and 3 a long
 # sequence (N up to 700) costs N^2 / b^2 iterations per call, too slow for the default suite (CI runs them).
 SLOW_ON_LONG_SEQUENCES = ("reference_blockwise_1", "reference_blockwise_3")
@@ -120,6 +122,7 @@ def guarded(variant: Variant) -> Callable[..., Any]:
 
 # The fixtures a variant of each role fills (a kernel is also the implementation, through the sdpa adapter).
 ROLE_FIXTURES = {"kernel": {"implementation", "kernel"}}
+ROW_FORWARD_TARGET = SDPA_REFERENCE_TARGET  # the forward every backward variant differentiates
 
 
 def under_test(variant: Variant) -> dict[str, Any]:
@@ -131,6 +134,8 @@ def under_test(variant: Variant) -> dict[str, Any]:
     elif variant.role == "kernel":  # a row-convention kernel: every law, through the sdpa adapter
         kernel = sdpa_implementation(variant.function, SDPA_REFERENCE_TARGET, Convention(), variant.kind)
         fixtures["implementation"] = fixtures["kernel"] = kernel
+    elif variant.role == "backward":  # a backward of the bundled row kernel: every gradient law
+        fixtures["backward"] = RowBackward(variant.function, target, scaled_dot_product_attention, ROW_FORWARD_TARGET)
     elif variant.role == "softmax":
         fixtures["softmax"] = Softmax(guarded(variant), target)
     else:
