@@ -15,6 +15,9 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+from attention import scaled_dot_product_attention_backward, self_attention, self_attention_vjp
+from attention.rows import scaled_dot_product_attention
+from properties.helpers.backward import Backward, NotebookBackward, RowBackward
 from properties.catalogues.registry import NotALaw, category_of_item
 from properties.helpers.implementations import (
     REFERENCE,
@@ -28,6 +31,7 @@ from properties.helpers.implementations import (
 from properties.helpers.loading import load_function
 from properties.helpers.options import (
     ARRAYS,
+    BACKWARD_REFERENCE_TARGETS,
     CONVENTIONS,
     DTYPES,
     GENERATION,
@@ -83,6 +87,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="TARGET",
         help="multi-head attention to check, f(X, heads, omega_c) (default: the reference's, unless --impl is given)",
     )
+    group.addoption(
+        "--backward",
+        default=None,
+        metavar="TARGET",
+        help="backward pass of TARGET to check with the gradient laws: backward(query, key, value, d_out, **keywords) "
+        "-> (d_query, d_key, d_value) under --convention sdpa, else backward(X, omega_v, ..., beta_k, d_X_prime, "
+        "**keywords) -> the cotangents of X, omega_v, ..., beta_k (default: the reference's, unless --impl is given)",
+    )
     group.addoption("--square", action="store_true", default=False, help="draw only D_q = D_v = D (the notebook's)")
     group.addoption(
         "--convention",
@@ -109,6 +121,10 @@ def pytest_configure(config: pytest.Config) -> None:
     GENERATION.square = bool(config.getoption("--square"))
     target = config.getoption("--impl")
     kernel = _kernel(config)
+    if config.getoption("--backward") and not target:
+        raise pytest.UsageError("--backward TARGET goes with --impl TARGET, the forward it differentiates")
+    if config.getoption("--backward") and kernel is not None and kernel.convention != Convention():
+        raise pytest.UsageError("--backward: the row convention's backward is checked on numpy float64 BHLE rows")
     config.stash[KERNELS] = [] if kernel is None else [kernel]
     if config.getoption("--convention") == "sdpa" and kernel is not None:
         config.stash[IMPLEMENTATIONS] = list[Implementation]([kernel])
@@ -207,3 +223,28 @@ def multihead(pytestconfig: pytest.Config) -> Multihead:
     """The multi-head attention under test: --multihead TARGET, else the reference's (not under --impl)."""
     result: Multihead = _under_test(pytestconfig, "--multihead", "multi-head attention", REFERENCE_MULTIHEAD)
     return result
+
+
+# The bundled backward passes, by the kind of the reference they differentiate: the row kernel's backward (scaled),
+# and the notebook's vjp of self_attention (unscaled) read in rows.
+REFERENCE_BACKWARDS: dict[str, Backward] = {
+    "scaled": RowBackward(scaled_dot_product_attention_backward, BACKWARD_REFERENCE_TARGETS["scaled"],
+                          scaled_dot_product_attention, SDPA_REFERENCE_TARGET, "scaled"),
+    "unscaled": NotebookBackward(self_attention_vjp, BACKWARD_REFERENCE_TARGETS["unscaled"], self_attention,
+                                 "attention:self_attention", "unscaled"),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def backward(pytestconfig: pytest.Config, implementation: Implementation) -> Backward:
+    """The backward pass under test: --backward TARGET, differentiating the implementation (--impl TARGET) in
+    its convention; else the reference's backward of the reference implementation (skipped under --impl)."""
+    target = pytestconfig.getoption("--backward")
+    if not target:
+        if pytestconfig.getoption("--impl"):
+            pytest.skip("no backward pass under test: pass --backward TARGET to check one")
+        return REFERENCE_BACKWARDS[implementation.kind]
+    function = _load(target, "--backward")
+    if isinstance(implementation, SdpaImplementation):
+        return RowBackward(function, target, implementation.function, implementation.name, implementation.kind)
+    return NotebookBackward(function, target, implementation.function, implementation.name, implementation.kind)

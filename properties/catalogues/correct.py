@@ -246,6 +246,174 @@ def log_domain_multihead(X: Array, heads: Any, omega_c: Array) -> Array:
     return np.asarray(omega_c @ np.vstack([log_domain(X, *head)[0] for head in heads]))
 
 
+# --- Backward passes of the row kernel: backward(query, key, value, d_out, attn_mask, dropout_p, is_causal, scale,
+# enable_gqa) -> (dq, dk, dv), each correct and computed differently from attention.rows_backward ---
+
+
+def _rows_setup(
+    query: Array, key: Array, value: Array, attn_mask: Any, is_causal: bool, scale: float | None, enable_gqa: bool,
+    dtype: Any = np.float64,
+) -> tuple[Array, Array, Array, NDArray[np.bool_], float, int]:  # fmt: skip
+    """q, k, v in `dtype` (key and value repeated over their group's query heads), the visibility [l, s], the
+    scale and the group size."""
+    q, k, v = (np.asarray(a, dtype=dtype) for a in (query, key, value))
+    group = q.shape[-3] // k.shape[-3] if enable_gqa and k.shape[-3] != q.shape[-3] else 1
+    k, v = np.repeat(k, group, axis=-3), np.repeat(v, group, axis=-3)
+    L, S = q.shape[-2], k.shape[-2]
+    visible = np.tri(L, S, dtype=bool) if is_causal else np.ones((L, S), dtype=bool)
+    if attn_mask is not None:
+        visible = visible & np.asarray(attn_mask, dtype=bool)
+    s = 1 / np.sqrt(q.shape[-1]) if scale is None else float(scale)
+    return q, k, v, visible, s, group
+
+
+def _group_sum(gradient: Array, group: int) -> Array:
+    if group == 1:
+        return gradient
+    return np.asarray(gradient.reshape(*gradient.shape[:-3], -1, group, *gradient.shape[-2:]).sum(axis=-3))
+
+
+def _lse(logits: Array, visible: NDArray[np.bool_]) -> Array:
+    """log sum_s exp(logits) over the visible keys of each row (-inf for a row that sees none)."""
+    shown = np.where(visible, logits, -np.inf)
+    top = shown.max(axis=-1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.asarray(top + np.log(np.exp(shown - top).sum(axis=-1, keepdims=True)))
+
+
+def _from_weights(P: Array, q: Array, k: Array, v: Array, dO: Array, s: float, group: int) -> tuple[Array, ...]:
+    """dq, dk, dv from the weights P (the textbook formulas with D = rowsum(dO o O))."""
+    out = P @ v
+    D = (dO * out).sum(axis=-1, keepdims=True)
+    dS = P * (dO @ np.swapaxes(v, -1, -2) - D)
+    return (
+        s * (dS @ k),
+        _group_sum(s * (np.swapaxes(dS, -1, -2) @ q), group),
+        _group_sum(np.swapaxes(P, -1, -2) @ dO, group),
+    )
+
+
+def backward_from_the_saved_lse(
+    query: Array, key: Array, value: Array, d_out: Array, attn_mask: Any = None, dropout_p: float = 0.0,
+    is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False,
+) -> tuple[Array, ...]:  # fmt: skip
+    """FlashAttention's: the forward saves lse = log sum exp of each row; the backward recomputes P = exp(S - lse)."""
+    q, k, v, visible, s, group = _rows_setup(query, key, value, attn_mask, is_causal, scale, enable_gqa)
+    logits = s * (q @ np.swapaxes(k, -1, -2))
+    lse = _lse(logits, visible)  # saved by the forward
+    with np.errstate(invalid="ignore"):
+        P = np.where(
+            visible & np.isfinite(lse),
+            np.exp(np.where(visible, logits, 0.0) - np.where(np.isfinite(lse), lse, 0.0)),
+            0.0,
+        )
+    return _from_weights(P, q, k, v, np.asarray(d_out, dtype=np.float64), s, group)
+
+
+def backward_from_the_stored_weights(
+    query: Array, key: Array, value: Array, d_out: Array, attn_mask: Any = None, dropout_p: float = 0.0,
+    is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False,
+) -> tuple[Array, ...]:  # fmt: skip
+    """The forward stores P (division by the row sum); the backward reads it."""
+    q, k, v, visible, s, group = _rows_setup(query, key, value, attn_mask, is_causal, scale, enable_gqa)
+    logits = s * (q @ np.swapaxes(k, -1, -2))
+    top = np.where(visible, logits, -np.inf).max(axis=-1, keepdims=True)
+    weights = np.where(visible, np.exp(np.where(visible, logits, 0.0) - np.where(np.isfinite(top), top, 0.0)), 0.0)
+    total = weights.sum(axis=-1, keepdims=True)
+    P = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
+    return _from_weights(P, q, k, v, np.asarray(d_out, dtype=np.float64), s, group)
+
+
+def backward_in_the_log_domain(
+    query: Array, key: Array, value: Array, d_out: Array, attn_mask: Any = None, dropout_p: float = 0.0,
+    is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False,
+) -> tuple[Array, ...]:  # fmt: skip
+    """P = exp(log_softmax(S)), log_softmax by np.logaddexp.reduce over the visible keys."""
+    q, k, v, visible, s, group = _rows_setup(query, key, value, attn_mask, is_causal, scale, enable_gqa)
+    logits = np.where(visible, s * (q @ np.swapaxes(k, -1, -2)), -np.inf)
+    lse = np.logaddexp.reduce(logits, axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore"):
+        P = np.where(visible & np.isfinite(lse), np.exp(logits - np.where(np.isfinite(lse), lse, 0.0)), 0.0)
+    return _from_weights(P, q, k, v, np.asarray(d_out, dtype=np.float64), s, group)
+
+
+def backward_in_blocks_of_keys(
+    query: Array, key: Array, value: Array, d_out: Array, attn_mask: Any = None, dropout_p: float = 0.0,
+    is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False, block: int = 3,
+) -> tuple[Array, ...]:  # fmt: skip
+    """FlashAttention-2's loop: D = rowsum(dO o O) and lse first, then blocks of `block` keys (partial last block),
+    each giving its dK, dV and adding to dQ."""
+    q, k, v, visible, s, group = _rows_setup(query, key, value, attn_mask, is_causal, scale, enable_gqa)
+    dO = np.asarray(d_out, dtype=np.float64)
+    logits = s * (q @ np.swapaxes(k, -1, -2))
+    lse = _lse(logits, visible)
+    safe = np.where(np.isfinite(lse), lse, 0.0)
+    out = np.zeros_like(dO)
+    for start in range(0, k.shape[-2], block):
+        part = slice(start, start + block)
+        P = np.where(
+            visible[:, part] & np.isfinite(lse), np.exp(np.where(visible[:, part], logits[..., part], 0.0) - safe), 0.0
+        )
+        out += P @ v[..., part, :]
+    D = (dO * out).sum(axis=-1, keepdims=True)
+    dQ, dK, dV = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
+    for start in range(0, k.shape[-2], block):
+        part = slice(start, start + block)
+        P = np.where(
+            visible[:, part] & np.isfinite(lse), np.exp(np.where(visible[:, part], logits[..., part], 0.0) - safe), 0.0
+        )
+        dV[..., part, :] = np.swapaxes(P, -1, -2) @ dO
+        dS = P * (dO @ np.swapaxes(v[..., part, :], -1, -2) - D)
+        dK[..., part, :] = s * (np.swapaxes(dS, -1, -2) @ q)
+        dQ += s * (dS @ k[..., part, :])
+    return dQ, _group_sum(dK, group), _group_sum(dV, group)
+
+
+def backward_in_blocks_of_queries(
+    query: Array, key: Array, value: Array, d_out: Array, attn_mask: Any = None, dropout_p: float = 0.0,
+    is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False, block: int = 2,
+) -> tuple[Array, ...]:  # fmt: skip
+    """Blocks of `block` queries (partial last block), each with its own P, adding to dK and dV."""
+    q, k, v, visible, s, group = _rows_setup(query, key, value, attn_mask, is_causal, scale, enable_gqa)
+    dO = np.asarray(d_out, dtype=np.float64)
+    dQ, dK, dV = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
+    for start in range(0, q.shape[-2], block):
+        part = slice(start, start + block)
+        logits = s * (q[..., part, :] @ np.swapaxes(k, -1, -2))
+        seen = visible[part]
+        lse = _lse(logits, seen)
+        P = np.where(
+            seen & np.isfinite(lse), np.exp(np.where(seen, logits, 0.0) - np.where(np.isfinite(lse), lse, 0.0)), 0.0
+        )
+        D = (dO[..., part, :] * (P @ v)).sum(axis=-1, keepdims=True)
+        dS = P * (dO[..., part, :] @ np.swapaxes(v, -1, -2) - D)
+        dQ[..., part, :] = s * (dS @ k)
+        dK += s * (np.swapaxes(dS, -1, -2) @ q[..., part, :])
+        dV += np.swapaxes(P, -1, -2) @ dO[..., part, :]
+    return dQ, _group_sum(dK, group), _group_sum(dV, group)
+
+
+def backward_float32_with_float64_sums(
+    query: Array, key: Array, value: Array, d_out: Array, attn_mask: Any = None, dropout_p: float = 0.0,
+    is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False,
+) -> tuple[Array, ...]:  # fmt: skip
+    """Inputs rounded to float32, the products accumulated in float64, every gradient returned in float32 (as
+    mixed-precision kernels accumulate in a wider type than they store)."""
+    rounded = [np.asarray(a, dtype=np.float32).astype(np.float64) for a in (query, key, value, d_out)]
+    q, k, v, visible, s, group = _rows_setup(
+        rounded[0], rounded[1], rounded[2], attn_mask, is_causal, scale, enable_gqa
+    )
+    s = float(np.float32(s))
+    logits = s * (q @ np.swapaxes(k, -1, -2))
+    lse = _lse(logits, visible)
+    P = np.where(
+        visible & np.isfinite(lse), np.exp(np.where(visible, logits, 0.0) - np.where(np.isfinite(lse), lse, 0.0)), 0.0
+    )
+    P = P.astype(np.float32).astype(np.float64)  # stored in float32
+    return tuple(g.astype(np.float32) for g in _from_weights(P, q, k, v, rounded[3], s, group))
+
+
 @dataclass(frozen=True)
 class Variant:
     """One correct implementation: its function, what it implements, and the kind of attention (for
@@ -254,7 +422,8 @@ class Variant:
     implementation in that dtype can hold larger ones, so the false-alarm test skips them."""
 
     function: Callable[..., Any]
-    role: str  # "implementation", "softmax", "multihead" or "kernel" (row convention, f(query, key, value))
+    role: str  # "implementation", "softmax", "multihead", "kernel" (row convention, f(query, key, value)) or
+    # "backward" (a backward of the row kernel, backward(query, key, value, d_out, ...) -> (dq, dk, dv))
     kind: Kind = "scaled"
     max_magnitude: float = float(np.finfo(np.float64).max)
 
@@ -308,4 +477,8 @@ CATALOGUE: tuple[Variant, ...] = (
     Variant(float32_multihead, "multihead"),
     Variant(log_domain_multihead, "multihead"),
     Variant(scaled_dot_product_attention, "kernel"),  # the bundled row-convention kernel, every law through sdpa
-)
+    *(Variant(function, "backward") for function in (
+        backward_from_the_saved_lse, backward_from_the_stored_weights, backward_in_the_log_domain,
+        backward_in_blocks_of_keys, backward_in_blocks_of_queries, backward_float32_with_float64_sums,
+    )),
+)  # fmt: skip

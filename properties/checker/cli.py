@@ -142,6 +142,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--square", action="store_true", help="draw only D_q = D_v = D (the notebook's setting)")
     p.add_argument("--softmax", default=None, metavar="TARGET", help="with a TARGET: also check this column softmax")
     p.add_argument("--multihead", default=None, metavar="TARGET", help="with a TARGET: also check this multi-head")
+    p.add_argument("--backward", default=None, metavar="TARGET",
+                   help="with a TARGET: also check its backward pass (docs/backward.md)")  # fmt: skip
     p.add_argument(
         "--convention",
         choices=CONVENTIONS,
@@ -181,13 +183,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser().error(f"not a notebook, .py file, folder or TARGET: {', '.join(missing)}")
     if not jobs:
         parser().error(f"no notebooks found in {', '.join(args.paths)}")
-    if (args.softmax or args.multihead) and not all(job.target for job in jobs):
-        parser().error("--softmax and --multihead go with a TARGET, not with notebooks")
+    if (args.softmax or args.multihead or args.backward) and not all(job.target for job in jobs):
+        parser().error("--softmax, --multihead and --backward go with a TARGET, not with notebooks")
     options = Options(
         profile=args.profile, seed=args.seed, only=only, laws=args.laws, square=args.square,
         timeout=args.timeout or TIMEOUTS[args.profile], memory_mb=args.memory, kind=args.kind,
         softmax=args.softmax and jobs_for([args.softmax])[0][0].target,
         multihead=args.multihead and jobs_for([args.multihead])[0][0].target,
+        backward=args.backward and jobs_for([args.backward])[0][0].target,
         convention=convention_arguments(args.convention, layout=args.layout, array=args.array, dtype=args.dtype),
     )  # fmt: skip
     seed = "derandomised" if args.seed is None else f"seed {args.seed}"

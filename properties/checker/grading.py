@@ -27,6 +27,11 @@ from hypothesis import Phase, Verbosity, settings
 
 from properties.helpers.options import CATEGORIES, PROFILES, SDPA_REFERENCE_TARGET
 
+# The reference's backward passes by convention (--backward of attention-check on the bundled reference).
+BACKWARD_OF_REFERENCE = {
+    "notebook": "attention:scaled_dot_product_self_attention_vjp",
+    "sdpa": "attention:scaled_dot_product_attention_backward",
+}
 NOTEBOOK_FUNCTIONS = {"softmax_cols": "softmax", "self_attention": "unscaled",
                       "scaled_dot_product_self_attention": "scaled"}  # fmt: skip
 REFERENCE = "attention"  # the job that checks the bundled reference (attention-check without PATH)
@@ -51,6 +56,7 @@ class Options:
     kind: str = "scaled"  # of a single TARGET
     softmax: str | None = None
     multihead: str | None = None
+    backward: str | None = None  # --backward TARGET: the backward pass of the TARGET, for the gradient laws
     convention: tuple[str, ...] = ()  # --convention sdpa and its --layout/--array/--dtype, as pytest arguments
 
 
@@ -194,6 +200,11 @@ def _battery(subjects: list[Subject], job: dict[str, Any], scratch: Path) -> Non
             arguments += ["--impl", subject.target, "--impl-kind", subject.kind]
         else:
             arguments += [f"--{subject.kind}", subject.target]
+    backward = job.get("backward")
+    if backward is None and job["target"] == REFERENCE:  # the reference's own backward pass, in its convention
+        backward = BACKWARD_OF_REFERENCE["sdpa" if job["convention"] else "notebook"]
+    if backward and any(subject.kind in ("scaled", "unscaled") for subject in subjects):
+        arguments += ["--backward", backward]
     if job["laws"]:
         arguments += ["-k", job["laws"]]
     if job["seed"] is not None:

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 # Every law carries one of these markers; attention-check groups its rows by them, in this order.
-CATEGORIES = ("semantics", "conventions", "robustness", "hygiene", "golden")
+CATEGORIES = ("semantics", "conventions", "robustness", "hygiene", "gradients", "golden")
 MARKERS = {
     "semantics": "a law of what self-attention computes",
     "conventions": "choices where the mathematics leaves freedom (a query that sees no key), reported apart",
     "robustness": "large logits, overflow, extreme inputs",
     "hygiene": "input mutation, determinism, hidden state",
+    "gradients": "laws of a backward pass (dq, dk, dv of <d_out, out>): --backward TARGET, else the reference's",
     "golden": "stored values from the notebooks and the reference",
     "meta": "a meta-test of the battery itself (a law must fail on a broken implementation); skipped under --impl",
     "reference": "a check of the bundled reference itself in a law module, not a law of TARGET",
@@ -23,7 +24,7 @@ MARKERS = {
 # The fixtures a law checks (the functions under test, filled by properties/plugin.py), most specific first: a law
 # that takes `kernel` checks the row-convention kernel, even if it also takes `implementation`. The rest of a law's
 # arguments are drawn by hypothesis or parametrized.
-FIXTURES = ("softmax", "multihead", "kernel", "implementation")
+FIXTURES = ("backward", "softmax", "multihead", "kernel", "implementation")
 
 Kind = Literal["scaled", "unscaled"]
 KINDS: tuple[Kind, ...] = ("scaled", "unscaled")
@@ -57,3 +58,8 @@ LAYOUTS = ("BHLE", "BLHE")  # (batch, heads, length, width) as torch; (batch, le
 ARRAYS = ("numpy", "torch", "jax")
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 SDPA_REFERENCE_TARGET = "attention.rows:scaled_dot_product_attention"
+# The bundled backward passes (--backward TARGET): the row kernel's, and the notebook's unscaled vjp.
+BACKWARD_REFERENCE_TARGETS: dict[Kind, str] = {
+    "scaled": "attention:scaled_dot_product_attention_backward",
+    "unscaled": "attention:self_attention_vjp",
+}

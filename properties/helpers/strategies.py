@@ -814,3 +814,142 @@ def tail_problems(draw: st.DrawFn) -> AttentionProblem:
     if spread * MAX_QUERY_GAIN < target or bound == 0:
         return with_logits_within(problem, SEMANTIC_LOGIT_BOUND)  # (nearly) constant logits: no tail to draw
     return with_queries_scaled(problem, min(target / spread, TAIL_LOGIT_BOUND / bound))
+
+
+# --- Backward passes (properties/test_gradients*.py): rows (B, H, N, E) on a dyadic grid ---------------------
+
+# Entries are multiples of 2^-8: q + h dq is then exact for every power-of-two step h >= 2^-40
+# (backward.SMALLEST_STEP), so the central differences of the gradient laws perturb exactly what they claim.
+GRID = 2.0**-8
+GRADIENT_ENTRY_BOUND = 2.0  # q, k, v and d_out; logits stay within 4 E s, a few units: the weights spread
+DIRECTION_BOUND = 1.0
+GRADIENT_SCALES = (0.25, 0.5, 1.0, 2.0)
+# Lengths across the tiles of blockwise backward passes: 2^k - 1, 2^k, 2^k + 1 (partial, full, one-over tiles).
+LONG_GRADIENT_LENGTHS = tuple(sorted({2**k + d for k in range(4, 8) for d in (-1, 0, 1)}))
+
+
+def grid_arrays(shape: tuple[int, ...], bound: float = GRADIENT_ENTRY_BOUND) -> st.SearchStrategy[Array]:
+    """Arrays of `shape` whose entries are multiples of GRID within [-bound, bound]."""
+    top = int(bound / GRID)
+    return hnp.arrays(np.int64, shape, elements=st.integers(-top, top)).map(lambda a: a.astype(np.float64) * GRID)
+
+
+def seeded_grid_array(draw: st.DrawFn, shape: tuple[int, ...], bound: float, label: str) -> Array:
+    """A grid array too large to draw entry by entry: from a drawn seed."""
+    seed = draw(st.integers(0, 2**32 - 1), label=f"seed of {label}")
+    top = int(bound / GRID)
+    return np.random.default_rng(seed).integers(-top, top + 1, shape).astype(np.float64) * GRID
+
+
+@st.composite
+def gradient_problems(
+    draw: st.DrawFn,
+    *,
+    mask: bool = True,
+    causal: bool | None = None,
+    scale: bool = True,
+    grouped: bool | None = None,
+    min_n: int = 1,
+    lengths: tuple[int, ...] | None = None,
+) -> Any:
+    """A GradientProblem: B, H_kv in [1, 2], N in [min_n, size_limit() + 1] (or from `lengths`, drawn from a seed),
+    E, E_v in [1, size_limit() - 1], grid entries; with a boolean attn_mask (when `mask`), causal or not (or as
+    `causal` says), a scale from GRADIENT_SCALES or None (when `scale`), and G = 2 or 3 query heads per key/value
+    head under enable_gqa (when `grouped`; drawn when None)."""
+    from properties.helpers.backward import GradientProblem
+
+    side = max(2, size_limit() - 1)
+    if lengths is None:
+        B, H_kv = draw(st.integers(1, 2), label="B"), draw(st.integers(1, 2), label="H_kv")
+        N = draw(st.integers(min_n, side + 2), label="N")
+        E, E_v = draw(st.integers(1, side), label="E"), draw(st.integers(1, side), label="E_v")
+    else:
+        B, H_kv, E, E_v = 1, 1, 2, 2
+        N = draw(st.sampled_from(lengths), label="N")
+    if grouped is None:
+        grouped = lengths is None and draw(st.booleans(), label="enable_gqa")
+    G = draw(st.integers(2, 3), label="G") if grouped else 1
+    H = H_kv * G
+    if lengths is None:
+        query = draw(grid_arrays((B, H, N, E)), label="query")
+        key = draw(grid_arrays((B, H_kv, N, E)), label="key")
+        value = draw(grid_arrays((B, H_kv, N, E_v)), label="value")
+        d_out = draw(grid_arrays((B, H, N, E_v)), label="d_out")
+    else:
+        query, key, value, d_out = (
+            seeded_grid_array(draw, shape, GRADIENT_ENTRY_BOUND, name)
+            for shape, name in (((B, H, N, E), "query"), ((B, H_kv, N, E), "key"), ((B, H_kv, N, E_v), "value"),
+                                ((B, H, N, E_v), "d_out"))
+        )  # fmt: skip
+    attn_mask = None
+    if mask and draw(st.booleans(), label="with a mask"):
+        attn_mask = draw(hnp.arrays(np.bool_, (N, N)), label="attn_mask")
+    is_causal = draw(st.booleans(), label="is_causal") if causal is None else causal
+    chosen = draw(st.sampled_from((None, *GRADIENT_SCALES)), label="scale") if scale else None
+    return GradientProblem(query, key, value, d_out, attn_mask, is_causal, chosen, grouped)
+
+
+@st.composite
+def gradient_problems_with_directions(draw: st.DrawFn, /, **options: Any) -> Any:
+    """(problem, (dq, dk, dv)): a GradientProblem and a direction for each of query, key, value (grid, |.| <= 1)."""
+    problem = draw(gradient_problems(**options))
+    directions = tuple(
+        draw(grid_arrays(getattr(problem, name).shape, DIRECTION_BOUND), label=f"direction of {name}")
+        for name in ("query", "key", "value")
+    )
+    return problem, directions
+
+
+@st.composite
+def gradient_problems_with_second_cotangents(draw: st.DrawFn) -> Any:
+    """(problem, d_out_2, alpha, beta): a second output cotangent and two dyadic coefficients (the combination
+    alpha d_out + beta d_out_2 is exact)."""
+    problem = draw(gradient_problems())
+    second = draw(grid_arrays(problem.d_out.shape), label="second d_out")
+    coefficients = st.sampled_from((-2.0, -1.0, -0.5, 0.5, 1.0, 2.0, 3.0))
+    return problem, second, draw(coefficients, label="alpha"), draw(coefficients, label="beta")
+
+
+@st.composite
+def gradient_problems_with_a_hidden_key(draw: st.DrawFn) -> Any:
+    """(problem, j): a problem whose attn_mask hides key j from every query (and some other entries)."""
+    problem = draw(gradient_problems(mask=False))
+    N = problem.N
+    j = draw(st.integers(0, N - 1), label="hidden key")
+    seen = draw(hnp.arrays(np.bool_, (N, N)), label="attn_mask")
+    seen[:, j] = False
+    return problem.replace(attn_mask=seen), j
+
+
+@st.composite
+def causal_gradient_problems_with_earlier_cotangents(draw: st.DrawFn) -> Any:
+    """(problem, m, d_out_2): a causal problem (N >= 2), a split 1 <= m < N and d_out with the rows of the queries
+    before m redrawn."""
+    problem = draw(gradient_problems(causal=True, min_n=2))
+    m = draw(st.integers(1, problem.N - 1), label="m")
+    earlier = draw(grid_arrays((*problem.d_out.shape[:2], m, problem.d_out.shape[-1])), label="earlier d_out")
+    second = problem.d_out.copy()
+    second[..., :m, :] = earlier
+    return problem, m, second
+
+
+@st.composite
+def gradient_problems_with_permutations(draw: st.DrawFn) -> Any:
+    """(problem, p): a problem without causal masking (which orders the tokens) and an order p of its N tokens."""
+    problem = draw(gradient_problems(causal=False))
+    return problem, draw(permutations_of(problem.N), label="p")
+
+
+@st.composite
+def gradient_problems_with_a_changed_slot(draw: st.DrawFn) -> Any:
+    """(problem, changed, (b, h)): a problem and a copy whose query, key, value and d_out of batch element b and
+    head h are redrawn (one key/value head per query head)."""
+    problem = draw(gradient_problems(grouped=False))
+    b = draw(st.integers(0, problem.query.shape[0] - 1), label="b")
+    h = draw(st.integers(0, problem.query.shape[1] - 1), label="h")
+    arrays = {}
+    for name in ("query", "key", "value", "d_out"):
+        array = getattr(problem, name).copy()
+        array[b, h] = draw(grid_arrays(array.shape[2:]), label=f"new {name}")
+        arrays[name] = array
+    return problem, problem.replace(**arrays), (b, h)

@@ -19,8 +19,10 @@ import pytest
 from _pytest.outcomes import Skipped
 from hypothesis import HealthCheck, Phase, settings
 
+from attention.rows import scaled_dot_product_attention
 from properties.catalogues import registry
 from properties.catalogues.correct import CATALOGUE, Variant
+from properties.helpers.backward import RowBackward
 from properties.helpers.hypothesis_internals import (
     draws,
     explicit_examples_of,
@@ -89,6 +91,7 @@ def guarded(variant: Variant) -> Callable[..., Any]:
 
 # The fixtures a variant of each role fills (a kernel is also the implementation, through the sdpa adapter).
 ROLE_FIXTURES = {"kernel": {"implementation", "kernel"}}
+ROW_FORWARD_TARGET = SDPA_REFERENCE_TARGET  # the forward every backward variant differentiates
 
 
 def under_test(variant: Variant) -> dict[str, Any]:
@@ -100,6 +103,8 @@ def under_test(variant: Variant) -> dict[str, Any]:
     elif variant.role == "kernel":  # a row-convention kernel: every law, through the sdpa adapter
         kernel = sdpa_implementation(variant.function, SDPA_REFERENCE_TARGET, Convention(), variant.kind)
         fixtures["implementation"] = fixtures["kernel"] = kernel
+    elif variant.role == "backward":  # a backward of the bundled row kernel: every gradient law
+        fixtures["backward"] = RowBackward(variant.function, target, scaled_dot_product_attention, ROW_FORWARD_TARGET)
     elif variant.role == "softmax":
         fixtures["softmax"] = Softmax(guarded(variant), target)
     else:

@@ -19,7 +19,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from attention import scaled_dot_product_self_attention
+from properties.helpers.backward import RowBackward
 from properties.helpers.implementations import Implementation, Multihead, Softmax
+from properties.helpers.options import SDPA_REFERENCE_TARGET
 from properties.helpers.row_convention import Convention, SdpaImplementation
 
 Array = NDArray[np.float64]
@@ -149,6 +151,14 @@ def broken_kernel(function: Any, convention: Convention | None = None) -> SdpaIm
     """A broken row-convention kernel behind the sdpa wrapper (numpy, float64 unless `convention` says)."""
     name = f"{MISTAKES}:{function.__name__}"
     return SdpaImplementation(function, "scaled", name, convention or Convention())
+
+
+def broken_backward(function: Any) -> RowBackward:
+    """A broken row-convention backward behind the backward wrapper, differentiating the bundled row kernel."""
+    from attention.rows import scaled_dot_product_attention
+
+    name = f"{MISTAKES}:{function.__name__}"
+    return RowBackward(function, name, scaled_dot_product_attention, SDPA_REFERENCE_TARGET, "scaled")
 
 
 def broken(function: Any, kind: str = "scaled") -> Implementation:
