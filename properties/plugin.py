@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, settings
 
 from attention import scaled_dot_product_attention_backward, self_attention, self_attention_vjp
 from attention.rows import scaled_dot_product_attention
-from properties.helpers.backward import Backward, NotebookBackward, RowBackward
 from properties.catalogues.registry import NotALaw, category_of_item
+from properties.helpers.backward import Backward, NotebookBackward, RowBackward
 from properties.helpers.implementations import (
     REFERENCE,
     REFERENCE_MULTIHEAD,
