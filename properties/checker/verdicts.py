@@ -25,7 +25,15 @@ from properties.checker.report import Draws, counterexample, snippet
 from properties.helpers.checks import leaves
 from properties.helpers.options import CATEGORIES
 
-SUBJECTS = ("softmax", "multihead", "kernel", "implementation")  # the fixture a law checks, most specific first
+SUBJECTS = (
+    "softmax",
+    "multihead",
+    "merge",
+    "varlen",
+    "flash",
+    "kernel",
+    "implementation",
+)  # the fixture a law checks, most specific first
 
 
 @dataclass

@@ -46,8 +46,15 @@ GENERATION = Generation()
 
 # The row convention (--convention sdpa, properties/helpers/row_convention.py): f(query, key, value, ...) on
 # (..., L, E) rows.
-CONVENTIONS = ("notebook", "sdpa")
+CONVENTIONS = ("notebook", "sdpa", "flash")
 LAYOUTS = ("BHLE", "BLHE")  # (batch, heads, length, width) as torch; (batch, length, heads, width) as jax
 ARRAYS = ("numpy", "torch", "jax")
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 SDPA_REFERENCE_TARGET = "attention.rows:scaled_dot_product_attention"
+
+# FlashAttention's convention (--convention flash, properties/helpers/flash_convention.py): flash_attn_func(q, k, v,
+# ...) on (batch, length, heads, width) rows with L != S; its packed form, its log-sum-exp merge; causal alignments.
+FLASH_REFERENCE_TARGET = "attention.flash:flash_attn_func"
+VARLEN_REFERENCE_TARGET = "attention.flash:flash_attn_varlen_func"
+MERGE_REFERENCE_TARGET = "attention.flash:merge_attention_states"
+ALIGNMENTS = ("top-left", "bottom-right")  # where causal puts its triangle when L != S: torch's, FlashAttention's

@@ -24,6 +24,7 @@ from _pytest.outcomes import Skipped
 from hypothesis import HealthCheck, Phase, example, given, settings
 
 from properties.catalogues.correct import CATALOGUE, Variant
+from properties.helpers.flash_convention import FlashImplementation, MergeImplementation
 from properties.helpers.implementations import REFERENCE, REFERENCE_MULTIHEAD, Implementation, Multihead, Softmax
 from properties.helpers.meta import law_body
 from properties.helpers.options import CATEGORIES, SDPA_REFERENCE_TARGET
@@ -131,6 +132,10 @@ def under_test(variant: Variant) -> dict[str, Any]:
     elif variant.role == "kernel":  # a row-convention kernel: every law, through the sdpa adapter
         kernel = sdpa_implementation(variant.function, SDPA_REFERENCE_TARGET, Convention(), variant.kind)
         fixtures["implementation"] = fixtures["kernel"] = kernel
+    elif variant.role == "flash":  # the rectangular laws, through the flash adapter
+        fixtures["flash"] = FlashImplementation(variant.function, target, Convention(layout="BLHE"))
+    elif variant.role == "merge":
+        fixtures["merge"] = MergeImplementation(variant.function, target)
     elif variant.role == "softmax":
         fixtures["softmax"] = Softmax(guarded(variant), target)
     else:
