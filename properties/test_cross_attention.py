@@ -17,7 +17,13 @@ from hypothesis import given, settings
 
 from properties.catalogues.mistakes import kernels as m
 from properties.helpers.checks import LawViolation, assert_close
-from properties.helpers.flash_convention import FlashImplementation, FlashProblem, exact_attention, visibility
+from properties.helpers.flash_convention import (
+    FlashImplementation,
+    FlashProblem,
+    exact_attention,
+    prefix_step,
+    visibility,
+)
 from properties.helpers.flash_strategies import (
     ChangedQuery,
     Reordered,
@@ -177,22 +183,21 @@ def test_causal_alignment_catches_the_other_alignment(bug: Any) -> None:
 def test_each_causal_query_is_a_decoding_step_over_its_visible_prefix(
     flash: FlashImplementation, problem: FlashProblem
 ) -> None:
-    """Under causal, out[:, n] equals one decoding step (L = 1, causal) of query n over the keys it sees,
-    k[:, :p] with p = n + S - L + 1 (bottom-right) or n + 1 (top-left), when p >= 1: the cache's length is the
-    query's position plus one."""
+    """Under causal, out[:, n] equals query n's output over just the keys it sees: one decoding step (L = 1,
+    causal) against k[:, :p], p = n + S - L + 1, under bottom-right; row n of the first n + 1 queries against the
+    first n + 1 keys under top-left (when it sees any key): the cache's length is the query's position plus one."""
     flash.require("causal")
     full = flash.call(problem, causal=True)
     scale = flash.default_scale(problem)
-    offset = problem.S - problem.L if flash.alignment == "bottom-right" else 0
     for n in range(problem.L):
-        p = min(n + offset + 1, problem.S)
-        if p < 1:
+        prefix = prefix_step(problem, n, flash.alignment)
+        if prefix is None:
             continue
-        step = problem.replace(q=problem.q[:, n : n + 1], k=problem.k[:, :p], v=problem.v[:, :p])
+        step, row = prefix
         one = flash.call(step, causal=True)
         bound = flash.bounds(step, scale, one.eps) + flash.bounds(step, scale, full.eps)
-        assert_close(one.out[:, 0], full.out[:, n], bound.out[:, 0],
-                     what=f"a decoding step of query {n} over {p} keys against causal out[:, {n}]")  # fmt: skip
+        assert_close(one.out[:, row], full.out[:, n], bound.out[:, row],
+                     what=f"query {n} over the {step.S} keys it sees against causal out[:, {n}]")  # fmt: skip
 
 
 @pytest.mark.meta

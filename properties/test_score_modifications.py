@@ -22,6 +22,7 @@ from properties.helpers.flash_convention import (
     FlashProblem,
     distances,
     exact_attention,
+    prefix_step,
     visibility,
 )
 from properties.helpers.flash_strategies import (
@@ -95,7 +96,9 @@ def test_soft_capped_weights_differ_by_at_most_a_factor_exp_2c(flash: FlashImple
     steps = problem.D + 10 + problem.S + 3
     r = 2 * steps * result.eps * c + float(normalisation_error(problem.S, result.eps, c))
     tiny = problem.S * tiny_of(result.eps)
-    bad = high > np.exp(2 * c) * (low + tiny) * (1 + r) / max(1 - r, 0.0) + tiny
+    if r >= 1:
+        return  # the dtype's rounding can move a weight by its own size: the bound judges nothing here
+    bad = high > np.exp(2 * c) * (low + tiny) * (1 + r) / (1 - r) + tiny
     if bad.any():
         index = tuple(int(i) for i in np.argwhere(bad)[0])
         raise LawViolation(
@@ -165,17 +168,16 @@ def test_alibi_is_invariant_under_translating_queries_and_keys_together(
     slopes = np.full(problem.H, 0.25)
     full = flash.call(problem, causal=True, alibi_slopes=slopes)
     scale = flash.default_scale(problem)
-    offset = problem.S - problem.L if flash.alignment == "bottom-right" else 0
+    extra = {"offset": 0.25 * max(problem.S, problem.L)}
     for n in range(problem.L):
-        p = min(n + offset + 1, problem.S)
-        if p < 1:
+        prefix = prefix_step(problem, n, flash.alignment)
+        if prefix is None:
             continue
-        step = problem.replace(q=problem.q[:, n : n + 1], k=problem.k[:, :p], v=problem.v[:, :p])
+        step, row = prefix
         one = flash.call(step, causal=True, alibi_slopes=slopes)
-        extra = {"offset": 0.25 * max(problem.S, problem.L)}
         bound = flash.bounds(step, scale, one.eps, **extra) + flash.bounds(step, scale, full.eps, **extra)
-        assert_close(one.out[:, 0], full.out[:, n], bound.out[:, 0],
-                     what=f"query {n} decoded alone over its {p} keys against the full causal ALiBi")  # fmt: skip
+        assert_close(one.out[:, row], full.out[:, n], bound.out[:, row],
+                     what=f"query {n} over the {step.S} keys it sees against the full causal ALiBi")  # fmt: skip
 
 
 @pytest.mark.meta

@@ -184,6 +184,20 @@ def exact_attention(
     return np.swapaxes(probs @ v, 1, 2), lse
 
 
+def prefix_step(problem: FlashProblem, n: int, alignment: str) -> tuple[FlashProblem, int] | None:
+    """Query n's causal view as a smaller problem and the row of query n in it: bottom-right, one query (a decoding
+    step) against the p = n + S - L + 1 keys it sees; top-left, the first n + 1 queries against the first n + 1
+    keys (L = S, where both alignments agree), query n last. None when query n sees no key."""
+    if alignment == "bottom-right":
+        p = min(n + problem.S - problem.L + 1, problem.S)
+        if p < 1:
+            return None
+        return problem.replace(q=problem.q[:, n : n + 1], k=problem.k[:, :p], v=problem.v[:, :p]), 0
+    if n + 1 > problem.S:
+        return None
+    return problem.replace(q=problem.q[:, : n + 1], k=problem.k[:, : n + 1], v=problem.v[:, : n + 1]), n
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The error model in rows (properties/helpers/tolerances.py, sections 1-5, with q, k, v given directly).
 
