@@ -19,6 +19,13 @@ from attention import scaled_dot_product_attention_backward, self_attention, sel
 from attention.rows import scaled_dot_product_attention
 from properties.catalogues.registry import NotALaw, category_of_item
 from properties.helpers.backward import Backward, NotebookBackward, RowBackward
+from properties.helpers.flash_convention import (
+    FlashImplementation,
+    MergeImplementation,
+    VarlenImplementation,
+    flash_implementation,
+    sdpa_shim,
+)
 from properties.helpers.implementations import (
     REFERENCE,
     REFERENCE_MULTIHEAD,
@@ -30,15 +37,19 @@ from properties.helpers.implementations import (
 )
 from properties.helpers.loading import load_function
 from properties.helpers.options import (
+    ALIGNMENTS,
     ARRAYS,
     BACKWARD_REFERENCE_TARGETS,
     CONVENTIONS,
     DTYPES,
+    FLASH_REFERENCE_TARGET,
     GENERATION,
     KINDS,
     LAYOUTS,
     MARKERS,
+    MERGE_REFERENCE_TARGET,
     SDPA_REFERENCE_TARGET,
+    VARLEN_REFERENCE_TARGET,
 )
 from properties.helpers.row_convention import Convention, SdpaImplementation, sdpa_implementation
 
@@ -58,6 +69,7 @@ else:
 
 IMPLEMENTATIONS = pytest.StashKey[list[Implementation]]()
 KERNELS = pytest.StashKey[list[SdpaImplementation]]()  # the row-convention kernel, or none
+FLASH = pytest.StashKey[list[FlashImplementation]]()  # the kernel of the rectangular laws, or none
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -100,12 +112,36 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--convention",
         default="notebook",
         choices=CONVENTIONS,
-        help="how TARGET is called: notebook (f(X, omega_v, ..., beta_k), default) or sdpa (f(query, key, value, "
-        "attn_mask=/mask=, is_causal=, scale=, bias=), rows with batch and heads)",
+        help="how TARGET is called: notebook (f(X, omega_v, ..., beta_k), default), sdpa (f(query, key, value, "
+        "attn_mask=/mask=, is_causal=, scale=, bias=), rows with batch and heads) or flash (flash_attn_func(q, k, v, "
+        "dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, ...), (batch, length, heads, width))",
     )
     group.addoption("--layout", default=None, choices=LAYOUTS, help="sdpa: axis order of q, k, v (default BHLE)")
-    group.addoption("--array", default=None, choices=ARRAYS, help="sdpa: the array library of q, k, v (default numpy)")
-    group.addoption("--dtype", default=None, choices=DTYPES, help="sdpa: the dtype of q, k, v (default float64)")
+    group.addoption(
+        "--array", default=None, choices=ARRAYS, help="sdpa, flash: the array library of q, k, v (default numpy)"
+    )
+    group.addoption("--dtype", default=None, choices=DTYPES, help="sdpa, flash: the dtype of q, k, v (default float64)")
+    group.addoption(
+        "--causal-alignment",
+        default=None,
+        choices=ALIGNMENTS,
+        help="sdpa, flash: where causal puts the triangle when L != S: top-left (query n sees keys m <= n, torch) or "
+        "bottom-right (m <= n + S - L, FlashAttention); default: the convention's (sdpa top-left, flash bottom-right)",
+    )
+    group.addoption(
+        "--varlen",
+        default=None,
+        metavar="TARGET",
+        help="packed-batch kernel to check, flash_attn_varlen_func's signature (default: the bundled one, unless "
+        "--impl is given)",
+    )
+    group.addoption(
+        "--merge",
+        default=None,
+        metavar="TARGET",
+        help="log-sum-exp merge f(out_a, lse_a, out_b, lse_b) -> (out, lse) to check (default: the bundled one, "
+        "unless --impl is given)",
+    )
 
 
 def _load(target: str, option: str) -> Callable[..., Any]:
@@ -125,8 +161,14 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--backward TARGET goes with --impl TARGET, the forward it differentiates")
     if config.getoption("--backward") and kernel is not None and kernel.convention != Convention():
         raise pytest.UsageError("--backward: the row convention's backward is checked on numpy float64 BHLE rows")
+    flash = _flash(config, kernel)
+    config.stash[FLASH] = [] if flash is None else [flash]
+    if config.getoption("--convention") == "flash" and flash is not None:
+        shim = sdpa_shim(flash)
+        kernel = SdpaImplementation(shim, config.getoption("--impl-kind"), flash.name,
+                                    Convention("BLHE", flash.convention.array, flash.convention.dtype))  # fmt: skip
     config.stash[KERNELS] = [] if kernel is None else [kernel]
-    if config.getoption("--convention") == "sdpa" and kernel is not None:
+    if config.getoption("--convention") in ("sdpa", "flash") and kernel is not None:
         config.stash[IMPLEMENTATIONS] = list[Implementation]([kernel])
     elif target:
         kind = config.getoption("--impl-kind")
@@ -139,10 +181,16 @@ def _kernel(config: pytest.Config) -> SdpaImplementation | None:
     """The row-convention kernel of the sdpa laws: --impl under --convention sdpa, else (without --impl) the
     bundled numpy kernel; None for a notebook-convention --impl."""
     options = {name: config.getoption(f"--{name}") for name in ("layout", "array", "dtype")}
-    sdpa = config.getoption("--convention") == "sdpa"
-    if not sdpa and any(options.values()):
-        given = ", ".join(f"--{name}" for name, value in options.items() if value)
-        raise pytest.UsageError(f"{given}: options of --convention sdpa only")
+    convention = config.getoption("--convention")
+    sdpa = convention == "sdpa"
+    allowed = {"sdpa": set(options), "flash": {"array", "dtype"}}.get(convention, set())
+    wrong = [f"--{name}" for name, value in options.items() if value and name not in allowed]
+    if config.getoption("--causal-alignment") and convention == "notebook":
+        wrong.append("--causal-alignment")
+    if wrong:
+        raise pytest.UsageError(f"{', '.join(wrong)}: not an option of --convention {convention}")
+    if convention == "flash":
+        return None  # built from the flash target (pytest_configure)
     target = config.getoption("--impl")
     if target and not sdpa:
         return None
@@ -152,6 +200,25 @@ def _kernel(config: pytest.Config) -> SdpaImplementation | None:
         return sdpa_implementation(_load(target, "--impl"), target, convention, config.getoption("--impl-kind"))
     except ValueError as error:
         raise pytest.UsageError(f"--convention sdpa {target}: {error}") from error
+
+
+def _flash(config: pytest.Config, kernel: SdpaImplementation | None) -> FlashImplementation | None:
+    """The kernel of the rectangular laws: --impl under --convention flash (else the bundled flash_attn_func), the
+    row-convention kernel under --convention sdpa, the bundled flash_attn_func without --impl; None for a
+    notebook-convention --impl."""
+    convention, alignment = config.getoption("--convention"), config.getoption("--causal-alignment")
+    if convention == "sdpa" and kernel is not None:
+        return FlashImplementation(kernel.function, kernel.name, kernel.convention, alignment or "top-left", "sdpa",
+                                   kernel)  # fmt: skip
+    target = config.getoption("--impl")
+    if target and convention != "flash":
+        return None
+    target = target or FLASH_REFERENCE_TARGET
+    choices = {name: value for name in ("array", "dtype") if (value := config.getoption(f"--{name}"))}
+    try:
+        return flash_implementation(_load(target, "--impl"), target, Convention("BLHE", **choices), alignment)
+    except ValueError as error:
+        raise pytest.UsageError(f"--convention flash {target}: {error}") from error
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -209,6 +276,36 @@ def kernel(pytestconfig: pytest.Config) -> SdpaImplementation:
     if not kernels:
         pytest.skip("a law of the row convention: pass --convention sdpa to check TARGET as f(query, key, value)")
     return kernels[0]
+
+
+@pytest.fixture(scope="session")
+def flash(pytestconfig: pytest.Config) -> FlashImplementation:
+    """The kernel of the rectangular laws (L != S): --impl TARGET under --convention flash or sdpa, else the bundled
+    flash_attn_func (skipped for a notebook-convention --impl)."""
+    kernels = pytestconfig.stash[FLASH]
+    if not kernels:
+        pytest.skip("a law of rectangular kernels: pass --convention flash (or sdpa) to check TARGET as one")
+    return kernels[0]
+
+
+@pytest.fixture(scope="session")
+def varlen(pytestconfig: pytest.Config) -> VarlenImplementation:
+    """The packed-batch kernel under test: --varlen TARGET, else the bundled one (not under --impl)."""
+    target = pytestconfig.getoption("--varlen")
+    if not target and pytestconfig.getoption("--impl"):
+        pytest.skip("no packed-batch kernel under test: pass --varlen TARGET to check one")
+    target = target or VARLEN_REFERENCE_TARGET
+    return VarlenImplementation(_load(target, "--varlen"), target)
+
+
+@pytest.fixture(scope="session")
+def merge(pytestconfig: pytest.Config) -> MergeImplementation:
+    """The log-sum-exp merge under test: --merge TARGET, else the bundled one (not under --impl)."""
+    target = pytestconfig.getoption("--merge")
+    if not target and pytestconfig.getoption("--impl"):
+        pytest.skip("no merge under test: pass --merge TARGET to check one")
+    target = target or MERGE_REFERENCE_TARGET
+    return MergeImplementation(_load(target, "--merge"), target)
 
 
 @pytest.fixture(scope="session")

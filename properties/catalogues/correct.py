@@ -11,6 +11,7 @@ The reference's own blockwise path at small block sizes is here too (and in CI, 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from attention import blockwise_scaled_dot_product_self_attention
+from attention.flash import flash_attn_func, split_kv_attention
 from attention.rows import scaled_dot_product_attention
 from properties.helpers.options import Kind
 
@@ -422,8 +424,9 @@ class Variant:
     implementation in that dtype can hold larger ones, so the false-alarm test skips them."""
 
     function: Callable[..., Any]
-    role: str  # "implementation", "softmax", "multihead", "kernel" (row convention, f(query, key, value)) or
-    # "backward" (a backward of the row kernel, backward(query, key, value, d_out, ...) -> (dq, dk, dv))
+    role: str  # "implementation", "softmax", "multihead", "kernel" (row convention, f(query, key, value)),
+    # "backward" (a backward of the row kernel, backward(query, key, value, d_out, ...) -> (dq, dk, dv)), "flash"
+    # (flash_attn_func's signature) or "merge" (a log-sum-exp merge f(out_a, lse_a, out_b, lse_b))
     kind: Kind = "scaled"
     max_magnitude: float = float(np.finfo(np.float64).max)
 
@@ -465,6 +468,42 @@ _SELF_ATTENTION = [
         ("float32_rows_log_domain", float32_rows_log_domain),
     ]
 ]
+
+
+def split_kv(splits: int) -> Callable[..., Any]:
+    """flash_attn_func computed as split-KV decoding does: `splits` chunks of keys, each (out, lse), merged by the
+    log-sum-exp rule (attention/flash.py's split_kv_attention), behind flash_attn_func's signature."""
+
+    def kernel(q: Array, k: Array, v: Array, *args: Any, **kwargs: Any) -> Any:
+        return split_kv_attention(q, k, v, splits, *args, **kwargs)
+
+    kernel.__signature__ = inspect.signature(flash_attn_func)  # type: ignore[attr-defined]
+    named: Callable[..., Any] = _named(kernel, f"split_kv_of_{splits}")
+    return named
+
+
+def flash_in_float32(q: Array, k: Array, v: Array, *args: Any, **kwargs: Any) -> Any:
+    """flash_attn_func on q, k, v cast to float32 (its working dtype then), out and softmax_lse returned in float32."""
+    q32, k32, v32 = (np.asarray(a, dtype=np.float32) for a in (q, k, v))
+    return flash_attn_func(q32, k32, v32, *args, **kwargs)
+
+
+flash_in_float32.__signature__ = inspect.signature(flash_attn_func)  # type: ignore[attr-defined]
+
+
+def log_domain_merge(out_a: Array, lse_a: Array, out_b: Array, lse_b: Array) -> tuple[Array, Array]:
+    """The log-sum-exp merge with np.logaddexp and exp(lse_part - lse) (no explicit maximum)."""
+    lse = np.logaddexp(lse_a, lse_b)
+    seen = np.isfinite(lse)
+    out = np.zeros(np.broadcast_shapes(np.shape(out_a)), dtype=np.float64)
+    for part, part_lse in ((out_a, lse_a), (out_b, lse_b)):
+        weight = np.exp(np.where(seen & np.isfinite(part_lse), part_lse - np.where(seen, lse, 0.0), -np.inf))
+        out = out + np.swapaxes(weight, -1, -2)[..., None] * np.where(
+            np.swapaxes(weight, -1, -2)[..., None] > 0, part, 0.0
+        )
+    return out, lse
+
+
 CATALOGUE: tuple[Variant, ...] = (
     *_SELF_ATTENTION,
     Variant(_named(float16_throughout, "float16_throughout"), "implementation", max_magnitude=FLOAT16_RANGE),
@@ -481,4 +520,9 @@ CATALOGUE: tuple[Variant, ...] = (
         backward_from_the_saved_lse, backward_from_the_stored_weights, backward_in_the_log_domain,
         backward_in_blocks_of_keys, backward_in_blocks_of_queries, backward_float32_with_float64_sums,
     )),
+    Variant(split_kv(1), "flash"),  # FlashAttention-signature kernels: the rectangular laws (issue 20)
+    Variant(split_kv(2), "flash"),
+    Variant(split_kv(7), "flash"),
+    Variant(flash_in_float32, "flash"),
+    Variant(log_domain_merge, "merge"),
 )  # fmt: skip

@@ -195,9 +195,12 @@ def mistake_of(value: Any) -> CaughtMistake | None:
     properties.catalogues.mistakes:...)."""
     if inspect.isfunction(value) and value.__module__.startswith(f"{MISTAKES}."):
         return CaughtMistake(value.__name__, first_sentence(value.__doc__))  # a plain broken function (an encoding)
-    if not isinstance(value, Implementation | FunctionUnderTest):
+    if isinstance(value, Implementation | FunctionUnderTest):
+        name = value.name if isinstance(value, Implementation) else value.target
+    elif isinstance(getattr(value, "name", None), str) and callable(getattr(value, "function", None)):
+        name = value.name  # a flash, varlen or merge target (properties/helpers/flash_convention.py)
+    else:
         return None
-    name = value.name if isinstance(value, Implementation) else value.target
     if not name.startswith(f"{MISTAKES}:"):
         return None  # the reference, handed to a law beside a broken function
     function = value.function

@@ -21,7 +21,7 @@ from properties.checker.grading import (
     jobs_for,
     rows,
 )
-from properties.helpers.options import ARRAYS, CATEGORIES, CONVENTIONS, DTYPES, LAYOUTS, PROFILES
+from properties.helpers.options import ALIGNMENTS, ARRAYS, CATEGORIES, CONVENTIONS, DTYPES, LAYOUTS, PROFILES
 
 TIMEOUTS = {"dev": 300.0, "ci": 900.0, "thorough": 3600.0}  # default seconds per file, by profile
 
@@ -148,11 +148,18 @@ def parser() -> argparse.ArgumentParser:
         "--convention",
         choices=CONVENTIONS,
         default="notebook",
-        help="of a TARGET: notebook, f(X, omega_v, ..., beta_k); sdpa, f(query, key, value, ...) on rows",
+        help="of a TARGET: notebook, f(X, omega_v, ..., beta_k); sdpa, f(query, key, value, ...) on rows; flash, "
+        "flash_attn_func(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, ...)",
+    )
+    p.add_argument(
+        "--causal-alignment",
+        choices=ALIGNMENTS,
+        default=None,
+        help="sdpa, flash: causal's triangle when L != S (default: sdpa top-left, flash bottom-right)",
     )
     p.add_argument("--layout", choices=LAYOUTS, default=None, help="sdpa: axis order of q, k, v (default BHLE)")
-    p.add_argument("--array", choices=ARRAYS, default=None, help="sdpa: numpy (default), torch or jax arrays")
-    p.add_argument("--dtype", choices=DTYPES, default=None, help="sdpa: dtype of q, k, v (default float64)")
+    p.add_argument("--array", choices=ARRAYS, default=None, help="sdpa, flash: numpy (default), torch or jax arrays")
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="sdpa, flash: dtype of q, k, v (default float64)")
     p.add_argument(
         "--strict-conventions",
         action="store_true",
@@ -191,7 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         softmax=args.softmax and jobs_for([args.softmax])[0][0].target,
         multihead=args.multihead and jobs_for([args.multihead])[0][0].target,
         backward=args.backward and jobs_for([args.backward])[0][0].target,
-        convention=convention_arguments(args.convention, layout=args.layout, array=args.array, dtype=args.dtype),
+        convention=convention_arguments(args.convention, layout=args.layout, array=args.array, dtype=args.dtype,
+                                        **{"causal-alignment": args.causal_alignment}),
     )  # fmt: skip
     seed = "derandomised" if args.seed is None else f"seed {args.seed}"
     print(f"attention-check: {len(jobs)} file(s); profile {args.profile}, {seed}" + (f"; only {', '.join(only)}"

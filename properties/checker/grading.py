@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from hypothesis import Phase, Verbosity, settings
 
-from properties.helpers.options import CATEGORIES, PROFILES, SDPA_REFERENCE_TARGET
+from properties.helpers.options import CATEGORIES, FLASH_REFERENCE_TARGET, PROFILES, SDPA_REFERENCE_TARGET
 
 # The reference's backward passes by convention (--backward of attention-check on the bundled reference).
 BACKWARD_OF_REFERENCE = {
@@ -65,7 +65,7 @@ def convention_arguments(convention: str, **choices: str | None) -> tuple[str, .
     if convention == "notebook":
         given = [f"--{name}" for name, value in choices.items() if value]
         if given:
-            raise SystemExit(f"attention-check: {', '.join(given)} need --convention sdpa")
+            raise SystemExit(f"attention-check: {', '.join(given)} need --convention sdpa or flash")
         return ()
     return ("--convention", convention, *(f"--{name}={value}" for name, value in choices.items() if value))
 
@@ -143,7 +143,9 @@ def subjects_of_target(job: dict[str, Any]) -> list[Subject]:
     from properties.helpers.loading import load_function
 
     if job["target"] == REFERENCE and job["convention"]:
-        return [Subject("sdpa_kernel", SDPA_REFERENCE_TARGET, job["kind"])]
+        flash = "flash" in job["convention"]
+        return [Subject("flash_kernel" if flash else "sdpa_kernel",
+                        FLASH_REFERENCE_TARGET if flash else SDPA_REFERENCE_TARGET, job["kind"])]  # fmt: skip
     if job["target"] == REFERENCE:
         function = "scaled_dot_product_self_attention" if job["kind"] == "scaled" else "self_attention"
         return [
@@ -213,7 +215,7 @@ def _battery(subjects: list[Subject], job: dict[str, Any], scratch: Path) -> Non
         arguments.append("--square")
     arguments += job["convention"]
     # Under a row convention the implementation is also the `kernel` of the row-convention laws.
-    fixtures = {kind: {FIXTURE[kind], "kernel"} if job["convention"] and kind in ("scaled", "unscaled") else
+    fixtures = {kind: {FIXTURE[kind], "kernel", "flash"} if job["convention"] and kind in ("scaled", "unscaled") else
                 {FIXTURE[kind]} for kind in FIXTURE}  # fmt: skip
     recorder = VerdictRecorder()
     code = pytest.main(arguments, plugins=[recorder, KeepSubjects(set().union(*(fixtures[s.kind] for s in subjects)))])

@@ -24,7 +24,7 @@ MARKERS = {
 # The fixtures a law checks (the functions under test, filled by properties/plugin.py), most specific first: a law
 # that takes `kernel` checks the row-convention kernel, even if it also takes `implementation`. The rest of a law's
 # arguments are drawn by hypothesis or parametrized.
-FIXTURES = ("backward", "softmax", "multihead", "kernel", "implementation")
+FIXTURES = ("backward", "softmax", "multihead", "merge", "varlen", "flash", "kernel", "implementation")
 
 Kind = Literal["scaled", "unscaled"]
 KINDS: tuple[Kind, ...] = ("scaled", "unscaled")
@@ -53,7 +53,7 @@ GENERATION = Generation()
 
 # The row convention (--convention sdpa, properties/helpers/row_convention.py): f(query, key, value, ...) on
 # (..., L, E) rows.
-CONVENTIONS = ("notebook", "sdpa")
+CONVENTIONS = ("notebook", "sdpa", "flash")
 LAYOUTS = ("BHLE", "BLHE")  # (batch, heads, length, width) as torch; (batch, length, heads, width) as jax
 ARRAYS = ("numpy", "torch", "jax")
 DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -63,3 +63,10 @@ BACKWARD_REFERENCE_TARGETS: dict[Kind, str] = {
     "scaled": "attention:scaled_dot_product_attention_backward",
     "unscaled": "attention:self_attention_vjp",
 }
+
+# FlashAttention's convention (--convention flash, properties/helpers/flash_convention.py): flash_attn_func(q, k, v,
+# ...) on (batch, length, heads, width) rows with L != S; its packed form, its log-sum-exp merge; causal alignments.
+FLASH_REFERENCE_TARGET = "attention.flash:flash_attn_func"
+VARLEN_REFERENCE_TARGET = "attention.flash:flash_attn_varlen_func"
+MERGE_REFERENCE_TARGET = "attention.flash:merge_attention_states"
+ALIGNMENTS = ("top-left", "bottom-right")  # where causal puts its triangle when L != S: torch's, FlashAttention's
