@@ -27,6 +27,7 @@ from properties.helpers.implementations import (
 from properties.helpers.loading import load_function
 from properties.helpers.options import (
     ARRAYS,
+    CATEGORIES,
     CONVENTIONS,
     DTYPES,
     GENERATION,
@@ -106,6 +107,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, description in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {description}")
     GENERATION.square = bool(config.getoption("--square"))
+    config.pluginmanager.register(LawOutcomes(), "attention-law-outcomes")
     target = config.getoption("--impl")
     kernel = _kernel(config)
     config.stash[KERNELS] = [] if kernel is None else [kernel]
@@ -196,3 +198,32 @@ def multihead(pytestconfig: pytest.Config) -> Multihead:
     """The multi-head attention under test: --multihead TARGET, else the reference's (not under --impl)."""
     result: Multihead = _under_test(pytestconfig, "--multihead", "multi-head attention", REFERENCE_MULTIHEAD)
     return result
+
+
+class LawOutcomes:
+    """Counts the laws' outcomes (a law: a test with a category marker, not a meta-test or a benchmark) and, when
+    laws were selected and every one of them skipped, says in the terminal summary that nothing was checked."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, set[str]] = {}  # a law's nodeid -> its reports' outcomes
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        self.outcomes = {item.nodeid: set() for item in items if self.is_law(item)}
+
+    @staticmethod
+    def is_law(item: pytest.Item) -> bool:
+        marked = any(item.get_closest_marker(category) for category in CATEGORIES)
+        return marked and not any(item.get_closest_marker(name) for name in ("meta", "benchmark"))
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.nodeid in self.outcomes and (report.when == "call" or report.outcome != "passed"):
+            self.outcomes[report.nodeid].add(report.outcome)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        ran = [found for found in self.outcomes.values() if found]
+        if ran and all(found == {"skipped"} for found in ran):
+            terminalreporter.write_sep("=", "attention-properties: NOT CHECKED", yellow=True)
+            terminalreporter.write_line(
+                f"every one of the {len(ran)} laws selected skipped: no law was checked on the function under test "
+                "(pytest -rs shows why)"
+            )

@@ -13,7 +13,7 @@ import functools
 import json
 import traceback
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,6 +21,7 @@ import pytest
 from hypothesis import strategies as st
 
 from properties.checker.diagnosis import diagnose
+from properties.checker.records import LawVerdict
 from properties.checker.report import Draws, counterexample, snippet
 from properties.helpers.checks import leaves
 from properties.helpers.options import CATEGORIES
@@ -98,7 +99,7 @@ class VerdictRecorder:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
-        self.laws: dict[str, dict[str, Any]] = {}
+        self.laws: dict[str, LawVerdict] = {}
         self.by_nodeid: dict[str, str] = {}
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -111,20 +112,13 @@ class VerdictRecorder:
             self.by_nodeid[item.nodeid] = law
             self.laws.setdefault(
                 law,
-                {
-                    "law": law,
-                    "category": category,
-                    "module": getattr(function, "__module__", ""),
-                    "subject": subject_of(item),
-                    "statement": " ".join((getattr(function, "__doc__", None) or "").split()),
-                    "status": "SKIP",
-                    "reason": "",
-                    "details": "",
-                    "counterexample": None,
-                    "reproduce": None,
-                    "diagnosis": None,
-                    "mistake": None,
-                },
+                LawVerdict(
+                    law=law,
+                    category=category,
+                    module=getattr(function, "__module__", ""),
+                    subject=subject_of(item),
+                    statement=" ".join((getattr(function, "__doc__", None) or "").split()),
+                ),
             )
 
     @pytest.hookimpl(hookwrapper=True)
@@ -157,7 +151,7 @@ class VerdictRecorder:
             else:
                 details = describe(call.excinfo.value)
                 reason = details.splitlines()[0]
-                if self.RANK[status] > self.RANK[row["status"]]:
+                if self.RANK[status] > self.RANK[row.status]:
                     found = self._counterexample(item, call.excinfo.value)
         elif report.skipped:
             longrepr = report.longrepr
@@ -169,8 +163,10 @@ class VerdictRecorder:
             status, reason, details = "PASS", "", ""
         else:
             return
-        if self.RANK[status] > self.RANK[row["status"]] or (status == row["status"] == "SKIP" and not row["reason"]):
-            row.update(status=status, reason=reason, details=details, **found)
+        if self.RANK[status] > self.RANK[row.status] or (status == row.status == "SKIP" and not row.reason):
+            row.status, row.reason, row.details = status, reason, details
+            for name, value in found.items():
+                setattr(row, name, value)
 
     @staticmethod
     def _counterexample(item: pytest.Item, error: BaseException) -> dict[str, Any]:
@@ -191,7 +187,7 @@ class VerdictRecorder:
 
     def pytest_sessionfinish(self) -> None:
         if self.path is not None:
-            self.path.write_text(json.dumps({"laws": list(self.laws.values())}, indent=1) + "\n")
+            self.path.write_text(json.dumps({"laws": [asdict(law) for law in self.laws.values()]}, indent=1) + "\n")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
