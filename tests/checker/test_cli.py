@@ -60,6 +60,36 @@ def test_template_functions_raise_not_implemented(tmp_path: Path) -> None:
         load_function(f"{notebook}:self_attention")(np.eye(2))
 
 
+def test_the_course_template_is_a_template_not_a_reader_of_globals(tmp_path: Path) -> None:
+    """The course's unfilled cells (`# YOUR CODE HERE`, `raise NotImplementedError()`, then `return X_prime,
+    attentions`, names a later cell assigns at top level): both functions are `template`, softmax_cols (given)
+    is implemented, and nothing says "reads a notebook global"."""
+    notebook = write_notebook(tmp_path / "course.ipynb", "course_template")
+    extraction = extract(notebook)
+    assert extraction.status == {"softmax_cols": "implemented", "self_attention": "template",
+                                 "scaled_dot_product_self_attention": "template"}  # fmt: skip
+    subjects = {s.function: s for s in subjects_of_file(notebook)}
+    assert subjects["self_attention"].error == "still the notebook's template"
+    assert "global" not in subjects["scaled_dot_product_self_attention"].error
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ("raise NotImplementedError\n  return X", "template"),
+        ("'''doc'''\n  pass\n  raise NotImplementedError('write me')", "template"),
+        ("if X.size:\n    return X\n  raise NotImplementedError()", "implemented"),
+        ("return X\n  print(D)", "implemented"),  # D is read only after the return
+        ("Y = X * D\n  return Y", "reads a notebook global D"),
+        ("for x in X:\n    continue\n    print(D)\n  return X", "implemented"),
+    ],
+)
+def test_templates_are_recognised_by_behaviour(tmp_path: Path, body: str, status: str) -> None:
+    path = tmp_path / "f.py"
+    path.write_text(f"import numpy as np\nD = 4\n\ndef self_attention(X, *args):\n  {body}\n")
+    assert extract(path).status["self_attention"] == status
+
+
 def test_a_function_reading_a_notebook_global_is_named(tmp_path: Path) -> None:
     extraction = extract(write_notebook(tmp_path / "global.ipynb", "global_D"))
     assert extraction.status["scaled_dot_product_self_attention"] == "reads a notebook global D"
