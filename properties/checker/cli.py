@@ -62,6 +62,8 @@ def print_subject(subject: Subject) -> None:
             print(f"    {law.status:<4}  {law_title(law.law)}")
             if law.reason and law.status != "PASS":
                 print(f"          {law.reason}")
+            if law.seen and law.category == "conventions":
+                print(f"          seen: {law.seen_text()}")
             if law.status == "FAIL" and law.diagnosis:
                 print(f"          diagnosis: {law.diagnosis}")
     if subject.laws:

@@ -39,6 +39,11 @@ class LawVerdict:
     mistake: str | None = None  # its name in properties.catalogues.mistakes
     arrays: str | None = None  # an .npz file name beside the report holding the counterexample's large arrays
     set_aside: dict[str, int] = field(default_factory=dict)  # problems not judged, by reason (e.g. the dtype range)
+    seen: dict[str, int] = field(default_factory=dict)  # what the function did where a law accepts several choices
+
+    def seen_text(self) -> str:
+        """What was seen, in words: each behaviour with the number of examples that showed it."""
+        return "; ".join(f"{what} ({n} example{'s' if n > 1 else ''})" for what, n in self.seen.items())
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> LawVerdict:

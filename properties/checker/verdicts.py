@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from properties.checker.diagnosis import diagnose
 from properties.checker.records import LawVerdict
 from properties.checker.report import Draws, counterexample, snippet
-from properties.helpers.checks import leaves
+from properties.helpers.checks import OBSERVED, leaves
 from properties.helpers.options import CATEGORIES
 
 SUBJECTS = ("softmax", "multihead", "kernel", "implementation")  # the fixture a law checks, most specific first
@@ -130,10 +130,15 @@ class VerdictRecorder:
         inner = handle.inner_test
         calls = item.stash[CALLS] = Calls()
         handle.inner_test = recording(inner, calls)
+        OBSERVED.clear()
         try:
             yield
         finally:
             handle.inner_test = inner
+            row = self.laws[self.by_nodeid[item.nodeid]]
+            for what, count in OBSERVED.items():
+                row.seen[what] = row.seen.get(what, 0) + count
+            OBSERVED.clear()
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:

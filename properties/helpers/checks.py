@@ -7,6 +7,7 @@ FAIL needs explained; a check used by a single law stays in that law's module.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,15 @@ from properties.helpers.options import GENERATION
 from properties.helpers.problems import AttentionOptions, AttentionProblem
 from properties.helpers.strategies import MAX_QUERY_GAIN
 from properties.helpers.tolerances import FLOAT64_EPS, ErrorBounds, option_error_bounds, tiny_of
+
+# What the function under test was seen to do where a law accepts several behaviours (a convention): each law
+# adds its observations with `observe`; attention-check's verdict recorder reads and clears them per law.
+OBSERVED: Counter[str] = Counter()
+
+
+def observe(what: str) -> None:
+    """Record what the function under test did (e.g. "raises ValueError on N = 0"), for the law's report row."""
+    OBSERVED[what] += 1
 
 
 class LawViolation(AssertionError):

@@ -36,6 +36,10 @@ class ImplementationFailed(AssertionError):
     """The implementation raised, or returned something that is not (X', attentions) or X'."""
 
 
+class TargetRaised(ImplementationFailed):
+    """The function under test itself raised (its exception is the __cause__)."""
+
+
 @dataclass(frozen=True)
 class Result:
     """What one call returned: X' (D_v x N) and the attention matrix (N x N), or None if not returned."""
@@ -107,8 +111,8 @@ def call_function(name: str, function: Callable[..., Any], *arguments: Any, **ke
     except Exception as error:
         if isinstance(error, NotImplementedError):
             said = str(error) or f"{name} raised NotImplementedError"
-            raise ImplementationFailed(f"not implemented: {said}") from error
-        raise ImplementationFailed(f"{name} raised {type(error).__name__}: {error}") from error
+            raise TargetRaised(f"not implemented: {said}") from error
+        raise TargetRaised(f"{name} raised {type(error).__name__}: {error}") from error
 
 
 @dataclass(frozen=True)

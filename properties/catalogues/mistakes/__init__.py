@@ -32,6 +32,7 @@ from properties.catalogues.mistakes.biases import (
     bias_rows_reversed,
     bias_transposed,
 )
+from properties.catalogues.mistakes.edges import empty_output_of_width_D, empty_output_with_options_of_width_D
 from properties.catalogues.mistakes.hygiene import _CACHE, cached_by_shape, mutates_inputs, nondeterministic_order
 from properties.catalogues.mistakes.masks import (
     causal_excludes_the_diagonal,
@@ -39,7 +40,6 @@ from properties.catalogues.mistakes.masks import (
     causal_or_mask,
     causal_sees_one_ahead,
     causal_upper_triangle,
-    crashes_without_inputs,
     hidden_logits_filled_with_minus_20,
     keywords_ignored,
     mask_as_large_negative_bias,
@@ -187,7 +187,8 @@ __all__ = [
     "causal_sees_one_ahead",
     "causal_upper_triangle",
     "correct_attention",
-    "crashes_without_inputs",
+    "empty_output_of_width_D",
+    "empty_output_with_options_of_width_D",
     "exp_without_normalisation",
     "first_heads_scale_for_every_head",
     "from_angles",
