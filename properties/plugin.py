@@ -9,16 +9,18 @@ battery also runs from a regular install, from any directory.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
+from hypothesis.errors import Unsatisfiable
 
 from properties.helpers.implementations import (
     REFERENCE,
     REFERENCE_MULTIHEAD,
     REFERENCE_SOFTMAX,
+    SET_ASIDE,
     FunctionUnderTest,
     Implementation,
     Multihead,
@@ -214,6 +216,19 @@ class LawOutcomes:
     def is_law(item: pytest.Item) -> bool:
         marked = any(item.get_closest_marker(category) for category in CATEGORIES)
         return marked and not any(item.get_closest_marker(name) for name in ("meta", "benchmark"))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+        """A law whose every drawn problem was set aside (beyond the range of the dtype the function returns)
+        skips, naming why, instead of failing as unsatisfiable."""
+        SET_ASIDE.clear()
+        try:
+            return (yield)
+        except Unsatisfiable:
+            if not SET_ASIDE:
+                raise
+            reasons = "; ".join(f"{reason} ({n} problems)" for reason, n in SET_ASIDE.items())
+            pytest.skip(f"every problem drawn was set aside: {reasons}")
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.nodeid in self.outcomes and (report.when == "call" or report.outcome != "passed"):

@@ -24,6 +24,7 @@ from properties.checker.diagnosis import diagnose
 from properties.checker.records import LawVerdict
 from properties.checker.report import Draws, counterexample, snippet
 from properties.helpers.checks import OBSERVED, leaves
+from properties.helpers.implementations import SET_ASIDE
 from properties.helpers.options import CATEGORIES
 
 SUBJECTS = ("softmax", "multihead", "kernel", "implementation")  # the fixture a law checks, most specific first
@@ -131,6 +132,7 @@ class VerdictRecorder:
         calls = item.stash[CALLS] = Calls()
         handle.inner_test = recording(inner, calls)
         OBSERVED.clear()
+        SET_ASIDE.clear()
         try:
             yield
         finally:
@@ -138,6 +140,8 @@ class VerdictRecorder:
             row = self.laws[self.by_nodeid[item.nodeid]]
             for what, count in OBSERVED.items():
                 row.seen[what] = row.seen.get(what, 0) + count
+            for why, count in SET_ASIDE.items():
+                row.set_aside[why] = row.set_aside.get(why, 0) + count
             OBSERVED.clear()
 
     @pytest.hookimpl(hookwrapper=True)

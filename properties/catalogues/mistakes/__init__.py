@@ -130,6 +130,7 @@ from properties.catalogues.mistakes.scale import (
 )
 from properties.catalogues.mistakes.softmax import (
     exp_without_normalisation,
+    float32_notebook_softmax,
     notebook_softmax,
     notebook_softmax_cols,
     reversed_softmax,
@@ -191,6 +192,7 @@ __all__ = [
     "empty_output_with_options_of_width_D",
     "exp_without_normalisation",
     "first_heads_scale_for_every_head",
+    "float32_notebook_softmax",
     "from_angles",
     "heads_interleaved",
     "heads_stacked_in_reverse",

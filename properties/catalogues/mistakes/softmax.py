@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from properties.catalogues.mistakes._base import Array, Pair, stable_softmax
+from properties.catalogues.mistakes._base import Array, Pair, mistake, stable_softmax
 
 
 def softmax_over_rows(
@@ -34,6 +34,21 @@ def notebook_softmax(
     Q, K, V = omega_q @ X + beta_q, omega_k @ X + beta_k, omega_v @ X + beta_v
     with np.errstate(over="ignore", invalid="ignore"):
         exp_values = np.exp((K.T @ Q) / np.sqrt(omega_q.shape[0]))
+        A = exp_values / exp_values.sum(axis=0, keepdims=True)
+    return V @ A, A
+
+
+@mistake("none", "overflow within the returned dtype's range")
+def float32_notebook_softmax(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
+    """The notebook's unshifted softmax_cols in float32, returned in float32: exp overflows for logits above ~88,
+    well within float32's range (problems beyond that range are set aside; this overflow is not)."""
+    arrays = (np.asarray(a, dtype=np.float32) for a in (X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k))
+    X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = arrays
+    Q, K, V = omega_q @ X + beta_q, omega_k @ X + beta_k, omega_v @ X + beta_v
+    with np.errstate(over="ignore", invalid="ignore"):
+        exp_values = np.exp((K.T @ Q) / np.float32(np.sqrt(omega_q.shape[0])))
         A = exp_values / exp_values.sum(axis=0, keepdims=True)
     return V @ A, A
 
