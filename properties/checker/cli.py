@@ -65,8 +65,10 @@ def print_subject(subject: Subject) -> None:
             if law.seen and law.category == "conventions":
                 print(f"          seen: {law.seen_text()}")
             if law.set_aside and law.status != "SKIP":
-                aside = "; ".join(f"{n} with {why}" for why, n in law.set_aside.items())
-                print(f"          set aside (not judged): {aside}")
+                print(
+                    "          set aside (not judged): "
+                    + "; ".join(f"{n} with {why}" for why, n in law.set_aside.items())
+                )
             if law.status == "FAIL" and law.diagnosis:
                 print(f"          diagnosis: {law.diagnosis}")
     if subject.laws:
@@ -74,12 +76,12 @@ def print_subject(subject: Subject) -> None:
         print(f"  {counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['SKIP']} SKIP: {subject.verdict}")
     if subject.not_checked:
         print(f"  NOT CHECKED: {subject.not_checked}")
-    aside: dict[str, int] = {}
+    total: dict[str, int] = {}
     for law in subject.laws:
         for why, n in law.set_aside.items():
-            aside[why] = aside.get(why, 0) + n
-    if aside:
-        print("  set aside: " + "; ".join(f"{n} problems with {why}" for why, n in aside.items()))
+            total[why] = total.get(why, 0) + n
+    if total:
+        print("  set aside: " + "; ".join(f"{n} problems with {why}" for why, n in total.items()))
 
 
 def print_details(subject: Subject, convention: Sequence[str] = ()) -> None:

@@ -12,8 +12,8 @@ from properties.helpers.problems import AttentionProblem
 
 
 def in_float32(*arrays: Any) -> Any:
-    X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = (np.asarray(a, dtype=np.float32) for a in arrays)
     with np.errstate(over="ignore", invalid="ignore"):
+        X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = (np.asarray(a, dtype=np.float32) for a in arrays)
         Q, K, V = omega_q @ X + beta_q, omega_k @ X + beta_k, omega_v @ X + beta_v
         logits = K.T @ Q
         A = np.exp(logits - logits.max(axis=0))

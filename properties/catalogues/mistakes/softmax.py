@@ -44,13 +44,14 @@ def float32_notebook_softmax(
 ) -> Pair:
     """The notebook's unshifted softmax_cols in float32, returned in float32: exp overflows for logits above ~88,
     well within float32's range (problems beyond that range are set aside; this overflow is not)."""
-    arrays = (np.asarray(a, dtype=np.float32) for a in (X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k))
-    X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = arrays
-    Q, K, V = omega_q @ X + beta_q, omega_k @ X + beta_k, omega_v @ X + beta_v
+    x, w_v, w_q, w_k, b_v, b_q, b_k = (
+        np.asarray(a, dtype=np.float32) for a in (X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k)
+    )
+    Q, K, V = w_q @ x + b_q, w_k @ x + b_k, w_v @ x + b_v
     with np.errstate(over="ignore", invalid="ignore"):
-        exp_values = np.exp((K.T @ Q) / np.float32(np.sqrt(omega_q.shape[0])))
+        exp_values = np.exp((K.T @ Q) / np.float32(np.sqrt(w_q.shape[0])))
         A = exp_values / exp_values.sum(axis=0, keepdims=True)
-    return V @ A, A
+        return V @ A, A
 
 
 def uniform_attention(
