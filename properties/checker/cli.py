@@ -38,6 +38,15 @@ exit codes:
   {EXIT_CODES["NOT CHECKED"]}  NOT CHECKED: nothing failed, but some function had no counted law checked"""
 
 
+def arrays_directory(json_path: str | None) -> Path:
+    """Where large counterexamples go as .npz files: beside the JSON report (REPORT-arrays/), else
+    ./attention-check-arrays/ (created only when a counterexample needs it)."""
+    if json_path:
+        report = Path(json_path).resolve()
+        return report.parent / f"{report.stem}-arrays"
+    return Path.cwd() / "attention-check-arrays"
+
+
 def law_title(law: str) -> str:
     return law.removeprefix("test_").replace("_", " ")
 
@@ -203,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         softmax=args.softmax and jobs_for([args.softmax])[0][0].target,
         multihead=args.multihead and jobs_for([args.multihead])[0][0].target,
         convention=convention_arguments(args.convention, layout=args.layout, array=args.array, dtype=args.dtype),
+        arrays_dir=str(arrays_directory(args.json)),
     )  # fmt: skip
     seed = "derandomised" if args.seed is None else f"seed {args.seed}"
     print(f"attention-check: {len(jobs)} file(s); profile {args.profile}, {seed}" + (f"; only {', '.join(only)}"

@@ -9,6 +9,7 @@ battery in-process, once per function, with properties.checker.verdicts recordin
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import resource
@@ -24,6 +25,7 @@ import pytest
 from hypothesis import Phase, Verbosity, settings
 
 from properties.checker.records import Graded, Job, LawVerdict, Options, Subject, WorkerJob
+from properties.checker.report import own_output
 from properties.helpers.options import CATEGORIES, PROFILES, SDPA_REFERENCE_TARGET
 
 __all__ = ["Graded", "Job", "LawVerdict", "Options", "Subject", "WorkerJob", "grade", "jobs_for", "rows"]
@@ -143,7 +145,9 @@ def _battery(subjects: list[Subject], job: WorkerJob, scratch: Path) -> None:
     # Under a row convention the implementation is also the `kernel` of the row-convention laws.
     fixtures = {kind: {FIXTURE[kind], "kernel"} if job.convention and kind in ("scaled", "unscaled") else
                 {FIXTURE[kind]} for kind in FIXTURE}  # fmt: skip
-    recorder = VerdictRecorder()
+    digest = hashlib.sha1("|".join(s.target for s in subjects).encode()).hexdigest()[:8]
+    tag = "-".join([*(s.function for s in subjects), digest])
+    recorder = VerdictRecorder(arrays=Path(job.arrays_dir) if job.arrays_dir else None, tag=tag)
     code = pytest.main(arguments, plugins=[recorder, KeepSubjects(set().union(*(fixtures[s.kind] for s in subjects)))])
     for subject in subjects:
         subject.laws = [law for law in recorder.laws.values() if law.subject in fixtures[subject.kind]]
@@ -169,11 +173,13 @@ def _note_softmax_overflow(subjects: list[Subject]) -> None:
 
 def _limit_resources(memory_mb: int) -> None:
     """Cap the worker's heap (RLIMIT_DATA: what it allocates, not the address space that JIT runtimes such as
-    XLA reserve without using, which RLIMIT_AS would count) and the size of what it writes."""
+    XLA reserve without using, which RLIMIT_AS would count) and the size of what the code under test writes (the
+    soft limit only: the worker lifts it while it writes its own results, `own_output`)."""
     limit = memory_mb * 2**20
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     size = OUTPUT_LIMIT_MB * 2**20
-    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size if hard == resource.RLIM_INFINITY else min(size, hard), hard))
 
 
 def work(job: WorkerJob, result: Path) -> None:
@@ -193,7 +199,8 @@ def work(job: WorkerJob, result: Path) -> None:
     subjects = subjects_of_file(path) if path is not None else subjects_of_target(job)
 
     def save() -> None:
-        result.write_text(json.dumps([s.to_json() for s in subjects]))
+        with own_output():
+            result.write_text(json.dumps([s.to_json() for s in subjects]))
 
     save()
     ready = [s for s in subjects if s.state == "implemented" and not s.error]

@@ -145,6 +145,7 @@ class Options:
     softmax: str | None = None
     multihead: str | None = None
     convention: tuple[str, ...] = ()  # --convention sdpa and its --layout/--array/--dtype, as pytest arguments
+    arrays_dir: str | None = None  # where large counterexamples' .npz files go (None: every array inline)
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ class WorkerJob:
     softmax: str | None = None
     multihead: str | None = None
     convention: tuple[str, ...] = ()
+    arrays_dir: str | None = None
 
     @classmethod
     def of(cls, job: Job, options: Options) -> WorkerJob:

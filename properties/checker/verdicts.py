@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from properties.checker.diagnosis import diagnose
 from properties.checker.records import LawVerdict
-from properties.checker.report import Draws, counterexample, snippet
+from properties.checker.report import ArrayStore, Draws, counterexample, snippet
 from properties.helpers.checks import OBSERVED, leaves
 from properties.helpers.implementations import SET_ASIDE
 from properties.helpers.options import CATEGORIES
@@ -98,8 +98,12 @@ class VerdictRecorder:
 
     RANK: ClassVar[dict[str, int]] = {"FAIL": 2, "PASS": 1, "SKIP": 0}
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, arrays: Path | None = None, tag: str = "") -> None:
+        """`path`: the JSON to write at the end (None: none); `arrays`: the directory for the .npz files of large
+        counterexamples (None: every array inline); `tag`: names those files apart (the function under test)."""
         self.path = path
+        self.arrays = arrays
+        self.tag = tag
         self.laws: dict[str, LawVerdict] = {}
         self.by_nodeid: dict[str, str] = {}
 
@@ -161,7 +165,7 @@ class VerdictRecorder:
                 details = describe(call.excinfo.value)
                 reason = details.splitlines()[0]
                 if self.RANK[status] > self.RANK[row.status]:
-                    found = self._counterexample(item, call.excinfo.value)
+                    found = self._counterexample(item, call.excinfo.value, self._store(law))
         elif report.skipped:
             longrepr = report.longrepr
             status = "SKIP"
@@ -177,18 +181,25 @@ class VerdictRecorder:
             for name, value in found.items():
                 setattr(row, name, value)
 
+    def _store(self, law: str) -> ArrayStore:
+        """Where the large arrays of `law`'s counterexample go: <arrays>/<tag>-<law>.npz (or nowhere)."""
+        if self.arrays is None:
+            return ArrayStore()
+        return ArrayStore(self.arrays / f"{self.tag + '-' if self.tag else ''}{law}.npz")
+
     @staticmethod
-    def _counterexample(item: pytest.Item, error: BaseException) -> dict[str, Any]:
+    def _counterexample(item: pytest.Item, error: BaseException, store: ArrayStore) -> dict[str, Any]:
         calls = item.stash.get(CALLS, None)
         failing = calls.failing(leaves(error)[0]) if calls is not None else None
         if failing is None:
             return {}
         law = getattr(item, "obj", None)
-        found: dict[str, Any] = {"counterexample": counterexample(failing.arguments)}
+        found: dict[str, Any] = {"counterexample": counterexample(failing.arguments, store)}
         try:
-            found["reproduce"] = snippet(law, failing.arguments, failing.error)  # type: ignore[arg-type]
+            found["reproduce"] = snippet(law, failing.arguments, failing.error, store)  # type: ignore[arg-type]
         except ValueError:
             found["reproduce"] = None
+        found["arrays"] = store.save()
         diagnosis = diagnose(failing.arguments)
         if diagnosis is not None:
             found.update(diagnosis=diagnosis.message, mistake=diagnosis.mistake)
