@@ -852,3 +852,32 @@ def tail_problems(draw: st.DrawFn) -> AttentionProblem:
     if spread * MAX_QUERY_GAIN < target or bound == 0:
         return with_logits_within(problem, SEMANTIC_LOGIT_BOUND)  # (nearly) constant logits: no tail to draw
     return with_queries_scaled(problem, min(target / spread, TAIL_LOGIT_BOUND / bound))
+
+
+# The depth (-log of the smallest normal number) of each judged dtype: a ladder's deepest weight sits just above
+# it, so that a rule zeroing weights below any threshold between 1e-8 and that number leaves a visible hole.
+TAIL_DEPTHS = tuple(float(-np.log(np.finfo(dtype).smallest_normal)) for dtype in (np.float64, np.float32, np.float16))
+
+
+def tail_ladder(dims: Dimensions, depth: float, omega_v: Array, beta_v: Array) -> AttentionProblem:
+    """Every query the same, q = sqrt(D_q) depth e_0 (omega_q = 0), and keys k_m = -m / (N - 1) e_0: the scaled
+    logits of each column are the ladder 0, -depth / (N - 1), ..., -depth, so the weights run from about 1 down to
+    e^-depth, at evenly spaced depths (eq. 12.9's scale; unscaled, the ladder is sqrt(D_q) times deeper)."""
+    D, D_q, N = dims.D, dims.D_q, dims.N
+    X = np.zeros((D, N))
+    X[0] = -np.arange(N) / max(N - 1, 1)
+    omega_k = np.zeros((D_q, D))
+    omega_k[0, 0] = 1.0
+    beta_q = np.zeros((D_q, 1))
+    beta_q[0, 0] = np.sqrt(D_q) * depth
+    return AttentionProblem(X, omega_v, np.zeros((D_q, D)), omega_k, beta_v, beta_q, np.zeros((D_q, 1)))
+
+
+@st.composite
+def tail_ladder_problems(draw: st.DrawFn) -> AttentionProblem:
+    """Ladders of weights (tail_ladder) down to just above the smallest normal number of a judged dtype (float64,
+    float32 or float16, TAIL_DEPTHS), N >= 2: at every depth a weight a zeroing rule would remove."""
+    dims = draw(dimensions(min_n=2))
+    depth = draw(st.sampled_from(TAIL_DEPTHS), label="depth") * (1 - draw(st.floats(0.0, 0.01), label="jitter"))
+    omega_v = draw(matrices(dims.D_v, dims.D), label="omega_v")
+    return tail_ladder(dims, depth, omega_v, draw(columns(dims.D_v), label="beta_v"))

@@ -147,6 +147,9 @@ from properties.catalogues.mistakes.tails import (
     blocked_dropping_the_tail_block,
     blocked_reusing_the_first_query_block,
     tail_weights_zeroed,
+    tail_weights_zeroed_below_1e_100,
+    tail_weights_zeroed_below_1e_200,
+    tail_weights_zeroed_below_1e_300,
 )
 
 __all__ = [
@@ -263,6 +266,9 @@ __all__ = [
     "softmax_over_whole_matrix",
     "stable_softmax",
     "tail_weights_zeroed",
+    "tail_weights_zeroed_below_1e_100",
+    "tail_weights_zeroed_below_1e_200",
+    "tail_weights_zeroed_below_1e_300",
     "transposed_logits",
     "uniform_attention",
     "uniform_for_queries_without_keys",
