@@ -124,16 +124,35 @@ def copied(value: Any) -> Any:
     return np.array(value, dtype=np.float64, copy=True)
 
 
+# What the last call of a function under test returned, uncopied (the wrappers hand laws copies): the hygiene laws
+# check that a result the caller holds is not changed by later calls.
+LAST_RETURNED: list[Any] = [None]
+
+
+def returned_arrays(value: Any) -> list[NDArray[Any]]:
+    """Copies of the arrays in a returned value (an array, a tensor or a tuple of them), as numpy arrays."""
+    if isinstance(value, tuple | list):
+        return [array for item in value for array in returned_arrays(item)]
+    detach = getattr(value, "detach", None)  # a torch tensor
+    value = detach().cpu() if callable(detach) else value
+    try:
+        return [np.array(value, copy=True)]
+    except Exception:  # not an array: nothing to keep
+        return []
+
+
 def call_function(name: str, function: Callable[..., Any], *arguments: Any, **keywords: Any) -> Any:
     """function(*arguments, **keywords), with its warnings shown rather than raised and its exceptions
-    reported as ImplementationFailed (NotImplementedError as "not implemented")."""
+    reported as ImplementationFailed (NotImplementedError as "not implemented"); what it returned, uncopied,
+    stays in LAST_RETURNED."""
     try:
         # A warning from the function under test is reported by pytest, not turned into an error: the laws
         # judge what it returns (the project's own warnings-as-errors filter is for its own code), and one
         # hygiene law, test_ordinary_inputs_raise_no_runtime_warning, judges its warnings.
         with warnings.catch_warnings():
             warnings.simplefilter("default")
-            return function(*arguments, **keywords)
+            LAST_RETURNED[0] = function(*arguments, **keywords)
+            return LAST_RETURNED[0]
     except Exception as error:
         if isinstance(error, NotImplementedError):
             said = str(error) or f"{name} raised NotImplementedError"

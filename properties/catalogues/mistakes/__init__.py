@@ -33,7 +33,16 @@ from properties.catalogues.mistakes.biases import (
     bias_transposed,
 )
 from properties.catalogues.mistakes.edges import empty_output_of_width_D, empty_output_with_options_of_width_D
-from properties.catalogues.mistakes.hygiene import _CACHE, cached_by_shape, mutates_inputs, nondeterministic_order
+from properties.catalogues.mistakes.hygiene import (
+    _CACHE,
+    cached_by_shape,
+    kernel_reuses_its_output_buffer,
+    multihead_reuses_its_output_buffer,
+    mutates_inputs,
+    nondeterministic_order,
+    reuses_its_output_buffer,
+    softmax_reuses_its_output_buffer,
+)
 from properties.catalogues.mistakes.masks import (
     causal_excludes_the_diagonal,
     causal_ignored_when_a_mask_is_given,
@@ -208,6 +217,7 @@ __all__ = [
     "kernel_keys_of_first_batch_element",
     "kernel_keywords_ignored",
     "kernel_mask_polarity_inverted",
+    "kernel_reuses_its_output_buffer",
     "kernel_scaled_by_value_width",
     "kernel_softmax_over_queries",
     "keys_from_query_weights",
@@ -223,6 +233,7 @@ __all__ = [
     "masked_softmax_without_the_shift",
     "mistake",
     "mixing_transposed",
+    "multihead_reuses_its_output_buffer",
     "mutates_inputs",
     "nan_for_queries_without_keys",
     "nondeterministic_order",
@@ -249,6 +260,7 @@ __all__ = [
     "query_key_positions_on_the_values_only",
     "query_norm_squared_scale",
     "residual_added",
+    "reuses_its_output_buffer",
     "reversed_softmax",
     "row_softmax",
     "rows_softmax",
@@ -264,6 +276,7 @@ __all__ = [
     "softmax_over_all_entries",
     "softmax_over_rows",
     "softmax_over_whole_matrix",
+    "softmax_reuses_its_output_buffer",
     "stable_softmax",
     "tail_weights_zeroed",
     "tail_weights_zeroed_below_1e_100",
