@@ -125,6 +125,7 @@ from properties.catalogues.mistakes.rows import (
     kernel_keys_of_first_batch_element,
     kernel_keywords_ignored,
     kernel_mask_polarity_inverted,
+    kernel_promotes_to_float64,
     kernel_scaled_by_value_width,
     kernel_softmax_over_queries,
 )
@@ -217,6 +218,7 @@ __all__ = [
     "kernel_keys_of_first_batch_element",
     "kernel_keywords_ignored",
     "kernel_mask_polarity_inverted",
+    "kernel_promotes_to_float64",
     "kernel_reuses_its_output_buffer",
     "kernel_scaled_by_value_width",
     "kernel_softmax_over_queries",
