@@ -89,6 +89,8 @@ class Subject:
         if self.verdict != NOT_CHECKED:
             return ""
         counted = [law for law in self.laws if law.category not in self.uncounted]
+        if not self.laws:
+            return "no law of the selection checks it"
         if not counted:
             skipped = skip_reasons(self.laws)
             return "no counted law was selected (conventions count only with --strict-conventions)" + (
