@@ -9,11 +9,12 @@ battery also runs from a regular install, from any directory.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
+from hypothesis.errors import Unsatisfiable
 
 from attention import scaled_dot_product_attention_backward, self_attention, self_attention_vjp
 from attention.rows import scaled_dot_product_attention
@@ -30,6 +31,7 @@ from properties.helpers.implementations import (
     REFERENCE,
     REFERENCE_MULTIHEAD,
     REFERENCE_SOFTMAX,
+    SET_ASIDE,
     FunctionUnderTest,
     Implementation,
     Multihead,
@@ -40,6 +42,7 @@ from properties.helpers.options import (
     ALIGNMENTS,
     ARRAYS,
     BACKWARD_REFERENCE_TARGETS,
+    CATEGORIES,
     CONVENTIONS,
     DTYPES,
     FLASH_REFERENCE_TARGET,
@@ -155,6 +158,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, description in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {description}")
     GENERATION.square = bool(config.getoption("--square"))
+    config.pluginmanager.register(LawOutcomes(), "attention-law-outcomes")
     target = config.getoption("--impl")
     kernel = _kernel(config)
     if config.getoption("--backward") and not target:
@@ -345,3 +349,45 @@ def backward(pytestconfig: pytest.Config, implementation: Implementation) -> Bac
     if isinstance(implementation, SdpaImplementation):
         return RowBackward(function, target, implementation.function, implementation.name, implementation.kind)
     return NotebookBackward(function, target, implementation.function, implementation.name, implementation.kind)
+
+
+class LawOutcomes:
+    """Counts the laws' outcomes (a law: a test with a category marker, not a meta-test or a benchmark) and, when
+    laws were selected and every one of them skipped, says in the terminal summary that nothing was checked."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, set[str]] = {}  # a law's nodeid -> its reports' outcomes
+
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        self.outcomes = {item.nodeid: set() for item in items if self.is_law(item)}
+
+    @staticmethod
+    def is_law(item: pytest.Item) -> bool:
+        marked = any(item.get_closest_marker(category) for category in CATEGORIES)
+        return marked and not any(item.get_closest_marker(name) for name in ("meta", "benchmark"))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+        """A law whose every drawn problem was set aside (beyond the range of the dtype the function returns)
+        skips, naming why, instead of failing as unsatisfiable."""
+        SET_ASIDE.clear()
+        try:
+            return (yield)
+        except Unsatisfiable:
+            if not SET_ASIDE:
+                raise
+            reasons = "; ".join(f"{reason} ({n} problems)" for reason, n in SET_ASIDE.items())
+            pytest.skip(f"every problem drawn was set aside: {reasons}")
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.nodeid in self.outcomes and (report.when == "call" or report.outcome != "passed"):
+            self.outcomes[report.nodeid].add(report.outcome)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        ran = [found for found in self.outcomes.values() if found]
+        if ran and all(found == {"skipped"} for found in ran):
+            terminalreporter.write_sep("=", "attention-properties: NOT CHECKED", yellow=True)
+            terminalreporter.write_line(
+                f"every one of the {len(ran)} laws selected skipped: no law was checked on the function under test "
+                "(pytest -rs shows why)"
+            )

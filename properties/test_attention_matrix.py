@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, note
+from hypothesis import example, given, note, settings
 from hypothesis import strategies as st
 
 from properties.catalogues import mistakes as b
@@ -23,12 +23,18 @@ from properties.helpers.checks import (
     require_some_option,
     supported,
 )
+from properties.helpers.hypothesis_internals import fresh_body
 from properties.helpers.implementations import Implementation
-from properties.helpers.meta import assert_law_fails
+from properties.helpers.meta import assert_law_fails, only_recording
 from properties.helpers.problems import AttentionOptions, AttentionProblem
 from properties.helpers.strategies import (
+    TAIL_DEPTHS,
+    Dimensions,
+    as_generated,
     attention_problems,
     problems_with_options,
+    tail_ladder,
+    tail_ladder_problems,
     tail_problems,
 )
 from properties.helpers.tolerances import no_weight_can_underflow
@@ -110,7 +116,12 @@ def test_output_is_values_times_attentions_catches_missing_value_bias() -> None:
     assert_law_fails(test_output_is_values_times_attentions, implementation=b.broken(b.values_without_bias))
 
 
-@given(problem=st.one_of(attention_problems(), tail_problems()))
+# A ladder of weights down to just above float64's smallest normal number, checked on every run.
+FLOAT64_LADDER = tail_ladder(Dimensions(1, 1, 1, 5), TAIL_DEPTHS[0] * 0.999, np.array([[1.0]]), np.zeros((1, 1)))
+
+
+@given(problem=st.one_of(attention_problems(), tail_problems(), tail_ladder_problems()))
+@example(problem=as_generated(FLOAT64_LADDER))
 def test_attentions_are_the_softmax_of_the_scaled_logits(
     implementation: Implementation, problem: AttentionProblem
 ) -> None:
@@ -126,9 +137,26 @@ def test_attentions_are_the_softmax_of_the_scaled_logits(
 
 
 @pytest.mark.meta
-def test_attentions_are_the_softmax_of_the_scaled_logits_catches_zeroed_tails() -> None:
-    assert_law_fails(test_attentions_are_the_softmax_of_the_scaled_logits,
-                     implementation=b.broken(b.tail_weights_zeroed))  # fmt: skip
+@pytest.mark.parametrize(
+    "bug",
+    [b.tail_weights_zeroed, b.tail_weights_zeroed_below_1e_100, b.tail_weights_zeroed_below_1e_200,
+     b.tail_weights_zeroed_below_1e_300],
+)  # fmt: skip
+def test_attentions_are_the_softmax_of_the_scaled_logits_catches_zeroed_tails(bug: Any) -> None:
+    """Zeroing at any depth between 1e-8 and the smallest normal number fails: on the law's fixed ladder, and on
+    the drawn ladders alone (the default profile's 20 examples, derandomised)."""
+    assert_law_fails(test_attentions_are_the_softmax_of_the_scaled_logits, implementation=b.broken(bug))
+    if only_recording():
+        return
+    body = fresh_body(test_attentions_are_the_softmax_of_the_scaled_logits)
+
+    @settings(max_examples=20, derandomize=True, database=None, deadline=None)
+    @given(problem=tail_ladder_problems())
+    def drawn(problem: AttentionProblem) -> None:
+        body(implementation=b.broken(bug), problem=problem)
+
+    with pytest.raises(LawViolation):
+        drawn()
 
 
 @pytest.mark.meta

@@ -4,6 +4,7 @@ not warn on ordinary inputs."""
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,11 +12,22 @@ from hypothesis import assume, given
 from numpy.typing import NDArray
 
 from properties.catalogues import mistakes as b
-from properties.helpers.checks import LawViolation, supported, value_shift_error
-from properties.helpers.implementations import Implementation
+from properties.helpers.checks import (
+    LawViolation,
+    check_returned_results_survive_later_calls,
+    supported,
+    value_shift_error,
+)
+from properties.helpers.implementations import Implementation, Multihead, Softmax
 from properties.helpers.meta import assert_law_fails
-from properties.helpers.problems import AttentionOptions, AttentionProblem
-from properties.helpers.strategies import attention_problems, problems_with_options, problems_with_value_shifts
+from properties.helpers.problems import AttentionOptions, AttentionProblem, MultiheadProblem
+from properties.helpers.strategies import (
+    attention_problems,
+    logit_matrices,
+    multihead_problems,
+    problems_with_options,
+    problems_with_value_shifts,
+)
 
 pytestmark = pytest.mark.hygiene
 
@@ -72,6 +84,30 @@ def test_a_call_does_not_depend_on_earlier_calls_catches_cache_by_shape() -> Non
     assert_law_fails(test_a_call_does_not_depend_on_earlier_calls, implementation=b.broken(b.cached_by_shape))
 
 
+@given(case=problems_with_value_shifts(at_least=0.5))
+def test_a_returned_result_is_not_changed_by_later_calls(
+    implementation: Implementation, case: tuple[AttentionProblem, NDArray[np.float64]]
+) -> None:
+    """The arrays a call returned (X', attentions) keep their values when the function is called again on another
+    problem of the same shapes (beta_v + c, queries doubled): no output buffer is reused across calls."""
+    problem, c = case
+    later = problem.replace(beta_v=problem.beta_v + c, omega_q=2 * problem.omega_q, beta_q=2 * problem.beta_q)
+    check_returned_results_survive_later_calls(lambda: implementation(problem), lambda: implementation(later),
+                                               "X' and attentions")  # fmt: skip
+
+
+@pytest.mark.meta
+def test_a_returned_result_is_not_changed_catches_a_reused_buffer() -> None:
+    assert_law_fails(test_a_returned_result_is_not_changed_by_later_calls,
+                     implementation=b.broken(b.reuses_its_output_buffer))  # fmt: skip
+
+
+@pytest.mark.meta
+def test_a_returned_result_is_not_changed_catches_a_kernel_reusing_its_buffer() -> None:
+    assert_law_fails(test_a_returned_result_is_not_changed_by_later_calls,
+                     implementation=b.broken_kernel(b.kernel_reuses_its_output_buffer))  # fmt: skip
+
+
 @given(case=problems_with_options())
 def test_ordinary_inputs_raise_no_runtime_warning(
     implementation: Implementation, case: tuple[AttentionProblem, AttentionOptions]
@@ -97,3 +133,39 @@ def test_ordinary_inputs_raise_no_runtime_warning(
 def test_ordinary_inputs_raise_no_runtime_warning_catches_a_mask_as_log_visibility() -> None:
     assert_law_fails(test_ordinary_inputs_raise_no_runtime_warning,
                      implementation=b.broken(b.mask_as_the_log_of_the_visibility))  # fmt: skip
+
+
+# --- Every convention: the softmax and multi-head attention under test too (the row kernel is the implementation) ---
+
+
+@given(data=logit_matrices())
+def test_a_returned_softmax_is_not_changed_by_later_calls(softmax: Softmax, data: NDArray[np.float64]) -> None:
+    """The weights a call returned keep their values when the softmax is called again on other logits of the same
+    shape (1 added to the first row): no output buffer is reused across calls."""
+    later = data.copy()
+    later[0] += 1.0
+    check_returned_results_survive_later_calls(lambda: softmax(data), lambda: softmax(later), "the softmax")
+
+
+@pytest.mark.meta
+def test_a_returned_softmax_is_not_changed_catches_a_reused_buffer() -> None:
+    assert_law_fails(test_a_returned_softmax_is_not_changed_by_later_calls,
+                     softmax=b.broken_softmax(b.softmax_reuses_its_output_buffer))  # fmt: skip
+
+
+@given(problem=multihead_problems())
+def test_a_returned_multihead_output_is_not_changed_by_later_calls(
+    multihead: Multihead, problem: MultiheadProblem
+) -> None:
+    """The X' a call returned keeps its values when multi-head attention is called again on another problem of the
+    same shapes (X + 1): no output buffer is reused across calls."""
+    later = replace(problem, X=problem.X + 1.0)
+    check_returned_results_survive_later_calls(lambda: multihead(problem.X, list(problem.heads), problem.omega_c),
+                                               lambda: multihead(later.X, list(later.heads), later.omega_c),
+                                               "multi-head X'")  # fmt: skip
+
+
+@pytest.mark.meta
+def test_a_returned_multihead_output_is_not_changed_catches_a_reused_buffer() -> None:
+    assert_law_fails(test_a_returned_multihead_output_is_not_changed_by_later_calls,
+                     multihead=b.broken_multihead(b.multihead_reuses_its_output_buffer))  # fmt: skip

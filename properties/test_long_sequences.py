@@ -8,6 +8,8 @@ statement is that law's.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import example, given, settings
@@ -15,19 +17,23 @@ from numpy.typing import NDArray
 
 from properties.catalogues import mistakes as b
 from properties.helpers.checks import (
+    LawViolation,
     check_attention_columns_are_probability_distributions,
     check_attentions_are_the_softmax_of_the_scaled_logits,
     check_output_is_equivariant_under_column_permutations,
     check_outputs_lie_in_the_convex_hull_of_the_values,
     check_sharp_queries_select_the_best_matching_value,
 )
+from properties.helpers.hypothesis_internals import fresh_body
 from properties.helpers.implementations import Implementation
-from properties.helpers.meta import assert_law_fails
+from properties.helpers.meta import assert_law_fails, only_recording
+from properties.helpers.options import GENERATION
 from properties.helpers.problems import AttentionProblem
 from properties.helpers.strategies import (
     TWO_SLABS_N,
     long_examples,
     long_sequence_example,
+    long_sequence_example_as_generated,
     long_sequence_problems,
     long_sequence_problems_with_permutations,
 )
@@ -36,7 +42,9 @@ pytestmark = pytest.mark.semantics
 # A failing long example prints as code of some 35 kB (X has up to 2100 entries): long, and still the replay.
 LONG_REPR = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 FEW = settings(max_examples=long_examples())
-LONG = long_sequence_example()  # N = 600: every tile boundary up to 512
+# N = 600: every tile boundary up to 512. Not square (D_q = 3, D = 2, D_v = 1) unless --square: a scale by
+# 1/sqrt(D) or 1/sqrt(D_v) shows on it whatever hypothesis draws.
+LONG = long_sequence_example_as_generated()
 # N = 1100, the reference's two slabs of queries, on the column-sum and convex-hull laws (with large logits, for
 # the shifted path, in test_robustness: semantic laws keep logits that any softmax exponentiates).
 TWO_SLABS = long_sequence_example(TWO_SLABS_N)
@@ -137,3 +145,18 @@ def test_long_sequences_column_laws_catch_a_dropped_tail_block() -> None:
 
     assert_law_fails(test_long_sequences_attentions_are_the_softmax_of_the_scaled_logits,
                      implementation=b.broken(with_attentions))  # fmt: skip
+
+
+@pytest.mark.meta
+@pytest.mark.parametrize("bug", [b.scale_by_sqrt_D, b.scale_by_sqrt_D_v])
+def test_long_sequences_softmax_of_the_scaled_logits_catches_a_wrong_scale_on_the_fixed_example(bug: Any) -> None:
+    """The fixed long example alone (no drawn problem) catches a scale by 1/sqrt(D) or 1/sqrt(D_v): D_q != D, D_v."""
+    if GENERATION.square:
+        pytest.skip("under --square D = D_q = D_v: these scales coincide with 1/sqrt(D_q)")
+    law = test_long_sequences_attentions_are_the_softmax_of_the_scaled_logits
+    assert_law_fails(law, implementation=b.broken(bug))
+    if only_recording():
+        return
+    body = fresh_body(law)
+    with pytest.raises(LawViolation):
+        body(implementation=b.broken(bug), problem=LONG)

@@ -27,6 +27,7 @@ from properties.helpers.meta import assert_law_fails
 from properties.helpers.problems import AttentionOptions, AttentionProblem
 from properties.helpers.strategies import (
     TWO_SLABS_N,
+    as_generated,
     large_logit_problems,
     large_logit_problems_with_options,
     long_sequence_example,
@@ -41,7 +42,8 @@ pytestmark = pytest.mark.robustness
 # Checked on every run, whatever hypothesis draws: logits of 1e4 and -1e4 in one column (exp overflows at ~710),
 # two keys tied at the top (weights 1/2, so a wrong normalisation shows), values of one sign in the first row
 # (so that a sign error leaves the convex hull).
-HUGE_LOGITS = AttentionProblem(
+# Every fixed example goes through as_generated: under --square it is padded to D = D_q = D_v.
+_HUGE_LOGITS = AttentionProblem(
     X=np.array([[1.0, -1.0, 1.0]]),
     omega_v=np.array([[1.0], [-2.0]]),
     omega_q=np.array([[100.0]]),
@@ -50,11 +52,12 @@ HUGE_LOGITS = AttentionProblem(
     beta_q=np.zeros((1, 1)),
     beta_k=np.zeros((1, 1)),
 )
+HUGE_LOGITS = as_generated(_HUGE_LOGITS)
 
 
 # HUGE_LOGITS without the tie: one top key per query and distinct values. The first key is the top key of two
 # queries, so a kernel that loses a key (the first, the last) on its large-logit path returns another value.
-DISTINCT_TOP_KEYS = HUGE_LOGITS.replace(X=np.array([[1.0, -1.0, 0.5]]))
+DISTINCT_TOP_KEYS = as_generated(_HUGE_LOGITS.replace(X=np.array([[1.0, -1.0, 0.5]])))
 
 
 @given(problem=large_logit_problems())
@@ -81,8 +84,8 @@ def tied_problem(D: int, N: int, omega_q: float, omega_k: float) -> AttentionPro
     every value 2: every logit is D omega_q omega_k (unscaled), all tied, so each weight is 1/N and X' = 2."""
     eye = np.eye(D)
     one = np.ones((1, 1))
-    return AttentionProblem(np.ones((D, N)), eye[:1], omega_q * eye, omega_k * eye, one, np.zeros((D, 1)),
-                            np.zeros((D, 1)))  # fmt: skip
+    return as_generated(AttentionProblem(np.ones((D, N)), eye[:1], omega_q * eye, omega_k * eye, one,
+                                         np.zeros((D, 1)), np.zeros((D, 1))))  # fmt: skip
 
 
 # Where a shift-free softmax stops being safe (the reference skips the shift when a bound proves it safe): five
@@ -99,8 +102,8 @@ def constant_keys_problem(logit: float, beta_v: list[float]) -> AttentionProblem
     +logit, the second's all -logit (ties); values V = beta_v for every input, so X' = beta_v 1^T."""
     zero, one = np.zeros((1, 1)), np.ones((1, 1))
     values = np.array(beta_v).reshape(-1, 1)
-    return AttentionProblem(np.array([[1.0, -1.0]]), np.zeros((len(beta_v), 1)), logit * one, zero, values, zero,
-                            one)  # fmt: skip
+    return as_generated(AttentionProblem(np.array([[1.0, -1.0]]), np.zeros((len(beta_v), 1)), logit * one, zero,
+                                         values, zero, one))  # fmt: skip
 
 
 # Values of -1e200 (and of 1e200) with logits of +-400: exp(400) v overflows, so an online softmax that
@@ -138,7 +141,13 @@ def test_large_logits_keep_outputs_in_the_convex_hull_of_the_values(
 
 @pytest.mark.meta
 @pytest.mark.parametrize(
-    "bug", [b.notebook_softmax, b.shift_skipped_below_the_exp_limit, b.online_unshifted_for_moderate_logits]
+    "bug",
+    [
+        b.notebook_softmax,
+        b.shift_skipped_below_the_exp_limit,
+        b.online_unshifted_for_moderate_logits,
+        b.float32_notebook_softmax,  # overflow within the returned dtype's range still fails
+    ],
 )
 def test_large_logits_keep_outputs_in_the_convex_hull_catches(bug: object) -> None:
     assert_law_fails(test_large_logits_keep_outputs_in_the_convex_hull_of_the_values, implementation=b.broken(bug))

@@ -21,6 +21,7 @@ from attention.rows import scaled_dot_product_attention
 from properties.catalogues import mistakes as b
 from properties.helpers.checks import LawViolation, assert_close
 from properties.helpers.exact import exact_attention
+from properties.helpers.implementations import LAST_RETURNED
 from properties.helpers.meta import assert_law_fails
 from properties.helpers.options import SDPA_REFERENCE_TARGET
 from properties.helpers.problems import AttentionProblem, BatchedProblem
@@ -139,6 +140,25 @@ def test_permuting_the_batch_permutes_the_outputs(
 def test_permuting_the_batch_catches_keys_of_the_first_element() -> None:
     law = test_permuting_the_batch_permutes_the_outputs
     assert_law_fails(law, kernel=b.broken_kernel(b.kernel_keys_of_first_batch_element))
+
+
+@given(problem=batched_problems())
+def test_the_output_has_the_dtype_of_the_inputs(kernel: SdpaImplementation, problem: BatchedProblem) -> None:
+    """out has the dtype of query, key and value (torch's contract for SDPA), at every --dtype: a kernel that
+    promotes float32 inputs to a float64 output returns another dtype than its caller computes in."""
+    run_kernel(kernel, problem)
+    returned = LAST_RETURNED[0]
+    out = returned[0] if isinstance(returned, tuple | list) else returned
+    dtype = str(getattr(out, "dtype", type(out).__name__)).removeprefix("torch.")
+    if dtype != kernel.convention.dtype:
+        raise LawViolation(f"the output has dtype {dtype}; query, key and value were {kernel.convention.dtype}")
+
+
+@pytest.mark.meta
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_the_output_has_the_dtype_of_the_inputs_catches_a_promotion(dtype: str) -> None:
+    kernel = b.broken_kernel(b.kernel_promotes_to_float64, Convention(dtype=dtype))
+    assert_law_fails(test_the_output_has_the_dtype_of_the_inputs, kernel=kernel)
 
 
 @given(case=batched_problems_with_scales())

@@ -11,6 +11,7 @@ The reference's own blockwise path at small block sizes is here too (and in CI, 
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -180,6 +181,45 @@ def float32_rows_log_domain(*arrays: Array) -> Pair:
     M = scores.max(axis=1, keepdims=True)
     P = np.exp(scores - (M + np.log(np.exp(scores - M).sum(axis=1, keepdims=True))))
     return (P @ V).T, P.T
+
+
+def raises_on_empty_input(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
+    """The usual student code: shift by logits.max(axis=0), which has no identity for N = 0 and raises there
+    (an API choice, a convention: test_conventions.py names it; every other law holds)."""
+    Q, K, V = omega_q @ X + beta_q, omega_k @ X + beta_k, omega_v @ X + beta_v
+    logits = K.T @ Q / np.sqrt(omega_q.shape[0])
+    A = np.exp(logits - logits.max(axis=0))
+    A /= A.sum(axis=0)
+    return V @ A, A
+
+
+def scipy_softmax(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
+    """The column softmax by scipy.special.softmax(axis=0) (shifted by scipy; raises on an empty input)."""
+    from scipy.special import softmax  # a test dependency only: the catalogue holds this variant when it is there
+
+    Q, K, V = omega_q @ X + beta_q, omega_k @ X + beta_k, omega_v @ X + beta_v
+    A = np.asarray(softmax(K.T @ Q / np.sqrt(omega_q.shape[0]), axis=0))
+    return V @ A, A
+
+
+def float32_notebook_signature(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
+    """The notebook's function written in float32 (inputs cast, float32 returned), shifted: judged by float32's
+    epsilon on the problems float32 can represent (the others are set aside), with no range guard of its own."""
+    with np.errstate(over="ignore", invalid="ignore"):  # problems beyond float32 overflow here; they are set aside
+        x, w_v, w_q, w_k, b_v, b_q, b_k = (
+            np.asarray(a, dtype=np.float32) for a in (X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k)
+        )
+        Q, K, V = w_q @ x + b_q, w_k @ x + b_k, w_v @ x + b_v
+        logits = (K.T @ Q) / np.sqrt(np.float32(w_q.shape[0]))
+        A = np.exp(logits - logits.max(axis=0, keepdims=True, initial=-np.inf))
+        A /= A.sum(axis=0, keepdims=True)
+        return V @ A, A
 
 
 def reference_blockwise(block_size: int) -> Callable[..., Array]:
@@ -504,8 +544,12 @@ def log_domain_merge(out_a: Array, lse_a: Array, out_b: Array, lse_b: Array) -> 
     return out, lse
 
 
+HAS_SCIPY = importlib.util.find_spec("scipy") is not None
 CATALOGUE: tuple[Variant, ...] = (
     *_SELF_ATTENTION,
+    Variant(raises_on_empty_input, "implementation"),
+    *([Variant(scipy_softmax, "implementation")] if HAS_SCIPY else []),
+    Variant(float32_notebook_signature, "implementation"),  # no max_magnitude: the battery sets aside what it must
     Variant(_named(float16_throughout, "float16_throughout"), "implementation", max_magnitude=FLOAT16_RANGE),
     Variant(log_domain_unscaled, "implementation", "unscaled"),
     Variant(float32_unscaled, "implementation", "unscaled", max_magnitude=FLOAT32_RANGE),

@@ -21,20 +21,41 @@ from properties.checker.grading import (
     jobs_for,
     rows,
 )
+from properties.checker.records import EXIT_CODES, FAIL, NOT_CHECKED, LawVerdict, combined, report_json
 from properties.helpers.options import ALIGNMENTS, ARRAYS, CATEGORIES, CONVENTIONS, DTYPES, LAYOUTS, PROFILES
 
 TIMEOUTS = {"dev": 300.0, "ci": 900.0, "thorough": 3600.0}  # default seconds per file, by profile
+
+
+EPILOG = f"""verdicts: a function PASSes when at least one counted law passed and none failed; it is NOT CHECKED
+when nothing failed but every selected law skipped (the reason names what was missing); conventions are
+shown, not counted, unless --strict-conventions. See docs/verdicts.md.
+
+exit codes:
+  {EXIT_CODES["PASS"]}  PASS: every file passed
+  {EXIT_CODES["FAIL"]}  FAIL: some file failed (or could not be graded)
+  {EXIT_CODES["usage"]}  usage error (a bad option, PATH or -k expression)
+  {EXIT_CODES["NOT CHECKED"]}  NOT CHECKED: nothing failed, but some function had no counted law checked"""
+
+
+def arrays_directory(json_path: str | None) -> Path:
+    """Where large counterexamples go as .npz files: beside the JSON report (REPORT-arrays/), else
+    ./attention-check-arrays/ (created only when a counterexample needs it)."""
+    if json_path:
+        report = Path(json_path).resolve()
+        return report.parent / f"{report.stem}-arrays"
+    return Path.cwd() / "attention-check-arrays"
 
 
 def law_title(law: str) -> str:
     return law.removeprefix("test_").replace("_", " ")
 
 
-def rerun(law: dict[str, Any], subject: Subject, convention: Sequence[str] = ()) -> str:
+def rerun(law: LawVerdict, subject: Subject, convention: Sequence[str] = ()) -> str:
     """The pytest command that reruns one law on the subject (in its calling convention)."""
     option = {"softmax": "--softmax", "multihead": "--multihead"}.get(subject.kind)
     under_test = f"{option} '{subject.target}'" if option else f"--impl '{subject.target}' --impl-kind {subject.kind}"
-    command = f"pytest --pyargs {law['module']} -p properties.plugin -k {law['law']} {under_test}"
+    command = f"pytest --pyargs {law.module} -p properties.plugin -k {law.law} {under_test}"
     return " ".join([command, *convention])
 
 
@@ -43,43 +64,58 @@ def print_subject(subject: Subject) -> None:
     if subject.error:
         print(f"  ERROR  {subject.error}")
     for category in CATEGORIES:
-        laws = [law for law in subject.laws if law["category"] == category]
+        laws = [law for law in subject.laws if law.category == category]
         if laws:
             print(f"  {category}")
         for law in laws:
-            print(f"    {law['status']:<4}  {law_title(law['law'])}")
-            if law["reason"] and law["status"] != "PASS":
-                print(f"          {law['reason']}")
-            if law["status"] == "FAIL" and law["diagnosis"]:
-                print(f"          diagnosis: {law['diagnosis']}")
+            print(f"    {law.status:<4}  {law_title(law.law)}")
+            if law.reason and law.status != "PASS":
+                print(f"          {law.reason}")
+            if law.seen and law.category == "conventions":
+                print(f"          seen: {law.seen_text()}")
+            if law.set_aside and law.status != "SKIP":
+                print(
+                    "          set aside (not judged): "
+                    + "; ".join(f"{n} with {why}" for why, n in law.set_aside.items())
+                )
+            if law.status == "FAIL" and law.diagnosis:
+                print(f"          diagnosis: {law.diagnosis}")
     if subject.laws:
-        counts = {status: sum(law["status"] == status for law in subject.laws) for status in ("PASS", "FAIL", "SKIP")}
-        print(f"  {counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['SKIP']} SKIP")
+        counts = {status: sum(law.status == status for law in subject.laws) for status in ("PASS", "FAIL", "SKIP")}
+        print(f"  {counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['SKIP']} SKIP: {subject.verdict}")
+    if subject.not_checked:
+        print(f"  NOT CHECKED: {subject.not_checked}")
+    total: dict[str, int] = {}
+    for law in subject.laws:
+        for why, n in law.set_aside.items():
+            total[why] = total.get(why, 0) + n
+    if total:
+        print("  set aside: " + "; ".join(f"{n} problems with {why}" for why, n in total.items()))
 
 
 def print_details(subject: Subject, convention: Sequence[str] = ()) -> None:
     for law in subject.laws:
-        if law["status"] != "FAIL":
+        if law.status != "FAIL":
             continue
-        print(f"\n--- FAIL {law_title(law['law'])}  [{law['category']}; {law['module']}; {subject.function}]")
-        if law["statement"]:
-            print(f"law: {law['statement']}")
-        print(law["details"])
-        if law["diagnosis"]:
-            print(f"diagnosis: {law['diagnosis']}")
-        example = law["counterexample"]
+        print(f"\n--- FAIL {law_title(law.law)}  [{law.category}; {law.module}; {subject.function}]")
+        if law.statement:
+            print(f"law: {law.statement}")
+        print(law.details)
+        if law.diagnosis:
+            print(f"diagnosis: {law.diagnosis}")
+        example = law.counterexample
         if example and "N" in example:
             print(f"counterexample: D={example['D']}, D_q={example['D_q']}, D_v={example['D_v']}, N={example['N']}")
-        if law["reproduce"]:
+        if law.reproduce:
             print("reproduce: save the lines between the markers as a .py file, run it with python from this directory")
-            print(f"# --- begin ---\n{law['reproduce']}\n# --- end ---")
+            print(f"# --- begin ---\n{law.reproduce}\n# --- end ---")
         print(f"or rerun the law: {rerun(law, subject, convention)}")
 
 
 def print_summary(graded: Sequence[Graded]) -> None:
-    table = [{k: v for k, v in row.items() if k not in ("failed_laws", "error")} for row in rows(graded)]
+    table = [{k: v for k, v in row.items() if k not in ("failed_laws", "error", "not_checked")} for row in rows(graded)]
     for row, file in zip(table, (r for r in rows(graded)), strict=True):
-        row["diagnosis"] = (row["diagnosis"] or file["error"]).split("\n")[0][:100]
+        row["diagnosis"] = (row["diagnosis"] or file["error"] or file["not_checked"]).split("\n")[0][:100]
     columns = ["file", "function", "state", "verdict", *CATEGORIES, "diagnosis"]
     widths = {c: max(len(c), *(len(r[c]) for r in table)) for c in columns[:-1]}
     print("\n" + "  ".join(c.ljust(widths.get(c, 0)) for c in columns).rstrip())
@@ -96,23 +132,8 @@ def write_csv(graded: Sequence[Graded], path: Path) -> None:
 
 
 def as_json(graded: Sequence[Graded], options: Options) -> dict[str, Any]:
-    runs: list[dict[str, Any]] = []
-    for file in graded:
-        for subject in file.subjects:
-            runs.append(
-                {"file": file.file, "function": subject.function, "target": subject.target, "kind": subject.kind,
-                 "state": subject.state, "verdict": subject.verdict, "error": subject.error, "laws": subject.laws}
-            )  # fmt: skip
-        if not file.subjects:
-            runs.append({"file": file.file, "function": None, "verdict": "FAIL", "error": file.error, "laws": []})
-    return {
-        "verdict": "FAIL" if any(file.verdict == "FAIL" for file in graded) else "PASS",
-        "profile": options.profile,
-        "seed": options.seed,
-        "only": list(options.only),
-        "files": [{"file": file.file, "verdict": file.verdict, "error": file.error} for file in graded],
-        "runs": runs,
-    }
+    """The --json report (its schema: properties.checker.records, docs/json.md)."""
+    return report_json(list(graded), options)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -120,6 +141,8 @@ def parser() -> argparse.ArgumentParser:
         prog="attention-check",
         description="Check self-attention implementations, filled-in copies of notebook 12.1, or folders of "
         "them, against the laws of self-attention and the notebook's golden values.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "paths",
@@ -200,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         backward=args.backward and jobs_for([args.backward])[0][0].target,
         convention=convention_arguments(args.convention, layout=args.layout, array=args.array, dtype=args.dtype,
                                         **{"causal-alignment": args.causal_alignment}),
+        arrays_dir=str(arrays_directory(args.json)),
     )  # fmt: skip
     seed = "derandomised" if args.seed is None else f"seed {args.seed}"
     print(f"attention-check: {len(jobs)} file(s); profile {args.profile}, {seed}" + (f"; only {', '.join(only)}"
@@ -213,10 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ran = [subject for file in graded for subject in file.subjects if subject.state == "implemented"]
     if args.laws and ran and all(BAD_EXPRESSION in subject.error for subject in ran):
         print(f"attention-check: -k {args.laws!r} is {BAD_EXPRESSION}")
-        return 2
+        return EXIT_CODES["usage"]
     if args.laws and ran and not any(subject.laws for subject in ran):
         print(f"attention-check: -k {args.laws!r} matched no law (attention-check --list names them)")
-        return 2
+        return EXIT_CODES["usage"]
     if args.strict_conventions:
         for subject in (subject for file in graded for subject in file.subjects):
             subject.uncounted = ()
@@ -233,10 +257,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_csv(graded, Path(args.csv))
     if args.json:
         Path(args.json).write_text(json.dumps(as_json(graded, options), indent=1) + "\n")
-    failed = sum(file.verdict == "FAIL" for file in graded)
-    print(f"\nattention-check: {'FAIL' if failed else 'PASS'}" + (f" ({failed} of {len(graded)} files fail)"
-          if len(graded) > 1 else ""))  # fmt: skip
-    return 1 if failed else 0
+    verdict = combined([file.verdict for file in graded])
+    failed = sum(file.verdict == FAIL for file in graded)
+    unchecked = sum(file.verdict == NOT_CHECKED for file in graded)
+    counts = [f"{failed} of {len(graded)} files fail"] if failed and len(graded) > 1 else []
+    counts += [f"{unchecked} of {len(graded)} files not checked"] if unchecked and len(graded) > 1 else []
+    reasons = [s.not_checked for file in graded for s in file.subjects if s.not_checked]
+    if verdict == NOT_CHECKED and len(graded) == 1:
+        counts.append(reasons[0] if len(set(reasons)) == 1 else "see each function above")
+    print(f"\nattention-check: {verdict}" + (f" ({'; '.join(counts)})" if counts else ""))
+    return EXIT_CODES[verdict]
 
 
 if __name__ == "__main__":

@@ -217,7 +217,36 @@ def diagnose_attention(implementation: Implementation, problem: AttentionProblem
             return Diagnosis(mistake.function.__name__, mistake.message)
     if problem is not None and _overflows(observed[0], _outcome(reference, problem)):
         return Diagnosis("overflow", OVERFLOW_ALONE)
+    if problem is not None:
+        return _finer_dtype_than_computed(implementation, problem, observed[0], _outcome(reference, problem))
     return None
+
+
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
+
+
+def _finer_dtype_than_computed(
+    implementation: Implementation, problem: AttentionProblem, observed: Outcome, correct: Outcome
+) -> Diagnosis | None:
+    """A float64 result whose X' is off the exact one beyond float64's bounds but within float32's: it was computed
+    in float32 (or a softmax was) and returned as float64, claiming a precision it does not have. The bounds are
+    those of one evaluation in each dtype (tolerances.error_bounds), plus float64's for the reference's side."""
+    if not isinstance(observed, Result) or not isinstance(correct, Result) or observed.X_prime.dtype != np.float64:
+        return None
+    scale = implementation.scale(problem.D_q)
+    exact = error_bounds(problem, scale, FLOAT64_EPS).x_prime
+    bound64, bound32 = 2 * exact, error_bounds(problem, scale, FLOAT32_EPS).x_prime + exact
+    with np.errstate(all="ignore"):
+        error = np.abs(observed.X_prime - correct.X_prime)
+    if not np.isfinite(error).all() or not (error > bound64).any() or (error > bound32).any():
+        return None
+    worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(error / bound64)), error.shape))
+    return Diagnosis(
+        "float32_accuracy_in_float64",
+        f"returns float64 but is only as accurate as float32: worst error {float(error[worst]):.3g} at {worst} "
+        f"against float64's bound {float(bound64[worst]):.3g} (and float32's {float(bound32[worst]):.3g}); "
+        "return the dtype you compute in (float32), or compute in float64",
+    )
 
 
 def _overflows(observed: Outcome, correct: Outcome) -> bool:

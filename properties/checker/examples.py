@@ -53,7 +53,56 @@ SCALED = {
     "  return ctypes.string_at(0)",
     "printing": SOLVED.replace("{scaling}", "\n  print('x' * 10**6)" + SCALE_BY_D_Q),
 }
-KINDS = ("template", "solved", "sqrt_D", *SCALED)
+# The course's unfilled notebook (nbgrader form): each function to write has a docstring, the steps as comments,
+# `# YOUR CODE HERE`, `raise NotImplementedError()`, then the template's return of names that only later cells
+# assign at top level (X_prime, attentions): that return never runs.
+COURSE_PARAMETERS = """# Set seed so we get the same random numbers
+np.random.seed(0)
+
+# Number of dimensions of each input
+D = 4
+# Choose random values for the parameters
+omega_q = np.random.normal(size=(D,D))
+omega_k = np.random.normal(size=(D,D))
+omega_v = np.random.normal(size=(D,D))
+beta_q = np.random.normal(size=(D,1))
+beta_k = np.random.normal(size=(D,1))
+beta_v = np.random.normal(size=(D,1))"""
+COURSE_MATRIX = """# Copy data into matrix
+X = np.zeros((D, N))
+X[:,0] = np.squeeze(all_x[0])
+X[:,1] = np.squeeze(all_x[1])
+X[:,2] = np.squeeze(all_x[2])"""
+COURSE_TEMPLATE = '''def {name}(X,omega_v, omega_q, omega_k, beta_v, beta_q, beta_k):
+  """
+  {what}
+
+  Args:
+    X: D x N matrix of N inputs (one per column)
+    omega_v, omega_q, omega_k: weight matrices of the values, queries and keys
+    beta_v, beta_q, beta_k: biases of the values, queries and keys (columns)
+
+  Returns:
+    X_prime: the outputs, one column per input
+    attentions: the N x N attention weights
+  """
+  # 1. Compute queries, keys, and values
+  # 2. Compute dot products{scaling}
+  # 3. Apply softmax to calculate attentions
+  # 4. Weight values by attentions
+  # YOUR CODE HERE
+  raise NotImplementedError()
+
+  return X_prime, attentions'''
+COURSE_CALL = """# Run the self attention mechanism
+X_prime, attentions = {name}(X,omega_v, omega_q, omega_k, beta_v, beta_q, beta_k)
+
+# Print out the results
+np.set_printoptions(precision=3)
+print("Your answer:")
+print(X_prime)
+print(attentions)"""
+KINDS = ("template", "course_template", "solved", "sqrt_D", *SCALED)
 PLOT = "plt.plot(np.arange(10))\nplt.show()"
 RAISES = "raise RuntimeError('a later cell of the notebook that must not run')"
 
@@ -75,6 +124,15 @@ def notebook(cells: list[str]) -> dict[str, object]:
 def cells_for(kind: str) -> list[str]:
     """Code cells of the template ("template"), a correct solution ("solved"), a sqrt(D) one ("sqrt_D"), or
     a correct self_attention with one of the scaled functions of SCALED."""
+    if kind == "course_template":
+        cells = [IMPORTS, DATA, COURSE_PARAMETERS, SOFTMAX_COLS, COURSE_MATRIX]
+        for name, what, scaling in (
+            ("self_attention", "Self-attention (eq. 12.8): the outputs X' and the attentions.", ""),
+            ("scaled_dot_product_self_attention", "Scaled dot-product self-attention (eq. 12.9).",
+             "\n  # 2b. Scale them by 1 / sqrt(D_q)"),
+        ):  # fmt: skip
+            cells += [COURSE_TEMPLATE.format(name=name, what=what, scaling=scaling), COURSE_CALL.format(name=name)]
+        return [*cells, PLOT, RAISES]
     if kind in SCALED:
         unscaled = SOLVED.format(name="self_attention", scaling="")
         scaled = SCALED[kind].replace("{name}", "scaled_dot_product_self_attention").replace("{scaling}", "")

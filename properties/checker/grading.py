@@ -9,6 +9,7 @@ battery in-process, once per function, with properties.checker.verdicts recordin
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import resource
@@ -18,20 +19,23 @@ import sys
 import tempfile
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import Phase, Verbosity, settings
 
+from properties.checker.records import Graded, Job, LawVerdict, Options, Subject, WorkerJob
+from properties.checker.report import own_output
 from properties.helpers.options import CATEGORIES, FLASH_REFERENCE_TARGET, PROFILES, SDPA_REFERENCE_TARGET
+
+__all__ = ["Graded", "Job", "LawVerdict", "Options", "Subject", "WorkerJob", "grade", "jobs_for", "rows"]
 
 # The reference's backward passes by convention (--backward of attention-check on the bundled reference).
 BACKWARD_OF_REFERENCE = {
     "notebook": "attention:scaled_dot_product_self_attention_vjp",
     "sdpa": "attention:scaled_dot_product_attention_backward",
 }
+
 NOTEBOOK_FUNCTIONS = {"softmax_cols": "softmax", "self_attention": "unscaled",
                       "scaled_dot_product_self_attention": "scaled"}  # fmt: skip
 REFERENCE = "attention"  # the job that checks the bundled reference (attention-check without PATH)
@@ -42,24 +46,6 @@ OUTPUT_LIMIT_MB = 64  # what a file may print (its worker is stopped beyond)
 CHECK_PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
 
 
-@dataclass
-class Options:
-    """How to grade: the hypothesis profile and seed, the categories, and the limits per file."""
-
-    profile: str = "dev"
-    seed: int | None = None  # None: derandomised (the same verdicts on every run)
-    only: tuple[str, ...] = ()
-    laws: str = ""  # a pytest -k expression: only the laws it matches
-    square: bool = False
-    timeout: float = 300.0
-    memory_mb: int = 4096  # enough for a JIT runtime such as jax's XLA under the whole battery
-    kind: str = "scaled"  # of a single TARGET
-    softmax: str | None = None
-    multihead: str | None = None
-    backward: str | None = None  # --backward TARGET: the backward pass of the TARGET, for the gradient laws
-    convention: tuple[str, ...] = ()  # --convention sdpa and its --layout/--array/--dtype, as pytest arguments
-
-
 def convention_arguments(convention: str, **choices: str | None) -> tuple[str, ...]:
     """The pytest arguments of a calling convention: () for the notebook's, else --convention and its choices."""
     if convention == "notebook":
@@ -68,51 +54,6 @@ def convention_arguments(convention: str, **choices: str | None) -> tuple[str, .
             raise SystemExit(f"attention-check: {', '.join(given)} need --convention sdpa or flash")
         return ()
     return ("--convention", convention, *(f"--{name}={value}" for name, value in choices.items() if value))
-
-
-@dataclass
-class Subject:
-    """One function of a file under test, its state and its verdicts."""
-
-    function: str
-    target: str
-    kind: str  # scaled, unscaled, softmax or multihead
-    state: str = "implemented"  # or template, missing, raises on import: ..., reads a notebook global D
-    calls_softmax_cols: bool = False
-    laws: list[dict[str, Any]] = field(default_factory=list)
-    error: str = ""
-    done: bool = False
-    # Categories whose FAILs are reported but do not fail the verdict: another convention for a query that sees
-    # no key is a choice, not a mistake (README, "Positions, masks ..."); --strict-conventions counts them.
-    uncounted: tuple[str, ...] = ("conventions",)
-
-    @property
-    def verdict(self) -> str:
-        failed = (
-            self.state != "implemented"
-            or self.error
-            or any(law["status"] == "FAIL" and law["category"] not in self.uncounted for law in self.laws)
-        )
-        return "FAIL" if failed else "PASS"
-
-    def category(self, category: str) -> str:
-        """FAIL, PASS or SKIP for one category (FAIL > PASS > SKIP); "-" when none of its laws ran."""
-        statuses = {law["status"] for law in self.laws if law["category"] == category}
-        return next((s for s in ("FAIL", "PASS", "SKIP") if s in statuses), "-")
-
-
-@dataclass
-class Graded:
-    """One file (or TARGET) and what became of its functions."""
-
-    file: str
-    subjects: list[Subject] = field(default_factory=list)
-    error: str = ""  # the worker's: timeout, memory, crash, output
-    printed_bytes: int = 0
-
-    @property
-    def verdict(self) -> str:
-        return "FAIL" if self.error or any(s.verdict == "FAIL" for s in self.subjects) else "PASS"
 
 
 # ---------------------------------------------------------------------------------------------- the worker
@@ -139,22 +80,22 @@ def subjects_of_file(path: Path) -> list[Subject]:
     return subjects
 
 
-def subjects_of_target(job: dict[str, Any]) -> list[Subject]:
+def subjects_of_target(job: WorkerJob) -> list[Subject]:
     from properties.helpers.loading import load_function
 
-    if job["target"] == REFERENCE and job["convention"]:
-        flash = "flash" in job["convention"]
+    if job.target == REFERENCE and job.convention:
+        flash = "flash" in job.convention
         return [Subject("flash_kernel" if flash else "sdpa_kernel",
-                        FLASH_REFERENCE_TARGET if flash else SDPA_REFERENCE_TARGET, job["kind"])]  # fmt: skip
-    if job["target"] == REFERENCE:
-        function = "scaled_dot_product_self_attention" if job["kind"] == "scaled" else "self_attention"
+                        FLASH_REFERENCE_TARGET if flash else SDPA_REFERENCE_TARGET, job.kind)]  # fmt: skip
+    if job.target == REFERENCE:
+        function = "scaled_dot_product_self_attention" if job.kind == "scaled" else "self_attention"
         return [
-            Subject(function, f"attention:{function}", job["kind"]),
+            Subject(function, f"attention:{function}", job.kind),
             Subject("softmax_cols", "attention:softmax_cols", "softmax"),
             Subject("multihead_scaled_self_attention", "attention:multihead_scaled_self_attention", "multihead"),
         ]
-    subjects = [Subject(job["target"].rpartition(":")[2], job["target"], job["kind"])]
-    subjects += [Subject(t.rpartition(":")[2], t, kind) for kind in ("softmax", "multihead") if (t := job[kind])]
+    targets = {job.kind: job.target, "softmax": job.softmax, "multihead": job.multihead}
+    subjects = [Subject(t.rpartition(":")[2], t, kind) for kind, t in targets.items() if t]
     for subject in subjects:
         try:
             load_function(subject.target)
@@ -181,49 +122,51 @@ class KeepSubjects:
 FIXTURE = {"scaled": "implementation", "unscaled": "implementation", "softmax": "softmax", "multihead": "multihead"}
 
 
-def _battery(subjects: list[Subject], job: dict[str, Any], scratch: Path) -> None:
+def _battery(subjects: list[Subject], job: WorkerJob, scratch: Path) -> None:
     """Run the battery once on these subjects (at most one per fixture) and give each its laws."""
     from properties.checker.verdicts import VerdictRecorder
 
     ini = scratch / "pytest.ini"
     ini.write_text("[pytest]\n")
     selection = "not meta and not benchmark"
-    if job["only"]:
-        selection += " and (" + " or ".join(job["only"]) + ")"
+    if job.only:
+        selection += " and (" + " or ".join(job.only) + ")"
     arguments = [
         "--pyargs", "properties", "regression", "-p", "properties.plugin", "-p", "properties.checker.verdicts",
         "-p", "no:cacheprovider",
         "-c", str(ini), "--rootdir", str(scratch), "-q", "-s", "--no-header", "--tb=short", "--benchmark-skip",
         "-W", "ignore::pytest.PytestAssertRewriteWarning",
-        "-m", selection, "--hypothesis-profile", job["profile"],
+        "-m", selection, "--hypothesis-profile", job.profile,
     ]  # fmt: skip
     for subject in subjects:
         if subject.kind in ("scaled", "unscaled"):
             arguments += ["--impl", subject.target, "--impl-kind", subject.kind]
         else:
             arguments += [f"--{subject.kind}", subject.target]
-    backward = job.get("backward")
-    if backward is None and job["target"] == REFERENCE:  # the reference's own backward pass, in its convention
-        backward = BACKWARD_OF_REFERENCE["sdpa" if job["convention"] else "notebook"]
+    backward = job.backward
+    if backward is None and job.target == REFERENCE:  # the reference's own backward pass, in its convention
+        backward = BACKWARD_OF_REFERENCE["sdpa" if job.convention else "notebook"]
     if backward and any(subject.kind in ("scaled", "unscaled") for subject in subjects):
         arguments += ["--backward", backward]
-    if job["laws"]:
-        arguments += ["-k", job["laws"]]
-    if job["seed"] is not None:
-        arguments += ["--hypothesis-seed", str(job["seed"])]
-    if job["square"]:
+    if job.laws:
+        arguments += ["-k", job.laws]
+    if job.seed is not None:
+        arguments += ["--hypothesis-seed", str(job.seed)]
+    if job.square:
         arguments.append("--square")
-    arguments += job["convention"]
+    arguments += job.convention
     # Under a row convention the implementation is also the `kernel` of the row-convention laws.
-    fixtures = {kind: {FIXTURE[kind], "kernel", "flash"} if job["convention"] and kind in ("scaled", "unscaled") else
+    fixtures = {kind: {FIXTURE[kind], "kernel", "flash"} if job.convention and kind in ("scaled", "unscaled") else
                 {FIXTURE[kind]} for kind in FIXTURE}  # fmt: skip
-    recorder = VerdictRecorder()
+    digest = hashlib.sha1("|".join(s.target for s in subjects).encode()).hexdigest()[:8]
+    tag = "-".join([*(s.function for s in subjects), digest])
+    recorder = VerdictRecorder(arrays=Path(job.arrays_dir) if job.arrays_dir else None, tag=tag)
     code = pytest.main(arguments, plugins=[recorder, KeepSubjects(set().union(*(fixtures[s.kind] for s in subjects)))])
     for subject in subjects:
-        subject.laws = [law for law in recorder.laws.values() if law["subject"] in fixtures[subject.kind]]
+        subject.laws = [law for law in recorder.laws.values() if law.subject in fixtures[subject.kind]]
         subject.done = True
-        if code == pytest.ExitCode.USAGE_ERROR and job["laws"]:
-            subject.error = f"-k {job['laws']!r}: {BAD_EXPRESSION}"
+        if code == pytest.ExitCode.USAGE_ERROR and job.laws:
+            subject.error = f"-k {job.laws!r}: {BAD_EXPRESSION}"
         elif code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED):
             subject.error = f"the battery could not run (pytest exit {int(code)})"
             print(f"attention-check: the battery could not run on {subject.target} (pytest exit {int(code)})")
@@ -232,27 +175,29 @@ def _battery(subjects: list[Subject], job: dict[str, Any], scratch: Path) -> Non
 def _note_softmax_overflow(subjects: list[Subject]) -> None:
     """Where softmax_cols overflows, say so on the overflow rows of the functions that call it."""
     softmax = next((s for s in subjects if s.kind == "softmax" and s.function == "softmax_cols"), None)
-    if softmax is None or not any(law["law"] == SOFTMAX_OVERFLOW_LAW and law["status"] == "FAIL"
+    if softmax is None or not any(law.law == SOFTMAX_OVERFLOW_LAW and law.status == "FAIL"
                                   for law in softmax.laws):  # fmt: skip
         return
     for subject in subjects:
         for law in subject.laws if subject.calls_softmax_cols else []:
-            if law["mistake"] in ("notebook_softmax", "overflow"):
-                law["diagnosis"] = "the overflow comes from softmax_cols, which does not subtract the column maximum"
+            if law.mistake in ("notebook_softmax", "overflow"):
+                law.diagnosis = "the overflow comes from softmax_cols, which does not subtract the column maximum"
 
 
 def _limit_resources(memory_mb: int) -> None:
     """Cap the worker's heap (RLIMIT_DATA: what it allocates, not the address space that JIT runtimes such as
-    XLA reserve without using, which RLIMIT_AS would count) and the size of what it writes."""
+    XLA reserve without using, which RLIMIT_AS would count) and the size of what the code under test writes (the
+    soft limit only: the worker lifts it while it writes its own results, `own_output`)."""
     limit = memory_mb * 2**20
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     size = OUTPUT_LIMIT_MB * 2**20
-    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size if hard == resource.RLIM_INFINITY else min(size, hard), hard))
 
 
-def work(job: dict[str, Any], result: Path) -> None:
+def work(job: WorkerJob, result: Path) -> None:
     """The worker: grade one file (job) and write its subjects to `result` after each run of the battery."""
-    _limit_resources(job["memory_mb"])
+    _limit_resources(job.memory_mb)
 
     import properties.plugin  # noqa: F401  (registers the profiles, which are made deterministic here)
 
@@ -260,14 +205,15 @@ def work(job: dict[str, Any], result: Path) -> None:
     # the explicit example of a law that skips (25 kB for N = 600), would only bury it.
     for name in PROFILES:
         settings.register_profile(
-            name, settings.get_profile(name), derandomize=job["seed"] is None, database=None,
+            name, settings.get_profile(name), derandomize=job.seed is None, database=None,
             report_multiple_bugs=False, print_blob=False, phases=CHECK_PHASES, verbosity=Verbosity.quiet,
         )  # fmt: skip
-    path = Path(job["path"]) if job["path"] else None
+    path = Path(job.path) if job.path else None
     subjects = subjects_of_file(path) if path is not None else subjects_of_target(job)
 
     def save() -> None:
-        result.write_text(json.dumps([asdict(s) for s in subjects]))
+        with own_output():
+            result.write_text(json.dumps([s.to_json() for s in subjects]))
 
     save()
     ready = [s for s in subjects if s.state == "implemented" and not s.error]
@@ -287,13 +233,6 @@ def work(job: dict[str, Any], result: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- the parent
-
-
-@dataclass(frozen=True)
-class Job:
-    file: str  # as given or found
-    path: str | None  # a notebook or .py file, absolute
-    target: str | None  # a TARGET, absolute when a file
 
 
 def absolute_target(target: str) -> str:
@@ -335,8 +274,7 @@ def grade_one(job: Job, options: Options) -> Graded:
     graded = Graded(job.file)
     with tempfile.TemporaryDirectory(prefix="attention-grade-") as scratch:
         job_file, result, output = (Path(scratch) / name for name in ("job.json", "result.json", "output.txt"))
-        payload = {**asdict(options), **asdict(job), "only": list(options.only)}
-        job_file.write_text(json.dumps(payload))
+        job_file.write_text(json.dumps(WorkerJob.of(job, options).to_json()))
         environment = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OPENBLAS_NUM_THREADS": "1",
                        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
         environment.pop("ATTENTION_IMPL", None)
@@ -354,7 +292,7 @@ def grade_one(job: Job, options: Options) -> Graded:
         graded.printed_bytes = output.stat().st_size
         if result.exists() and result.stat().st_size:
             with contextlib.suppress(json.JSONDecodeError):  # stopped while writing: reported unfinished below
-                graded.subjects = [Subject(**s) for s in json.loads(result.read_text())]
+                graded.subjects = [Subject.from_json(s) for s in json.loads(result.read_text())]
         tail = output.read_bytes()[-3000:].decode(errors="replace")
     if code is None:
         graded.error = f"did not finish within {options.timeout:.0f} s (a loop that never ends, or far too slow?)"
@@ -372,7 +310,7 @@ def grade_one(job: Job, options: Options) -> Graded:
             subject.error += ":\n" + tail
         if not subject.done and not subject.error:
             subject.error = graded.error or "not run"
-        if any("MemoryError" in law["reason"] for law in subject.laws):
+        if any("MemoryError" in law.reason for law in subject.laws):
             subject.error = subject.error or f"exhausts memory (limit {options.memory_mb} MB): MemoryError"
     if not graded.subjects and not graded.error:
         graded.error = "the worker reported nothing"
@@ -396,24 +334,25 @@ def rows(graded: Sequence[Graded]) -> Generator[dict[str, str], None, None]:
     for file in graded:
         subjects = file.subjects or [Subject("-", "", "-", state="not graded", error=file.error)]
         for subject in subjects:
-            failed = [law for law in subject.laws if law["status"] == "FAIL"]
-            diagnoses = list(dict.fromkeys(law["diagnosis"] for law in failed if law["diagnosis"]))
+            failed = [law for law in subject.laws if law.status == "FAIL"]
+            diagnoses = list(dict.fromkeys(law.diagnosis for law in failed if law.diagnosis))
             yield {
                 "file": file.file,
                 "function": subject.function,
                 "state": subject.state,
                 "verdict": subject.verdict,
                 **{category: subject.category(category) for category in CATEGORIES},
-                "failed_laws": " ".join(law["law"] for law in failed),
+                "failed_laws": " ".join(law.law for law in failed),
                 "diagnosis": "; ".join(diagnoses),
                 "error": subject.error or (file.error if not file.subjects else ""),
+                "not_checked": subject.not_checked,
             }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The worker's entry point: python -m properties.checker.grading JOB RESULT."""
     job, result = argv if argv is not None else sys.argv[1:]
-    work(json.loads(Path(job).read_text()), Path(result))
+    work(WorkerJob.from_json(json.loads(Path(job).read_text())), Path(result))
 
 
 if __name__ == "__main__":

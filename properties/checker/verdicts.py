@@ -13,7 +13,7 @@ import functools
 import json
 import traceback
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,8 +22,10 @@ from hypothesis import strategies as st
 
 from properties.catalogues.registry import category_of_item
 from properties.checker.diagnosis import diagnose
-from properties.checker.report import Draws, counterexample, snippet
-from properties.helpers.checks import leaves
+from properties.checker.records import LawVerdict
+from properties.checker.report import ArrayStore, Draws, counterexample, snippet
+from properties.helpers.checks import OBSERVED, leaves
+from properties.helpers.implementations import SET_ASIDE
 from properties.helpers.options import FIXTURES
 
 SUBJECTS = FIXTURES  # the fixture a law checks, most specific first
@@ -97,9 +99,13 @@ class VerdictRecorder:
 
     RANK: ClassVar[dict[str, int]] = {"FAIL": 2, "PASS": 1, "SKIP": 0}
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, arrays: Path | None = None, tag: str = "") -> None:
+        """`path`: the JSON to write at the end (None: none); `arrays`: the directory for the .npz files of large
+        counterexamples (None: every array inline); `tag`: names those files apart (the function under test)."""
         self.path = path
-        self.laws: dict[str, dict[str, Any]] = {}
+        self.arrays = arrays
+        self.tag = tag
+        self.laws: dict[str, LawVerdict] = {}
         self.by_nodeid: dict[str, str] = {}
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -112,20 +118,13 @@ class VerdictRecorder:
             self.by_nodeid[item.nodeid] = law
             self.laws.setdefault(
                 law,
-                {
-                    "law": law,
-                    "category": category,
-                    "module": getattr(function, "__module__", ""),
-                    "subject": subject_of(item),
-                    "statement": " ".join((getattr(function, "__doc__", None) or "").split()),
-                    "status": "SKIP",
-                    "reason": "",
-                    "details": "",
-                    "counterexample": None,
-                    "reproduce": None,
-                    "diagnosis": None,
-                    "mistake": None,
-                },
+                LawVerdict(
+                    law=law,
+                    category=category,
+                    module=getattr(function, "__module__", ""),
+                    subject=subject_of(item),
+                    statement=" ".join((getattr(function, "__doc__", None) or "").split()),
+                ),
             )
 
     @pytest.hookimpl(hookwrapper=True)
@@ -137,10 +136,18 @@ class VerdictRecorder:
         inner = handle.inner_test
         calls = item.stash[CALLS] = Calls()
         handle.inner_test = recording(inner, calls)
+        OBSERVED.clear()
+        SET_ASIDE.clear()
         try:
             yield
         finally:
             handle.inner_test = inner
+            row = self.laws[self.by_nodeid[item.nodeid]]
+            for what, count in OBSERVED.items():
+                row.seen[what] = row.seen.get(what, 0) + count
+            for why, count in SET_ASIDE.items():
+                row.set_aside[why] = row.set_aside.get(why, 0) + count
+            OBSERVED.clear()
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
@@ -158,8 +165,8 @@ class VerdictRecorder:
             else:
                 details = describe(call.excinfo.value)
                 reason = details.splitlines()[0]
-                if self.RANK[status] > self.RANK[row["status"]]:
-                    found = self._counterexample(item, call.excinfo.value)
+                if self.RANK[status] > self.RANK[row.status]:
+                    found = self._counterexample(item, call.excinfo.value, self._store(law))
         elif report.skipped:
             longrepr = report.longrepr
             status = "SKIP"
@@ -170,21 +177,30 @@ class VerdictRecorder:
             status, reason, details = "PASS", "", ""
         else:
             return
-        if self.RANK[status] > self.RANK[row["status"]] or (status == row["status"] == "SKIP" and not row["reason"]):
-            row.update(status=status, reason=reason, details=details, **found)
+        if self.RANK[status] > self.RANK[row.status] or (status == row.status == "SKIP" and not row.reason):
+            row.status, row.reason, row.details = status, reason, details
+            for name, value in found.items():
+                setattr(row, name, value)
+
+    def _store(self, law: str) -> ArrayStore:
+        """Where the large arrays of `law`'s counterexample go: <arrays>/<tag>-<law>.npz (or nowhere)."""
+        if self.arrays is None:
+            return ArrayStore()
+        return ArrayStore(self.arrays / f"{self.tag + '-' if self.tag else ''}{law}.npz")
 
     @staticmethod
-    def _counterexample(item: pytest.Item, error: BaseException) -> dict[str, Any]:
+    def _counterexample(item: pytest.Item, error: BaseException, store: ArrayStore) -> dict[str, Any]:
         calls = item.stash.get(CALLS, None)
         failing = calls.failing(leaves(error)[0]) if calls is not None else None
         if failing is None:
             return {}
         law = getattr(item, "obj", None)
-        found: dict[str, Any] = {"counterexample": counterexample(failing.arguments)}
+        found: dict[str, Any] = {"counterexample": counterexample(failing.arguments, store)}
         try:
-            found["reproduce"] = snippet(law, failing.arguments, failing.error)  # type: ignore[arg-type]
+            found["reproduce"] = snippet(law, failing.arguments, failing.error, store)  # type: ignore[arg-type]
         except ValueError:
             found["reproduce"] = None
+        found["arrays"] = store.save()
         diagnosis = diagnose(failing.arguments)
         if diagnosis is not None:
             found.update(diagnosis=diagnosis.message, mistake=diagnosis.mistake)
@@ -192,7 +208,7 @@ class VerdictRecorder:
 
     def pytest_sessionfinish(self) -> None:
         if self.path is not None:
-            self.path.write_text(json.dumps({"laws": list(self.laws.values())}, indent=1) + "\n")
+            self.path.write_text(json.dumps({"laws": [asdict(law) for law in self.laws.values()]}, indent=1) + "\n")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -7,17 +7,29 @@ FAIL needs explained; a check used by a single law stays in that law's module.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from hypothesis import note
 from numpy.typing import ArrayLike, NDArray
 
-from properties.helpers.implementations import Implementation, Result
+from properties.helpers.implementations import LAST_RETURNED, Implementation, Result, returned_arrays
 from properties.helpers.options import GENERATION
 from properties.helpers.problems import AttentionOptions, AttentionProblem
 from properties.helpers.strategies import MAX_QUERY_GAIN
 from properties.helpers.tolerances import FLOAT64_EPS, ErrorBounds, option_error_bounds, tiny_of
+
+# What the function under test was seen to do where a law accepts several behaviours (a convention): each law
+# adds its observations with `observe`; attention-check's verdict recorder reads and clears them per law.
+OBSERVED: Counter[str] = Counter()
+
+
+def observe(what: str) -> None:
+    """Record what the function under test did (e.g. "raises ValueError on N = 0"), for the law's report row."""
+    OBSERVED[what] += 1
 
 
 class LawViolation(AssertionError):
@@ -324,3 +336,21 @@ def check_attentions_are_the_softmax_of_the_scaled_logits(
         tolerance,
         what="log(a_mn / a_jn) must equal the difference of the scaled logits s (k_m - k_j)^T q_n",
     )
+
+
+def check_returned_results_survive_later_calls(first: Callable[[], Any], later: Callable[[], Any], what: str) -> None:
+    """Call `first`, keep what the function under test returned (not the wrapper's copy) and a snapshot of it, call
+    `later` (a call on another problem of the same shapes), and raise LawViolation when the result the caller
+    still holds has changed: the function returned a buffer it reuses."""
+    first()
+    held = LAST_RETURNED[0]
+    snapshot = returned_arrays(held)
+    later()
+    now = returned_arrays(held)
+    changed = [i for i, (a, b) in enumerate(zip(snapshot, now, strict=True))
+               if a.shape != b.shape or a.tobytes() != b.tobytes()]  # fmt: skip
+    if changed:
+        raise LawViolation(
+            f"{what}: the result returned by one call changed when the function was called again (array "
+            f"{changed[0]} of what it returned): it hands back a buffer it reuses; return a fresh array"
+        )

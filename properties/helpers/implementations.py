@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import currently_in_test_context, reject
 from numpy.typing import NDArray
 
 from attention import multihead_scaled_self_attention, scaled_dot_product_self_attention, self_attention, softmax_cols
@@ -29,11 +31,39 @@ from properties.helpers.options import (
     Kind,
 )
 from properties.helpers.problems import ARGUMENT_ORDER, AttentionProblem
-from properties.helpers.tolerances import ErrorBounds, epsilon_of, error_bounds
+from properties.helpers.tolerances import ErrorBounds, epsilon_of, error_bounds, fits_in_range
+
+# Problems a law drew but did not judge, by reason (a problem beyond the range of the dtype the function
+# returns): the plugin clears it before each law and turns "every example set aside" into a skip; attention-check
+# reports the counts.
+SET_ASIDE: Counter[str] = Counter()
+
+
+class BeyondRange(ValueError):
+    """A problem whose values the dtype a function returns cannot represent: not judged for that function."""
+
+
+def require_returned_range(problem: AttentionProblem, result: Result) -> None:
+    """Set the problem aside (reject it inside a law, else raise BeyondRange) when the dtype of `result` is narrower
+    than float64 and the problem's q, k, v or logits exceed its range (tolerances.fits_in_range), as the row
+    convention's --dtype does: no function returning that dtype could represent them."""
+    names = {str(array.dtype) for array in (result.X_prime, result.attentions) if array is not None}
+    narrow = [name for name in ("float16", "float32") if name in names]
+    if not narrow or fits_in_range(problem, narrow[0]):
+        return
+    reason = f"q, k, v or logits beyond the range of {narrow[0]}, the dtype returned"
+    SET_ASIDE[reason] += 1
+    if currently_in_test_context():
+        reject()
+    raise BeyondRange(reason)
 
 
 class ImplementationFailed(AssertionError):
     """The implementation raised, or returned something that is not (X', attentions) or X'."""
+
+
+class TargetRaised(ImplementationFailed):
+    """The function under test itself raised (its exception is the __cause__)."""
 
 
 @dataclass(frozen=True)
@@ -94,21 +124,40 @@ def copied(value: Any) -> Any:
     return np.array(value, dtype=np.float64, copy=True)
 
 
+# What the last call of a function under test returned, uncopied (the wrappers hand laws copies): the hygiene laws
+# check that a result the caller holds is not changed by later calls.
+LAST_RETURNED: list[Any] = [None]
+
+
+def returned_arrays(value: Any) -> list[NDArray[Any]]:
+    """Copies of the arrays in a returned value (an array, a tensor or a tuple of them), as numpy arrays."""
+    if isinstance(value, tuple | list):
+        return [array for item in value for array in returned_arrays(item)]
+    detach = getattr(value, "detach", None)  # a torch tensor
+    value = detach().cpu() if callable(detach) else value
+    try:
+        return [np.array(value, copy=True)]
+    except Exception:  # not an array: nothing to keep
+        return []
+
+
 def call_function(name: str, function: Callable[..., Any], *arguments: Any, **keywords: Any) -> Any:
     """function(*arguments, **keywords), with its warnings shown rather than raised and its exceptions
-    reported as ImplementationFailed (NotImplementedError as "not implemented")."""
+    reported as ImplementationFailed (NotImplementedError as "not implemented"); what it returned, uncopied,
+    stays in LAST_RETURNED."""
     try:
         # A warning from the function under test is reported by pytest, not turned into an error: the laws
         # judge what it returns (the project's own warnings-as-errors filter is for its own code), and one
         # hygiene law, test_ordinary_inputs_raise_no_runtime_warning, judges its warnings.
         with warnings.catch_warnings():
             warnings.simplefilter("default")
-            return function(*arguments, **keywords)
+            LAST_RETURNED[0] = function(*arguments, **keywords)
+            return LAST_RETURNED[0]
     except Exception as error:
         if isinstance(error, NotImplementedError):
             said = str(error) or f"{name} raised NotImplementedError"
-            raise ImplementationFailed(f"not implemented: {said}") from error
-        raise ImplementationFailed(f"{name} raised {type(error).__name__}: {error}") from error
+            raise TargetRaised(f"not implemented: {said}") from error
+        raise TargetRaised(f"{name} raised {type(error).__name__}: {error}") from error
 
 
 @dataclass(frozen=True)
@@ -171,12 +220,15 @@ class Implementation:
                 raise ImplementationFailed(
                     f"{self.name} returned a sequence of length {len(returned)}; expected (X_prime, attentions)"
                 )
-            return Result(
+            result = Result(
                 as_result_array(returned[0], "X_prime", x_shape),
                 as_result_array(returned[1], "attentions", a_shape),
                 modified,
             )
-        return Result(as_result_array(returned, "X_prime", x_shape), None, modified)
+        else:
+            result = Result(as_result_array(returned, "X_prime", x_shape), None, modified)
+        require_returned_range(problem, result)
+        return result
 
 
 @dataclass(frozen=True)

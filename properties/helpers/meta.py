@@ -46,6 +46,12 @@ def _without_shrinking(law: Callable[..., Any]) -> Callable[..., Any]:
     return rerun(law, quick, explicit_examples_of(law))
 
 
+def only_recording() -> bool:
+    """Whether meta-tests are being read for their aims (inside `recording()`): a meta-test that checks more than
+    assert_law_fails (a fixed example on its own, say) returns early then."""
+    return _AIMS.get() is not None
+
+
 def assert_law_fails(law: Callable[..., Any], **arguments: Any) -> None:
     """Run the law (a hypothesis test, or a test on fixed inputs) with `arguments` (e.g. implementation=broken)
     and demand that it fails.

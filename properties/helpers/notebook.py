@@ -2,7 +2,10 @@
 
 Only the import statements and the definitions of softmax_cols, self_attention and
 scaled_dot_product_self_attention (with every notebook function they call) are kept; no other cell runs.
-A function still in the notebook's template form is replaced by one that raises NotImplementedError.
+A function still in the notebook's template form (its body raises NotImplementedError before it can return,
+as the course's `# YOUR CODE HERE` / `raise NotImplementedError()` cells do, or the older
+`X_prime = np.zeros_like(X); return X_prime`) is replaced by one that raises NotImplementedError. Code after an
+unconditional raise or return never runs, so it is never read (for the names it uses or the globals it reads).
 A function that reads a variable the notebook assigns at top level (D, N, ...) is named as such: that
 cell does not run here.
 """
@@ -52,9 +55,38 @@ def code_cells(path: Path) -> list[str]:
     return cells
 
 
-def _is_template(function: ast.FunctionDef) -> bool:
+JUMPS = (ast.Raise, ast.Return, ast.Continue, ast.Break)
+BLOCKS = ("body", "orelse", "finalbody")
+
+
+def reachable(function: ast.FunctionDef) -> ast.FunctionDef:
+    """A copy of `function` without the statements that follow an unconditional raise, return, continue or break
+    in any block (they never run)."""
+    copy: ast.FunctionDef = ast.parse(ast.unparse(function)).body[0]  # type: ignore[assignment]
+    for node in ast.walk(copy):
+        for block in BLOCKS:
+            statements = getattr(node, block, None)
+            if isinstance(statements, list) and statements and isinstance(statements[0], ast.stmt):
+                end = next((i for i, s in enumerate(statements) if isinstance(s, JUMPS)), len(statements) - 1)
+                del statements[end + 1 :]
+    return copy
+
+
+def _raises_not_implemented(statement: ast.stmt) -> bool:
+    if not isinstance(statement, ast.Raise) or statement.exc is None:
+        return False
+    raised = statement.exc.func if isinstance(statement.exc, ast.Call) else statement.exc
+    return isinstance(raised, ast.Name) and raised.id == "NotImplementedError"
+
+
+def _is_template(function: ast.FunctionDef, old_form: bool = True) -> bool:
+    """Whether `function` (its reachable statements) is still a template: it raises NotImplementedError before any
+    return can run, or (`old_form`) its body is the notebook's older `X_prime = np.zeros_like(X); return X_prime`."""
     body = [s for s in function.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
-    return tuple(ast.dump(s) for s in body) == TEMPLATE_BODY
+    body = [s for s in body if not isinstance(s, ast.Pass)]
+    if body and _raises_not_implemented(body[-1]):
+        return not any(isinstance(node, ast.Return) for s in body[:-1] for node in ast.walk(s))
+    return old_form and tuple(ast.dump(s) for s in body) == TEMPLATE_BODY
 
 
 def _names_used(function: ast.FunctionDef) -> set[str]:
@@ -101,7 +133,7 @@ def extract(path: Path) -> Extraction:
             if isinstance(statement, ast.Import | ast.ImportFrom):
                 imports.append(statement)
             elif isinstance(statement, ast.FunctionDef):
-                functions[statement.name] = statement
+                functions[statement.name] = reachable(statement)
             else:
                 assigned |= _assigned_at_top_level(statement)
     imported = {(alias.asname or alias.name).split(".")[0] for s in imports for alias in s.names}  # type: ignore[attr-defined]
@@ -109,7 +141,7 @@ def extract(path: Path) -> Extraction:
     for name in FUNCTIONS:
         if name not in functions:
             status[name] = "missing"
-        elif name != "softmax_cols" and _is_template(functions[name]):
+        elif _is_template(functions[name], old_form=name != "softmax_cols"):
             status[name] = "template"
         else:
             status[name] = "implemented"

@@ -428,7 +428,10 @@ def bias_witnesses(draw: st.DrawFn) -> tuple[AttentionProblem, Array, NDArray[np
     Returns the problem, the bias, a transposition p and the law-side weights a = softmax_cols(bias)."""
     N = draw(st.integers(2, 4), label="N")
     D = draw(st.integers(N, N + 2), label="D")
-    D_q, D_v = draw(st.integers(1, 3), label="D_q"), draw(st.integers(D, D + 2), label="D_v")
+    if GENERATION.square:
+        D_q = D_v = D
+    else:
+        D_q, D_v = draw(st.integers(1, 3), label="D_q"), draw(st.integers(D, D + 2), label="D_v")
     problem = AttentionProblem(
         X=draw(well_conditioned_matrices(D, N, max_condition=4.0, bound=1.0), label="X"),
         omega_v=draw(well_conditioned_matrices(D_v, D, max_condition=4.0, bound=1.0), label="omega_v"),
@@ -587,7 +590,10 @@ def position_sensitive_witnesses(draw: st.DrawFn) -> tuple[AttentionProblem, Arr
     s delta^T omega_q^T M omega_q delta > 0: see test_absolute_positions_break_equivariance.
     """
     D = draw(st.integers(1, 4), label="D")
-    D_q, D_v = draw(st.integers(D, D + 2), label="D_q"), draw(st.integers(D, D + 2), label="D_v")
+    if GENERATION.square:
+        D_q = D_v = D
+    else:
+        D_q, D_v = draw(st.integers(D, D + 2), label="D_q"), draw(st.integers(D, D + 2), label="D_v")
     omega_q = draw(well_conditioned_matrices(D_q, D, max_condition=4.0, bound=1.0), label="omega_q")
     M = draw(symmetric_positive_definite_matrices(D_q), label="M (omega_k = M omega_q)")
     x = draw(columns(D, bound=1.0), label="x")
@@ -774,13 +780,44 @@ LONG_EXAMPLE_N = 600
 TWO_SLABS_N = 1100
 
 
-def long_sequence_example(N: int = LONG_EXAMPLE_N) -> AttentionProblem:
-    """A fixed long problem (D = D_q = D_v = 2, seeded entries) checked on every run. Square, so that it is also
-    an example of --square (the drawn long problems vary D_q and D_v)."""
+def long_sequence_example(N: int = LONG_EXAMPLE_N, *, D_q: int = 2, D_v: int = 2) -> AttentionProblem:
+    """A fixed long problem (D = 2, seeded entries) checked on every run; D = D_q = D_v = 2 by default (also an
+    example of --square)."""
     rng = np.random.default_rng(600)
-    shapes = [(2, N), (2, 2), (2, 2), (2, 2), (2, 1), (2, 1), (2, 1)]
+    shapes = [(2, N), (D_v, 2), (D_q, 2), (D_q, 2), (D_v, 1), (D_q, 1), (D_q, 1)]
     arrays = [rng.uniform(-ENTRY_BOUND, ENTRY_BOUND, shape) for shape in shapes]
     return with_logits_within(AttentionProblem(*arrays), SEMANTIC_LOGIT_BOUND)
+
+
+def long_sequence_example_as_generated(N: int = LONG_EXAMPLE_N) -> AttentionProblem:
+    """The fixed long example of the long-sequence laws: square under --square, else with D_q = 3 != D = 2 and
+    D_v = 1, so that a scale by 1/sqrt(D) (or 1/sqrt(D_v)) instead of 1/sqrt(D_q) shows on it whatever is drawn."""
+    return long_sequence_example(N) if GENERATION.square else long_sequence_example(N, D_q=3, D_v=1)
+
+
+def as_generated(problem: AttentionProblem) -> AttentionProblem:
+    """A fixed example under the generation switches: unchanged, or under --square padded with zeros to
+    D = D_q = D_v = max(D, D_q, D_v), the queries multiplied by sqrt(D'/D_q) so that the scaled logits
+    K^T Q / sqrt(D_q) are unchanged (the unscaled ones grow by that factor); the values gain zero rows."""
+    if not GENERATION.square:
+        return problem
+    side = max(problem.D, problem.D_q, problem.D_v)
+
+    def padded(array: Array, rows: int, cols: int) -> Array:
+        out = np.zeros((rows, cols))
+        out[: array.shape[0], : array.shape[1]] = array
+        return out
+
+    gain = float(np.sqrt(side / problem.D_q))
+    return AttentionProblem(
+        X=padded(problem.X, side, problem.N),
+        omega_v=padded(problem.omega_v, side, side),
+        omega_q=padded(problem.omega_q, side, side) * gain,
+        omega_k=padded(problem.omega_k, side, side),
+        beta_v=padded(problem.beta_v, side, 1),
+        beta_q=padded(problem.beta_q, side, 1) * gain,
+        beta_k=padded(problem.beta_k, side, 1),
+    )
 
 
 @st.composite
@@ -953,3 +990,32 @@ def gradient_problems_with_a_changed_slot(draw: st.DrawFn) -> Any:
         array[b, h] = draw(grid_arrays(array.shape[2:]), label=f"new {name}")
         arrays[name] = array
     return problem, problem.replace(**arrays), (b, h)
+
+
+# The depth (-log of the smallest normal number) of each judged dtype: a ladder's deepest weight sits just above
+# it, so that a rule zeroing weights below any threshold between 1e-8 and that number leaves a visible hole.
+TAIL_DEPTHS = tuple(float(-np.log(np.finfo(dtype).smallest_normal)) for dtype in (np.float64, np.float32, np.float16))
+
+
+def tail_ladder(dims: Dimensions, depth: float, omega_v: Array, beta_v: Array) -> AttentionProblem:
+    """Every query the same, q = sqrt(D_q) depth e_0 (omega_q = 0), and keys k_m = -m / (N - 1) e_0: the scaled
+    logits of each column are the ladder 0, -depth / (N - 1), ..., -depth, so the weights run from about 1 down to
+    e^-depth, at evenly spaced depths (eq. 12.9's scale; unscaled, the ladder is sqrt(D_q) times deeper)."""
+    D, D_q, N = dims.D, dims.D_q, dims.N
+    X = np.zeros((D, N))
+    X[0] = -np.arange(N) / max(N - 1, 1)
+    omega_k = np.zeros((D_q, D))
+    omega_k[0, 0] = 1.0
+    beta_q = np.zeros((D_q, 1))
+    beta_q[0, 0] = np.sqrt(D_q) * depth
+    return AttentionProblem(X, omega_v, np.zeros((D_q, D)), omega_k, beta_v, beta_q, np.zeros((D_q, 1)))
+
+
+@st.composite
+def tail_ladder_problems(draw: st.DrawFn) -> AttentionProblem:
+    """Ladders of weights (tail_ladder) down to just above the smallest normal number of a judged dtype (float64,
+    float32 or float16, TAIL_DEPTHS), N >= 2: at every depth a weight a zeroing rule would remove."""
+    dims = draw(dimensions(min_n=2))
+    depth = draw(st.sampled_from(TAIL_DEPTHS), label="depth") * (1 - draw(st.floats(0.0, 0.01), label="jitter"))
+    omega_v = draw(matrices(dims.D_v, dims.D), label="omega_v")
+    return tail_ladder(dims, depth, omega_v, draw(columns(dims.D_v), label="beta_v"))

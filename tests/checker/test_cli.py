@@ -20,6 +20,7 @@ from properties.catalogues import mistakes as b
 from properties.checker.cli import rerun
 from properties.checker.examples import write_notebook
 from properties.checker.grading import Subject, absolute_target, subjects_of_file
+from properties.checker.records import LawVerdict
 from properties.checker.report import Draws, counterexample, snippet
 from properties.checker.verdicts import describe
 from properties.helpers.checks import LawViolation
@@ -57,6 +58,36 @@ def test_template_functions_raise_not_implemented(tmp_path: Path) -> None:
     assert extraction.status["softmax_cols"] == "implemented"
     with pytest.raises(NotImplementedError, match="template"):
         load_function(f"{notebook}:self_attention")(np.eye(2))
+
+
+def test_the_course_template_is_a_template_not_a_reader_of_globals(tmp_path: Path) -> None:
+    """The course's unfilled cells (`# YOUR CODE HERE`, `raise NotImplementedError()`, then `return X_prime,
+    attentions`, names a later cell assigns at top level): both functions are `template`, softmax_cols (given)
+    is implemented, and nothing says "reads a notebook global"."""
+    notebook = write_notebook(tmp_path / "course.ipynb", "course_template")
+    extraction = extract(notebook)
+    assert extraction.status == {"softmax_cols": "implemented", "self_attention": "template",
+                                 "scaled_dot_product_self_attention": "template"}  # fmt: skip
+    subjects = {s.function: s for s in subjects_of_file(notebook)}
+    assert subjects["self_attention"].error == "still the notebook's template"
+    assert "global" not in subjects["scaled_dot_product_self_attention"].error
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ("raise NotImplementedError\n  return X", "template"),
+        ("'''doc'''\n  pass\n  raise NotImplementedError('write me')", "template"),
+        ("if X.size:\n    return X\n  raise NotImplementedError()", "implemented"),
+        ("return X\n  print(D)", "implemented"),  # D is read only after the return
+        ("Y = X * D\n  return Y", "reads a notebook global D"),
+        ("for x in X:\n    continue\n    print(D)\n  return X", "implemented"),
+    ],
+)
+def test_templates_are_recognised_by_behaviour(tmp_path: Path, body: str, status: str) -> None:
+    path = tmp_path / "f.py"
+    path.write_text(f"import numpy as np\nD = 4\n\ndef self_attention(X, *args):\n  {body}\n")
+    assert extract(path).status["self_attention"] == status
 
 
 def test_a_function_reading_a_notebook_global_is_named(tmp_path: Path) -> None:
@@ -141,8 +172,10 @@ def test_an_empty_assertion_names_its_file_and_line() -> None:
 
 def test_a_conventions_fail_is_shown_but_counted_only_when_strict() -> None:
     """Another convention for a query that sees no key is reported, not counted, unless --strict-conventions."""
-    law = {"law": "test_a_query_that_sees_no_key_gets_a_zero_column", "category": "conventions", "status": "FAIL"}
-    subject = Subject("f", "m:f", "scaled", laws=[law, {"law": "other", "category": "semantics", "status": "PASS"}])
+    law = LawVerdict("test_a_query_that_sees_no_key_gets_a_zero_column", "conventions", "m", "implementation",
+                     status="FAIL")  # fmt: skip
+    subject = Subject("f", "m:f", "scaled", laws=[law, LawVerdict("other", "semantics", "m", "implementation",
+                                                                  status="PASS")])  # fmt: skip
     assert subject.verdict == "PASS" and subject.category("conventions") == "FAIL"
     subject.uncounted = ()
     assert subject.verdict == "FAIL"
@@ -170,6 +203,64 @@ def test_reproduction_snippet_replays_a_row_convention_counterexample() -> None:
     code = snippet(law, {"kernel": kernel, "problem": BatchedProblem(slots)})
     with pytest.raises(LawViolation, match=r"out\[1, 0\]"):
         exec(code, {})
-    row = {"law": law.__name__, "module": law.__module__}
+    row = LawVerdict(law.__name__, "semantics", law.__module__, "kernel")
     command = rerun(row, Subject("kernel", kernel.name, "scaled"), ("--convention", "sdpa", "--dtype=float32"))
     assert command.endswith("--convention sdpa --dtype=float32")
+
+
+def test_nothing_checked_is_not_a_pass() -> None:
+    """A function whose counted laws all skipped is NOT CHECKED, with the skip reasons aggregated; a conventions
+    PASS alone does not make a PASS; any counted PASS does, and any counted FAIL fails."""
+
+    def law(name: str, status: str, category: str = "semantics", reason: str = "") -> LawVerdict:
+        return LawVerdict(name, category, "m", "implementation", status=status, reason=reason)
+
+    skipped = [law("a", "SKIP", reason="needs mask="), law("b", "SKIP", reason="needs mask="),
+               law("c", "SKIP", reason="needs the attentions")]  # fmt: skip
+    subject = Subject("f", "m:f", "scaled", laws=skipped)
+    assert subject.verdict == "NOT CHECKED"
+    assert subject.not_checked == "every selected law skipped: needs mask= (2 laws); needs the attentions (1 law)"
+    subject.laws.append(law("d", "PASS", "conventions"))
+    assert subject.verdict == "NOT CHECKED" and subject.not_checked
+    subject.uncounted = ()
+    assert subject.verdict == "PASS" and not subject.not_checked
+    assert Subject("f", "m:f", "scaled").verdict == "NOT CHECKED"
+    assert Subject("f", "m:f", "scaled", laws=[*skipped, law("e", "FAIL")]).verdict == "FAIL"
+    assert Subject.from_json(subject.to_json()) == subject
+
+
+WRONG_AXIS = """import numpy as np
+
+
+def scaled_dot_product_self_attention(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k):
+    Q, K, V = omega_q @ X + beta_q, omega_k @ X + beta_k, omega_v @ X + beta_v
+    logits = K.T @ Q / np.sqrt(omega_q.shape[0])
+    A = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return V @ (A / A.sum(axis=1, keepdims=True))
+"""
+
+
+def test_a_selection_that_checks_nothing_exits_3_not_checked(tmp_path: Path) -> None:
+    """--only conventions on a function without mask=: NOT CHECKED in the table, the CSV and the JSON, with the
+    reason, and exit code 3 (not 0, not FAIL's 1)."""
+    (tmp_path / "wrong_axis.py").write_text(WRONG_AXIS)
+    command = [sys.executable, "-m", "properties.checker.cli", "wrong_axis.py:scaled_dot_product_self_attention",
+               "--only", "conventions", "--csv", "grades.csv", "--json", "grades.json"]  # fmt: skip
+    completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+    assert completed.returncode == 3, completed.stdout + completed.stderr
+    assert "attention-check: NOT CHECKED (no counted law was selected" in completed.stdout
+    (row,) = csv.DictReader((tmp_path / "grades.csv").open())
+    assert row["verdict"] == "NOT CHECKED" and "takes no keyword argument(s) mask" in row["not_checked"]
+    report = json.loads((tmp_path / "grades.json").read_text())
+    assert report["verdict"] == report["runs"][0]["verdict"] == "NOT CHECKED" and report["schema"] == 2
+
+
+def test_plain_pytest_says_when_every_law_skipped(tmp_path: Path) -> None:
+    """Under plain pytest, a run whose laws all skipped says NOT CHECKED in its summary."""
+    (tmp_path / "wrong_axis.py").write_text(WRONG_AXIS)
+    target = f"{tmp_path / 'wrong_axis.py'}:scaled_dot_product_self_attention"
+    command = [sys.executable, "-m", "pytest", "--pyargs", "properties.test_conventions", "-p", "properties.plugin",
+               "-p", "no:cacheprovider", "-k", "sees_no_key", "--impl", target]  # fmt: skip
+    completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+    assert "attention-properties: NOT CHECKED" in completed.stdout, completed.stdout
+    assert "every one of the 1 laws selected skipped" in completed.stdout

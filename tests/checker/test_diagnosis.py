@@ -51,3 +51,23 @@ def test_correct_implementations_get_no_diagnosis(kind: str) -> None:
 def test_each_softmax_mistake_is_diagnosed_as_itself(mistake: Any) -> None:
     diagnosis = diagnose_softmax(mistake.function, None)
     assert diagnosis is not None and diagnosis.mistake == mistake.function.__name__
+
+
+def test_float32_accuracy_returned_as_float64_is_diagnosed_in_words() -> None:
+    """A softmax run in float32 and returned as float64: named, with its error against both dtypes' bounds; the
+    correct float64 reference and float32 code returning float32 are not."""
+
+    def float32_softmax_in_float64(*arrays: Any) -> Any:
+        X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = arrays
+        Q, K, V = omega_q @ X + beta_q, omega_k @ X + beta_k, omega_v @ X + beta_v
+        logits = (K.T @ Q / np.sqrt(omega_q.shape[0])).astype(np.float32)
+        A = np.exp(logits - logits.max(axis=0))
+        A = (A / A.sum(axis=0)).astype(np.float64)
+        return V @ A, A
+
+    problem = AttentionProblem(*(np.random.default_rng(5).uniform(-1, 1, s)
+                                 for s in [(3, 4), (2, 3), (2, 3), (2, 3), (2, 1), (2, 1), (2, 1)]))  # fmt: skip
+    diagnosis = diagnose_attention(Implementation(float32_softmax_in_float64), problem)
+    assert diagnosis is not None and diagnosis.mistake == "float32_accuracy_in_float64", diagnosis
+    assert "only as accurate as float32" in diagnosis.message and "float64's bound" in diagnosis.message
+    assert diagnose_attention(Implementation(b.scaled_by_sqrt_D_q), problem) is None

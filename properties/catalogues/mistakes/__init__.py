@@ -51,7 +51,17 @@ from properties.catalogues.mistakes.biases import (
     bias_rows_reversed,
     bias_transposed,
 )
-from properties.catalogues.mistakes.hygiene import _CACHE, cached_by_shape, mutates_inputs, nondeterministic_order
+from properties.catalogues.mistakes.edges import empty_output_of_width_D, empty_output_with_options_of_width_D
+from properties.catalogues.mistakes.hygiene import (
+    _CACHE,
+    cached_by_shape,
+    kernel_reuses_its_output_buffer,
+    multihead_reuses_its_output_buffer,
+    mutates_inputs,
+    nondeterministic_order,
+    reuses_its_output_buffer,
+    softmax_reuses_its_output_buffer,
+)
 from properties.catalogues.mistakes.kernels import (
     broken_flash,
     broken_merge,
@@ -83,7 +93,6 @@ from properties.catalogues.mistakes.masks import (
     causal_or_mask,
     causal_sees_one_ahead,
     causal_upper_triangle,
-    crashes_without_inputs,
     hidden_logits_filled_with_minus_20,
     keywords_ignored,
     mask_as_large_negative_bias,
@@ -160,6 +169,7 @@ from properties.catalogues.mistakes.rows import (
     kernel_keys_of_first_batch_element,
     kernel_keywords_ignored,
     kernel_mask_polarity_inverted,
+    kernel_promotes_to_float64,
     kernel_scaled_by_value_width,
     kernel_softmax_over_queries,
 )
@@ -174,6 +184,7 @@ from properties.catalogues.mistakes.scale import (
 )
 from properties.catalogues.mistakes.softmax import (
     exp_without_normalisation,
+    float32_notebook_softmax,
     notebook_softmax,
     notebook_softmax_cols,
     reversed_softmax,
@@ -190,6 +201,9 @@ from properties.catalogues.mistakes.tails import (
     blocked_dropping_the_tail_block,
     blocked_reusing_the_first_query_block,
     tail_weights_zeroed,
+    tail_weights_zeroed_below_1e_100,
+    tail_weights_zeroed_below_1e_200,
+    tail_weights_zeroed_below_1e_300,
 )
 
 __all__ = [
@@ -250,7 +264,8 @@ __all__ = [
     "causal_sees_one_ahead",
     "causal_upper_triangle",
     "correct_attention",
-    "crashes_without_inputs",
+    "empty_output_of_width_D",
+    "empty_output_with_options_of_width_D",
     "exp_without_normalisation",
     "first_heads_scale_for_every_head",
     "flash_alibi_signed_distance",
@@ -269,6 +284,7 @@ __all__ = [
     "flash_window_right_off_by_one",
     "flash_window_top_left",
     "flash_window_unbounded_as_zero",
+    "float32_notebook_softmax",
     "from_angles",
     "heads_interleaved",
     "heads_stacked_in_reverse",
@@ -281,6 +297,8 @@ __all__ = [
     "kernel_keys_of_first_batch_element",
     "kernel_keywords_ignored",
     "kernel_mask_polarity_inverted",
+    "kernel_promotes_to_float64",
+    "kernel_reuses_its_output_buffer",
     "kernel_scaled_by_value_width",
     "kernel_softmax_over_queries",
     "keys_from_query_weights",
@@ -298,6 +316,7 @@ __all__ = [
     "merge_without_the_max_shift",
     "mistake",
     "mixing_transposed",
+    "multihead_reuses_its_output_buffer",
     "mutates_inputs",
     "nan_for_queries_without_keys",
     "nondeterministic_order",
@@ -324,6 +343,7 @@ __all__ = [
     "query_key_positions_on_the_values_only",
     "query_norm_squared_scale",
     "residual_added",
+    "reuses_its_output_buffer",
     "reversed_softmax",
     "row_softmax",
     "rows_softmax",
@@ -340,8 +360,12 @@ __all__ = [
     "softmax_over_all_entries",
     "softmax_over_rows",
     "softmax_over_whole_matrix",
+    "softmax_reuses_its_output_buffer",
     "stable_softmax",
     "tail_weights_zeroed",
+    "tail_weights_zeroed_below_1e_100",
+    "tail_weights_zeroed_below_1e_200",
+    "tail_weights_zeroed_below_1e_300",
     "textbook_backward",
     "transposed_logits",
     "uniform_attention",

@@ -6,7 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from properties.catalogues.mistakes._base import Array, Pair, correct_attention
+from attention import multihead_scaled_self_attention
+from attention.rows import scaled_dot_product_attention as row_attention
+from properties.catalogues.mistakes._base import Array, Pair, correct_attention, mistake, stable_softmax
 
 
 def mutates_inputs(
@@ -45,3 +47,49 @@ def cached_by_shape(
         )
     X_prime, A = _CACHE[key]
     return X_prime.copy(), A.copy()
+
+
+_BUFFERS: dict[Any, Any] = {}  # the output buffers the mistakes below reuse, by name and shape
+
+
+def _reused(name: str, *results: Array) -> Any:
+    """`results` copied into buffers kept by (name, shapes) and reused on the next call of the same shapes."""
+    key = (name, *(r.shape for r in results))
+    buffers = _BUFFERS.setdefault(key, tuple(np.empty_like(r) for r in results))
+    for buffer, result in zip(buffers, results, strict=True):
+        buffer[...] = result
+    return buffers if len(buffers) > 1 else buffers[0]
+
+
+@mistake("none", "reused output buffer")
+def reuses_its_output_buffer(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array
+) -> Pair:
+    """Correct values, written into the same two arrays on every call of the same shapes: the next call changes
+    the result the caller holds."""
+    X_prime, A = correct_attention(
+        X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, scale=1 / np.sqrt(omega_q.shape[0])
+    )
+    return _reused("attention", X_prime, A)  # type: ignore[no-any-return]
+
+
+@mistake("none", "reused output buffer")
+def softmax_reuses_its_output_buffer(data: Array) -> Array:
+    """A correct column softmax written into the same array on every call of the same shape."""
+    return _reused("softmax", stable_softmax(data))  # type: ignore[no-any-return]
+
+
+@mistake("none", "reused output buffer")
+def multihead_reuses_its_output_buffer(X: Array, heads: Any, omega_c: Array) -> Array:
+    """Correct multi-head attention written into the same array on every call of the same shapes."""
+    return _reused("multihead", np.asarray(multihead_scaled_self_attention(X, heads, omega_c)))  # type: ignore[no-any-return]
+
+
+@mistake("none", "reused output buffer")
+def kernel_reuses_its_output_buffer(
+    query: Array, key: Array, value: Array, attn_mask: Any = None, dropout_p: float = 0.0,
+    is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False,
+) -> Array:  # fmt: skip
+    """A correct row-convention kernel writing into the same array on every call of the same shapes."""
+    out = row_attention(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
+    return _reused("kernel", out)  # type: ignore[no-any-return]

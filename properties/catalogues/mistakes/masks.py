@@ -178,15 +178,6 @@ def masked_softmax_without_the_shift(*arrays: Array, causal: bool = False, mask:
     return V @ A, A
 
 
-@mistake("every option at N = 0", "crashes on the edge")
-def crashes_without_inputs(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Pair:
-    """Shifts the logits by logits.max(axis=0), which has no identity for N = 0: raises where empty outputs are due."""
-    Q, K, _ = _projections(arrays, None, "input")
-    logits = (K.T @ Q) / np.sqrt(Q.shape[0]) + (0.0 if bias is None else np.asarray(bias))
-    logits.max(axis=0)  # ValueError for N = 0: zero-size array to reduction operation maximum
-    return _reference(arrays, mask=mask, causal=causal, bias=bias)
-
-
 @mistake("mask, causal", "convention: NaN")
 def nan_for_queries_without_keys(*arrays: Array, causal: bool = False, mask: Any = None, bias: Any = None) -> Pair:
     """Correct, but a query that sees no key gets NaN (softmax over logits that are all -inf: 0 / 0), as

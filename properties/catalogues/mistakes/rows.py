@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from attention.rows import scaled_dot_product_attention as row_attention
-from properties.catalogues.mistakes._base import Array, rows_softmax
+from properties.catalogues.mistakes._base import Array, mistake, rows_softmax
 
 
 def kernel_scaled_by_value_width(
@@ -98,3 +98,13 @@ def kernel_groups_tiled(
         group = query.shape[-3] // key.shape[-3]
         key, value = np.tile(key, (1, group, 1, 1)), np.tile(value, (1, group, 1, 1))
     return row_attention(query, key, value, attn_mask, dropout_p, is_causal, scale)
+
+
+@mistake("dtype", "output dtype")
+def kernel_promotes_to_float64(
+    query: Array, key: Array, value: Array, attn_mask: Any = None, dropout_p: float = 0.0,
+    is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False,
+) -> Array:  # fmt: skip
+    """Correct values, computed and returned in float64 whatever the inputs' dtype: float32 in, float64 out."""
+    q, k, v = (np.asarray(a, dtype=np.float64) for a in (query, key, value))
+    return row_attention(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa)

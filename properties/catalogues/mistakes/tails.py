@@ -4,15 +4,39 @@ from __future__ import annotations
 
 import numpy as np
 
-from properties.catalogues.mistakes._base import Array, Pair, correct_attention
+from properties.catalogues.mistakes._base import Array, Pair, correct_attention, mistake
 
 
-def tail_weights_zeroed(*arrays: Array) -> Pair:
-    """Zeroes every weight below 1e-8 and renormalises (a "sparsification" shortcut)."""
+def _zeroed_below(threshold: float, arrays: tuple[Array, ...]) -> Pair:
+    """Correct attention with every weight below `threshold` zeroed and each column renormalised."""
     _, A = correct_attention(*arrays, scale=1 / np.sqrt(arrays[2].shape[0]))
-    A = np.where(A < 1e-8, 0.0, A)
+    A = np.where(threshold > A, 0.0, A)
     A /= A.sum(axis=0, keepdims=True)
     return (arrays[1] @ arrays[0] + arrays[4]) @ A, A
+
+
+@mistake("none", "tail zeroed")
+def tail_weights_zeroed(*arrays: Array) -> Pair:
+    """Zeroes every weight below 1e-8 and renormalises (a "sparsification" shortcut)."""
+    return _zeroed_below(1e-8, arrays)
+
+
+@mistake("none", "tail zeroed")
+def tail_weights_zeroed_below_1e_100(*arrays: Array) -> Pair:
+    """Zeroes every weight below 1e-100 and renormalises: far below anything a plot shows."""
+    return _zeroed_below(1e-100, arrays)
+
+
+@mistake("none", "tail zeroed")
+def tail_weights_zeroed_below_1e_200(*arrays: Array) -> Pair:
+    """Zeroes every weight below 1e-200 and renormalises."""
+    return _zeroed_below(1e-200, arrays)
+
+
+@mistake("none", "tail zeroed")
+def tail_weights_zeroed_below_1e_300(*arrays: Array) -> Pair:
+    """Zeroes every weight below 1e-300 and renormalises: 8 orders above float64's smallest normal number."""
+    return _zeroed_below(1e-300, arrays)
 
 
 TILE = 16  # the block size of the blocked mistakes below

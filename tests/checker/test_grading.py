@@ -1,0 +1,52 @@
+"""The grading worker on a counterexample with large arrays: the fixed N = 1100 problem with a 1100 x 1100 bias
+(24 MB of JSON and 19 MB of snippet when inline) is stored compactly, and the worker's own files never count
+against the output limit meant for the code under test."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from properties.checker.grading import Job, Options, grade_one
+
+pytestmark = pytest.mark.meta
+
+# Correct, except that the bias reaches only the first slab of 1024 queries (a kernel that adds it slab by slab
+# and forgets the second): only problems with N > 1024 show it, such as the fixed N = 1100 examples.
+SECOND_SLAB_WITHOUT_BIAS = """import numpy as np
+
+
+def attention(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, *, bias=None):
+    Q, K, V = omega_q @ X + beta_q, omega_k @ X + beta_k, omega_v @ X + beta_v
+    logits = K.T @ Q / np.sqrt(omega_q.shape[0])
+    if bias is not None:
+        logits[:, :1024] += np.asarray(bias)[:, :1024]
+    A = np.exp(logits - logits.max(axis=0, initial=-np.inf))
+    A /= A.sum(axis=0)
+    return V @ A, A
+"""
+LAW = "test_large_logits_keep_outputs_the_values_times_the_softmax_of_the_logits"
+
+
+def test_a_counterexample_of_n_1100_is_stored_compactly_and_replays(tmp_path: Path) -> None:
+    (tmp_path / "slabs.py").write_text(SECOND_SLAB_WITHOUT_BIAS)
+    arrays = tmp_path / "report-arrays"
+    options = Options(laws=LAW, only=("robustness",), timeout=600, arrays_dir=str(arrays))
+    graded = grade_one(Job("slabs.py:attention", None, f"{tmp_path / 'slabs.py'}:attention"), options)
+    assert not graded.error, graded.error
+    (law,) = [law for law in graded.subjects[0].laws if law.law == LAW]
+    assert law.status == "FAIL" and law.arrays and Path(law.arrays).parent == arrays
+    assert law.counterexample is not None and law.counterexample["N"] == 1100
+    assert law.counterexample["arguments"]["case"][1]["bias"]["npz"] == law.arrays  # the bias, by reference
+    assert len(json.dumps(law.counterexample)) < 200_000
+    assert law.reproduce is not None and len(law.reproduce.splitlines()) < 100 and len(law.reproduce) < 200_000
+    stored = np.load(law.arrays)
+    assert any(stored[key].shape == (1100, 1100) for key in stored.files)
+    (tmp_path / "replay.py").write_text(law.reproduce)
+    replay = subprocess.run([sys.executable, "replay.py"], cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert replay.returncode != 0 and "LawViolation" in replay.stderr, replay.stderr[-2000:]
