@@ -35,7 +35,10 @@ def grade_on_cluster(
     except ImportError as error:
         raise SystemExit(NEEDS_DASK) from error
     own = not isinstance(address, distributed.Client)
-    client: Any = distributed.Client(address, timeout=connect_timeout) if own else address
+    try:
+        client: Any = distributed.Client(address, timeout=connect_timeout) if own else address
+    except OSError as error:  # includes TimeoutError: nothing listens there, or not a Dask scheduler
+        raise SystemExit(f"attention-check: cannot reach the Dask scheduler at {address}: {error}") from error
     try:
         run = uuid.uuid4().hex[:8]
         futures = [

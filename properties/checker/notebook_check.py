@@ -90,10 +90,10 @@ def module_for(function: Callable[..., Any]) -> Module:
 
 def _file_target(function: Callable[..., Any]) -> str | None:
     """path/to/file.py:function for a module-level function of an importable .py file, else None."""
-    module = inspect.getmodule(function)
-    file = getattr(module, "__file__", None)
+    namespace = getattr(function, "__globals__", {})
+    file = namespace.get("__file__")
     qualname = getattr(function, "__qualname__", "")
-    if module is None or module.__name__ == "__main__" or not file or "<" in qualname or "." in qualname:
+    if namespace.get("__name__") == "__main__" or not file or "<" in qualname or "." in qualname:
         return None
     path = Path(file)
     return f"{path.resolve()}:{qualname}" if path.suffix == ".py" and path.is_file() else None
