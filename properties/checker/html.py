@@ -8,6 +8,7 @@ of the JSON report (`cli.as_json`), read through one adapter, `runs_from_json`.
 from __future__ import annotations
 
 import html
+import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -316,6 +317,9 @@ def class_report(
     """The class report as one HTML page, from the JSON report's data (`cli.as_json`). With `pictures` (and
     matplotlib) each failing function gets a heatmap of its first picturable counterexample."""
     runs = runs_from_json(data, uncounted)
+    base = os.path.commonpath([os.path.dirname(run.file) for run in runs]) if len({r.file for r in runs}) > 1 else ""
+    for run in runs:  # shown below their common folder, named once in the header
+        run.file = os.path.relpath(run.file, base) if base else run.file
     drawing = pictures and have_matplotlib()
     if drawing:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -336,7 +340,8 @@ def class_report(
         settings_text += f", only {', '.join(data['only'])}"
     body = [
         "<h1>attention-check: class report</h1>",
-        f'<p class="meta">{len(files)} files, {len(runs)} functions &middot; {e(settings_text)} &middot; '
+        f'<p class="meta">{len(files)} files{f" in {e(base)}" if base else ""}, {len(runs)} functions &middot; '
+        f"{e(settings_text)} &middot; "
         f"{now().strftime('%Y-%m-%d %H:%M UTC')}</p>",
         '<section id="summary"><h2>The class at a glance</h2><div class="tiles">'
         + "".join(f'<div class="tile"><b>{e(v)}</b><span>{e(t)}</span></div>' for v, t in tiles)
