@@ -292,11 +292,12 @@ def not_graded_counts(runs: Sequence[Run]) -> list[tuple[str, int, int]]:
 
 
 def law_rates(runs: Sequence[Run]) -> list[tuple[str, str, int, int]]:
-    """(law, category, passed, ran) for every law that ran (PASS or FAIL) somewhere, the least passed first."""
+    """(law, category, passed, ran) for every law that ran (PASS or FAIL) somewhere, the least passed first; a
+    function stopped by an error (memory, a crash) is left out: its laws' FAILs say only that it stopped."""
     passed: Counter[str] = Counter()
     ran: Counter[str] = Counter()
     category: dict[str, str] = {}
-    for run in runs:
+    for run in (run for run in runs if not run.error):
         for law in run.laws:
             if law["status"] in ("PASS", "FAIL"):
                 ran[law["law"]] += 1

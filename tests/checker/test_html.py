@@ -104,6 +104,15 @@ def test_without_matplotlib_the_report_says_so(graded_class: GradedClass, monkey
     assert page.count('<tr><td><a href="#run-') == 12  # the rest is the same
 
 
+def test_law_rates_leave_out_functions_stopped_by_an_error() -> None:
+    data = {"runs": [
+        {"file": "a.ipynb", "function": "f", "verdict": "PASS", "laws": [law("x", "PASS"), law("y", "SKIP")]},
+        {"file": "b.ipynb", "function": "f", "verdict": "FAIL", "laws": [law("x", "FAIL")]},
+        {"file": "c.ipynb", "function": "f", "verdict": "FAIL", "laws": [law("x", "FAIL")], "error": "MemoryError"},
+    ]}  # fmt: skip
+    assert law_rates(runs_from_json(data)) == [("x", "semantics", 1, 2)]
+
+
 def test_problem_arrays_read_the_json_counterexample() -> None:
     example = {"X": [[0.0, 1.0]], "omega_v": [[1.0]], "omega_q": [[2.0]], "omega_k": [[1.0]], "beta_v": [[0.0]],
                "beta_q": [0.5], "beta_k": [[0.0]], "D": 1, "D_q": 1, "D_v": 1, "N": 2}  # fmt: skip
