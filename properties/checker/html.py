@@ -124,7 +124,9 @@ h3 { font-size: 15px; margin: 0 0 8px; } .meta { color: #5b6575; margin: 0 0 18p
 .tile b { display: block; font-size: 22px; } .tile span { color: #5b6575; font-size: 12px; }
 table { border-collapse: collapse; width: 100%; background: #fff; }
 .scroll { overflow-x: auto; }
-#runs td, #runs th { font-size: 12.5px; } #runs td.mistake { min-width: 220px; max-width: 360px; }
+#runs td, #runs th { font-size: 12.5px; padding: 5px 6px; } #runs th { white-space: normal; }
+#runs td.mistake { min-width: 200px; } #runs td.state { max-width: 110px; }
+#runs code { font-size: 11.5px; }
 th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid #e7eaef; vertical-align: top; }
 th { background: #eef1f5; font-weight: 600; font-size: 13px; white-space: nowrap; }
 th.sortable { cursor: pointer; user-select: none; } th.sortable::after { content: " \\2195"; color: #8a94a6; }
@@ -229,6 +231,10 @@ def run_detail(run: Run, pictures_note: str = "") -> str:
         + " &middot; ".join(f"{c} {status(run.category(c))}" for c in CATEGORIES)
         + "</p>",
     ]
+    if run.laws:
+        counts = Counter(law["status"] for law in run.laws)
+        tally = f"{len(run.laws)} laws: {counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['SKIP']} SKIP"
+        parts.append(f'<p class="note">{tally} (a SKIP needs what the function does not give, such as attentions)</p>')
     if run.error:
         parts.append(f"<pre>{e(run.error)}</pre>")
     for law in run.failed:
@@ -383,10 +389,11 @@ def class_report(
         + "</tr></thead><tbody>"
     )
     for run in runs:
-        mistake = "; ".join(short(d) for d in run.diagnoses) or run.error.split("\n")[0][:80]
+        first = run.error.split("\n")[0]
+        mistake = "; ".join(short(d) for d in run.diagnoses) or (first if len(first) <= 110 else first[:109] + "…")
         body.append(
             f'<tr><td><a href="#{e(run.anchor)}">{e(run.file)}</a></td><td><code>{e(run.function)}</code></td>'
-            f"<td>{e(run.state.split(':')[0])}</td><td>{status(run.verdict)}</td>"
+            f'<td class="state">{e(run.state.split(":")[0])}</td><td>{status(run.verdict)}</td>'
             f'<td data-sort="{run.score:.4f}">{run.score:.2f}</td>'
             + "".join(f"<td>{status(run.category(c))}</td>" for c in CATEGORIES)
             + f'<td class="mistake">{e(mistake)}</td></tr>'
