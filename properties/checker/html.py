@@ -95,7 +95,7 @@ def add_pictures(run: Run, limit: int = 1, memory_mb: int = 4096, tried: int = 6
     counterexamples are re-run in one isolated worker, and only those on which the function's matrix differs
     from the reference's are drawn (a law that fails on a problem it derives, such as the doubled D_q, may find
     the drawn problem itself computed right), the largest N first, for a readable picture."""
-    if run.kind not in PICTURED_KINDS or not run.target:
+    if run.kind not in PICTURED_KINDS or not run.target or run.error:  # stopped by an error: it would again
         return
     candidates = [(law, arrays) for law in run.failed if (arrays := problem_arrays(law["counterexample"] or {}))]
     candidates.sort(key=lambda pair: -pair[1][0].shape[1])
@@ -237,6 +237,8 @@ def run_detail(run: Run, pictures_note: str = "") -> str:
         parts.append(f'<p class="note">{tally} (a SKIP needs what the function does not give, such as attentions)</p>')
     if run.error:
         parts.append(f"<pre>{e(run.error)}</pre>")
+    if run.error and run.failed:  # FAILs of a function stopped by an error: folded, they only repeat it
+        parts.append(f"<details><summary>its {len(run.failed)} FAIL rows</summary>")
     for law in run.failed:
         parts.append(f'<div class="card"><h3><span class="FAIL">FAIL</span> {e(title(law["law"]))} '
                      f'<span class="note">[{e(law["category"])}]</span></h3>')  # fmt: skip
@@ -260,6 +262,8 @@ def run_detail(run: Run, pictures_note: str = "") -> str:
         if law.get("reproduce"):
             parts.append(f"<details><summary>replay snippet</summary><pre>{e(law['reproduce'])}</pre></details>")
         parts.append("</div>")
+    if run.error and run.failed:
+        parts.append("</details>")
     if pictures_note and run.failed:
         parts.append(f'<p class="note">{e(pictures_note)}</p>')
     parts.append("</section>")
