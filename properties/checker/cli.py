@@ -193,6 +193,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", type=int, default=4096, metavar="MB", help="heap limit per file (default 4096)")
     p.add_argument("--json", default=None, metavar="FILE", help="write every verdict, per law, as JSON")
     p.add_argument("--csv", default=None, metavar="FILE", help="write one row per (file, function) as CSV")
+    p.add_argument(
+        "--html", default=None, metavar="FILE", help="write the class report: one self-contained page with pictures"
+    )
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="grade on this Dask cluster (tcp://host:8786; needs the extra 'cluster'), each file in its own process",
+    )
     p.add_argument("--list", action="store_true", help="list every law, its category and the mistakes it catches")
     return p
 
@@ -233,7 +242,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(jobs) > 1:
             print(f"  graded {graded.file}: {graded.verdict}", file=sys.stderr, flush=True)
 
-    graded = grade(jobs, options, args.jobs, progress)
+    if args.scheduler:
+        from properties.checker.cluster import grade_on_cluster
+
+        graded = grade_on_cluster(jobs, options, args.scheduler, progress)
+    else:
+        graded = grade(jobs, options, args.jobs, progress)
     ran = [subject for file in graded for subject in file.subjects if subject.state == "implemented"]
     if args.laws and ran and all(BAD_EXPRESSION in subject.error for subject in ran):
         print(f"attention-check: -k {args.laws!r} is {BAD_EXPRESSION}")
@@ -257,6 +271,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_csv(graded, Path(args.csv))
     if args.json:
         Path(args.json).write_text(json.dumps(as_json(graded, options), indent=1) + "\n")
+    if args.html:
+        from properties.checker.html import class_report
+
+        uncounted = () if args.strict_conventions else ("conventions",)
+        report = class_report(as_json(graded, options), uncounted, pictures=not options.convention,
+                              memory_mb=options.memory_mb, workers=args.jobs)  # fmt: skip
+        Path(args.html).write_text(report, encoding="utf-8")
     verdict = combined([file.verdict for file in graded])
     failed = sum(file.verdict == FAIL for file in graded)
     unchecked = sum(file.verdict == NOT_CHECKED for file in graded)

@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import Phase, Verbosity, settings
@@ -329,6 +330,15 @@ def grade(jobs: Sequence[Job], options: Options, workers: int, progress: Callabl
         return list(pool.map(one, jobs))
 
 
+def score(laws: Sequence[LawVerdict | dict[str, Any]], uncounted: Sequence[str] = ("conventions",)) -> float:
+    """The fraction of counted laws passed: PASS / (PASS + FAIL) over the laws of counted categories; 0 when none
+    ran (a template, a missing function or a file that could not be graded earns nothing). Laws are the records,
+    or their JSON (the class report reads the JSON)."""
+    rows = [law if isinstance(law, dict) else {"status": law.status, "category": law.category} for law in laws]
+    counted = [law["status"] for law in rows if law["category"] not in uncounted and law["status"] in ("PASS", "FAIL")]
+    return counted.count("PASS") / len(counted) if counted else 0.0
+
+
 def rows(graded: Sequence[Graded]) -> Generator[dict[str, str], None, None]:
     """One row per (file, function): the CSV's columns."""
     for file in graded:
@@ -341,6 +351,7 @@ def rows(graded: Sequence[Graded]) -> Generator[dict[str, str], None, None]:
                 "function": subject.function,
                 "state": subject.state,
                 "verdict": subject.verdict,
+                "score": f"{score(subject.laws, subject.uncounted):.3f}",
                 **{category: subject.category(category) for category in CATEGORIES},
                 "failed_laws": " ".join(law.law for law in failed),
                 "diagnosis": "; ".join(diagnoses),
