@@ -57,6 +57,7 @@ class Options:
     softmax: str | None = None
     multihead: str | None = None
     backward: str | None = None  # --backward TARGET: the backward pass of the TARGET, for the gradient laws
+    gradients: bool = False  # --gradients: the TARGET's gradients by its array library's autograd
     convention: tuple[str, ...] = ()  # --convention sdpa and its --layout/--array/--dtype, as pytest arguments
 
 
@@ -68,6 +69,16 @@ def convention_arguments(convention: str, **choices: str | None) -> tuple[str, .
             raise SystemExit(f"attention-check: {', '.join(given)} need --convention sdpa")
         return ()
     return ("--convention", convention, *(f"--{name}={value}" for name, value in choices.items() if value))
+
+
+def backward_arguments(backward: str | None, gradients: bool, reference: bool, convention: Sequence[str]) -> list[str]:
+    """The pytest arguments that give the gradient laws their backward pass: --gradients, --backward TARGET, or the
+    reference's own backward pass in its convention when the job checks the bundled reference."""
+    if gradients:
+        return ["--gradients"]
+    if backward is None and reference:
+        backward = BACKWARD_OF_REFERENCE["sdpa" if convention else "notebook"]
+    return ["--backward", backward] if backward else []
 
 
 @dataclass
@@ -200,11 +211,9 @@ def _battery(subjects: list[Subject], job: dict[str, Any], scratch: Path) -> Non
             arguments += ["--impl", subject.target, "--impl-kind", subject.kind]
         else:
             arguments += [f"--{subject.kind}", subject.target]
-    backward = job.get("backward")
-    if backward is None and job["target"] == REFERENCE:  # the reference's own backward pass, in its convention
-        backward = BACKWARD_OF_REFERENCE["sdpa" if job["convention"] else "notebook"]
-    if backward and any(subject.kind in ("scaled", "unscaled") for subject in subjects):
-        arguments += ["--backward", backward]
+    if any(subject.kind in ("scaled", "unscaled") for subject in subjects):
+        arguments += backward_arguments(job.get("backward"), bool(job.get("gradients")), job["target"] == REFERENCE,
+                                        job["convention"])  # fmt: skip
     if job["laws"]:
         arguments += ["-k", job["laws"]]
     if job["seed"] is not None:
@@ -212,9 +221,11 @@ def _battery(subjects: list[Subject], job: dict[str, Any], scratch: Path) -> Non
     if job["square"]:
         arguments.append("--square")
     arguments += job["convention"]
-    # Under a row convention the implementation is also the `kernel` of the row-convention laws.
-    fixtures = {kind: {FIXTURE[kind], "kernel"} if job["convention"] and kind in ("scaled", "unscaled") else
-                {FIXTURE[kind]} for kind in FIXTURE}  # fmt: skip
+    # Under a row convention the implementation is also the `kernel` of the row-convention laws; its backward pass
+    # (the `backward` of the gradient laws) is graded with it.
+    fixtures = {kind: {FIXTURE[kind], "kernel", "backward"} if job["convention"] and kind in ("scaled", "unscaled")
+                else {FIXTURE[kind], "backward"} if kind in ("scaled", "unscaled") else {FIXTURE[kind]}
+                for kind in FIXTURE}  # fmt: skip
     recorder = VerdictRecorder()
     code = pytest.main(arguments, plugins=[recorder, KeepSubjects(set().union(*(fixtures[s.kind] for s in subjects)))])
     for subject in subjects:

@@ -173,3 +173,26 @@ def test_reproduction_snippet_replays_a_row_convention_counterexample() -> None:
     row = {"law": law.__name__, "module": law.__module__}
     command = rerun(row, Subject("kernel", kernel.name, "scaled"), ("--convention", "sdpa", "--dtype=float32"))
     assert command.endswith("--convention sdpa --dtype=float32")
+
+
+def test_the_rerun_command_of_a_gradient_law_carries_the_backward_and_fails_again() -> None:
+    """A gradient FAIL's rerun command names the backward (--backward TARGET, or --gradients), without which the
+    backward fixture skips; run as printed, it fails the law again. Other laws' commands do not carry it."""
+    from properties.checker.grading import backward_arguments
+
+    backward = backward_arguments("properties.catalogues.mistakes:backward_without_the_rowsum_term", False, False,
+                                  ("--convention", "sdpa"))  # fmt: skip
+    subject = Subject("kernel", "attention.rows:scaled_dot_product_attention", "scaled")
+    row = {"law": "test_the_key_gradients_sum_to_zero", "module": "properties.test_gradients", "category": "gradients"}
+    command = rerun(row, subject, ("--convention", "sdpa"), backward)
+    assert command.endswith("--backward 'properties.catalogues.mistakes:backward_without_the_rowsum_term'")
+    assert "--backward" not in rerun({**row, "category": "semantics"}, subject, ("--convention", "sdpa"), backward)
+    assert backward_arguments(None, True, False, ()) == ["--gradients"]
+    assert backward_arguments(None, False, True, ()) == [
+        "--backward",
+        "attention:scaled_dot_product_self_attention_vjp",
+    ]
+    arguments = [a.strip("'") for a in command.split()[1:]]
+    ran = subprocess.run([sys.executable, "-m", "pytest", *arguments, "-q", "-p", "no:cacheprovider"],
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert ran.returncode == 1 and "sum over keys of d_key" in ran.stdout, ran.stdout[-2000:]
