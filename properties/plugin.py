@@ -19,6 +19,7 @@ from hypothesis.errors import Unsatisfiable
 from attention import scaled_dot_product_attention_backward, self_attention, self_attention_vjp
 from attention.rows import scaled_dot_product_attention
 from properties.catalogues.registry import NotALaw, category_of_item
+from properties.helpers.autograd import autograd_backward
 from properties.helpers.backward import Backward, NotebookBackward, RowBackward
 from properties.helpers.flash_convention import (
     FlashImplementation,
@@ -110,6 +111,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "-> (d_query, d_key, d_value) under --convention sdpa, else backward(X, omega_v, ..., beta_k, d_X_prime, "
         "**keywords) -> the cotangents of X, omega_v, ..., beta_k (default: the reference's, unless --impl is given)",
     )
+    group.addoption(
+        "--gradients",
+        action="store_true",
+        default=False,
+        help="check the gradients of --impl TARGET taken by its array library's autograd (jax.vjp, torch.autograd) "
+        "with the gradient laws: --convention sdpa --array jax or torch",
+    )
     group.addoption("--square", action="store_true", default=False, help="draw only D_q = D_v = D (the notebook's)")
     group.addoption(
         "--convention",
@@ -163,8 +171,11 @@ def pytest_configure(config: pytest.Config) -> None:
     kernel = _kernel(config)
     if config.getoption("--backward") and not target:
         raise pytest.UsageError("--backward TARGET goes with --impl TARGET, the forward it differentiates")
-    if config.getoption("--backward") and kernel is not None and kernel.convention != Convention():
-        raise pytest.UsageError("--backward: the row convention's backward is checked on numpy float64 BHLE rows")
+    if config.getoption("--gradients"):
+        if config.getoption("--backward"):
+            raise pytest.UsageError("--gradients and --backward: the gradients come from one of them, not both")
+        if not target or kernel is None or kernel.convention.array not in ("jax", "torch"):
+            raise pytest.UsageError("--gradients: --impl TARGET --convention sdpa --array jax or torch (autograd)")
     flash = _flash(config, kernel)
     config.stash[FLASH] = [] if flash is None else [flash]
     if config.getoption("--convention") == "flash" and flash is not None:
@@ -339,7 +350,11 @@ REFERENCE_BACKWARDS: dict[str, Backward] = {
 @pytest.fixture(scope="session")
 def backward(pytestconfig: pytest.Config, implementation: Implementation) -> Backward:
     """The backward pass under test: --backward TARGET, differentiating the implementation (--impl TARGET) in
-    its convention; else the reference's backward of the reference implementation (skipped under --impl)."""
+    its convention (under --convention sdpa on the arrays of its --array, --layout and --dtype); with --gradients,
+    the implementation's gradients by its array library's autograd; else the reference's backward of the reference
+    implementation (skipped under --impl)."""
+    if pytestconfig.getoption("--gradients") and isinstance(implementation, SdpaImplementation):
+        return autograd_backward(implementation)
     target = pytestconfig.getoption("--backward")
     if not target:
         if pytestconfig.getoption("--impl"):
@@ -347,7 +362,8 @@ def backward(pytestconfig: pytest.Config, implementation: Implementation) -> Bac
         return REFERENCE_BACKWARDS[implementation.kind]
     function = _load(target, "--backward")
     if isinstance(implementation, SdpaImplementation):
-        return RowBackward(function, target, implementation.function, implementation.name, implementation.kind)
+        return RowBackward(function, target, implementation.function, implementation.name, implementation.kind,
+                           implementation.convention)  # fmt: skip
     return NotebookBackward(function, target, implementation.function, implementation.name, implementation.kind)
 
 

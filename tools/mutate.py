@@ -39,6 +39,8 @@ FILES = (
     "attention/self_attention.py",
     "attention/blockwise.py",
     "attention/multihead.py",
+    "attention/self_attention_backward.py",
+    "attention/rows_backward.py",
 )
 # `pytest properties` in two steps, the false-alarm test (which runs every law on the reference's blockwise path
 # too) first: the same tests, in an order that stops sooner at a killed mutant. Steps are joined by " && ".

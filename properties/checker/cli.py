@@ -16,6 +16,7 @@ from properties.checker.grading import (
     Graded,
     Options,
     Subject,
+    backward_arguments,
     convention_arguments,
     grade,
     jobs_for,
@@ -51,12 +52,14 @@ def law_title(law: str) -> str:
     return law.removeprefix("test_").replace("_", " ")
 
 
-def rerun(law: LawVerdict, subject: Subject, convention: Sequence[str] = ()) -> str:
-    """The pytest command that reruns one law on the subject (in its calling convention)."""
+def rerun(law: LawVerdict, subject: Subject, convention: Sequence[str] = (), backward: Sequence[str] = ()) -> str:
+    """The pytest command that reruns one law on the subject (in its calling convention; a gradient law with the
+    backward's arguments, --backward TARGET or --gradients)."""
     option = {"softmax": "--softmax", "multihead": "--multihead"}.get(subject.kind)
     under_test = f"{option} '{subject.target}'" if option else f"--impl '{subject.target}' --impl-kind {subject.kind}"
     command = f"pytest --pyargs {law.module} -p properties.plugin -k {law.law} {under_test}"
-    return " ".join([command, *convention])
+    quoted = [f"'{a}'" if ":" in a else a for a in backward] if law.category == "gradients" else []
+    return " ".join([command, *convention, *quoted])
 
 
 def print_subject(subject: Subject) -> None:
@@ -93,7 +96,7 @@ def print_subject(subject: Subject) -> None:
         print("  set aside: " + "; ".join(f"{n} problems with {why}" for why, n in total.items()))
 
 
-def print_details(subject: Subject, convention: Sequence[str] = ()) -> None:
+def print_details(subject: Subject, convention: Sequence[str] = (), backward: Sequence[str] = ()) -> None:
     for law in subject.laws:
         if law.status != "FAIL":
             continue
@@ -109,7 +112,7 @@ def print_details(subject: Subject, convention: Sequence[str] = ()) -> None:
         if law.reproduce:
             print("reproduce: save the lines between the markers as a .py file, run it with python from this directory")
             print(f"# --- begin ---\n{law.reproduce}\n# --- end ---")
-        print(f"or rerun the law: {rerun(law, subject, convention)}")
+        print(f"or rerun the law: {rerun(law, subject, convention, backward)}")
 
 
 def print_summary(graded: Sequence[Graded]) -> None:
@@ -167,6 +170,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--multihead", default=None, metavar="TARGET", help="with a TARGET: also check this multi-head")
     p.add_argument("--backward", default=None, metavar="TARGET",
                    help="with a TARGET: also check its backward pass (docs/backward.md)")  # fmt: skip
+    p.add_argument("--gradients", action="store_true",
+                   help="sdpa, jax or torch: check the TARGET's gradients by its library's autograd")  # fmt: skip
     p.add_argument(
         "--convention",
         choices=CONVENTIONS,
@@ -229,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout=args.timeout or TIMEOUTS[args.profile], memory_mb=args.memory, kind=args.kind,
         softmax=args.softmax and jobs_for([args.softmax])[0][0].target,
         multihead=args.multihead and jobs_for([args.multihead])[0][0].target,
-        backward=args.backward and jobs_for([args.backward])[0][0].target,
+        backward=args.backward and jobs_for([args.backward])[0][0].target, gradients=args.gradients,
         convention=convention_arguments(args.convention, layout=args.layout, array=args.array, dtype=args.dtype,
                                         **{"causal-alignment": args.causal_alignment}),
         arrays_dir=str(arrays_directory(args.json)),
@@ -264,8 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\n{file.file}: {file.error}")
         for subject in file.subjects:
             print_subject(subject)
+        backward = backward_arguments(options.backward, options.gradients, not args.paths, options.convention)
         for subject in file.subjects:
-            print_details(subject, options.convention)
+            print_details(subject, options.convention, backward)
     print_summary(graded)
     if args.csv:
         write_csv(graded, Path(args.csv))

@@ -290,9 +290,22 @@ def diagnose_softmax(softmax: Callable[[Array], Any], data: Array | None) -> Dia
     return None
 
 
+def first_gradient_problem(value: Any) -> Any:
+    """The first GradientProblem in a law's arguments (a problem, or a tuple case that holds one)."""
+    from properties.helpers.backward import GradientProblem
+
+    if isinstance(value, GradientProblem):
+        return value
+    items = value.values() if isinstance(value, Mapping) else value if isinstance(value, tuple | list) else ()
+    return next((p for p in (first_gradient_problem(v) for v in items) if p is not None), None)
+
+
 def diagnose(arguments: Mapping[str, Any]) -> Diagnosis | None:
     """The diagnosis of a law's failing call from its keyword arguments (see the module docstring)."""
     try:
+        backward = arguments.get("backward")
+        if backward is not None:
+            return diagnose_backward(backward, first_gradient_problem(arguments))
         implementation = arguments.get("implementation")
         if isinstance(implementation, Implementation):
             return diagnose_attention(implementation, first_problem(dict(arguments)))
@@ -302,4 +315,113 @@ def diagnose(arguments: Mapping[str, Any]) -> Diagnosis | None:
             return diagnose_softmax(softmax, data if isinstance(data, np.ndarray) else None)
     except Exception:  # the implementation under test may do anything; a diagnosis is optional
         return None
+    return None
+
+
+# --------------------------------------------------------------------------------------------- backward passes
+
+BACKWARD_MISTAKES = (
+    Mistake(b.backward_without_the_rowsum_term, "matches a backward without the softmax's rowsum(dO o O) term: "
+            "dS = P o (dP - D), D = rowsum(dO o O)"),
+    Mistake(b.backward_dk_without_the_scale, "matches a backward whose dK misses the logit scale: dK = s dS^T Q"),
+    Mistake(b.backward_dq_scaled_twice, "matches a backward whose dQ is scaled twice: dQ = s dS K, once"),
+    Mistake(b.backward_dv_with_P_not_its_transpose, "matches dV = P dO: the value gradient is P^T dO"),
+    Mistake(b.backward_groups_from_their_first_head, "matches grouped key/value heads whose dK and dV come from the "
+            "first query head of their group: a shared head gets the sum over its group"),
+    Mistake(b.backward_forgets_the_causal_mask, "matches a backward that forgets the causal mask (is_causal)"),
+    Mistake(b.backward_forgets_the_key_padding_mask, "matches a backward that forgets attn_mask"),
+    Mistake(b.backward_gradients_flow_to_masked_keys, "matches dK and dV from the weights without attn_mask: keys "
+            "hidden by the mask get gradient"),
+    Mistake(b.backward_from_unscaled_logits, "matches P recomputed from unscaled logits q k^T: the forward scales "
+            "them by s"),
+    Mistake(b.backward_blocks_skip_the_partial_tile, "matches dK and dV never computed for a partial last block "
+            "of 16 keys"),
+    Mistake(b.backward_scales_d_out_in_place, "matches a backward that scales d_out in place: inputs must be kept"),
+    Mistake(b.backward_clips_d_out, "matches a backward that clips d_out to [-1, 1]"),
+    Mistake(b.backward_always_causal, "matches a backward that is causal whatever is_causal says"),
+    Mistake(b.backward_keys_of_the_first_batch_element, "matches P recomputed from the keys of batch element 0 for "
+            "every batch element"),
+)  # fmt: skip
+# backward_in_a_changing_order agrees with the correct gradients within any tolerance: only its bits tell it.
+
+
+def _gradient_probe(seed: int, is_causal: bool) -> Any:
+    """B = 2, one key/value head for G = 2 query heads (enable_gqa), N = 19 (a partial last block of 16), E = 3,
+    E_v = 2, a scale of 0.75, |d_out| up to 4 (beyond a clip at 1), and attn_mask hiding key 0 and a few more
+    entries while every query sees a key; causal or not."""
+    from properties.helpers.backward import GradientProblem
+
+    rng = np.random.default_rng(seed)
+    N = 19
+
+    def grid(*shape: int, bound: float = 2.0) -> Array:
+        return np.round(rng.uniform(-bound, bound, shape) * 256) / 256
+
+    mask = rng.random((N, N)) > 0.2
+    mask[:, 0] = False
+    mask[np.arange(N), np.arange(N)] = True
+    mask[0, 0] = False
+    mask[0, 1] = True  # query 0 sees key 1 (and, under causal, no other): every query sees a key
+    if is_causal:
+        mask[np.arange(1, N), np.arange(N - 1)] = True
+    return GradientProblem(grid(2, 2, N, 3), grid(2, 1, N, 3), grid(2, 1, N, 2), grid(2, 2, N, 2, bound=4.0),
+                           mask, is_causal, 0.75, True)  # fmt: skip
+
+
+GRADIENT_PROBES = (_gradient_probe(21, False), _gradient_probe(22, True))
+
+
+def _gradient_outcome(backward: Any, problem: Any) -> Any:
+    try:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return backward(problem)
+    except Exception as error:
+        return type(error)
+
+
+def _same_gradients(one: Any, other: Any, bounds: Any) -> bool:
+    """Both raise, or both return gradients within the sum of both evaluations' bounds (twice one evaluation's,
+    at the coarser epsilon) and change the same inputs."""
+    from properties.helpers.backward import Gradients
+
+    if not isinstance(one, Gradients) or not isinstance(other, Gradients):
+        return not isinstance(one, Gradients) and not isinstance(other, Gradients)
+    if one.modified != other.modified:
+        return False
+    return all(
+        _agree(a, c, 2 * float(np.max(bound, initial=0.0)))
+        for a, c, bound in zip(one.as_float64(), other.as_float64(), bounds, strict=False)
+    )
+
+
+def diagnose_backward(backward: Any, problem: Any) -> Diagnosis | None:
+    """The first broken backward of BACKWARD_MISTAKES whose gradients agree with the backward's on the law's
+    counterexample and on GRADIENT_PROBES (each as the backward takes it: Backward.adapt), where the correct
+    backward's do not on at least one; None when there is none.
+
+    Tolerance: every candidate is the textbook backward in float64 with one term changed (magnitudes no larger
+    than the correct one's but for a missing scale of at least 1/2 on the probes), so twice the bounds of one
+    evaluation (gradient_bounds at the backward's epsilon, scale 1) cover both evaluations; the mistakes differ
+    from the correct gradients by O(1) on the probes."""
+    from properties.catalogues.mistakes._base import broken_backward
+    from properties.helpers.backward import gradient_bounds
+
+    problems = [backward.adapt(p) for p in ([problem] if problem is not None else []) + list(GRADIENT_PROBES)]
+    observed = [_gradient_outcome(backward, p) for p in problems]
+
+    def bounds_of(outcome: Any, p: Any) -> Any:
+        eps = getattr(outcome, "eps", FLOAT64_EPS)
+        return gradient_bounds(p, max(1.0, abs(backward.scale(p.E, p.scale))), eps)
+
+    def agrees(function: Callable[..., Any]) -> bool:
+        candidate = broken_backward(function)
+        return all(_same_gradients(o, _gradient_outcome(candidate, p), bounds_of(o, p))
+                   for o, p in zip(observed, problems, strict=True))  # fmt: skip
+
+    if agrees(b.textbook_backward):
+        return None
+    for mistake in BACKWARD_MISTAKES:
+        if agrees(mistake.function):
+            return Diagnosis(mistake.function.__name__, mistake.message)
     return None

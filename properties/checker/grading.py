@@ -57,6 +57,16 @@ def convention_arguments(convention: str, **choices: str | None) -> tuple[str, .
     return ("--convention", convention, *(f"--{name}={value}" for name, value in choices.items() if value))
 
 
+def backward_arguments(backward: str | None, gradients: bool, reference: bool, convention: Sequence[str]) -> list[str]:
+    """The pytest arguments that give the gradient laws their backward pass: --gradients, --backward TARGET, or the
+    reference's own backward pass in its convention when the job checks the bundled reference."""
+    if gradients:
+        return ["--gradients"]
+    if backward is None and reference:
+        backward = BACKWARD_OF_REFERENCE["sdpa" if convention else "notebook"]
+    return ["--backward", backward] if backward else []
+
+
 # ---------------------------------------------------------------------------------------------- the worker
 
 
@@ -144,11 +154,8 @@ def _battery(subjects: list[Subject], job: WorkerJob, scratch: Path) -> None:
             arguments += ["--impl", subject.target, "--impl-kind", subject.kind]
         else:
             arguments += [f"--{subject.kind}", subject.target]
-    backward = job.backward
-    if backward is None and job.target == REFERENCE:  # the reference's own backward pass, in its convention
-        backward = BACKWARD_OF_REFERENCE["sdpa" if job.convention else "notebook"]
-    if backward and any(subject.kind in ("scaled", "unscaled") for subject in subjects):
-        arguments += ["--backward", backward]
+    if any(subject.kind in ("scaled", "unscaled") for subject in subjects):
+        arguments += backward_arguments(job.backward, job.gradients, job.target == REFERENCE, job.convention)
     if job.laws:
         arguments += ["-k", job.laws]
     if job.seed is not None:
@@ -156,9 +163,12 @@ def _battery(subjects: list[Subject], job: WorkerJob, scratch: Path) -> None:
     if job.square:
         arguments.append("--square")
     arguments += job.convention
-    # Under a row convention the implementation is also the `kernel` of the row-convention laws.
-    fixtures = {kind: {FIXTURE[kind], "kernel", "flash"} if job.convention and kind in ("scaled", "unscaled") else
-                {FIXTURE[kind]} for kind in FIXTURE}  # fmt: skip
+    # Under a row convention the implementation is also the `kernel` of the row-convention laws; its backward pass
+    # (the `backward` of the gradient laws) is graded with it.
+    attention = ("scaled", "unscaled")
+    fixtures = {kind: {FIXTURE[kind], "kernel", "flash", "backward"} if job.convention and kind in attention
+                else {FIXTURE[kind], "backward"} if kind in attention else {FIXTURE[kind]}
+                for kind in FIXTURE}  # fmt: skip
     digest = hashlib.sha1("|".join(s.target for s in subjects).encode()).hexdigest()[:8]
     tag = "-".join([*(s.function for s in subjects), digest])
     recorder = VerdictRecorder(arrays=Path(job.arrays_dir) if job.arrays_dir else None, tag=tag)

@@ -17,7 +17,7 @@ import tempfile
 import textwrap
 import types
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -216,14 +216,14 @@ def check(
             state = graded.subjects[0].state if graded.subjects else "not graded"
         subject = graded.subjects[0] if graded.subjects else None
         message = (subject.error if subject else "") or graded.error
+        law_rows = [asdict(law) for law in subject.laws] if subject else []
         record: dict[str, Any] = {"file": name, "function": name, "target": target, "kind": kind, "state": state,
-                  "error": message, "laws": subject.laws if subject else []}  # fmt: skip
-        failed = (
-            message
-            or state != "implemented"
-            or any(law["status"] == "FAIL" and law["category"] not in uncounted for law in record["laws"])
-        )
-        record["verdict"] = "FAIL" if failed else "PASS"
+                  "error": message, "laws": law_rows}  # fmt: skip
+        if subject is None or message or state != "implemented":
+            record["verdict"] = "FAIL"
+        else:  # PASS, FAIL or NOT CHECKED, as attention-check says (checker/records.py)
+            subject.uncounted = tuple(uncounted)
+            record["verdict"] = subject.verdict
         run = runs_from_json({"runs": [record]}, uncounted)[0]
         note = ""
         if run.failed and pictures and not options.convention:

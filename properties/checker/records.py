@@ -147,6 +147,7 @@ class Options:
     softmax: str | None = None
     multihead: str | None = None
     backward: str | None = None  # --backward TARGET: the backward pass of the TARGET, for the gradient laws
+    gradients: bool = False  # --gradients: the TARGET's gradients by its array library's autograd
     convention: tuple[str, ...] = ()  # --convention sdpa and its --layout/--array/--dtype, as pytest arguments
     arrays_dir: str | None = None  # where large counterexamples' .npz files go (None: every array inline)
 
@@ -178,6 +179,7 @@ class WorkerJob:
     softmax: str | None = None
     multihead: str | None = None
     backward: str | None = None
+    gradients: bool = False
     convention: tuple[str, ...] = ()
     arrays_dir: str | None = None
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -40,11 +40,11 @@ from properties.helpers.implementations import (
 )
 from properties.helpers.options import Kind
 from properties.helpers.problems import code_for
-from properties.helpers.tolerances import epsilon_of
+from properties.helpers.row_convention import ROW_KEYWORDS, Convention, row_forward, row_keywords, sdpa_implementation
+from properties.helpers.tolerances import FLOAT64_EPS, epsilon_of
 
 Array = NDArray[np.float64]
 Mask = NDArray[np.bool_]
-ROW_KEYWORDS = ("attn_mask", "is_causal", "scale", "enable_gqa")
 COTANGENT_NAMES = ("X", "omega_v", "omega_q", "omega_k", "beta_v", "beta_q", "beta_k")
 
 
@@ -127,10 +127,11 @@ class Gradients(NamedTuple):
     d_key: NDArray[np.floating]
     d_value: NDArray[np.floating]
     modified: tuple[str, ...] = ()
+    dtype_eps: float = FLOAT64_EPS  # the epsilon of the dtype they were computed in (a convention's dtype)
 
     @property
     def eps(self) -> float:
-        return epsilon_of(self.d_query.dtype, self.d_key.dtype, self.d_value.dtype)
+        return max(self.dtype_eps, epsilon_of(self.d_query.dtype, self.d_key.dtype, self.d_value.dtype))
 
     def as_float64(self) -> tuple[Array, Array, Array]:
         return tuple(np.asarray(g, dtype=np.float64) for g in self[:3])  # type: ignore[return-value]
@@ -221,34 +222,95 @@ def _modified(given: list[Array], original: list[Array], names: tuple[str, ...])
 
 @dataclass(frozen=True, repr=False)
 class RowBackward(Backward):
-    """A backward in the row convention: backward(query, key, value, d_out, **keywords) -> (dq, dk, dv)."""
+    """A backward in the row convention: backward(query, key, value, d_out, **keywords) -> (dq, dk, dv), called on
+    the arrays of its convention (library, layout, dtype; numpy float64 BHLE by default), as is its forward. In a
+    dtype coarser than float64 the laws take the problem rounded to it (`adapt`): the backward, the forward and
+    the law's float64 derivative then see the same inputs."""
+
+    convention: Convention = field(default_factory=Convention)
+
+    def __repr__(self) -> str:
+        if self.convention == Convention():
+            return super().__repr__()
+        return (
+            f"{type(self).__name__}(load_function({self.target!r}), {self.target!r}, "
+            f"load_function({self.forward_target!r}), {self.forward_target!r}, {self.kind!r}, {self.convention!r})"
+        )
 
     def keywords(self) -> frozenset[str]:
-        return _takes(self.function, ROW_KEYWORDS) & _takes(self.forward, ROW_KEYWORDS)
+        if self.convention == Convention():
+            return _takes(self.function, ROW_KEYWORDS) & _takes(self.forward, ROW_KEYWORDS)
+        return _takes(self.function, ROW_KEYWORDS) & frozenset(row_keywords(self.kernel()))
+
+    def kernel(self) -> Any:
+        """The forward as a row-convention kernel in this convention (an SdpaImplementation)."""
+        return sdpa_implementation(self.forward, self.forward_target, self.convention, self.kind)
+
+    def adapt(self, problem: GradientProblem) -> GradientProblem:
+        """Backward.adapt, and query, key, value and d_out rounded to the convention's dtype."""
+        problem = super().adapt(problem)
+        if self.convention.dtype == "float64":
+            return problem
+        names = ("query", "key", "value", "d_out")
+        return problem.replace(**{name: self.convention.rounded(getattr(problem, name)) for name in names})
+
+    def _keywords(self, problem: GradientProblem) -> dict[str, Any]:
+        """The problem's keywords, a mask as an array of the convention's library (its (L, S) axes kept)."""
+        return {
+            name: self.convention.to_target(value, cast=False, laid_out=False) if isinstance(value, np.ndarray)
+            else value for name, value in problem.keywords().items()
+        }  # fmt: skip
 
     def __call__(self, problem: GradientProblem, **changes: Any) -> Gradients:
         """The gradients at `problem` (with some of query, key, value, d_out replaced by `changes`)."""
         self.require(*problem.keywords())
         names = ("query", "key", "value", "d_out")
         original = [np.asarray(changes.get(name, getattr(problem, name)), dtype=np.float64) for name in names]
-        given = [array.copy() for array in original]
-        returned = call_function(self.target, self.function, *given, **problem.keywords())
+        if self.convention == Convention():
+            given = [array.copy() for array in original]
+            returned = call_function(self.target, self.function, *given, **problem.keywords())
+            shaped = self._shaped(returned, original)
+            return Gradients(shaped[0], shaped[1], shaped[2], _modified(given, original, names))
+        arrays = [self.convention.to_target(array) for array in original]
+        before = [self.convention.from_target(a, name)[0] for a, name in zip(arrays, names, strict=True)]
+        returned = call_function(self.target, self.function, *arrays, **self._keywords(problem))
+        eps = self.convention.eps
+        converted = []
+        if isinstance(returned, tuple | list) and len(returned) == 3:
+            for value, what in zip(returned, ("d_query", "d_key", "d_value"), strict=True):
+                array, returned_eps = self.convention.from_target(value, what)
+                converted.append(array)
+                eps = max(eps, returned_eps)
+        shaped = self._shaped(converted or returned, original)
+        after = [self.convention.from_target(a, name)[0] for a, name in zip(arrays, names, strict=True)]
+        return Gradients(shaped[0], shaped[1], shaped[2], _modified(after, before, names), eps)
+
+    def _shaped(self, returned: Any, original: list[Array]) -> list[NDArray[np.floating]]:
         if not isinstance(returned, tuple | list) or len(returned) != 3:
             raise ImplementationFailed(f"{self.target} returned {type(returned).__name__}; expected (dq, dk, dv)")
-        shaped = [
+        return [
             as_result_array(value, what, array.shape)
             for value, what, array in zip(returned, ("d_query", "d_key", "d_value"), original, strict=False)
         ]
-        return Gradients(shaped[0], shaped[1], shaped[2], _modified(given, original, names))
 
     def out(self, problem: GradientProblem, **changes: Any) -> Output:
-        """The forward's output at `problem` (some inputs replaced), as float64 rows."""
+        """The forward's output at `problem` (some inputs replaced), as float64 rows, and the epsilon it is judged
+        by (its dtype's, or the convention's if coarser)."""
         arrays = [np.array(changes.get(n, getattr(problem, n)), dtype=np.float64) for n in ("query", "key", "value")]
-        returned = call_function(self.forward_target, self.forward, *arrays, **problem.keywords())
+        if self.convention == Convention():
+            returned = call_function(self.forward_target, self.forward, *arrays, **problem.keywords())
+            if isinstance(returned, tuple | list):
+                returned = returned[0]
+            out = as_result_array(returned, "out", problem.d_out.shape)
+            return Output(np.asarray(out, dtype=np.float64), epsilon_of(out.dtype))
+        given = [self.convention.to_target(array) for array in arrays]
+        forward = row_forward(self.kernel())  # the kernel's own keywords from the row contract's
+        returned = call_function(self.forward_target, forward, *given, **self._keywords(problem))
         if isinstance(returned, tuple | list):
             returned = returned[0]
-        out = as_result_array(returned, "out", problem.d_out.shape)
-        return Output(np.asarray(out, dtype=np.float64), epsilon_of(out.dtype))
+        converted, eps = self.convention.from_target(returned, "out")
+        out = as_result_array(converted, "out", problem.d_out.shape)
+        return Output(np.asarray(out, dtype=np.float64), max(eps, self.convention.eps))
 
 
 def _slot_arguments(q: Array, k: Array, v: Array) -> list[Array]:

@@ -41,3 +41,19 @@ def exact_attention(
         logits = logits + np.asarray(bias, dtype=np.float64)
     A = softmax_columns(logits, visible)
     return np.asarray(problem.values() @ A), A
+
+
+def exact_rows(query: Array, key: Array, value: Array, scale: float, visible: NDArray[np.bool_] | None = None) -> Array:
+    """out = softmax(scale q k^T) v over the visible keys, in float64, for (B, H, L, E) rows: the exact attention
+    in the row convention, a key/value head read by H / H_kv query heads; `visible[l, s]` says whether query l
+    sees key s (all by default), a query that sees no key gets a zero row."""
+    query, key, value = (np.asarray(a, dtype=np.float64) for a in (query, key, value))
+    group = query.shape[1] // key.shape[1]
+    key, value = np.repeat(key, group, axis=1), np.repeat(value, group, axis=1)
+    out = np.zeros((*query.shape[:-1], value.shape[-1]))
+    shown = None if visible is None else np.asarray(visible, dtype=bool).T
+    for b in range(query.shape[0]):
+        for h in range(query.shape[1]):
+            weights = softmax_columns(scale * (key[b, h] @ query[b, h].T), shown)  # (S, L): columns are queries
+            out[b, h] = (value[b, h].T @ weights).T
+    return out

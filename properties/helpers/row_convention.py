@@ -36,6 +36,8 @@ Array = NDArray[np.float64]
 # The keywords of the row convention, by what they do. dropout_p is always passed as 0.0 when taken.
 MASK_KEYWORDS = ("attn_mask", "mask")
 SDPA_KEYWORDS = (*MASK_KEYWORDS, "is_causal", "scale", "bias", "dropout_p", "enable_gqa")
+# The keywords of the row contract of a backward pass (properties/helpers/backward.py), and of `row_forward`.
+ROW_KEYWORDS = ("attn_mask", "is_causal", "scale", "enable_gqa")
 # Builtins whose signature inspect cannot read: their documented keywords, by module:qualname.
 KNOWN_KEYWORDS: dict[str, frozenset[str]] = {
     "torch._C._nn:scaled_dot_product_attention": frozenset(
@@ -362,3 +364,86 @@ def sdpa_implementation(
     """A row-convention target behind the wrapper (ValueError when its array library or dtype is missing)."""
     convention.check_available()
     return SdpaImplementation(function, kind, name, convention)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------- the kernel in the row contract of a backward pass
+
+
+def row_keywords(kernel: SdpaImplementation) -> tuple[str, ...]:
+    """The row contract's keywords the kernel can honour: attn_mask through its mask keyword, is_causal and
+    scale by name, enable_gqa through its grouped heads (a keyword, or none for jax)."""
+    taken = kernel.keywords()
+    can = {
+        "attn_mask": kernel.mask_keyword() is not None,
+        "is_causal": "is_causal" in taken,
+        "scale": "scale" in taken,
+        "enable_gqa": kernel.grouped_heads() is not None,
+    }
+    return tuple(name for name in ROW_KEYWORDS if can[name])
+
+
+def pad_last(array: Any, width: int, library: str) -> Any:
+    """`array` with zero columns appended to its last axis up to `width`, in its own library."""
+    missing = width - array.shape[-1]
+    if missing == 0:
+        return array
+    if library == "torch":
+        import torch
+
+        return torch.nn.functional.pad(array, (0, missing))
+    if library == "jax":
+        import jax.numpy as jnp
+
+        return jnp.pad(array, [(0, 0)] * (array.ndim - 1) + [(0, missing)])
+    return np.pad(array, [(0, 0)] * (array.ndim - 1) + [(0, missing)])
+
+
+def with_signature(function: Callable[..., Any], names: tuple[str, ...], extra: tuple[str, ...] = ()) -> None:
+    """Give `function` the signature (*extra, query, key, value, [d_out], **only `names`) so that the wrappers
+    see which keywords it takes."""
+    positional = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in ("query", "key", "value",
+                                                                                          *extra)]  # fmt: skip
+    defaults = {"attn_mask": None, "is_causal": False, "scale": None, "enable_gqa": False}
+    keywords = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=defaults[n]) for n in names]
+    function.__signature__ = inspect.Signature(positional + keywords)  # type: ignore[attr-defined]
+
+
+def row_forward(kernel: SdpaImplementation) -> Callable[..., Any]:
+    """forward(query, key, value, attn_mask=None, is_causal=False, scale=None, enable_gqa=False) -> out: the
+    kernel on its library's arrays (laid out and cast by its convention), with the row contract's keywords."""
+    names = row_keywords(kernel)
+    library = kernel.convention.array
+
+    def forward(query: Any, key: Any, value: Any, **keywords: Any) -> Any:
+        given: dict[str, Any] = {}
+        if "dropout_p" in kernel.keywords():
+            given["dropout_p"] = 0.0
+        scale = keywords.get("scale")
+        if scale is None and kernel.kind == "unscaled":
+            scale = 1.0
+        if keywords.get("attn_mask") is not None:
+            mask = keywords["attn_mask"]
+            given[kernel.mask_keyword() or "attn_mask"] = mask.reshape(1, 1, *mask.shape[-2:])
+        if keywords.get("is_causal"):
+            given["is_causal"] = True
+        if keywords.get("enable_gqa"):
+            given.update(kernel.grouped_heads() or {})
+        scaled = {} if scale is None else {"scale": scale}
+
+        def call(q: Any, k: Any, v: Any, **more: Any) -> Any:
+            returned = kernel.function(q, k, v, **given, **more)
+            return returned[0] if isinstance(returned, tuple | list) else returned
+
+        E, E_v = key.shape[-1], value.shape[-1]
+        if E_v == E or "scale" not in kernel.keywords():
+            return call(query, key, value, **scaled)
+        try:  # a target that takes values of another width
+            return call(query, key, value, **scaled)
+        except Exception:  # jax: values as wide as the keys; zero columns change no logit
+            W = max(E, E_v)
+            s = 1.0 / float(np.sqrt(E)) if scale is None else scale
+            return call(*(pad_last(a, W, library) for a in (query, key, value)), scale=s)[..., :E_v]
+
+    with_signature(forward, names)
+    forward.__name__ = forward.__qualname__ = f"rows_of_{getattr(kernel.function, '__name__', 'kernel')}"
+    return forward

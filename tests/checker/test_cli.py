@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
 import subprocess
@@ -264,3 +265,28 @@ def test_plain_pytest_says_when_every_law_skipped(tmp_path: Path) -> None:
     completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
     assert "attention-properties: NOT CHECKED" in completed.stdout, completed.stdout
     assert "every one of the 1 laws selected skipped" in completed.stdout
+
+
+def test_the_rerun_command_of_a_gradient_law_carries_the_backward_and_fails_again() -> None:
+    """A gradient FAIL's rerun command names the backward (--backward TARGET, or --gradients), without which the
+    backward fixture skips; run as printed, it fails the law again. Other laws' commands do not carry it."""
+    from properties.checker.grading import backward_arguments
+
+    backward = backward_arguments("properties.catalogues.mistakes:backward_without_the_rowsum_term", False, False,
+                                  ("--convention", "sdpa"))  # fmt: skip
+    subject = Subject("kernel", "attention.rows:scaled_dot_product_attention", "scaled")
+    row = LawVerdict("test_the_key_gradients_sum_to_zero", "gradients", "properties.test_gradients", "backward")
+    command = rerun(row, subject, ("--convention", "sdpa"), backward)
+    assert command.endswith("--backward 'properties.catalogues.mistakes:backward_without_the_rowsum_term'")
+    assert "--backward" not in rerun(
+        dataclasses.replace(row, category="semantics"), subject, ("--convention", "sdpa"), backward
+    )
+    assert backward_arguments(None, True, False, ()) == ["--gradients"]
+    assert backward_arguments(None, False, True, ()) == [
+        "--backward",
+        "attention:scaled_dot_product_self_attention_vjp",
+    ]
+    arguments = [a.strip("'") for a in command.split()[1:]]
+    ran = subprocess.run([sys.executable, "-m", "pytest", *arguments, "-q", "-p", "no:cacheprovider"],
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert ran.returncode == 1 and "sum over keys of d_key" in ran.stdout, ran.stdout[-2000:]

@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 
 from properties.catalogues import mistakes as b
-from properties.checker.diagnosis import MISTAKES, SOFTMAX_MISTAKES, diagnose_attention, diagnose_softmax
+from properties.checker.diagnosis import (
+    BACKWARD_MISTAKES,
+    GRADIENT_PROBES,
+    MISTAKES,
+    SOFTMAX_MISTAKES,
+    diagnose,
+    diagnose_attention,
+    diagnose_backward,
+    diagnose_softmax,
+)
 from properties.helpers.implementations import Implementation
 from properties.helpers.problems import AttentionProblem
 
@@ -71,3 +80,29 @@ def test_float32_accuracy_returned_as_float64_is_diagnosed_in_words() -> None:
     assert diagnosis is not None and diagnosis.mistake == "float32_accuracy_in_float64", diagnosis
     assert "only as accurate as float32" in diagnosis.message and "float64's bound" in diagnosis.message
     assert diagnose_attention(Implementation(b.scaled_by_sqrt_D_q), problem) is None
+
+
+@pytest.mark.parametrize("mistake", BACKWARD_MISTAKES, ids=lambda m: m.function.__name__)
+def test_each_broken_backward_is_diagnosed_as_itself(mistake: Any) -> None:
+    """On the gradient probes alone, every broken backward is told apart from the correct one and the others."""
+    diagnosis = diagnose_backward(b.broken_backward(mistake.function), None)
+    assert diagnosis is not None and diagnosis.mistake == mistake.function.__name__, diagnosis
+
+
+def test_correct_backwards_get_no_diagnosis() -> None:
+    """The catalogue's correct backward passes (P from the saved lse, blocks, the log domain, float32) and the
+    reference's get none; a backward that changes only its bits (summation order) is not named either."""
+    from properties.catalogues.correct import CATALOGUE
+    from properties.helpers.backward import RowBackward
+
+    for variant in (v for v in CATALOGUE if v.role == "backward"):
+        assert diagnose_backward(b.broken_backward(variant.function), None) is None, variant
+    assert diagnose_backward(b.broken_backward(b.backward_in_a_changing_order), None) is None
+    assert isinstance(b.broken_backward(b.textbook_backward), RowBackward)
+
+
+def test_a_gradient_law_fail_is_diagnosed_from_its_arguments() -> None:
+    problem = GRADIENT_PROBES[0]
+    arguments = {"backward": b.broken_backward(b.backward_dk_without_the_scale), "problem": problem}
+    diagnosis = diagnose(arguments)
+    assert diagnosis is not None and diagnosis.mistake == "backward_dk_without_the_scale"
