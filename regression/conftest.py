@@ -1,5 +1,6 @@
 """Benchmark hooks (pytest-benchmark): the BLAS in the run's header and in the JSON's machine info, the
-table of ratios to the floor and to the limit after the run, and --blas-threads."""
+table of ratios to the floor, the limit and the FLOP floor after the run (with the measured rates), and
+--blas-threads."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from regression.benchmarking import MEDIANS, blas_info, blas_line, ratio_lines, ratios
+from regression.benchmarking import FLOP_FLOORS, MEDIANS, RATES, blas_info, blas_line, rate_lines, ratio_lines, ratios
 
 LIMITER = pytest.StashKey[Any]()  # threadpoolctl's limiter under --blas-threads, restored at the end
 
@@ -55,13 +56,15 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list[Any], output_json: dict[str, Any]) -> None:
-    output_json["attention_ratios"] = ratios(config.stash.get(MEDIANS, {}))
+    output_json["attention_ratios"] = ratios(config.stash.get(MEDIANS, {}), config.stash.get(FLOP_FLOORS, {}))
+    output_json["attention_rates"] = {dtype: r.as_info() for dtype, r in config.stash.get(RATES, {}).items()}
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-benchmark's own tables
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    lines = ratio_lines(config.stash.get(MEDIANS, {}))
+    lines = ratio_lines(config.stash.get(MEDIANS, {}), config.stash.get(FLOP_FLOORS, {}))
     if lines:
+        lines += rate_lines(config.stash.get(RATES, {}))
         terminalreporter.section("attention benchmarks")
         for line in lines:
             terminalreporter.write_line(line)

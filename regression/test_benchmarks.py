@@ -4,8 +4,9 @@ Each group (dtype, N) times side by side, at D = 64: `floor`, the five matrix pr
 projections, K^T Q and V A); `exp`, one in-place exp over the N^2 logits (floor + exp is the group's limit,
 what no numpy implementation avoids); the reference (`full`, which returns the attention matrix), the
 blockwise reference (`blockwise`, X' only), a notebook-style implementation (`naive`) and, with
-`--impl TARGET`, the implementation under test (`impl`). After the run each group's ratios to the floor and
-to the limit are printed (regression/conftest.py). Then the checker itself: the wall time of
+`--impl TARGET`, the implementation under test (`impl`). After the run each group's ratios to the floor, to
+the limit and to the FLOP floor (the products' FLOPs and N^2 exps at rates measured in the run,
+regression/benchmarking.py) are printed (regression/conftest.py). Then the checker itself: the wall time of
 `attention-check`, and the examples per second of each law on the reference.
 """
 
@@ -28,7 +29,7 @@ from properties.catalogues import registry
 from properties.helpers.hypothesis_internals import is_hypothesis_test, wrapped_body
 from properties.helpers.implementations import Implementation
 from properties.helpers.loading import load_function
-from regression.benchmarking import blas_info, record_median
+from regression.benchmarking import blas_info, record_flop_floor, record_median
 
 pytestmark = pytest.mark.benchmark  # measurements, not laws: attention-check leaves them out
 D = 64
@@ -103,6 +104,7 @@ def test_benchmark_attention(
     benchmark.group = group_of(dtype, N)
     target = pytestconfig.getoption("--impl") if name == "impl" else None
     benchmark.extra_info.update(implementation=target or name, N=N, D=D, dtype=np.dtype(dtype).name, blas=blas_info())
+    record_flop_floor(pytestconfig, benchmark.group, N, D, dtype, benchmark)
     benchmark(function, *problem_arrays(N, dtype))
     record_median(pytestconfig, benchmark.group, name, benchmark)
 
@@ -119,6 +121,7 @@ def test_benchmark_exp(benchmark: Any, pytestconfig: pytest.Config, N: int, dtyp
 
     benchmark.group = group_of(dtype, N)
     benchmark.extra_info.update(implementation="exp", N=N, D=D, dtype=np.dtype(dtype).name, blas=blas_info())
+    record_flop_floor(pytestconfig, benchmark.group, N, D, dtype, benchmark)
     # pedantic: a fresh copy each round; more rounds for the smaller sizes, whose timings are shorter.
     rounds = pytestconfig.getoption("benchmark_min_rounds") * max(1, (SIZES[-1] // N) ** 2 // 4)
     benchmark.pedantic(np.exp, setup=fresh_copy, rounds=rounds)

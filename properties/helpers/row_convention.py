@@ -15,6 +15,7 @@ target that needs values as wide as the keys (jax) gets q, k, v padded with zero
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import inspect
 from collections.abc import Callable
@@ -167,6 +168,38 @@ class ConventionResult(Result):
         return self.attentions
 
 
+@functools.cache
+def jax_compiled(function: Callable[..., Any], static: frozenset[str]) -> Callable[..., Any]:
+    """jax.jit of a jax target, its keywords that are not arrays (scale, is_causal...) static: one compilation
+    per shape of the whole function, where op-by-op execution compiles each of its operations per shape."""
+    import jax
+
+    return jax.jit(function, static_argnames=tuple(sorted(static)))
+
+
+# jax targets whose Python code cannot be traced (a value read into Python control flow): called op by op.
+JAX_EAGER: set[Callable[..., Any]] = set()
+
+
+def call_target(name: str, function: Callable[..., Any], array: str, *arguments: Any, **keywords: Any) -> Any:
+    """call_function(name, function, ...), through jax.jit for jax arrays: hypothesis draws many shapes, and op by
+    op jax compiles every operation anew for each, which made a check of jax.nn.dot_product_attention take
+    minutes. A target that cannot be traced (jax's tracer errors) is called op by op from then on."""
+    if array != "jax" or function in JAX_EAGER:
+        return call_function(name, function, *arguments, **keywords)
+    import jax
+
+    static = frozenset(key for key, value in keywords.items() if not isinstance(value, jax.Array))
+    try:
+        return call_function(name, jax_compiled(function, static), *arguments, **keywords)
+    except ImplementationFailed as failed:
+        untraceable = (jax.errors.JAXTypeError, jax.errors.NonConcreteBooleanIndexError, jax.errors.JAXIndexError)
+        if not isinstance(failed.__cause__, untraceable):
+            raise
+    JAX_EAGER.add(function)
+    return call_function(name, function, *arguments, **keywords)
+
+
 def rows(problem: AttentionProblem) -> tuple[Array, Array, Array]:
     """q, k, v of a problem as rows, (N, D_q), (N, D_q), (N, D_v), computed in float64."""
     X = problem.X
@@ -272,7 +305,7 @@ class SdpaImplementation(Implementation):
             mask = keywords.get(name)
             if isinstance(mask, np.ndarray) and mask.dtype != np.bool_:
                 target_keywords[name] = self.convention.to_target(mask, laid_out=False)
-        returned = call_function(self.name, self.function, *given, **target_keywords)
+        returned = call_target(self.name, self.function, self.convention.array, *given, **target_keywords)
         modified = tuple(
             name
             for name, a, b in zip(names, given, before, strict=True)

@@ -32,3 +32,31 @@ def test_weights_returned_by_a_kernel_are_taken_as_the_attention_matrix() -> Non
     kernel = SdpaImplementation(kernel_returning_weights, "scaled", "kernel_returning_weights")
     test_attention_matrix.test_attention_columns_are_probability_distributions(implementation=kernel)
     test_masks.test_attentions_are_distributions_over_the_visible_keys(implementation=kernel)
+
+
+def test_jax_targets_are_compiled_whole_and_untraceable_ones_called_op_by_op() -> None:
+    """jax arrays reach a target through jax.jit (one compilation a shape, its keywords static); a target that
+    reads a value into Python (not traceable) gets the same answer op by op, and is called so from then on."""
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    from properties.helpers import row_convention
+
+    traced = []
+
+    def traceable(query: Any, key: Any, value: Any, scale: Any = None) -> Any:
+        traced.append(query.shape)  # its Python body runs once a shape under jax.jit, at each call op by op
+        return jax.nn.dot_product_attention(query, key, value, scale=scale)
+
+    def untraceable(query: Any, key: Any, value: Any, scale: Any = None) -> Any:
+        if float(jnp.max(jnp.abs(query))) > 1e30:  # a value read into Python: a tracer error under jax.jit
+            raise ValueError("too large")
+        return jax.nn.dot_product_attention(query, key, value, scale=scale)
+
+    q = jnp.asarray(np.random.default_rng(0).standard_normal((1, 3, 1, 2)), dtype=jnp.float32)
+    expected = np.asarray(jax.nn.dot_product_attention(q, q, q, scale=0.5))
+    for target in (traceable, untraceable):
+        for _ in range(2):
+            out = row_convention.call_target("target", target, "jax", q, q, q, scale=0.5)
+            np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-6)
+    assert untraceable in row_convention.JAX_EAGER and traceable not in row_convention.JAX_EAGER
+    assert traced == [q.shape]  # traced (and compiled) once for the two calls
