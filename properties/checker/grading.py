@@ -93,6 +93,7 @@ def subjects_of_file(path: Path) -> list[Subject]:
 
 def subjects_of_target(job: WorkerJob) -> list[Subject]:
     from properties.helpers.loading import load_function
+    from properties.helpers.notebook import is_template
 
     if job.target == REFERENCE and job.convention:
         flash = "flash" in job.convention
@@ -109,10 +110,13 @@ def subjects_of_target(job: WorkerJob) -> list[Subject]:
     subjects = [Subject(t.rpartition(":")[2], t, kind) for kind, t in targets.items() if t]
     for subject in subjects:
         try:
-            load_function(subject.target)
+            loaded = load_function(subject.target)
         except Exception as error:
             missing = isinstance(error, ValueError) and "has no attribute" in str(error)
             subject.state = "missing" if missing else f"raises on import: {type(error).__name__}: {error}"
+            continue
+        if subject.kind in ("scaled", "unscaled", "softmax") and is_template(loaded, subject.kind != "softmax"):
+            subject.state, subject.error = "template", "still the notebook's template"
     return subjects
 
 

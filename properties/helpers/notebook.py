@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import ast
 import builtins
+import inspect
 import json
 import linecache
 import symtable
 import sys
+import textwrap
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,6 +89,17 @@ def _is_template(function: ast.FunctionDef, old_form: bool = True) -> bool:
     if body and _raises_not_implemented(body[-1]):
         return not any(isinstance(node, ast.Return) for s in body[:-1] for node in ast.walk(s))
     return old_form and tuple(ast.dump(s) for s in body) == TEMPLATE_BODY
+
+
+def is_template(function: Callable[..., Any], old_form: bool = True) -> bool:
+    """Whether a loaded function is still a template (as `_is_template` judges its reachable statements); False
+    when its source cannot be read (a builtin, a lambda, a C extension)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    except (OSError, TypeError, SyntaxError):
+        return False
+    definition = next((node for node in tree.body if isinstance(node, ast.FunctionDef)), None)
+    return definition is not None and _is_template(reachable(definition), old_form)
 
 
 def _names_used(function: ast.FunctionDef) -> set[str]:

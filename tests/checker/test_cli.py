@@ -290,3 +290,43 @@ def test_the_rerun_command_of_a_gradient_law_carries_the_backward_and_fails_agai
     ran = subprocess.run([sys.executable, "-m", "pytest", *arguments, "-q", "-p", "no:cacheprovider"],
                          capture_output=True, text=True, timeout=600)  # fmt: skip
     assert ran.returncode == 1 and "sum over keys of d_key" in ran.stdout, ran.stdout[-2000:]
+
+
+COURSE_TEMPLATE = '''import numpy as np
+
+
+def scaled_dot_product_self_attention(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k):
+    """The course's cell, unfilled."""
+    # YOUR CODE HERE
+    raise NotImplementedError()
+    return X_prime, attentions
+
+
+def old_template(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k):
+    X_prime = np.zeros_like(X)
+    return X_prime
+
+
+def started(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k):
+    if X.shape[1] == 0:
+        raise NotImplementedError("empty inputs")
+    return omega_v @ X + beta_v
+'''
+
+
+@pytest.mark.parametrize(
+    ("function", "state"),
+    [("scaled_dot_product_self_attention", "template"), ("old_template", "template"), ("started", "implemented")],
+)
+def test_a_template_given_as_file_function_is_a_template(tmp_path: Path, function: str, state: str) -> None:
+    """file.py:function is judged as the same function in a notebook or a file given whole: a body that raises
+    NotImplementedError before any return (or the older zeros_like form) is a template, no run of the battery;
+    a function that raises only on some inputs is implemented."""
+    from properties.checker.grading import subjects_of_target
+    from properties.checker.records import WorkerJob
+
+    (tmp_path / "course.py").write_text(COURSE_TEMPLATE)
+    target = f"{tmp_path / 'course.py'}:{function}"
+    (subject,) = subjects_of_target(WorkerJob(target, None, target))
+    assert subject.state == state
+    assert (subject.error == "still the notebook's template") == (state == "template")
