@@ -89,6 +89,13 @@ def test_anything_else_in_a_law_module_is_an_error_naming_the_function(markers: 
         classify(markers, "properties.test_x.test_y")
 
 
+def test_a_law_is_never_marked_slow() -> None:
+    """The default run deselects slow tests: a slow law would go unchecked there; a slow meta-test may exist."""
+    with pytest.raises(NotALaw, match=r"properties\.test_x\.test_y: a law is never marked slow"):
+        classify(["semantics", "slow"], "properties.test_x.test_y")
+    assert classify(["meta", "slow"], "properties.test_x.test_y") is None
+
+
 class FakeItem:
     """What the plugin's collection check reads of a pytest item."""
 
