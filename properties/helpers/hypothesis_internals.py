@@ -13,11 +13,11 @@ reads them (the checker's verdict recorder wraps `inner_test` itself, the docume
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from hypothesis import example, given, settings
+from hypothesis import example, given, seed, settings
 from hypothesis.control import BuildContext
 from hypothesis.errors import UnsatisfiedAssumption
 from hypothesis.internal.conjecture.data import ConjectureData
@@ -103,14 +103,18 @@ def replay(
     return len(examples)
 
 
-def draws(law: Callable[..., Any], chosen: settings) -> list[dict[str, Any]]:
-    """The keyword arguments the law's strategies generate under `chosen` settings (its body does not run)."""
+def draws(law: Callable[..., Any], chosen: settings, *, seed_of: Hashable = None) -> list[dict[str, Any]]:
+    """The keyword arguments the law's strategies generate under `chosen` settings (its body does not run), from
+    the random seed `seed_of` when one is given."""
     drawn: list[dict[str, Any]] = []
 
     def collect(**kwargs: Any) -> None:
         drawn.append(kwargs)
 
-    given(**strategies_of(law))(chosen(collect))()
+    test = given(**strategies_of(law))(chosen(collect))
+    if seed_of is not None:
+        test = seed(seed_of)(test)
+    test()
     return drawn
 
 

@@ -122,3 +122,10 @@ def test_a_replay_calls_the_body_on_each_example_in_order_and_raises_its_failure
     with pytest.raises(AssertionError, match="n = 7 breaks the law"):
         hi.replay(noting_law, [{"n": 7}, {"n": 3}], fixture="g")
     assert CALLS == [("g", 7)]
+
+
+def test_draws_from_a_seed_are_the_same_every_time_and_differ_between_seeds() -> None:
+    chosen = settings(QUICK, derandomize=False, phases=[Phase.generate])
+    first = hi.draws(law_like, chosen, seed_of="a")
+    assert first == hi.draws(law_like, chosen, seed_of="a")
+    assert first != hi.draws(law_like, settings(chosen, max_examples=50), seed_of="b")[: len(first)]
