@@ -65,13 +65,19 @@ def shares_draws(law: Callable[..., Any]) -> bool:
     return not any(repr(strategy) == "data()" for strategy in strategies_of(law).values())
 
 
+def batch_sizes(law: Callable[..., Any]) -> tuple[int, ...]:
+    """BATCHES, and a last batch up to the law's own number of examples when its profile draws more (thorough)."""
+    beyond = settings_of(law).max_examples - META_EXAMPLES
+    return BATCHES + ((beyond,) if beyond > 0 else ())
+
+
 @functools.cache
 def drawn_batch(law: Callable[..., Any], index: int) -> tuple[dict[str, Any], ...]:
-    """The law's `index`-th batch of BATCHES[index] drawn examples: derandomised by (law, index), so that every
-    run and every meta-test of the law meets the same problems."""
+    """The law's `index`-th batch of batch_sizes(law)[index] drawn examples: derandomised by (law, index), so that
+    every run and every meta-test of the law meets the same problems."""
     chosen = settings(
         settings_of(law),
-        max_examples=BATCHES[index],
+        max_examples=batch_sizes(law)[index],
         database=None,
         phases=[Phase.generate],
         suppress_health_check=list(HealthCheck),
@@ -83,7 +89,7 @@ def _on_shared_draws(law: Callable[..., Any], arguments: dict[str, Any]) -> None
     """Run the law's explicit examples, then its shared batches, until the first failure (which propagates).
     Each example is a deep copy: a broken implementation that writes into its inputs spoils no other meta-test."""
     replay(law, explicit_examples_of(law), **arguments)
-    for index in range(len(BATCHES)):
+    for index in range(len(batch_sizes(law))):
         for drawn in drawn_batch(law, index):
             replay(law, [copy.deepcopy(drawn)], **arguments)
 
