@@ -118,6 +118,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="check the gradients of --impl TARGET taken by its array library's autograd (jax.vjp, torch.autograd) "
         "with the gradient laws: --convention sdpa --array jax or torch",
     )
+    group.addoption(
+        "--run-slow",
+        action="store_true",
+        default=False,
+        help="also run the tests marked slow (subprocesses: the CLI end to end, grading workers), which the "
+        "default run deselects; so does a -m expression that names slow",
+    )
     group.addoption("--square", action="store_true", default=False, help="draw only D_q = D_v = D (the notebook's)")
     group.addoption(
         "--convention",
@@ -265,12 +272,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             problems.append(str(error))
     if problems:
         raise pytest.UsageError("\n".join(dict.fromkeys(problems)))
+    _deselect_slow(config, items)
     if not config.getoption("--impl"):
         return
     skip = pytest.mark.skip(reason="a meta-test of the battery itself, not of --impl TARGET")
     for item in items:
         if item.get_closest_marker("meta"):
             item.add_marker(skip)
+
+
+def _deselect_slow(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the tests marked slow unless --run-slow is given or the -m expression names slow (`-m slow` runs
+    them alone); a law is never marked slow (the registry's rule), so the battery itself is never cut."""
+    if config.getoption("--run-slow") or "slow" in (config.getoption("-m") or ""):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
 
 
 def _under_test(config: pytest.Config, option: str, what: str, reference: FunctionUnderTest) -> Any:

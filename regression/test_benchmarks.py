@@ -22,13 +22,22 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _pytest.outcomes import Skipped
 from hypothesis import settings
 
-from attention import blockwise_scaled_dot_product_self_attention, scaled_dot_product_self_attention
+from attention import (
+    blockwise_scaled_dot_product_self_attention,
+    scaled_dot_product_attention_backward,
+    scaled_dot_product_self_attention,
+    sinusoidal_positional_encoding,
+)
+from attention.rows import scaled_dot_product_attention
 from properties.catalogues import registry
+from properties.helpers.backward import RowBackward
 from properties.helpers.hypothesis_internals import is_hypothesis_test, wrapped_body
 from properties.helpers.implementations import Implementation
 from properties.helpers.loading import load_function
+from properties.helpers.options import BACKWARD_REFERENCE_TARGETS, SDPA_REFERENCE_TARGET
 from regression.benchmarking import blas_info, record_flop_floor, record_median
 
 pytestmark = pytest.mark.benchmark  # measurements, not laws: attention-check leaves them out
@@ -145,15 +154,22 @@ def test_benchmark_blockwise_memory_at_32768(benchmark: Any) -> None:
     assert peak < 256 * 2**20, f"blockwise used {peak / 2**20:.1f} MiB beyond its inputs"
 
 
-def laws_on_one_implementation() -> Iterator[Any]:
-    """Every hypothesis law of properties/ whose only fixture is `implementation` (hypothesis draws the rest)."""
+def hypothesis_laws() -> Iterator[tuple[str, Any, dict[str, Any]]]:
+    """(id, law, parameters) for every hypothesis law of properties/ and each of its parametrisations, through the
+    registry: the forward laws, the row-convention and rectangular kernels' laws, the gradient laws."""
     for law in registry.laws():
-        on_one = is_hypothesis_test(law.function) and registry.fixtures_of(law.function) == {"implementation"}
-        if law.module.startswith("properties.") and on_one:
-            yield law.function
+        if law.module.startswith("properties.") and is_hypothesis_test(law.function):
+            for parameters in registry.parametrizations(law.function):
+                suffix = "".join(f"[{getattr(v, '__name__', v)}]" for v in parameters.values())
+                yield law.name.removeprefix("test_") + suffix, law.function, parameters
 
 
-LAWS = list(laws_on_one_implementation())
+LAWS = list(hypothesis_laws())
+# The bundled functions a law checks, by fixture: the scaled reference and its own backward pass; the kernels
+# (kernel, flash, varlen, merge, softmax, multihead) come from the plugin's fixtures, the bundled ones here.
+REFERENCE = Implementation(load_function(REFERENCE_TARGET), "scaled", REFERENCE_TARGET)
+REFERENCE_BACKWARD = RowBackward(scaled_dot_product_attention_backward, BACKWARD_REFERENCE_TARGETS["scaled"],
+                                 scaled_dot_product_attention, SDPA_REFERENCE_TARGET, "scaled")  # fmt: skip
 
 
 @pytest.fixture
@@ -166,11 +182,16 @@ def dev_profile() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("dev_profile")
-@pytest.mark.parametrize("law", LAWS, ids=[law.__name__.removeprefix("test_") for law in LAWS])
-def test_benchmark_law_examples_per_second(benchmark: Any, law: Any) -> None:
-    """Examples per second of one law on the reference (dev profile): the battery's own speed."""
-    implementation = Implementation(load_function(REFERENCE_TARGET), "scaled", REFERENCE_TARGET)
-    examples = 0
+@pytest.mark.parametrize(("law", "parameters"), [(law, parameters) for _, law, parameters in LAWS],
+                         ids=[name for name, _, _ in LAWS])  # fmt: skip
+def test_benchmark_law_examples_per_second(
+    benchmark: Any, request: pytest.FixtureRequest, law: Any, parameters: dict[str, Any]
+) -> None:
+    """Examples per second of one law on the bundled reference (dev profile): the battery's own speed."""
+    own = {"implementation": REFERENCE, "backward": REFERENCE_BACKWARD, "encoding": sinusoidal_positional_encoding}
+    needed = registry.fixtures_of(law, parameters)
+    fixtures = {name: own[name] if name in own else request.getfixturevalue(name) for name in needed}
+    examples, skipped = 0, ""
 
     def counting(inner: Callable[..., Any]) -> Callable[..., Any]:
         def counted(*args: Any, **kwargs: Any) -> Any:
@@ -180,13 +201,22 @@ def test_benchmark_law_examples_per_second(benchmark: Any, law: Any) -> None:
 
         return counted
 
+    def run() -> None:
+        nonlocal skipped
+        try:
+            law(**fixtures, **parameters)
+        except Skipped as skip:  # a round without data would break pytest-benchmark's report and --benchmark-save
+            skipped = str(skip)
+
     with wrapped_body(law, counting):
         benchmark.group = "battery: one law, dev profile, on the reference"
-        # One round a law keeps the run short (about 30 laws); --benchmark-compare still sees each law's time.
+        # One round a law keeps the run short; --benchmark-compare still sees each law's time.
         started = time.perf_counter()
-        benchmark.pedantic(law, kwargs={"implementation": implementation}, rounds=1, iterations=1)
+        benchmark.pedantic(run, rounds=1, iterations=1)
         elapsed = time.perf_counter() - started
     benchmark.extra_info.update(examples=examples, examples_per_second=examples / elapsed)
+    if skipped:
+        pytest.skip(skipped)
 
 
 def test_benchmark_attention_check(benchmark: Any, tmp_path: Path) -> None:

@@ -71,6 +71,7 @@ def test_plugin_helpers_and_catalogues_import_nothing_of_the_checker(path: Path)
     assert violations(path.read_text(), TOOLS_FORBIDDEN, package_of(path)) == []
 
 
+@pytest.mark.slow
 def test_importing_the_plugin_loads_no_checker_module() -> None:
     code = "import sys, properties.plugin; print(sorted(m for m in sys.modules if m.startswith('properties.checker')))"
     completed = subprocess.run(

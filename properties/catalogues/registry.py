@@ -91,11 +91,14 @@ def law_modules() -> Iterator[ModuleType]:
 
 def classify(markers: Iterable[str], where: str) -> str | None:
     """The category of a test function of a law module from the names of its markers (its module's included):
-    None if it is marked as one of NOT_LAWS, else its one category. NotALaw (naming `where`) for none or two."""
+    None if it is marked as one of NOT_LAWS, else its one category. NotALaw (naming `where`) for none or two, or
+    for a law marked slow."""
     names = set(markers)
     if names & set(NOT_LAWS):
         return None
     found = [category for category in CATEGORIES if category in names]
+    if "slow" in names:  # the default run deselects slow tests: a law marked slow would go unchecked there
+        raise NotALaw(f"{where}: a law is never marked slow (the default run deselects slow tests)")
     if len(found) != 1:
         what = "no category marker" if not found else f"{len(found)} category markers ({', '.join(found)})"
         raise NotALaw(

@@ -9,6 +9,7 @@ battery in-process, once per function, with properties.checker.verdicts recordin
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -148,7 +149,7 @@ def _battery(subjects: list[Subject], job: WorkerJob, scratch: Path) -> None:
         selection += " and (" + " or ".join(job.only) + ")"
     arguments = [
         "--pyargs", "properties", "regression", "-p", "properties.plugin", "-p", "properties.checker.verdicts",
-        "-p", "no:cacheprovider",
+        "-p", "no:cacheprovider", "-p", "no:unraisableexception",
         "-c", str(ini), "--rootdir", str(scratch), "-q", "-s", "--no-header", "--tb=short", "--benchmark-skip",
         "-W", "ignore::pytest.PytestAssertRewriteWarning",
         "-m", selection, "--hypothesis-profile", job.profile,
@@ -225,6 +226,9 @@ def work(job: WorkerJob, result: Path) -> None:
         )  # fmt: skip
     path = Path(job.path) if job.path else None
     subjects = subjects_of_file(path) if path is not None else subjects_of_target(job)
+    # Everything imported so far (pytest, hypothesis, numpy, the battery, the code under test) lives as long as the
+    # worker: kept out of the collector's full passes, which otherwise scan it again and again during the laws.
+    gc.freeze()
 
     def save() -> None:
         with own_output():

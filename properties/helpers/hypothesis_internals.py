@@ -3,7 +3,8 @@ against the installed hypothesis).
 
 A law decorated with `@given` carries what the battery needs to rerun it differently (without shrinking for a
 meta-test, on shared examples for the false-alarm test, counting examples for a benchmark): its strategies
-(`law.hypothesis._given_kwargs`, private), its undecorated body (`law.hypothesis.inner_test`, the hook hypothesis
+(`law.hypothesis._given_kwargs`, private), a build context to replay its body in (`BuildContext`, private), its
+undecorated body (`law.hypothesis.inner_test`, the hook hypothesis
 documents for plugins that wrap the body), its settings (`law._hypothesis_internal_use_settings`, private) and its
 explicit examples (`law.hypothesis_explicit_examples`, private). Nothing else in properties/, regression/ or tests/
 reads them (the checker's verdict recorder wraps `inner_test` itself, the documented hook).
@@ -12,11 +13,14 @@ reads them (the checker's verdict recorder wraps `inner_test` itself, the docume
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from hypothesis import example, given, settings
+from hypothesis import example, given, seed, settings
+from hypothesis.control import BuildContext
+from hypothesis.errors import UnsatisfiedAssumption
+from hypothesis.internal.conjecture.data import ConjectureData
 from hypothesis.strategies import SearchStrategy
 
 
@@ -81,14 +85,36 @@ def rerun(
     return given(**strategies_of(law))(test)
 
 
-def draws(law: Callable[..., Any], chosen: settings) -> list[dict[str, Any]]:
-    """The keyword arguments the law's strategies generate under `chosen` settings (its body does not run)."""
+def replay(
+    law: Callable[..., Any], examples: list[dict[str, Any]] | tuple[dict[str, Any], ...], **arguments: Any
+) -> int:
+    """Call the law's body on each example (keyword arguments of its strategies) with `arguments` (its fixtures
+    and parameters), in order, each inside a build context of its own (hypothesis.control.BuildContext, private, so
+    that note() and reject() work), as hypothesis runs an explicit example but without its engine (about 2 ms a
+    run, most of the cost of replaying two examples on a cheap law): the first failure propagates; an example the
+    body rejects counts as passed, as hypothesis counts a rejected explicit example. Returns the examples run."""
+    body = body_of(law)
+    for keywords in examples:
+        try:
+            with BuildContext(ConjectureData.for_choices([]), wrapped_test=law):
+                body(**arguments, **keywords)
+        except UnsatisfiedAssumption:
+            continue
+    return len(examples)
+
+
+def draws(law: Callable[..., Any], chosen: settings, *, seed_of: Hashable = None) -> list[dict[str, Any]]:
+    """The keyword arguments the law's strategies generate under `chosen` settings (its body does not run), from
+    the random seed `seed_of` when one is given."""
     drawn: list[dict[str, Any]] = []
 
     def collect(**kwargs: Any) -> None:
         drawn.append(kwargs)
 
-    given(**strategies_of(law))(chosen(collect))()
+    test = given(**strategies_of(law))(chosen(collect))
+    if seed_of is not None:
+        test = seed(seed_of)(test)
+    test()
     return drawn
 
 

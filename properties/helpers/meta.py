@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from hypothesis import Phase, settings
+from hypothesis import HealthCheck, Phase, settings
 
 from properties.helpers.checks import leaves
-from properties.helpers.hypothesis_internals import explicit_examples_of, is_hypothesis_test, rerun, settings_of
+from properties.helpers.hypothesis_internals import (
+    draws,
+    explicit_examples_of,
+    is_hypothesis_test,
+    replay,
+    rerun,
+    settings_of,
+    strategies_of,
+)
 
 # A meta-test needs one failing example, not a minimal one: no shrinking, no database, and enough
 # examples that a bug showing on a fair share of problems is found in every run.
 META_EXAMPLES = 300
+# The meta-tests of one law share its drawn examples, drawn in batches on first need (most mistakes show within
+# the first few examples, a few need dozens) and replayed on each broken implementation until its first failure:
+# a law with seven meta-tests is drawn for once, not seven times (drawing is most of a meta-test's cost).
+BATCHES = (10, 40, META_EXAMPLES - 50)
 
 # Set by `recording()`: assert_law_fails then notes which law a meta-test aims at which broken implementation,
 # without running it (properties/catalogues/registry.py lists the mistakes each law catches from these notes).
@@ -46,6 +60,40 @@ def _without_shrinking(law: Callable[..., Any]) -> Callable[..., Any]:
     return rerun(law, quick, explicit_examples_of(law))
 
 
+def shares_draws(law: Callable[..., Any]) -> bool:
+    """Whether the law's drawn arguments can be drawn ahead and replayed (st.data() objects live in one run)."""
+    return not any(repr(strategy) == "data()" for strategy in strategies_of(law).values())
+
+
+def batch_sizes(law: Callable[..., Any]) -> tuple[int, ...]:
+    """BATCHES, and a last batch up to the law's own number of examples when its profile draws more (thorough)."""
+    beyond = settings_of(law).max_examples - META_EXAMPLES
+    return BATCHES + ((beyond,) if beyond > 0 else ())
+
+
+@functools.cache
+def drawn_batch(law: Callable[..., Any], index: int) -> tuple[dict[str, Any], ...]:
+    """The law's `index`-th batch of batch_sizes(law)[index] drawn examples: derandomised by (law, index), so that
+    every run and every meta-test of the law meets the same problems."""
+    chosen = settings(
+        settings_of(law),
+        max_examples=batch_sizes(law)[index],
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    return tuple(draws(law, chosen, seed_of=f"{law.__module__}.{law.__name__}/{index}"))
+
+
+def _on_shared_draws(law: Callable[..., Any], arguments: dict[str, Any]) -> None:
+    """Run the law's explicit examples, then its shared batches, until the first failure (which propagates).
+    Each example is a deep copy: a broken implementation that writes into its inputs spoils no other meta-test."""
+    replay(law, explicit_examples_of(law), **arguments)
+    for index in range(len(batch_sizes(law))):
+        for drawn in drawn_batch(law, index):
+            replay(law, [copy.deepcopy(drawn)], **arguments)
+
+
 def only_recording() -> bool:
     """Whether meta-tests are being read for their aims (inside `recording()`): a meta-test that checks more than
     assert_law_fails (a fixed example on its own, say) returns early then."""
@@ -67,6 +115,8 @@ def assert_law_fails(law: Callable[..., Any], **arguments: Any) -> None:
     try:
         if not is_hypothesis_test(law):  # a law on fixed inputs (the goldens): one call
             law(**arguments)
+        elif shares_draws(law):
+            _on_shared_draws(law, arguments)
         else:
             _without_shrinking(law)(**arguments)
     except (KeyboardInterrupt, SystemExit):

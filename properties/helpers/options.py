@@ -19,6 +19,8 @@ MARKERS = {
     "golden": "stored values from the notebooks and the reference",
     "meta": "a meta-test of the battery itself (a law must fail on a broken implementation); skipped under --impl",
     "reference": "a check of the bundled reference itself in a law module, not a law of TARGET",
+    "slow": "a project test that starts subprocesses (the CLI end to end, grading workers): deselected unless "
+    "--run-slow or a -m expression naming slow (.ci/run runs them)",
 }
 
 # The fixtures a law checks (the functions under test, filled by properties/plugin.py), most specific first: a law

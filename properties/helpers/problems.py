@@ -4,6 +4,7 @@ multi-head problem (notebook 12.2), each immutable and printable as code that re
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -99,10 +100,17 @@ class AttentionProblem:
 
     def logit_bounds(self, scale: float = 1.0) -> Array:
         """l_n = scale max_m (Khat^T Qhat)_mn, shape (N,): a bound on every logit of column n."""
+        return np.asarray(scale * self._unscaled_logit_bounds)
+
+    @functools.cached_property
+    def _unscaled_logit_bounds(self) -> Array:
+        """max_m (Khat^T Qhat)_mn, computed once per problem (an N x N product: the false-alarm test replays one
+        problem on every correct variant). A problem's arrays are never modified (the hygiene laws), so it stays
+        true; a copy is returned by logit_bounds."""
         if self.N == 0:
             return np.zeros(0)
         Qhat, Khat, _ = self.magnitudes()
-        return np.asarray(scale * (Khat.T @ Qhat).max(axis=0))
+        return np.asarray((Khat.T @ Qhat).max(axis=0))
 
     def logits(self, scale: float) -> Array:
         """scale K^T Q with Q = omega_q X + beta_q 1^T, K = omega_k X + beta_k 1^T (eqs. 12.7-12.9), in float64."""

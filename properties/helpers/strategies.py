@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,14 +77,45 @@ def dimensions(
     return Dimensions(D, D_q, D_v, N)
 
 
+# The array strategies below are cached by their arguments: a composite strategy asks for one per drawn shape, and
+# hypothesis validates each new strategy object and computes its properties afresh (a third of a law's generation
+# time when built anew per draw); the same object draws exactly what a new one would.
+CACHE = functools.lru_cache(maxsize=4096)
+
+
+@CACHE
 def finite_floats(bound: float = ENTRY_BOUND) -> st.SearchStrategy[float]:
     """Floats in [-bound, bound]: no NaN, no infinity, no subnormals."""
     return st.floats(-bound, bound, allow_nan=False, allow_infinity=False, allow_subnormal=False, width=64)
 
 
+@CACHE
+def finite_arrays(shape: tuple[int, ...], bound: float = ENTRY_BOUND) -> st.SearchStrategy[Array]:
+    """float64 arrays of `shape` with entries in [-bound, bound] (finite_floats)."""
+    return hnp.arrays(np.float64, shape, elements=finite_floats(bound))
+
+
+@CACHE
+def float_arrays(shape: tuple[int, ...], low: float, high: float) -> st.SearchStrategy[Array]:
+    """float64 arrays of `shape` with entries in [low, high] (hypothesis's st.floats(low, high))."""
+    return hnp.arrays(np.float64, shape, elements=st.floats(low, high))
+
+
+@CACHE
+def integer_arrays(dtype: type, shape: tuple[int, ...], low: int, high: int) -> st.SearchStrategy[NDArray[Any]]:
+    """Integer arrays of `dtype` and `shape` with entries in [low, high]."""
+    return hnp.arrays(dtype, shape, elements=st.integers(low, high))
+
+
+@CACHE
+def boolean_arrays(shape: tuple[int, ...]) -> st.SearchStrategy[NDArray[np.bool_]]:
+    """Boolean arrays of `shape`."""
+    return hnp.arrays(np.bool_, shape)
+
+
 def matrices(rows: int, cols: int, *, bound: float = ENTRY_BOUND) -> st.SearchStrategy[Array]:
     """rows x cols float64 matrices with entries in [-bound, bound]."""
-    return hnp.arrays(np.float64, (rows, cols), elements=finite_floats(bound))
+    return finite_arrays((rows, cols), bound)
 
 
 def columns(rows: int, *, bound: float = ENTRY_BOUND) -> st.SearchStrategy[Array]:
@@ -106,7 +138,7 @@ def well_conditioned_matrices(
     U, _ = np.linalg.qr(rng.standard_normal((rows, k)))
     V, _ = np.linalg.qr(rng.standard_normal((cols, k)))
     sigma = draw(
-        hnp.arrays(np.float64, (k,), elements=st.floats(bound / max_condition, bound)),
+        float_arrays((k,), bound / max_condition, bound),
         label="singular values",
     )
     return np.asarray((U * sigma) @ V.T)
@@ -122,7 +154,7 @@ def unimodular_pairs(draw: st.DrawFn, n: int) -> tuple[Array, Array]:
     """
 
     def unit_triangular(lower: bool) -> NDArray[np.int64]:
-        entries = draw(hnp.arrays(np.int64, (n, n), elements=st.integers(-1, 1)))
+        entries = draw(integer_arrays(np.int64, (n, n), -1, 1))
         T = np.tril(entries, -1) if lower else np.triu(entries, 1)
         return np.asarray(T + np.eye(n, dtype=np.int64))
 
@@ -132,7 +164,7 @@ def unimodular_pairs(draw: st.DrawFn, n: int) -> tuple[Array, Array]:
         return np.rint(np.linalg.inv(T.astype(np.float64))).astype(np.int64)
 
     L, U = unit_triangular(True), unit_triangular(False)
-    exponents = draw(hnp.arrays(np.int64, (n,), elements=st.integers(-2, 2)))
+    exponents = draw(integer_arrays(np.int64, (n,), -2, 2))
     S = np.ldexp(1.0, exponents)
     LU = L @ U
     M = LU.astype(np.float64) * S  # scales column j by S_j: exact, a power of two
@@ -197,7 +229,7 @@ def attention_problems(
     sizes = [rows * cols for rows, cols in shapes]
     # One draw for all seven arrays: four times faster to generate than seven, and it shrinks as well.
     entries = draw(
-        hnp.arrays(np.float64, (sum(sizes),), elements=finite_floats(bound)),
+        finite_arrays((sum(sizes),), bound),
         label="entries of X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, in that order",
     )
     parts = np.split(entries, np.cumsum(sizes)[:-1])
@@ -261,7 +293,7 @@ def symmetric_positive_definite_matrices(draw: st.DrawFn, n: int, *, low: float 
     """n x n symmetric matrices U diag(lambda) U^T with U orthonormal and every eigenvalue in [low, high]."""
     seed = draw(st.integers(0, 2**32 - 1), label="eigenvector seed")
     U, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((n, n)))
-    eigenvalues = draw(hnp.arrays(np.float64, (n,), elements=st.floats(low, high)), label="eigenvalues")
+    eigenvalues = draw(float_arrays((n,), low, high), label="eigenvalues")
     return np.asarray((U * eigenvalues) @ U.T)
 
 
@@ -293,7 +325,7 @@ def multihead_problems(draw: st.DrawFn, max_heads: int = 3, min_heads: int = 1) 
         shapes = AttentionProblem.shapes(base.D, D_q, D_v, base.N)[1:]
         sizes = [rows * cols for rows, cols in shapes]
         # One draw for the six arrays, as in attention_problems: much faster to generate than six.
-        entries = draw(hnp.arrays(np.float64, (sum(sizes),), elements=finite_floats()),
+        entries = draw(finite_arrays((sum(sizes),)),
                        label="entries of omega_v, omega_q, omega_k, beta_v, beta_q, beta_k")  # fmt: skip
         parts = np.split(entries, np.cumsum(sizes)[:-1])
         arrays = [part.reshape(shape) for part, shape in zip(parts, shapes, strict=True)]
@@ -642,7 +674,7 @@ def multihead_problems_with_permutations(draw: st.DrawFn) -> tuple[MultiheadProb
 @st.composite
 def multihead_problems_with_second_mixings(draw: st.DrawFn) -> tuple[MultiheadProblem, Array, float, float]:
     problem = draw(multihead_problems())
-    second = draw(hnp.arrays(np.float64, problem.omega_c.shape, elements=finite_floats()), label="second omega_c")
+    second = draw(finite_arrays(problem.omega_c.shape), label="second omega_c")
     return problem, second, draw(finite_floats(), label="a"), draw(finite_floats(), label="b")
 
 
@@ -714,7 +746,7 @@ def batched_problems_with_key_padding(draw: st.DrawFn) -> tuple[BatchedProblem, 
     a factor in [1, 1e3] for what the padding holds: whatever it is must not matter."""
     problem = draw(batched_problems(heads=(1, 2), min_n=2))
     N = problem.slots[0][0].N
-    lengths = draw(hnp.arrays(np.intp, (problem.B,), elements=st.integers(1, N)), label="n_b")
+    lengths = draw(integer_arrays(np.intp, (problem.B,), 1, N), label="n_b")
     return problem, lengths, draw(st.floats(1.0, 1e3), label="factor of the padding")
 
 
@@ -865,10 +897,11 @@ GRADIENT_SCALES = (0.25, 0.5, 1.0, 2.0)
 LONG_GRADIENT_LENGTHS = tuple(sorted({2**k + d for k in range(4, 8) for d in (-1, 0, 1)}))
 
 
+@CACHE
 def grid_arrays(shape: tuple[int, ...], bound: float = GRADIENT_ENTRY_BOUND) -> st.SearchStrategy[Array]:
     """Arrays of `shape` whose entries are multiples of GRID within [-bound, bound]."""
     top = int(bound / GRID)
-    return hnp.arrays(np.int64, shape, elements=st.integers(-top, top)).map(lambda a: a.astype(np.float64) * GRID)
+    return integer_arrays(np.int64, shape, -top, top).map(lambda a: a.astype(np.float64) * GRID)
 
 
 def seeded_grid_array(draw: st.DrawFn, shape: tuple[int, ...], bound: float, label: str) -> Array:
@@ -920,7 +953,7 @@ def gradient_problems(
         )  # fmt: skip
     attn_mask = None
     if mask and draw(st.booleans(), label="with a mask"):
-        attn_mask = draw(hnp.arrays(np.bool_, (N, N)), label="attn_mask")
+        attn_mask = draw(boolean_arrays((N, N)), label="attn_mask")
     is_causal = draw(st.booleans(), label="is_causal") if causal is None else causal
     chosen = draw(st.sampled_from((None, *GRADIENT_SCALES)), label="scale") if scale else None
     return GradientProblem(query, key, value, d_out, attn_mask, is_causal, chosen, grouped)
@@ -953,7 +986,7 @@ def gradient_problems_with_a_hidden_key(draw: st.DrawFn) -> Any:
     problem = draw(gradient_problems(mask=False))
     N = problem.N
     j = draw(st.integers(0, N - 1), label="hidden key")
-    seen = draw(hnp.arrays(np.bool_, (N, N)), label="attn_mask")
+    seen = draw(boolean_arrays((N, N)), label="attn_mask")
     seen[:, j] = False
     return problem.replace(attn_mask=seen), j
 

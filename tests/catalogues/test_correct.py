@@ -3,8 +3,9 @@
 A law that FAILs on one of them has a tolerance too tight for that algorithm (or a strategy that breaks its
 precondition), or the reference's blockwise path (in the catalogue at block sizes 1, 3, 16) is broken. Each
 law runs on the same examples for every variant: its own explicit examples and false_alarm_examples() drawn ones
-(2 under the dev profile, 5 under ci, 50 under thorough; at most a third of the law's own number), derandomised,
-drawn once and replayed, without shrinking. SKIPs (laws needing keywords or the attention matrix) are expected.
+(1 under the dev profile, 5 under ci, 50 under thorough; at most a third of the law's own number), derandomised,
+drawn once and replayed by calling the law's body (hypothesis_internals.replay: no engine per run), without
+shrinking. SKIPs (laws needing keywords or the attention matrix) are expected.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from properties.helpers.hypothesis_internals import (
     draws,
     explicit_examples_of,
     is_hypothesis_test,
+    replay,
     rerun,
     settings_of,
     strategies_of,
@@ -51,9 +53,10 @@ RUNS: dict[str, tuple[int, int]] = {}
 
 
 def false_alarm_examples() -> int:
-    """Drawn examples per (law, variant), besides the law's explicit ones: 2 under dev, 5 under ci, 50 under
-    thorough (a law that draws fewer than usual, such as the long-sequence laws, a third of its own number)."""
-    return max(2, int(settings().max_examples) // 20)
+    """Drawn examples per (law, variant), besides the law's explicit ones: 1 under dev (the default run), 5 under
+    ci (.ci/run), 50 under thorough (a law that draws fewer than usual, such as the long-sequence laws, a third of
+    its own number)."""
+    return max(1, int(settings().max_examples) // 20)
 
 
 def laws() -> Iterator[tuple[str, Callable[..., Any], dict[str, Any]]]:
@@ -167,7 +170,7 @@ def run(law: Callable[..., Any], arguments: dict[str, Any], *, one_by_one: bool 
     ran = 0
     for batch in batches:
         try:
-            rerun(law, _settings(law, Phase.explicit), batch)(**arguments)
+            replay(law, batch, **arguments)
         except Skipped:
             if not one_by_one:
                 raise

@@ -7,12 +7,17 @@ import inspect
 from types import ModuleType
 from typing import Any, cast
 
+import numpy as np
 import pytest
+from hypothesis import strategies as st
+from numpy.typing import NDArray
 
 from properties import plugin
 from properties.catalogues import mistakes as b
 from properties.catalogues.registry import NotALaw, catalogue, classify, coverage, is_law_module, laws, title
 from properties.checker.cli import main
+
+Array = NDArray[np.float64]
 
 pytestmark = pytest.mark.meta
 
@@ -89,6 +94,13 @@ def test_anything_else_in_a_law_module_is_an_error_naming_the_function(markers: 
         classify(markers, "properties.test_x.test_y")
 
 
+def test_a_law_is_never_marked_slow() -> None:
+    """The default run deselects slow tests: a slow law would go unchecked there; a slow meta-test may exist."""
+    with pytest.raises(NotALaw, match=r"properties\.test_x\.test_y: a law is never marked slow"):
+        classify(["semantics", "slow"], "properties.test_x.test_y")
+    assert classify(["meta", "slow"], "properties.test_x.test_y") is None
+
+
 class FakeItem:
     """What the plugin's collection check reads of a pytest item."""
 
@@ -119,3 +131,23 @@ def test_every_law_of_the_registry_is_collected_with_its_category() -> None:
     assert ("properties.test_masks", "test_masked_keys_influence_nothing") in names
     assert names[("regression.test_notebook_12_1", "test_scaled_attentions_match_the_known_values")] == "golden"
     assert all(not name.endswith("_catches") for _, name in names)
+
+
+def test_the_meta_tests_of_a_law_share_its_draws_and_each_gets_a_fresh_copy() -> None:
+    """assert_law_fails replays one law's batches (drawn once) on every broken implementation, each example a deep
+    copy: a broken implementation that writes into its inputs leaves the shared draws as they were drawn."""
+    from hypothesis import given
+    from hypothesis.extra import numpy as hnp
+
+    from properties.helpers.meta import assert_law_fails, drawn_batch
+
+    @given(a=hnp.arrays(np.float64, 3, elements=st.floats(1, 2)))
+    def law(write: float, a: Array) -> None:
+        a *= write  # as a broken implementation that writes into its inputs
+        assert np.all(a <= 2.0), "the entries stay in [1, 2]"
+
+    assert drawn_batch(law, 0) is drawn_batch(law, 0) and len(drawn_batch(law, 0)) > 1
+    before = repr(drawn_batch(law, 0))
+    assert_law_fails(law, write=3.0)
+    assert_law_fails(law, write=5.0)
+    assert repr(drawn_batch(law, 0)) == before

@@ -136,6 +136,7 @@ def test_readme_add_a_property_example_is_the_real_code() -> None:
     assert code in (CONTRIBUTING.parent / "properties" / f"{module.group(1)}.py").read_text()
 
 
+@pytest.mark.slow
 def test_grading_a_folder_reports_counterexamples_diagnoses_and_runnable_snippets(tmp_path: Path) -> None:
     """attention-check on a folder (a sqrt(D) notebook and a template; checkpoints skipped), on the laws matching
     -k doubling: exit 1, a CSV row per function, and for each FAIL a counterexample and a snippet that exits
@@ -241,6 +242,7 @@ def scaled_dot_product_self_attention(X, omega_v, omega_q, omega_k, beta_v, beta
 """
 
 
+@pytest.mark.slow
 def test_a_selection_that_checks_nothing_exits_3_not_checked(tmp_path: Path) -> None:
     """--only conventions on a function without mask=: NOT CHECKED in the table, the CSV and the JSON, with the
     reason, and exit code 3 (not 0, not FAIL's 1)."""
@@ -256,6 +258,7 @@ def test_a_selection_that_checks_nothing_exits_3_not_checked(tmp_path: Path) -> 
     assert report["verdict"] == report["runs"][0]["verdict"] == "NOT CHECKED" and report["schema"] == 2
 
 
+@pytest.mark.slow
 def test_plain_pytest_says_when_every_law_skipped(tmp_path: Path) -> None:
     """Under plain pytest, a run whose laws all skipped says NOT CHECKED in its summary."""
     (tmp_path / "wrong_axis.py").write_text(WRONG_AXIS)

@@ -33,6 +33,7 @@ def attention(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, *, bias=None
 LAW = "test_large_logits_keep_outputs_the_values_times_the_softmax_of_the_logits"
 
 
+@pytest.mark.slow
 def test_a_counterexample_of_n_1100_is_stored_compactly_and_replays(tmp_path: Path) -> None:
     (tmp_path / "slabs.py").write_text(SECOND_SLAB_WITHOUT_BIAS)
     arrays = tmp_path / "report-arrays"

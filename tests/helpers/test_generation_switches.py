@@ -102,6 +102,7 @@ assert not broken, broken
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("switch", sorted(PROMISES))
 def test_every_fixed_example_honours_every_switch(switch: str) -> None:
     """With the switch on before the law modules are imported (as the plugin sets it at configure time), every

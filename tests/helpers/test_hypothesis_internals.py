@@ -98,3 +98,34 @@ def test_an_example_with_positional_arguments_is_refused() -> None:
 
     with pytest.raises(ValueError, match="positional"):
         hi.explicit_examples_of(positional)
+
+
+@given(n=st.integers())
+def noting_law(fixture: str, n: int) -> None:
+    """A law that notes, rejects some examples and fails on one, as the battery's laws may."""
+    from hypothesis import note, reject
+
+    note(f"n = {n}")
+    if n < 0:
+        reject()
+    CALLS.append((fixture, n))
+    assert n != 7, "n = 7 breaks the law"
+
+
+def test_a_replay_calls_the_body_on_each_example_in_order_and_raises_its_failure() -> None:
+    """note() and reject() work in a replay; a rejected example counts as passed (as hypothesis counts a rejected
+    explicit example); the first failure propagates and stops the replay."""
+    CALLS.clear()
+    assert hi.replay(noting_law, [{"n": 1}, {"n": -1}, {"n": 2}], fixture="f") == 3
+    assert CALLS == [("f", 1), ("f", 2)]
+    CALLS.clear()
+    with pytest.raises(AssertionError, match="n = 7 breaks the law"):
+        hi.replay(noting_law, [{"n": 7}, {"n": 3}], fixture="g")
+    assert CALLS == [("g", 7)]
+
+
+def test_draws_from_a_seed_are_the_same_every_time_and_differ_between_seeds() -> None:
+    chosen = settings(QUICK, derandomize=False, phases=[Phase.generate])
+    first = hi.draws(law_like, chosen, seed_of="a")
+    assert first == hi.draws(law_like, chosen, seed_of="a")
+    assert first != hi.draws(law_like, settings(chosen, max_examples=50), seed_of="b")[: len(first)]
