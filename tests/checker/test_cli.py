@@ -270,6 +270,7 @@ def test_plain_pytest_says_when_every_law_skipped(tmp_path: Path) -> None:
     assert "every one of the 1 laws selected skipped" in completed.stdout
 
 
+@pytest.mark.slow
 def test_the_rerun_command_of_a_gradient_law_carries_the_backward_and_fails_again() -> None:
     """A gradient FAIL's rerun command names the backward (--backward TARGET, or --gradients), without which the
     backward fixture skips; run as printed, it fails the law again. Other laws' commands do not carry it."""

@@ -17,7 +17,7 @@ from properties.checker.examples import write_notebook
 from properties.checker.grading import Options, jobs_for
 from tests.checker.conftest import CLASS_LAWS, GradedClass
 
-pytestmark = pytest.mark.meta
+pytestmark = [pytest.mark.meta, pytest.mark.slow]  # subprocesses: run by pytest -m slow (CI)
 distributed = pytest.importorskip("dask.distributed", reason="dask.distributed (the extra 'cluster') is not installed")
 
 

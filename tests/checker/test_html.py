@@ -33,6 +33,7 @@ def test_score_is_the_fraction_of_counted_laws_passed() -> None:
     assert score([law("c", "SKIP")]) == 0.0 and score([]) == 0.0
 
 
+@pytest.mark.slow
 def test_the_csv_has_a_score_column(graded_class: GradedClass) -> None:
     rows = list(csv.DictReader(graded_class.csv.open()))
     by_run = {(Path(r["file"]).stem, r["function"]): r for r in rows}
@@ -45,6 +46,7 @@ def test_the_csv_has_a_score_column(graded_class: GradedClass) -> None:
     assert float(by_run["sqrt_D", "scaled_dot_product_self_attention"]["score"]) < 1.0
 
 
+@pytest.mark.slow
 def test_the_report_is_one_self_contained_file(graded_class: GradedClass) -> None:
     page = graded_class.html.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>")
@@ -54,6 +56,7 @@ def test_the_report_is_one_self_contained_file(graded_class: GradedClass) -> Non
     assert "<script>" in page and 'class="sortable"' in page  # the sorting script is inline
 
 
+@pytest.mark.slow
 def test_the_report_summarises_the_class(graded_class: GradedClass) -> None:
     page = graded_class.html.read_text(encoding="utf-8")
     assert graded_class.exit_code == 1
@@ -73,6 +76,7 @@ def test_the_report_summarises_the_class(graded_class: GradedClass) -> None:
     assert agrees[2:] == (4, 6)  # scaled and unscaled of three implemented notebooks; sqrt_D and transposed fail
 
 
+@pytest.mark.slow
 def test_every_row_links_to_its_detail(graded_class: GradedClass) -> None:
     page = graded_class.html.read_text(encoding="utf-8")
     runs_table = page[page.index('id="runs"') : page.index('id="details"')]
@@ -85,6 +89,7 @@ def test_every_row_links_to_its_detail(graded_class: GradedClass) -> None:
     assert "diagnosis:</b> matches attention scaled by 1/sqrt(D)" in detail and "counterexample: D=" in detail
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not have_matplotlib(), reason="matplotlib (the extra 'pictures') is not installed")
 def test_failing_functions_get_heatmaps(graded_class: GradedClass) -> None:
     page = graded_class.html.read_text(encoding="utf-8")
@@ -97,6 +102,7 @@ def test_failing_functions_get_heatmaps(graded_class: GradedClass) -> None:
     assert "pictures need matplotlib" not in page
 
 
+@pytest.mark.slow
 def test_without_matplotlib_the_report_says_so(graded_class: GradedClass, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(report, "have_matplotlib", lambda: False)
     page = class_report(graded_class.data)
@@ -133,6 +139,7 @@ def test_heatmaps_mark_the_cells_that_differ() -> None:
     assert uri is not None and base64.b64decode(uri.removeprefix("data:image/png;base64,")).startswith(PNG)
 
 
+@pytest.mark.slow
 def test_pictures_run_the_function_in_a_limited_worker(tmp_path: Path) -> None:
     source = textwrap.dedent(
         """

@@ -19,7 +19,7 @@ from properties.checker.pictures import have_matplotlib
 from tests.checker.conftest import GradedClass
 from tests.checker.test_notebook_check import CELL, LAWS, SQRT_D, cell_function
 
-pytestmark = pytest.mark.meta
+pytestmark = [pytest.mark.meta, pytest.mark.slow]  # subprocesses: run by pytest -m slow (CI)
 BROWSER = next((found for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
                 if (found := shutil.which(name))), None)  # fmt: skip
 needs_browser = pytest.mark.skipif(BROWSER is None, reason="no Chromium installed (apt-get install -y chromium)")

@@ -59,6 +59,7 @@ def test_a_cell_function_is_written_with_its_imports_and_helpers() -> None:
     assert kind_of("my_attention") == "scaled"
 
 
+@pytest.mark.slow
 def test_a_correct_cell_function_passes() -> None:
     function = cell_function("3", CELL.format(scale=SQRT_D_Q), "scaled_dot_product_self_attention")
     result = check(function, laws=LAWS)
@@ -69,6 +70,7 @@ def test_a_correct_cell_function_passes() -> None:
     assert "PASS" in str(result) and "PASS" in result._repr_html_()
 
 
+@pytest.mark.slow
 def test_a_broken_cell_function_fails_with_its_diagnosis_and_pictures() -> None:
     function = cell_function("4", CELL.format(scale=SQRT_D), "scaled_dot_product_self_attention")
     result = check(function, laws=LAWS)
@@ -87,6 +89,7 @@ def test_a_broken_cell_function_fails_with_its_diagnosis_and_pictures() -> None:
         assert "pictures need matplotlib" in page
 
 
+@pytest.mark.slow
 def test_a_function_from_a_file_is_graded_from_its_file(tmp_path: Path) -> None:
     (tmp_path / "student_attention.py").write_text(
         "import numpy as np\n" + textwrap.dedent(CELL.format(scale=SQRT_D_Q)).replace("scaled_dot", "my_scaled_dot")
@@ -107,6 +110,7 @@ def test_a_notebook_global_costs_a_row_and_no_run() -> None:
     assert "use X.shape" in result.error
 
 
+@pytest.mark.slow
 def test_a_function_that_never_returns_is_stopped_by_the_time_limit() -> None:
     function = cell_function("6", "def scaled_dot_product_self_attention(X, *arrays):\n    while True:\n"
                              "        pass\n", "scaled_dot_product_self_attention")  # fmt: skip

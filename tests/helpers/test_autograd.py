@@ -24,6 +24,7 @@ def _problem(**keywords: Any) -> GradientProblem:
     return GradientProblem(grid(2, 2, 5, 3), grid(2, 1, 5, 3), grid(2, 1, 5, 2), grid(2, 2, 5, 2), **keywords)
 
 
+@pytest.mark.slow  # jax compiles each shape: run by pytest -m slow (CI)
 @pytest.mark.parametrize("keywords", [{}, {"is_causal": True}, {"scale": 0.5}])
 def test_jax_gradients_match_the_exact_backward_within_their_bounds(keywords: dict[str, Any]) -> None:
     jax = pytest.importorskip("jax")
@@ -40,6 +41,7 @@ def test_jax_gradients_match_the_exact_backward_within_their_bounds(keywords: di
     assert float(np.abs(gradients.d_query).max()) > 0  # values widths 2 != 3: the padded path was taken
 
 
+@pytest.mark.slow  # imports and compiles jax: run by pytest -m slow (CI)
 def test_the_autograd_backward_prints_as_code_that_rebuilds_it() -> None:
     pytest.importorskip("jax")
     convention = Convention("BLHE", "jax", "float32")

@@ -34,6 +34,7 @@ def test_weights_returned_by_a_kernel_are_taken_as_the_attention_matrix() -> Non
     test_masks.test_attentions_are_distributions_over_the_visible_keys(implementation=kernel)
 
 
+@pytest.mark.slow  # imports and compiles jax: run by pytest -m slow (CI)
 def test_jax_targets_are_compiled_whole_and_untraceable_ones_called_op_by_op() -> None:
     """jax arrays reach a target through jax.jit (one compilation a shape, its keywords static); a target that
     reads a value into Python (not traceable) gets the same answer op by op, and is called so from then on."""
