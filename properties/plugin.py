@@ -173,7 +173,9 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, description in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {description}")
     GENERATION.square = bool(config.getoption("--square"))
-    config.pluginmanager.register(LawOutcomes(), "attention-law-outcomes")
+    # Under pytest-benchmark's --benchmark-only every law skips by request: that run measures, it checks nothing.
+    if not config.getoption("--benchmark-only", default=False):
+        config.pluginmanager.register(LawOutcomes(), "attention-law-outcomes")
     target = config.getoption("--impl")
     kernel = _kernel(config)
     if config.getoption("--backward") and not target:
