@@ -429,3 +429,22 @@ def test_no_queries_give_empty_gradients() -> None:
     assert g.X.shape == (3, 0) and not g.omega_q.any() and not g.beta_v.any()
     grads = row_backward(np.zeros((0, 4)), np.zeros((0, 4)), np.zeros((0, 3)), np.zeros((0, 3)))
     assert [a.shape for a in grads] == [(0, 4), (0, 4), (0, 3)]
+
+
+@pytest.mark.parametrize("broadcast", ["key and value", "query"])
+def test_a_broadcast_batch_axis_gets_the_sum_of_its_copies(broadcast: str) -> None:
+    """An input broadcast over the batch (batch axis of size 1) gets the sum of the gradients its copies would get:
+    the same backward on explicitly repeated arrays, summed over the batch axis (exact up to the order of one sum)."""
+    rng = np.random.default_rng(7)
+    query, key, value = rng.normal(size=(2, 3, 4, 3)), rng.normal(size=(2, 3, 5, 3)), rng.normal(size=(2, 3, 5, 2))
+    d_out = rng.normal(size=(2, 3, 4, 2))
+    if broadcast == "query":
+        query = query[:1]
+    else:
+        key, value = key[:1], value[:1]
+    grads = row_backward(query, key, value, d_out)
+    repeated = row_backward(*(np.broadcast_to(a, (2, *a.shape[1:])) for a in (query, key, value)), d_out)
+    for given, full, source in zip(grads, repeated, (query, key, value), strict=True):
+        expected = full.sum(axis=0, keepdims=True) if source.shape[0] == 1 else full
+        assert given.shape == source.shape == expected.shape
+        np.testing.assert_allclose(given, expected, rtol=1e-12, atol=1e-12)
