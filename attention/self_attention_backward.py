@@ -221,8 +221,9 @@ def attend_backward(
         V = omega_v @ X_v + beta_v
     if visible is not None:
         # As in the forward: keys that no query sees and queries that see no key enter nothing.
-        K[:, ~visible.any(axis=1)] = 0.0
-        V[:, ~visible.any(axis=1)] = 0.0
+        unseen = ~visible.any(axis=1)
+        K[:, unseen] = 0.0
+        V[:, unseen] = 0.0
         Q[:, ~visible.any(axis=0)] = 0.0
     check_no_overflow("the values V of visible keys", V, "reduce the magnitudes of X, omega_v, beta_v")
     check_no_overflow("the queries Q and keys K", np.concatenate([Q, K], axis=1), LOGIT_REMEDY)

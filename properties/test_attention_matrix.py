@@ -25,7 +25,7 @@ from properties.helpers.checks import (
 )
 from properties.helpers.hypothesis_internals import fresh_body
 from properties.helpers.implementations import Implementation
-from properties.helpers.meta import assert_law_fails, only_recording
+from properties.helpers.meta import assert_law_fails, convention_pair_ids, only_recording
 from properties.helpers.problems import AttentionOptions, AttentionProblem
 from properties.helpers.strategies import (
     TAIL_DEPTHS,
@@ -199,10 +199,7 @@ NO_FALSE_ALARMS = [
 @pytest.mark.parametrize(
     ("law", "convention"),
     NO_FALSE_ALARMS,
-    ids=[
-        f"{convention.__name__.split('_')[0]}-{law.__name__.removeprefix('test_')}"
-        for law, convention in NO_FALSE_ALARMS
-    ],
+    ids=convention_pair_ids(NO_FALSE_ALARMS),
 )
 def test_other_conventions_pass_the_values_times_attentions_laws(law: Any, convention: Any) -> None:
     """No false alarm: a correct implementation with another convention for queries without keys passes."""

@@ -23,7 +23,7 @@ from properties.helpers.checks import (
 )
 from properties.helpers.exact import softmax_columns
 from properties.helpers.implementations import Implementation
-from properties.helpers.meta import assert_law_fails
+from properties.helpers.meta import assert_law_fails, convention_pair_ids
 from properties.helpers.problems import AttentionOptions, AttentionProblem
 from properties.helpers.strategies import (
     bias_witnesses,
@@ -160,10 +160,7 @@ NO_FALSE_ALARMS = [
 @pytest.mark.parametrize(
     ("law", "convention"),
     NO_FALSE_ALARMS,
-    ids=[
-        f"{convention.__name__.split('_')[0]}-{law.__name__.removeprefix('test_')}"
-        for law, convention in NO_FALSE_ALARMS
-    ],
+    ids=convention_pair_ids(NO_FALSE_ALARMS),
 )
 def test_other_conventions_pass_the_bias_laws(law: Any, convention: Any) -> None:
     """No false alarm: a correct implementation with another convention for queries without keys passes."""

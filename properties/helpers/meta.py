@@ -127,3 +127,9 @@ def assert_law_fails(law: Callable[..., Any], **arguments: Any) -> None:
         raise AssertionError(f"{law.__name__} did not fail as a law fails: {error!r}") from error
     broken = ", ".join(f"{k}={getattr(v, 'name', v)!s}" for k, v in arguments.items())
     raise AssertionError(f"{law.__name__} holds for the broken {broken}: this law has no teeth there")
+
+
+def convention_pair_ids(pairs: list[tuple[Callable[..., Any], Callable[..., Any]]]) -> list[str]:
+    """Test ids for (law, convention) pairs of a no-false-alarm meta-test: the convention's first word and the
+    law's name, e.g. "nan-an_all_true_mask_changes_nothing"."""
+    return [f"{convention.__name__.split('_')[0]}-{law.__name__.removeprefix('test_')}" for law, convention in pairs]
