@@ -9,6 +9,7 @@ battery in-process, once per function, with properties.checker.verdicts recordin
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import hashlib
 import json
@@ -30,7 +31,7 @@ from properties.checker.records import Graded, Job, LawVerdict, Options, Subject
 from properties.checker.report import own_output
 from properties.helpers.options import CATEGORIES, FLASH_REFERENCE_TARGET, PROFILES, SDPA_REFERENCE_TARGET
 
-__all__ = ["Graded", "Job", "LawVerdict", "Options", "Subject", "WorkerJob", "grade", "jobs_for", "rows"]
+__all__ = ["Graded", "Job", "LawVerdict", "Options", "Subject", "WorkerJob", "grade", "jobs_for", "merged", "rows"]
 
 # The reference's backward passes by convention (--backward of attention-check on the bundled reference).
 BACKWARD_OF_REFERENCE = {
@@ -135,6 +136,24 @@ class KeepSubjects:
         items[:] = keep
 
 
+class KeepShard:
+    """Keeps part `shard` of `shards` of the laws left after KeepSubjects: contiguous runs of whole laws (every
+    parameter of a law in one part) in collection order, of sizes differing by at most one law."""
+
+    def __init__(self, shard: int, shards: int) -> None:
+        self.shard, self.shards = shard, shards
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        laws = list(dict.fromkeys(getattr(item, "originalname", item.name) for item in items))
+        size, extra = divmod(len(laws), self.shards)
+        start = self.shard * size + min(self.shard, extra)
+        mine = set(laws[start : start + size + (self.shard < extra)])
+        keep = [item for item in items if getattr(item, "originalname", item.name) in mine]
+        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        items[:] = keep
+
+
 FIXTURE = {"scaled": "implementation", "unscaled": "implementation", "softmax": "softmax", "multihead": "multihead"}
 
 
@@ -177,7 +196,10 @@ def _battery(subjects: list[Subject], job: WorkerJob, scratch: Path) -> None:
     digest = hashlib.sha1("|".join(s.target for s in subjects).encode()).hexdigest()[:8]
     tag = "-".join([*(s.function for s in subjects), digest])
     recorder = VerdictRecorder(arrays=Path(job.arrays_dir) if job.arrays_dir else None, tag=tag)
-    code = pytest.main(arguments, plugins=[recorder, KeepSubjects(set().union(*(fixtures[s.kind] for s in subjects)))])
+    plugins = [recorder, KeepSubjects(set().union(*(fixtures[s.kind] for s in subjects)))]
+    if job.shards > 1:
+        plugins.append(KeepShard(job.shard, job.shards))
+    code = pytest.main(arguments, plugins=plugins)
     for subject in subjects:
         subject.laws = [law for law in recorder.laws.values() if law.subject in fixtures[subject.kind]]
         subject.done = True
@@ -288,12 +310,13 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def grade_one(job: Job, options: Options) -> Graded:
-    """Grade one file in a worker process with the time, memory and output limits of `options`."""
+def grade_one(job: Job, options: Options, shard: int = 0, shards: int = 1) -> Graded:
+    """Grade one file (its laws' part `shard` of `shards`) in a worker process with the time, memory and output
+    limits of `options`."""
     graded = Graded(job.file)
     with tempfile.TemporaryDirectory(prefix="attention-grade-") as scratch:
         job_file, result, output = (Path(scratch) / name for name in ("job.json", "result.json", "output.txt"))
-        job_file.write_text(json.dumps(WorkerJob.of(job, options).to_json()))
+        job_file.write_text(json.dumps(WorkerJob.of(job, options, shard, shards).to_json()))
         environment = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OPENBLAS_NUM_THREADS": "1",
                        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
         environment.pop("ATTENTION_IMPL", None)
@@ -336,15 +359,41 @@ def grade_one(job: Job, options: Options) -> Graded:
     return graded
 
 
+def merged(parts: Sequence[Graded]) -> Graded:
+    """One file's verdicts from the workers that each ran a part of its laws (KeepShard): every part finds the same
+    functions; their laws, concatenated in part order, are those of one whole run in the same order."""
+    first = parts[0]
+    graded = Graded(first.file, error=next((part.error for part in parts if part.error), ""),
+                    printed_bytes=sum(part.printed_bytes for part in parts))  # fmt: skip
+    if not all(len(part.subjects) == len(first.subjects) for part in parts):  # a part that stopped before reporting
+        graded.subjects = max((part.subjects for part in parts), key=len)
+        graded.error = graded.error or "a worker reported nothing"
+        return graded
+    for subjects in zip(*(part.subjects for part in parts), strict=True):
+        subject = dataclasses.replace(subjects[0], laws=[law for s in subjects for law in s.laws])
+        subject.error = next((s.error for s in subjects if s.error), "")
+        subject.done = all(s.done for s in subjects)
+        graded.subjects.append(subject)
+    _note_softmax_overflow(graded.subjects)  # the softmax's overflow law and the callers' laws may be in two parts
+    return graded
+
+
 def grade(jobs: Sequence[Job], options: Options, workers: int, progress: Callable[[Graded], None]) -> list[Graded]:
-    """Grade every job, `workers` at a time, in the order given; `progress` is called as each finishes."""
+    """Grade every job, `workers` at a time, in the order given; `progress` is called as each finishes. With fewer
+    jobs than workers, each job's laws are split between `workers // len(jobs)` workers (the idle cores' share)."""
+    workers = max(1, workers)
+    shards = max(1, workers // max(1, len(jobs)))
 
     def one(job: Job) -> Graded:
-        graded = grade_one(job, options)
+        if shards == 1:
+            graded = grade_one(job, options)
+        else:
+            with ThreadPoolExecutor(max_workers=shards) as parts:
+                graded = merged(list(parts.map(lambda shard: grade_one(job, options, shard, shards), range(shards))))
         progress(graded)
         return graded
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(one, jobs))
 
 

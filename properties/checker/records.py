@@ -182,10 +182,14 @@ class WorkerJob:
     gradients: bool = False
     convention: tuple[str, ...] = ()
     arrays_dir: str | None = None
+    # This worker runs the laws of part `shard` of `shards`: contiguous runs of the collection order, so that the
+    # parts' laws, concatenated, are the laws of one whole run in their order (grading.grade_shards).
+    shard: int = 0
+    shards: int = 1
 
     @classmethod
-    def of(cls, job: Job, options: Options) -> WorkerJob:
-        return cls(**asdict(job), **asdict(options))
+    def of(cls, job: Job, options: Options, shard: int = 0, shards: int = 1) -> WorkerJob:
+        return cls(**asdict(job), **asdict(options), shard=shard, shards=shards)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
