@@ -83,9 +83,13 @@ def print_subject(subject: Subject) -> None:
                 )
             if law.status == "FAIL" and law.diagnosis:
                 print(f"          diagnosis: {law.diagnosis}")
+            if law.attributed:
+                print(f"          not counted: the code that fails is {law.attributed}")
     if subject.laws:
         counts = {status: sum(law.status == status for law in subject.laws) for status in ("PASS", "FAIL", "SKIP")}
-        print(f"  {counts['PASS']} PASS, {counts['FAIL']} FAIL, {counts['SKIP']} SKIP: {subject.verdict}")
+        attributed = sum(law.status == "FAIL" and bool(law.attributed) for law in subject.laws)
+        shown = f" ({attributed} not counted)" if attributed and subject.uncounted else ""
+        print(f"  {counts['PASS']} PASS, {counts['FAIL']} FAIL{shown}, {counts['SKIP']} SKIP: {subject.verdict}")
     if subject.not_checked:
         print(f"  NOT CHECKED: {subject.not_checked}")
     total: dict[str, int] = {}

@@ -11,19 +11,11 @@ import json
 from pathlib import Path
 
 from attention.notebook import NOTEBOOK_12_1_INPUT_CELL
+from properties.helpers.notebook import COURSE_SOFTMAX_COLS
 
 IMPORTS = "import numpy as np\nimport matplotlib.pyplot as plt\n%matplotlib inline"
 DATA = NOTEBOOK_12_1_INPUT_CELL
-SOFTMAX_COLS = """def softmax_cols(data_in):
-  # Exponentiate all of the values
-  exp_values = np.exp(data_in)
-  # Sum over columns
-  denom = np.sum(exp_values, axis = 0)
-  # Replicate denominator to N rows
-  denom = np.matmul(np.ones((data_in.shape[0],1)), denom[np.newaxis,:])
-  # Compute softmax
-  softmax = exp_values / denom
-  return softmax"""
+SOFTMAX_COLS = COURSE_SOFTMAX_COLS
 TEMPLATE = """def {name}(X,omega_v, omega_q, omega_k, beta_v, beta_q, beta_k):
   # TODO -- Write this function
   # Replace this line

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from hypothesis import Phase, Verbosity, settings
 
-from properties.checker.records import Graded, Job, LawVerdict, Options, Subject, WorkerJob
+from properties.checker.records import Graded, Job, LawVerdict, Options, Subject, WorkerJob, counted_laws
 from properties.checker.report import own_output
 from properties.helpers.options import CATEGORIES, FLASH_REFERENCE_TARGET, PROFILES, SDPA_REFERENCE_TARGET
 
@@ -43,6 +43,7 @@ NOTEBOOK_FUNCTIONS = {"softmax_cols": "softmax", "self_attention": "unscaled",
                       "scaled_dot_product_self_attention": "scaled"}  # fmt: skip
 REFERENCE = "attention"  # the job that checks the bundled reference (attention-check without PATH)
 SOFTMAX_OVERFLOW_LAW = "test_softmax_is_finite_for_every_finite_input"
+COURSE_SOFTMAX = "softmax_cols as the course gives it"  # whose code a notebook's overflow FAILs are (records.py)
 BAD_EXPRESSION = "not a pytest -k expression (names joined by and, or, not, with parentheses)"
 OUTPUT_LIMIT_MB = 64  # what a file may print (its worker is stopped beyond)
 # No explain phase: it reruns a failing law many times for a note that the report does not use.
@@ -79,7 +80,8 @@ def subjects_of_file(path: Path) -> list[Subject]:
     subjects = []
     for name, kind in NOTEBOOK_FUNCTIONS.items():
         state = extraction.status[name]
-        subject = Subject(name, f"{path}:{name}", kind, state, extraction.calls_softmax_cols.get(name, False))
+        subject = Subject(name, f"{path}:{name}", kind, state, extraction.calls_softmax_cols.get(name, False),
+                          given=name in extraction.given)  # fmt: skip
         if state.startswith("reads a notebook global"):
             subject.error = global_message(extraction.globals_read[name])
         elif state in ("template", "missing"):
@@ -211,15 +213,21 @@ def _battery(subjects: list[Subject], job: WorkerJob, scratch: Path) -> None:
 
 
 def _note_softmax_overflow(subjects: list[Subject]) -> None:
-    """Where softmax_cols overflows, say so on the overflow rows of the functions that call it."""
+    """Where softmax_cols overflows, say so on the overflow rows of the functions that call it; when it is the
+    course's own softmax_cols, those rows and its own overflow FAILs are the course's: shown, not counted."""
     softmax = next((s for s in subjects if s.kind == "softmax" and s.function == "softmax_cols"), None)
     if softmax is None or not any(law.law == SOFTMAX_OVERFLOW_LAW and law.status == "FAIL"
                                   for law in softmax.laws):  # fmt: skip
         return
+    course = COURSE_SOFTMAX if softmax.given else ""
     for subject in subjects:
         for law in subject.laws if subject.calls_softmax_cols else []:
             if law.mistake in ("notebook_softmax", "overflow"):
                 law.diagnosis = "the overflow comes from softmax_cols, which does not subtract the column maximum"
+                law.attributed = course
+    for law in softmax.laws if course else []:  # the course's code, every line of it
+        if law.status == "FAIL":
+            law.attributed = course
 
 
 def _limit_resources(memory_mb: int) -> None:
@@ -401,8 +409,10 @@ def score(laws: Sequence[LawVerdict | dict[str, Any]], uncounted: Sequence[str] 
     """The fraction of counted laws passed: PASS / (PASS + FAIL) over the laws of counted categories; 0 when none
     ran (a template, a missing function or a file that could not be graded earns nothing). Laws are the records,
     or their JSON (the class report reads the JSON)."""
-    rows = [law if isinstance(law, dict) else {"status": law.status, "category": law.category} for law in laws]
-    counted = [law["status"] for law in rows if law["category"] not in uncounted and law["status"] in ("PASS", "FAIL")]
+    records = [law if isinstance(law, LawVerdict) else LawVerdict(
+        law="", category=law["category"], module="", subject="", status=law["status"],
+        attributed=law.get("attributed", "")) for law in laws]  # fmt: skip
+    counted = [law.status for law in counted_laws(records, tuple(uncounted)) if law.status in ("PASS", "FAIL")]
     return counted.count("PASS") / len(counted) if counted else 0.0
 
 
@@ -412,7 +422,9 @@ def rows(graded: Sequence[Graded]) -> Generator[dict[str, str], None, None]:
         subjects = file.subjects or [Subject("-", "", "-", state="not graded", error=file.error)]
         for subject in subjects:
             failed = [law for law in subject.laws if law.status == "FAIL"]
-            diagnoses = list(dict.fromkeys(law.diagnosis for law in failed if law.diagnosis))
+            notes = [law.diagnosis + (f" (not counted: {law.attributed})" if law.attributed else "")
+                     for law in failed if law.diagnosis]  # fmt: skip
+            diagnoses = list(dict.fromkeys(notes))
             yield {
                 "file": file.file,
                 "function": subject.function,

@@ -247,6 +247,8 @@ def run_detail(run: Run, pictures_note: str = "") -> str:
         parts.append(f"<p>{e(law['reason'])}</p>")
         if law.get("diagnosis"):
             parts.append(f'<p class="diagnosis"><b>diagnosis:</b> {e(law["diagnosis"])}</p>')
+        if law.get("attributed"):
+            parts.append(f'<p class="note">not counted: the code that fails is {e(law["attributed"])}</p>')
         parts.append(counterexample_html(law.get("counterexample")))
         uri = run.pictures.get(law["law"])
         if uri:

@@ -13,7 +13,8 @@ from typing import Any
 
 from properties.helpers.options import CATEGORIES
 
-SCHEMA_VERSION = 2  # 1: the untyped JSON before NOT CHECKED; 2: NOT CHECKED, not_checked, set_aside, arrays
+# 1: the untyped JSON before NOT CHECKED; 2: NOT CHECKED, not_checked, set_aside, arrays; 3: given, attributed
+SCHEMA_VERSION = 3
 PASS, FAIL, SKIP, NOT_CHECKED = "PASS", "FAIL", "SKIP", "NOT CHECKED"
 VERDICTS = (PASS, FAIL, NOT_CHECKED)
 # Exit codes of attention-check (also in its --help and docs/verdicts.md).
@@ -40,6 +41,9 @@ class LawVerdict:
     arrays: str | None = None  # an .npz file name beside the report holding the counterexample's large arrays
     set_aside: dict[str, int] = field(default_factory=dict)  # problems not judged, by reason (e.g. the dtype range)
     seen: dict[str, int] = field(default_factory=dict)  # what the function did where a law accepts several choices
+    # Whose code a FAIL comes from when it is not the function's author's: "softmax_cols as the course gives it".
+    # Such a FAIL is shown and not counted (unless --strict-conventions), like a conventions row.
+    attributed: str = ""
 
     def seen_text(self) -> str:
         """What was seen, in words: each behaviour with the number of examples that showed it."""
@@ -49,6 +53,12 @@ class LawVerdict:
     def from_json(cls, data: dict[str, Any]) -> LawVerdict:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def counted_laws(laws: list[LawVerdict], uncounted: tuple[str, ...]) -> list[LawVerdict]:
+    """The laws a verdict counts: those outside the `uncounted` categories, without the FAILs attributed to code
+    the author did not write unless nothing is uncounted (--strict-conventions counts everything)."""
+    return [law for law in laws if law.category not in uncounted and not (uncounted and law.attributed)]
 
 
 def skip_reasons(laws: list[LawVerdict]) -> str:
@@ -73,12 +83,18 @@ class Subject:
     # convention for a query that sees no key, or raising on an empty input, is a choice, not a mistake;
     # --strict-conventions counts them.
     uncounted: tuple[str, ...] = ("conventions",)
+    given: bool = False  # defined exactly as the course gives it (the notebook's softmax_cols), not by the student
+
+    def counted(self) -> list[LawVerdict]:
+        """The laws its verdict and score count: not those of the uncounted categories nor, unless every category
+        counts (--strict-conventions), FAILs attributed to code the author did not write."""
+        return counted_laws(self.laws, self.uncounted)
 
     @property
     def verdict(self) -> str:
         """FAIL if it is not implemented, errs or fails a counted law; PASS if a counted law passed; else NOT
         CHECKED."""
-        counted = [law for law in self.laws if law.category not in self.uncounted]
+        counted = self.counted()
         if self.state != "implemented" or self.error or any(law.status == FAIL for law in counted):
             return FAIL
         return PASS if any(law.status == PASS for law in counted) else NOT_CHECKED
@@ -88,7 +104,7 @@ class Subject:
         """Why nothing was checked (the SKIP reasons, aggregated), or "" when the verdict is not NOT CHECKED."""
         if self.verdict != NOT_CHECKED:
             return ""
-        counted = [law for law in self.laws if law.category not in self.uncounted]
+        counted = self.counted()
         if not self.laws:
             return "no law of the selection checks it"
         if not counted:
@@ -210,6 +226,7 @@ def run_json(file: Graded, subject: Subject) -> dict[str, Any]:
         "target": subject.target,
         "kind": subject.kind,
         "state": subject.state,
+        "given": subject.given,
         "verdict": subject.verdict,
         "not_checked": subject.not_checked,
         "error": subject.error,
@@ -221,7 +238,7 @@ def report_json(graded: list[Graded], options: Options) -> dict[str, Any]:
     """The whole report (--json FILE); docs/json.md describes every key."""
     runs = [run_json(file, subject) for file in graded for subject in file.subjects]
     runs += [{"file": file.file, "function": None, "target": None, "kind": None, "state": "not graded",
-              "verdict": FAIL, "not_checked": "", "error": file.error, "laws": []}
+              "given": False, "verdict": FAIL, "not_checked": "", "error": file.error, "laws": []}
              for file in graded if not file.subjects]  # fmt: skip
     return {
         "schema": SCHEMA_VERSION,

@@ -27,6 +27,19 @@ from pathlib import Path
 from typing import Any
 
 FUNCTIONS = ("softmax_cols", "self_attention", "scaled_dot_product_self_attention")
+# softmax_cols as notebook 12.1 gives it, complete (students do not write it): it does not subtract the column
+# maximum, so it overflows for logits above ~709. Its overflow is the course's, not the student's (see
+# properties/checker/grading.py, which shows those FAILs and does not count them).
+COURSE_SOFTMAX_COLS = """def softmax_cols(data_in):
+  # Exponentiate all of the values
+  exp_values = np.exp(data_in)
+  # Sum over columns
+  denom = np.sum(exp_values, axis = 0)
+  # Replicate denominator to N rows
+  denom = np.matmul(np.ones((data_in.shape[0],1)), denom[np.newaxis,:])
+  # Compute softmax
+  softmax = exp_values / denom
+  return softmax"""
 # The notebook's unfilled body of both attention functions (its TODO comments aside).
 TEMPLATE_BODY = tuple(ast.dump(statement) for statement in ast.parse("X_prime = np.zeros_like(X)\nreturn X_prime").body)
 
@@ -39,6 +52,17 @@ class Extraction:
     status: dict[str, str]  # function -> "implemented", "template", "missing" or "reads a notebook global D"
     calls_softmax_cols: dict[str, bool]  # attention function -> whether it calls softmax_cols
     globals_read: dict[str, tuple[str, ...]]  # function -> the notebook's top-level variables it reads
+    given: tuple[str, ...] = ()  # functions defined exactly as the course gives them (COURSE_SOFTMAX_COLS)
+
+
+def _statements(function: ast.FunctionDef) -> tuple[str, ...]:
+    """A definition's name, arguments and body as ast dumps: the same for the same code whatever its comments,
+    blank lines, spacing or docstring."""
+    body = [s for s in function.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+    return (function.name, ast.dump(function.args), *(ast.dump(s) for s in body))
+
+
+COURSE_CODE = {"softmax_cols": _statements(ast.parse(COURSE_SOFTMAX_COLS).body[0])}  # type: ignore[arg-type]
 
 
 def code_cells(path: Path) -> list[str]:
@@ -193,7 +217,10 @@ def extract(path: Path) -> Extraction:
         globals_read[name] = tuple(sorted((read & assigned) - known))
         if globals_read[name]:
             status[name] = f"reads a notebook global {', '.join(globals_read[name])}"
-    return Extraction("\n".join(parts), status, calls, globals_read)
+    given = tuple(
+        name for name, code in COURSE_CODE.items() if name in functions and _statements(functions[name]) == code
+    )
+    return Extraction("\n".join(parts), status, calls, globals_read, given)
 
 
 def global_message(names: tuple[str, ...]) -> str:

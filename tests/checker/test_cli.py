@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import json
@@ -19,8 +20,17 @@ from properties import test_long_sequences as long_laws
 from properties import test_sdpa
 from properties.catalogues import mistakes as b
 from properties.checker.cli import rerun
+from properties.checker.examples import notebook as notebook_of
 from properties.checker.examples import write_notebook
-from properties.checker.grading import Subject, absolute_target, subjects_of_file
+from properties.checker.grading import (
+    SOFTMAX_OVERFLOW_LAW,
+    Graded,
+    Subject,
+    absolute_target,
+    merged,
+    rows,
+    subjects_of_file,
+)
 from properties.checker.records import LawVerdict
 from properties.checker.report import Draws, counterexample, snippet
 from properties.checker.verdicts import describe
@@ -183,6 +193,44 @@ def test_a_conventions_fail_is_shown_but_counted_only_when_strict() -> None:
     assert subject.verdict == "FAIL"
 
 
+def test_the_courses_softmax_cols_is_recognised_whatever_its_layout(tmp_path: Path) -> None:
+    """softmax_cols exactly as notebook 12.1 gives it is `given` (comments, spacing and a docstring aside); one the
+    student changed (here: shifted by the column maximum) is theirs."""
+    assert extract(write_notebook(tmp_path / "solved.ipynb", "solved")).given == ("softmax_cols",)
+    notebook = json.loads((tmp_path / "solved.ipynb").read_text())
+    cells = ["".join(cell["source"]) for cell in notebook["cells"]]
+    index = next(i for i, cell in enumerate(cells) if cell.startswith("def softmax_cols"))
+    respaced = cells[index].replace("  # Sum over columns\n", "").replace("axis = 0", "axis=0")
+    shifted = cells[index].replace("np.exp(data_in)", "np.exp(data_in - data_in.max(axis=0))")
+    for source, given in ((respaced, ("softmax_cols",)), (shifted, ())):
+        cells[index] = source.replace("(data_in):", '(data_in):\n  """Softmax of each column."""', 1)
+        (tmp_path / "edited.ipynb").write_text(json.dumps(notebook_of(cells)))
+        assert extract(tmp_path / "edited.ipynb").given == given
+
+
+def test_failures_of_the_courses_softmax_cols_are_shown_not_counted() -> None:
+    """The course's softmax_cols overflows; its FAILs and the overflow FAILs of the attention functions that call it
+    are attributed to it: shown with the diagnosis, not counted (unless --strict-conventions). The same overflow in
+    a softmax_cols the student wrote counts."""
+    overflow = LawVerdict(SOFTMAX_OVERFLOW_LAW, "robustness", "m", "softmax", status="FAIL")
+    caller = LawVerdict("test_large_logits_give_finite_outputs", "robustness", "m", "implementation", status="FAIL",
+                        mistake="notebook_softmax")  # fmt: skip
+    passed = LawVerdict("test_other", "semantics", "m", "implementation", status="PASS")
+    for given in (True, False):
+        subjects = [Subject("softmax_cols", "f:softmax_cols", "softmax", laws=[copy.copy(overflow), copy.copy(passed)],
+                            given=given),
+                    Subject("scaled", "f:scaled", "scaled", calls_softmax_cols=True,
+                            laws=[copy.copy(caller), copy.copy(passed)])]  # fmt: skip
+        graded = merged([Graded("f.ipynb", subjects=subjects)])
+        assert [s.verdict for s in graded.subjects] == (["PASS", "PASS"] if given else ["FAIL", "FAIL"])
+        assert "softmax_cols" in (graded.subjects[1].laws[0].diagnosis or "")
+        row = next(r for r in rows([graded]) if r["function"] == "scaled")
+        assert ("not counted" in row["diagnosis"]) == given and row["score"] == ("1.000" if given else "0.500")
+        for subject in graded.subjects:
+            subject.uncounted = ()
+        assert [s.verdict for s in graded.subjects] == ["FAIL", "FAIL"]
+
+
 def test_a_snippet_replays_a_law_that_has_explicit_examples() -> None:
     """A law with its own @example cases replays one counterexample: it raises on the broken implementation
     and passes once the implementation is correct."""
@@ -255,7 +303,7 @@ def test_a_selection_that_checks_nothing_exits_3_not_checked(tmp_path: Path) -> 
     (row,) = csv.DictReader((tmp_path / "grades.csv").open())
     assert row["verdict"] == "NOT CHECKED" and "takes no keyword argument(s) mask" in row["not_checked"]
     report = json.loads((tmp_path / "grades.json").read_text())
-    assert report["verdict"] == report["runs"][0]["verdict"] == "NOT CHECKED" and report["schema"] == 2
+    assert report["verdict"] == report["runs"][0]["verdict"] == "NOT CHECKED" and report["schema"] == 3
 
 
 @pytest.mark.slow
