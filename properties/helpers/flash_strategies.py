@@ -9,6 +9,7 @@ normal from a drawn seed, times a drawn magnitude (hypothesis shrinks the seed, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -197,15 +198,85 @@ def problems_with_split_points(draw: st.DrawFn) -> Split:
     return Split(problem, draw(st.integers(0, problem.S), label="split point"))
 
 
+class Masking(NamedTuple):
+    """The options that hide keys or bias them by position: causal, window_size, alibi_slopes."""
+
+    causal: bool = False
+    window: tuple[int, int] = (-1, -1)
+    slopes: Array | None = None  # (H,) or (B, H)
+
+    def keywords(self) -> dict[str, Any]:
+        """flash_attn_func's keywords for these options (only those that are set)."""
+        options: dict[str, Any] = {}
+        if self.causal:
+            options["causal"] = True
+        if self.window != (-1, -1):
+            options["window_size"] = self.window
+        if self.slopes is not None:
+            options["alibi_slopes"] = self.slopes
+        return options
+
+    def supported(self, takes: Callable[..., bool]) -> Masking:
+        """The options a target takes (by its signature, `takes(name)`); the others turned off."""
+        return Masking(
+            self.causal and takes("causal"),
+            self.window if takes("window_size") else (-1, -1),
+            self.slopes if takes("alibi_slopes") else None,
+        )
+
+
+def slopes_for(draw: st.DrawFn, B: int, H: int) -> Array:
+    """ALiBi slopes, one a head (H,) or one a batch element and head (B, H), 0 included."""
+    values = st.sampled_from((0.0, 0.0625, 0.25, 0.5, 1.0))
+    shape = (B, H) if draw(st.booleans(), label="per batch") else (H,)
+    drawn = draw(st.lists(values, min_size=int(np.prod(shape)), max_size=int(np.prod(shape))), label="slopes")
+    return np.array(drawn, dtype=np.float64).reshape(shape)
+
+
+def masking_for(draw: st.DrawFn, B: int, H: int, L: int, S: int) -> Masking:
+    """No mask, causal, a window (its edges and one past them, windows_for) or both, with ALiBi or without."""
+    kind = draw(st.sampled_from(("none", "causal", "window", "causal window")), label="mask")
+    window = windows_for(draw, L, S) if "window" in kind else (-1, -1)
+    slopes = slopes_for(draw, B, H) if draw(st.booleans(), label="alibi") else None
+    return Masking("causal" in kind, window, slopes)
+
+
 class Shifted(NamedTuple):
     problem: FlashProblem
     shift: float  # added to every logit
+    masking: Masking
 
 
 @st.composite
 def problems_with_logit_shifts(draw: st.DrawFn) -> Shifted:
+    """Unmasked, causal or windowed problems, with ALiBi or without, and a shift of every logit."""
     problem = draw(rectangular_problems())
-    return Shifted(problem, draw(st.sampled_from((-5.0, 0.5, 3.0, 40.0)), label="shift"))
+    shift = draw(st.sampled_from((-5.0, 0.5, 3.0, 40.0)), label="shift")
+    return Shifted(problem, shift, masking_for(draw, problem.B, problem.H, problem.L, problem.S))
+
+
+class MaskedLse(NamedTuple):
+    problem: FlashProblem
+    masking: Masking
+    softcap: float  # 0: off
+
+
+@st.composite
+def problems_with_masks(draw: st.DrawFn) -> MaskedLse:
+    """Causal or windowed problems (or neither), with ALiBi or without, soft-capped or not."""
+    problem = draw(rectangular_problems())
+    masking = masking_for(draw, problem.B, problem.H, problem.L, problem.S)
+    return MaskedLse(problem, masking, draw(st.sampled_from((0.0, 0.0, 1.0, 5.0)), label="softcap"))
+
+
+@st.composite
+def problems_with_empty_rows(draw: st.DrawFn) -> Windowed:
+    """More queries than keys (L >= S + 2) and a narrow window (left, right in 0..2): under either alignment some
+    L - S - left - right queries see no key (bottom-right the first ones, top-left the last ones)."""
+    S = draw(st.sampled_from((1, 2, 3, 5)), label="S")
+    L = S + draw(st.sampled_from((2, 3, 6, 14)), label="L - S")
+    problem = draw(rectangular_problems(L=L, S=S))
+    return Windowed(problem, (draw(st.integers(0, 2), label="left"), draw(st.integers(0, 1), label="right")))
 
 
 class Packed(NamedTuple):

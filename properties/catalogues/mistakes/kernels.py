@@ -41,6 +41,9 @@ def _attend(
     always_causal: bool = False,
     ignore_scale: bool = False,
     cache_off_by_one: bool = False,
+    lse_over_all_keys: bool = False,
+    lse_without_alibi: bool = False,
+    nan_for_empty_rows: bool = False,
 ) -> Any:
     """flash_attn_func's computation written out in float64 (correct with no twist), with one twist."""
     q, k, v = (np.asarray(o[name], dtype=np.float64) for name in "qkv")
@@ -76,6 +79,7 @@ def _attend(
         seen &= r >= -(right + right_extra)
     if left >= 0:
         seen &= r <= left + left_extra
+    unbiased = s
     if o["alibi_slopes"] is not None:
         slopes = np.broadcast_to(np.asarray(o["alibi_slopes"], dtype=np.float64), (B, H))
         distance = rel(alignment) if signed_distance else np.abs(rel(alignment))
@@ -93,11 +97,18 @@ def _attend(
         total = total + np.exp(sink - top)
         if sink_in_numerator:
             weights = np.where(shown, weights + np.exp(sink - top), 0.0)
-    probs = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
+    if nan_for_empty_rows:
+        with np.errstate(invalid="ignore"):
+            probs = weights / total  # 0 / 0 = NaN where a query sees no key
+    else:
+        probs = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
     out = np.swapaxes(probs @ vh, 1, 2).astype(np.asarray(o["q"]).dtype)
     if not o["return_attn_probs"]:
         return out
     lse = np.where(total[..., 0] > 0, top[..., 0] + np.log(np.where(total[..., 0] > 0, total[..., 0], 1.0)), -np.inf)
+    if lse_over_all_keys or lse_without_alibi:
+        reduced = np.where(shown, unbiased, -np.inf) if lse_without_alibi else s
+        lse = np.logaddexp.reduce(reduced, axis=-1)
     return out, lse / np.log(2) if lse_base_2 else lse, probs
 
 
@@ -241,6 +252,29 @@ def flash_decoding_cache_off_by_one(o: dict[str, Any]) -> Any:
 def flash_lse_in_base_2(o: dict[str, Any]) -> Any:
     """Returns log2 of the softmax denominator (an exp2 kernel's internal lse) as softmax_lse, the natural log."""
     return _attend(o, lse_base_2=True)
+
+
+@mistake("lse", "mask")
+@_flash_kernel
+def flash_lse_over_all_keys(o: dict[str, Any]) -> Any:
+    """Returns softmax_lse as a log-sum-exp over every key, the masked ones included (a separate reduction that
+    forgets causal and the window); out is right."""
+    return _attend(o, lse_over_all_keys=True)
+
+
+@mistake("lse, alibi", "bias")
+@_flash_kernel
+def flash_lse_without_the_alibi_bias(o: dict[str, Any]) -> Any:
+    """Returns softmax_lse of the logits before the ALiBi bias (the lse taken from the unbiased scores); out is
+    right."""
+    return _attend(o, lse_without_alibi=True)
+
+
+@mistake("causal, window", "empty row")
+@_flash_kernel
+def flash_nan_for_queries_without_keys(o: dict[str, Any]) -> Any:
+    """Divides by the softmax denominator unguarded: a query that sees no key gets 0 / 0 = NaN in its output."""
+    return _attend(o, nan_for_empty_rows=True)
 
 
 @mistake("varlen", "boundary")
