@@ -88,6 +88,8 @@ from properties.catalogues.mistakes.kernels import (
     merge_with_the_weights_swapped,
     merge_without_the_max_shift,
     sdpa_causal_bottom_right,
+    varlen_alibi_slopes_of_the_first_sequence,
+    varlen_aligned_by_the_longest_sequences,
     varlen_sees_the_previous_last_block,
 )
 from properties.catalogues.mistakes.masks import (
@@ -381,6 +383,8 @@ __all__ = [
     "unscaled_heads",
     "value_bias_of_the_first_head",
     "values_without_bias",
+    "varlen_alibi_slopes_of_the_first_sequence",
+    "varlen_aligned_by_the_longest_sequences",
     "varlen_sees_the_previous_last_block",
     "without_biases",
     "x_prime_only",

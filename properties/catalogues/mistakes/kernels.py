@@ -44,6 +44,7 @@ def _attend(
     lse_over_all_keys: bool = False,
     lse_without_alibi: bool = False,
     nan_for_empty_rows: bool = False,
+    offset: int | None = None,
 ) -> Any:
     """flash_attn_func's computation written out in float64 (correct with no twist), with one twist."""
     q, k, v = (np.asarray(o[name], dtype=np.float64) for name in "qkv")
@@ -65,8 +66,8 @@ def _attend(
         s = scale * raw
 
     def rel(kind: str) -> Any:
-        offset = S - L if kind == "bottom-right" else 0
-        return np.arange(L)[:, None] + offset - np.arange(S)[None, :]
+        shift = (S - L if kind == "bottom-right" else 0) if offset is None else offset
+        return np.arange(L)[:, None] + shift - np.arange(S)[None, :]
 
     seen = np.ones((L, S), dtype=bool)
     if o["causal"] or always_causal:
@@ -295,6 +296,71 @@ def varlen_sees_the_previous_last_block(
             out[q0:q1] = flash_attn_func(q[None, q0:q1], k[None, start:k1], v[None, start:k1],
                                          softmax_scale=softmax_scale, causal=causal)[0]  # fmt: skip
     return out
+
+
+def _varlen_by_sequence(
+    q: Array, k: Array, v: Array, cu_seqlens_q: Any, cu_seqlens_k: Any, options: dict[str, Any],
+    twist: Callable[[int, dict[str, Any]], dict[str, Any]],
+) -> Array:  # fmt: skip
+    """A packed batch computed sequence by sequence with _attend, each sequence's options (and _attend's keywords)
+    from twist(b, options): out (total_q, H, D_v)."""
+    cu_q, cu_k = np.asarray(cu_seqlens_q), np.asarray(cu_seqlens_k)
+    out = np.zeros((q.shape[0], q.shape[1], v.shape[-1]), dtype=np.float64)
+    for b in range(len(cu_q) - 1):
+        q0, q1, k0, k1 = int(cu_q[b]), int(cu_q[b + 1]), int(cu_k[b]), int(cu_k[b + 1])
+        if q1 > q0:
+            extra = twist(b, options)
+            o = {**options, **extra.pop("options", {}), "q": q[None, q0:q1], "k": k[None, k0:k1], "v": v[None, k0:k1],
+                 "return_attn_probs": False, "given": frozenset(options)}  # fmt: skip
+            out[q0:q1] = _attend(o, **extra)[0]
+    return out
+
+
+def _sequence_slopes(slopes: Any, b: int) -> Any:
+    """Sequence b's slopes, (nheads,), from (nheads,) or (batch, nheads)."""
+    if slopes is None:
+        return None
+    array = np.asarray(slopes, dtype=np.float64)
+    return array[b] if array.ndim == 2 else array
+
+
+@mistake("varlen", "alignment")
+def varlen_aligned_by_the_longest_sequences(
+    q: Array, k: Array, v: Array, cu_seqlens_q: Any, cu_seqlens_k: Any, max_seqlen_q: int, max_seqlen_k: int,
+    dropout_p: float = 0.0, softmax_scale: float | None = None, causal: bool = False,
+    window_size: tuple[int, int] = (-1, -1), softcap: float = 0.0, alibi_slopes: Any = None,
+    deterministic: bool = False, return_attn_probs: bool = False, *, sinks: Any = None,
+) -> Any:  # fmt: skip
+    """Aligns causal and windows by the packed batch's max_seqlen_k - max_seqlen_q for every sequence instead of by
+    each sequence's own S_b - L_b: right when every sequence has the longest lengths, wrong otherwise."""
+    options = {"softmax_scale": softmax_scale, "causal": causal, "window_size": tuple(window_size),
+               "softcap": softcap, "sinks": sinks}  # fmt: skip
+    return _varlen_by_sequence(
+        q, k, v, cu_seqlens_q, cu_seqlens_k, options,
+        lambda b, o: {"offset": int(max_seqlen_k) - int(max_seqlen_q),
+                      "options": {"alibi_slopes": _sequence_slopes(alibi_slopes, b)}},
+    )  # fmt: skip
+
+
+@mistake("varlen, alibi", "batch")
+def varlen_alibi_slopes_of_the_first_sequence(
+    q: Array, k: Array, v: Array, cu_seqlens_q: Any, cu_seqlens_k: Any, max_seqlen_q: int, max_seqlen_k: int,
+    dropout_p: float = 0.0, softmax_scale: float | None = None, causal: bool = False,
+    window_size: tuple[int, int] = (-1, -1), softcap: float = 0.0, alibi_slopes: Any = None,
+    deterministic: bool = False, return_attn_probs: bool = False, *, sinks: Any = None,
+) -> Any:  # fmt: skip
+    """Reads (batch, nheads) ALiBi slopes at row 0 for every packed sequence (the batch index dropped)."""
+    options = {"softmax_scale": softmax_scale, "causal": causal, "window_size": tuple(window_size),
+               "softcap": softcap, "sinks": sinks}  # fmt: skip
+    return _varlen_by_sequence(
+        q,
+        k,
+        v,
+        cu_seqlens_q,
+        cu_seqlens_k,
+        options,
+        lambda b, o: {"options": {"alibi_slopes": _sequence_slopes(alibi_slopes, 0)}},
+    )
 
 
 @mistake("merge", "overflow")
