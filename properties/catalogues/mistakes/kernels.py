@@ -387,8 +387,10 @@ def broken_flash(function: Any, convention: Convention | None = None, alignment:
     flash adapter, float64, with its source's causal alignment unless `alignment` says."""
     source = "sdpa" if function.__name__.startswith("sdpa_") else "flash"
     default = "top-left" if source == "sdpa" else "bottom-right"
+    # A row-convention kernel takes (B, H, L, E) rows (the sdpa adapter's BHLE), a flash one (B, L, H, D).
+    layout = "BHLE" if source == "sdpa" else "BLHE"
     return FlashImplementation(function, f"{MISTAKES}:{function.__name__}",
-                               convention or Convention(layout="BLHE"), alignment or default, source)  # fmt: skip
+                               convention or Convention(layout=layout), alignment or default, source)  # fmt: skip
 
 
 def broken_varlen(function: Any) -> Any:
