@@ -10,7 +10,8 @@ class also wraps a row-convention (sdpa) kernel, whose `is_causal` and `scale` a
 `softmax_scale`, so that the rectangular laws (L != S) check those kernels too.
 
 Law-side, in float64: `visibility` (which keys each query sees under causal and windows, for a declared causal
-alignment), `exact_attention` (the definition with an explicit bias, soft-capping and sinks) and `row_bounds`
+alignment), `exact_attention` (the definition with an explicit bias, soft-capping and sinks, through exact.py's
+softmax_with_lse, the one law-side softmax) and `row_bounds`
 (the forward-error model of properties/helpers/tolerances.py in rows).
 
 Causal alignment: query n (0 <= n < L) and key m (0 <= m < S) are at distance rel = n + offset - m with offset
@@ -30,6 +31,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from properties.helpers.exact import softmax_with_lse
 from properties.helpers.implementations import ImplementationFailed, call_function
 from properties.helpers.options import ALIGNMENTS
 from properties.helpers.problems import code_for
@@ -219,17 +221,9 @@ def exact_attention(
     every denominator and no value. A query that sees nothing gets out = 0 and lse = -inf (or the sink)."""
     _, _, v = heads_first(problem)
     s = logits(problem, scale, softcap) + (0.0 if bias is None else bias)
-    shown = np.broadcast_to(np.ones((problem.L, problem.S), dtype=bool) if visible is None else visible, s.shape)
-    top = np.max(np.where(shown, s, -np.inf), axis=-1, initial=-np.inf)
-    sink = None if sinks is None else np.broadcast_to(np.asarray(sinks, dtype=np.float64)[None, :, None], top.shape)
-    if sink is not None:
-        top = np.maximum(top, sink)
-    top = np.where(np.isfinite(top), top, 0.0)
-    weights = np.exp(np.where(shown, s - top[..., None], -np.inf))
-    total = weights.sum(axis=-1) + (0.0 if sink is None else np.exp(sink - top))
-    seen = total > 0
-    lse = np.where(seen, top + np.log(np.where(seen, total, 1.0)), -np.inf)
-    probs = weights / np.where(seen, total, 1.0)[..., None]
+    shown = np.ones((problem.L, problem.S), dtype=bool) if visible is None else visible
+    sink = None if sinks is None else np.broadcast_to(np.asarray(sinks, dtype=np.float64)[None, :, None], s.shape[:3])
+    probs, lse = softmax_with_lse(s, np.broadcast_to(shown, s.shape), axis=-1, sink=sink)
     return np.swapaxes(probs @ v, 1, 2), lse
 
 
