@@ -274,10 +274,11 @@ def problems_with_masks(draw: st.DrawFn) -> MaskedLse:
 
 @st.composite
 def problems_with_empty_rows(draw: st.DrawFn) -> Windowed:
-    """More queries than keys (L >= S + 2) and a narrow window (left, right in 0..2): under either alignment some
-    L - S - left - right queries see no key (bottom-right the first ones, top-left the last ones)."""
-    S = draw(st.sampled_from((1, 2, 3, 5)), label="S")
-    L = S + draw(st.sampled_from((2, 3, 6, 14)), label="L - S")
+    """More queries than keys (L >= S + 3) and a narrow window (left in 0..2, right in 0..1, both < S, so that
+    FlashAttention 2 reads it as written): the first L - S - right queries see no key bottom-right, the last
+    L - S - left top-left."""
+    S = draw(st.sampled_from((3, 4, 5)), label="S")
+    L = S + draw(st.sampled_from((3, 4, 6, 14)), label="L - S")
     problem = draw(rectangular_problems(L=L, S=S))
     return Windowed(problem, (draw(st.integers(0, 2), label="left"), draw(st.integers(0, 1), label="right")))
 
