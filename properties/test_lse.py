@@ -3,6 +3,13 @@ split-KV decoding and ring attention rely on: attention over keys split in two, 
 by lse = log(exp(lse_a) + exp(lse_b)), out = exp(lse_a - lse) out_a + exp(lse_b - lse) out_b, equals attention over
 all the keys.
 
+Under causal, windows and ALiBi the lse laws judge the queries that see a key; what a query that sees no key gets
+is a convention (its own law, category `conventions`): out = 0, and lse = +inf (FlashAttention's non-split
+kernel), -inf (the log of an empty sum: its split path, this reference) or anything else. Under causal ALiBi
+FlashAttention adds +slope m rather than -slope |rel|: its lse is higher by slope (n + S - L), which the laws
+accept (properties/helpers/FLASH-CONVENTIONS.md). softmax_lse is judged by the epsilon of its own dtype
+(FlashAttention's is float32 whatever the inputs').
+
 The kernel laws run on the `flash` fixture; the merge law on the `merge` fixture (--merge TARGET, else the bundled
 attention.flash:merge_attention_states), fed parts computed here in float64.
 """
@@ -16,26 +23,35 @@ import pytest
 from hypothesis import given
 
 from properties.catalogues.mistakes import kernels as m
-from properties.helpers.checks import assert_close
+from properties.helpers.checks import LawViolation, assert_close, observe
 from properties.helpers.flash_convention import (
     FlashImplementation,
     FlashProblem,
     MergeImplementation,
+    closest,
+    distances,
     exact_attention,
     row_bounds,
+    window_readings,
 )
 from properties.helpers.flash_strategies import (
+    MaskedLse,
+    Masking,
     Parts,
     Shifted,
     Split,
+    Windowed,
     merge_cases,
+    problems_with_empty_rows,
     problems_with_logit_shifts,
+    problems_with_masks,
     problems_with_split_points,
 )
 from properties.helpers.meta import assert_law_fails
 from properties.helpers.tolerances import FLOAT64_EPS
 
-pytestmark = [pytest.mark.semantics, pytest.mark.filterwarnings("ignore:Generating overly large repr")]
+# One category marker a law (semantics, or conventions for the empty row), not the module's.
+pytestmark = pytest.mark.filterwarnings("ignore:Generating overly large repr")
 
 
 def with_a_constant_column(problem: FlashProblem, shift: float, scale: float) -> FlashProblem:
@@ -57,24 +73,49 @@ def law_merge(out_a: np.ndarray, lse_a: np.ndarray, out_b: np.ndarray, lse_b: np
     return np.asarray(share_a * np.nan_to_num(out_a) + share_b * np.nan_to_num(out_b))
 
 
+def seen_by_every_reading(problem: FlashProblem, masking: Masking, alignment: str) -> np.ndarray:
+    """[n] True iff query n sees a key under every accepted reading of the window (window_readings): the queries
+    whose lse is judged."""
+    readings = window_readings(problem.L, problem.S, masking.window, causal=masking.causal, alignment=alignment)
+    return np.asarray(np.logical_and.reduce([reading.any(axis=1) for reading in readings]))
+
+
+def alibi_magnitude(problem: FlashProblem, slopes: np.ndarray | None) -> float:
+    """A bound on |bias| of either ALiBi form: slope |rel| <= slope (L + S), and FlashAttention's causal +slope m
+    <= slope S, with its lse raised by at most slope (L + S)."""
+    return 0.0 if slopes is None else float(np.abs(slopes).max(initial=0.0)) * (problem.L + problem.S)
+
+
+@pytest.mark.semantics
 @given(case=problems_with_logit_shifts())
 def test_adding_a_constant_to_every_logit_adds_it_to_the_lse_and_changes_no_output(
     flash: FlashImplementation, case: Shifted
 ) -> None:
     """With every logit s_nm raised by c (a column c / scale in q, ones in k), softmax_lse_n = log sum_m
-    exp(s_nm) rises by exactly c and out does not change: lse is the natural log-sum-exp of the logits."""
+    exp(s_nm) rises by exactly c and out does not change: lse is the natural log-sum-exp of the logits (also under
+    causal, windows and ALiBi, the options the target takes; the lse of the queries that see a key)."""
     flash.require("return_attn_probs", "softmax_scale")
-    problem, c = case
+    problem, c, masking = case
+    masking = masking.supported(flash.takes)
     scale = flash.default_scale(problem)
     shifted = with_a_constant_column(problem, c, scale)
+    options = masking.keywords()
     before, after = (
-        flash.call(problem, lse=True, softmax_scale=scale),
-        flash.call(shifted, lse=True, softmax_scale=scale),
+        flash.call(problem, lse=True, softmax_scale=scale, **options),
+        flash.call(shifted, lse=True, softmax_scale=scale, **options),
     )
     assert before.lse is not None and after.lse is not None
-    bound = flash.bounds(problem, scale, before.eps) + flash.bounds(shifted, scale, after.eps)
-    assert_close(after.out, before.out, bound.out, what=f"out with every logit raised by {c}")
-    assert_close(after.lse - c, before.lse, bound.lse, what=f"softmax_lse - {c} with every logit raised by {c}")
+    offset = alibi_magnitude(problem, masking.slopes)
+    # Each call is one evaluation (row_bounds; the lse at the epsilon of its own dtype), the ALiBi bias within l_n.
+    bound = flash.bounds(problem, scale, before.eps, offset=offset) + flash.bounds(
+        shifted, scale, after.eps, offset=offset
+    )
+    lse_bound = (flash.bounds(problem, scale, before.lse_eps, offset=offset)
+                 + flash.bounds(shifted, scale, after.lse_eps, offset=offset)).lse  # fmt: skip
+    assert_close(after.out, before.out, bound.out, what=f"out with every logit raised by {c} ({masking.keywords()})")
+    seen = np.broadcast_to(seen_by_every_reading(problem, masking, flash.alignment), before.lse.shape)
+    assert_close(after.lse[seen] - c, before.lse[seen], lse_bound[seen],
+                 what=f"softmax_lse - {c} with every logit raised by {c} ({masking.keywords()})")  # fmt: skip
 
 
 @pytest.mark.meta
@@ -83,20 +124,106 @@ def test_adding_a_constant_to_every_logit_catches_an_lse_in_base_2() -> None:
     assert_law_fails(law, flash=m.broken_flash(m.flash_lse_in_base_2))
 
 
+@pytest.mark.semantics
+@given(case=problems_with_masks())
+def test_the_lse_is_the_log_sum_exp_of_the_visible_logits(flash: FlashImplementation, case: MaskedLse) -> None:
+    """softmax_lse_n = log sum_{m visible to n} exp(s_nm) over the logits s = c tanh(scale q.k / c) - slope |rel|
+    (computed here in float64), under causal, windows, ALiBi and softcap (those the target takes), for every query
+    that sees a key. Under causal ALiBi, lse_n + slope (n + offset) is accepted as well: FlashAttention adds
+    +slope m, the same weights with a constant of the row."""
+    flash.require("return_attn_probs")
+    problem, masking, softcap = case
+    masking = masking.supported(flash.takes)
+    softcap = softcap if flash.takes("softcap") else 0.0
+    options = {**masking.keywords(), **({"softcap": softcap} if softcap else {})}
+    result = flash.call(problem, lse=True, **options)
+    assert result.lse is not None
+    scale = flash.default_scale(problem)
+    bias = None
+    if masking.slopes is not None:
+        per_head = np.broadcast_to(masking.slopes, (problem.B, problem.H))[:, :, None]
+        bias = -per_head[..., None] * distances(problem.L, problem.S, flash.alignment)
+    readings = window_readings(problem.L, problem.S, masking.window, causal=masking.causal, alignment=flash.alignment)
+    candidates = [exact_attention(problem, scale, visible=seen, bias=bias, softcap=softcap)[1] for seen in readings]
+    if masking.slopes is not None:  # FlashAttention's causal form: + slope (n + offset), offset S - L or 0
+        offset = problem.S - problem.L if flash.alignment == "bottom-right" else 0
+        candidates += [lse + per_head * (np.arange(problem.L) + offset) for lse in candidates]
+    magnitude = alibi_magnitude(problem, masking.slopes)
+    # One evaluation by the target (the lse at its dtype's epsilon) and one by the law, bias magnitude within l_n.
+    bound = flash.bounds(problem, scale, result.lse_eps, offset=magnitude).lse
+    seen = np.broadcast_to(seen_by_every_reading(problem, masking, flash.alignment), result.lse.shape)
+    expected = closest(result.lse, candidates, bound, axis=None)
+    assert_close(result.lse[seen], expected[seen], bound[seen],
+                 what=f"softmax_lse with {options} (L={problem.L}, S={problem.S}, {flash.alignment})")  # fmt: skip
+
+
+@pytest.mark.meta
+@pytest.mark.parametrize("bug", [m.flash_lse_over_all_keys, m.flash_lse_without_the_alibi_bias, m.flash_lse_in_base_2])
+def test_the_lse_of_the_visible_logits_catches(bug: Any) -> None:
+    assert_law_fails(test_the_lse_is_the_log_sum_exp_of_the_visible_logits, flash=m.broken_flash(bug))
+
+
+EMPTY_ROW_LSE = {
+    "+inf": "lse = +inf (FlashAttention's non-split kernel)",
+    "-inf": "lse = -inf (the log of an empty sum: FlashAttention's split path, this reference)",
+    "other": "another lse",
+}
+
+
+@pytest.mark.conventions
+@given(case=problems_with_empty_rows())
+def test_a_query_that_sees_no_key_gets_a_zero_output(flash: FlashImplementation, case: Windowed) -> None:
+    """Convention: a query that sees no key (its window holds none) gets out = 0 exactly, as FlashAttention's kernel
+    and this reference give; its softmax_lse is reported, not judged: +inf (FlashAttention's non-split kernel),
+    -inf (the log of an empty sum) or another value. The other lse laws judge only the queries that see a key."""
+    flash.require("window_size")
+    problem, window = case
+    asks = flash.takes("return_attn_probs")
+    result = flash.call(problem, lse=asks, window_size=window)
+    readings = window_readings(problem.L, problem.S, window, alignment=flash.alignment)
+    unseen = np.logical_and.reduce([~reading.any(axis=1) for reading in readings])
+    if not unseen.any():
+        return
+    if result.lse is not None:
+        for value in result.lse[:, :, unseen].ravel():
+            observe(EMPTY_ROW_LSE["+inf" if value == np.inf else "-inf" if value == -np.inf else "other"])
+    rows = result.out[:, unseen]
+    if not (rows == 0).all():
+        bad = tuple(int(i) for i in np.argwhere(rows != 0)[0])
+        queries = np.flatnonzero(unseen).tolist()
+        raise LawViolation(f"the queries {queries} see no key under window_size={window}; expected out = 0, got "
+                           f"{rows[bad]!r} at out[:, {queries[bad[1]]}] (index {bad})")  # fmt: skip
+
+
+@pytest.mark.meta
+def test_a_query_that_sees_no_key_catches_nan() -> None:
+    law = test_a_query_that_sees_no_key_gets_a_zero_output
+    assert_law_fails(law, flash=m.broken_flash(m.flash_nan_for_queries_without_keys))
+
+
+def without_keys(lse: np.ndarray, problem: FlashProblem) -> np.ndarray:
+    """The lse of a part, -inf where the part holds no key: whatever a kernel returns there (+inf, -inf: a
+    convention), the merge rule weighs such a part 0."""
+    return np.full_like(lse, -np.inf) if problem.S == 0 else lse
+
+
+@pytest.mark.semantics
 @given(case=problems_with_split_points())
 def test_two_key_splits_merged_by_their_lse_equal_attention_over_all_keys(
     flash: FlashImplementation, case: Split
 ) -> None:
     """f(q, k[:p], v[:p]) and f(q, k[p:], v[p:]), each (out, lse), merged by the log-sum-exp rule (here, in
-    float64) equal f(q, k, v), for every split point p (no mask; an empty part has lse = -inf and weight 0)."""
+    float64) equal f(q, k, v), for every split point p (no mask; an empty part weighs 0 whatever its lse)."""
     flash.require("return_attn_probs")
     problem, p = case
     whole = flash.call(problem, lse=True)
-    a, b = flash.call(problem.keys(0, p), lse=True), flash.call(problem.keys(p, problem.S), lse=True)
+    parts = [problem.keys(0, p), problem.keys(p, problem.S)]
+    a, b = (flash.call(part, lse=True) for part in parts)
     assert a.lse is not None and b.lse is not None
-    merged = law_merge(a.out, a.lse, b.out, b.lse)
+    merged = law_merge(a.out, without_keys(a.lse, parts[0]), b.out, without_keys(b.lse, parts[1]))
     scale = flash.default_scale(problem)
-    bound = flash.bounds(problem, scale, whole.eps) + flash.bounds(problem, scale, max(a.eps, b.eps)) * 2
+    # The whole call, and the two parts (each weight's error is its lse's, at the lse's epsilon, and its out's).
+    bound = flash.bounds(problem, scale, whole.eps) + flash.bounds(problem, scale, max(a.lse_eps, b.lse_eps)) * 2
     assert_close(merged, whole.out, bound.out, what=f"the merge of keys [0, {p}) and [{p}, {problem.S})")
 
 
@@ -106,6 +233,7 @@ def test_two_key_splits_merged_catch_an_lse_in_base_2() -> None:
     assert_law_fails(law, flash=m.broken_flash(m.flash_lse_in_base_2))
 
 
+@pytest.mark.semantics
 @given(case=merge_cases())
 def test_a_merge_of_two_key_splits_equals_attention_over_all_keys(merge: MergeImplementation, case: Parts) -> None:
     """merge(out_a, lse_a, out_b, lse_b) = (out, lse) of attention over all keys, for parts computed (in float64)

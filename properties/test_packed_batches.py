@@ -1,12 +1,16 @@
 """Laws of packed variable-length batches (flash_attn_varlen_func: cu_seqlens_q, cu_seqlens_k, max_seqlen_*):
-sequence b is q[cu_q[b]:cu_q[b+1]] against k, v[cu_k[b]:cu_k[b+1]], alone, with causal aligned by its own lengths.
-The strategy packs 2 to 4 sequences of lengths 0 (empty), small and at block sizes (15, 16, 17, 33).
+sequence b is q[cu_q[b]:cu_q[b+1]] against k, v[cu_k[b]:cu_k[b+1]], alone, with causal and windows aligned by its own
+lengths and its own ALiBi slopes (row b of a (batch, nheads) array), softcap and sinks. The strategy packs 2 to 4
+sequences of lengths 0 (empty), small and at block sizes (15, 16, 17, 33).
 
 They run on the `varlen` fixture: --varlen TARGET, else the bundled attention.flash:flash_attn_varlen_func (numpy,
-float64; the alignment is the flash fixture's, bottom-right by default).
+float64; causal and windows bottom-right, as FlashAttention's varlen aligns them). Options a packed target does not
+name in its signature are left out of the call (and of the expected value).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,12 +18,20 @@ from hypothesis import given, settings
 
 from properties.catalogues.mistakes import kernels as m
 from properties.helpers.checks import assert_close
-from properties.helpers.flash_convention import VarlenImplementation, exact_attention, row_bounds, visibility
+from properties.helpers.flash_convention import (
+    VarlenImplementation,
+    closest,
+    distances,
+    exact_attention,
+    row_bounds,
+    window_readings,
+)
 from properties.helpers.flash_strategies import (
     Packed,
     PackedChange,
     packed_batches,
     packed_batches_with_a_changed_sequence,
+    packed_batches_with_score_modifications,
     varlen_keywords,
 )
 from properties.helpers.meta import assert_law_fails
@@ -29,28 +41,72 @@ pytestmark = pytest.mark.semantics
 FEW = settings(max_examples=10)
 
 
+def expected_rows(packed: Packed, b: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Sequence b computed alone in float64 (exact_attention, with its options): the outputs (1, L_b, H, D_v) under
+    each accepted reading of the window (window_readings with max_seqlen_k, the limit of FlashAttention 2's packed
+    host code), and one evaluation's bound."""
+    problem = packed.sequence(b)
+    scale = 1 / np.sqrt(problem.D)
+    slopes = packed.slopes_of(b)
+    bias = None if slopes is None else -slopes[None, :, None, None] * distances(problem.L, problem.S)
+    readings = window_readings(problem.L, problem.S, packed.window, causal=packed.causal,
+                               limit=packed.max_seqlen_k)  # fmt: skip
+    candidates = [
+        exact_attention(problem, scale, visible=seen, bias=bias, softcap=packed.softcap, sinks=packed.sinks)[0]
+        for seen in readings
+    ]
+    offset = 0.0 if bias is None else float(np.abs(bias).max(initial=0.0))
+    # One evaluation of sequence b by the target and one by the law (row_bounds; ALiBi within l_n, a sink one key).
+    bound = row_bounds(problem, scale, FLOAT64_EPS, offset=offset, sinks=packed.sinks) * 2
+    return candidates, bound.out
+
+
+def check_packing(varlen: VarlenImplementation, packed: Packed) -> None:
+    """out[cu_q[b]:cu_q[b+1]] equals sequence b run alone, for every b."""
+    out = varlen.call(packed.q, packed.k, packed.v, **varlen_keywords(packed))
+    for b in range(packed.batch):
+        candidates, bound = expected_rows(packed, b)
+        q0, q1 = int(packed.cu_seqlens_q[b]), int(packed.cu_seqlens_q[b + 1])
+        expected = closest(out[None, q0:q1], candidates, bound)[0]
+        options = {k: v for k, v in varlen_keywords(packed).items() if not k.startswith(("cu_", "max_"))}
+        assert_close(out[q0:q1], expected, bound[0],
+                     what=f"sequence {b} (L_b={q1 - q0}, S_b={packed.sequence(b).S}, {options})")  # fmt: skip
+
+
 @FEW
 @given(packed=packed_batches())
 def test_packing_equals_running_each_sequence_alone(varlen: VarlenImplementation, packed: Packed) -> None:
-    """out[cu_q[b]:cu_q[b+1]] is attention of sequence b's queries over its own keys alone (causal bottom-right by
-    its own lengths L_b, S_b), for every b, empty sequences included (they give no rows; a query of a sequence
-    with no keys gets 0)."""
-    out = varlen.call(packed.q, packed.k, packed.v, **varlen_keywords(packed))
-    for b in range(packed.batch):
-        problem = packed.sequence(b)
-        scale = 1 / np.sqrt(problem.D)
-        seen = visibility(problem.L, problem.S, causal=packed.causal)
-        expected, _ = exact_attention(problem, scale, visible=seen)
-        bound = row_bounds(problem, scale, FLOAT64_EPS) * 2
-        q0, q1 = int(packed.cu_seqlens_q[b]), int(packed.cu_seqlens_q[b + 1])
-        assert_close(out[q0:q1], expected[0], bound.out[0],
-                     what=f"sequence {b} (L_b={problem.L}, S_b={problem.S}, causal={packed.causal})")  # fmt: skip
+    """out[cu_q[b]:cu_q[b+1]] is attention of sequence b's queries over its own keys alone, causal and windows
+    aligned bottom-right by its own lengths L_b, S_b (FlashAttention's varlen), for every b, empty sequences
+    included (they give no rows; a query that sees no key gets 0). Options the target does not take are left out;
+    FlashAttention 2's reading of a side of -1 or >= max_seqlen_k is accepted as in the window laws."""
+    check_packing(varlen, packed.supported(varlen.takes))
 
 
 @pytest.mark.meta
-def test_packing_catches_a_sequence_seeing_the_previous_last_block() -> None:
+@pytest.mark.parametrize("bug", [m.varlen_sees_the_previous_last_block, m.varlen_aligned_by_the_longest_sequences])
+def test_packing_catches(bug: Any) -> None:
     law = test_packing_equals_running_each_sequence_alone
-    assert_law_fails(law, varlen=m.broken_varlen(m.varlen_sees_the_previous_last_block))
+    assert_law_fails(law, varlen=m.broken_varlen(bug))
+
+
+@FEW
+@given(packed=packed_batches_with_score_modifications())
+def test_packing_with_score_modifications_equals_running_each_sequence_alone(
+    varlen: VarlenImplementation, packed: Packed
+) -> None:
+    """With ALiBi (one slope a head, or a sequence and head: sequence b takes row b), softcap and sinks, packing
+    still equals running each sequence alone with its own options (causal or not). Options the target does not
+    take are left out; a target that takes none of the three skips."""
+    if not any(varlen.takes(name) for name in ("alibi_slopes", "softcap", "sinks")):
+        pytest.skip("the packed target takes no alibi_slopes, softcap or sinks (by its signature)")
+    check_packing(varlen, packed.supported(varlen.takes))
+
+
+@pytest.mark.meta
+def test_packing_with_score_modifications_catches_the_first_sequences_slopes() -> None:
+    law = test_packing_with_score_modifications_equals_running_each_sequence_alone
+    assert_law_fails(law, varlen=m.broken_varlen(m.varlen_alibi_slopes_of_the_first_sequence))
 
 
 @FEW
@@ -58,6 +114,7 @@ def test_packing_catches_a_sequence_seeing_the_previous_last_block() -> None:
 def test_changing_one_sequence_changes_only_its_own_outputs(varlen: VarlenImplementation, case: PackedChange) -> None:
     """Replacing the q, k, v of sequence b leaves the output rows of every other sequence unchanged."""
     packed, b, changed = case
+    packed, changed = packed.supported(varlen.takes), changed.supported(varlen.takes)
     before = varlen.call(packed.q, packed.k, packed.v, **varlen_keywords(packed))
     after = varlen.call(changed.q, changed.k, changed.v, **varlen_keywords(changed))
     for j in range(packed.batch):

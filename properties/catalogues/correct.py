@@ -466,7 +466,8 @@ class Variant:
     function: Callable[..., Any]
     role: str  # "implementation", "softmax", "multihead", "kernel" (row convention, f(query, key, value)),
     # "backward" (a backward of the row kernel, backward(query, key, value, d_out, ...) -> (dq, dk, dv)), "flash"
-    # (flash_attn_func's signature) or "merge" (a log-sum-exp merge f(out_a, lse_a, out_b, lse_b))
+    # (flash_attn_func's signature), "varlen" (flash_attn_varlen_func's) or "merge" (a log-sum-exp merge
+    # f(out_a, lse_a, out_b, lse_b))
     kind: Kind = "scaled"
     max_magnitude: float = float(np.finfo(np.float64).max)
 
@@ -531,6 +532,142 @@ def flash_in_float32(q: Array, k: Array, v: Array, *args: Any, **kwargs: Any) ->
 flash_in_float32.__signature__ = inspect.signature(flash_attn_func)  # type: ignore[attr-defined]
 
 
+# --- FlashAttention 2's own choices (properties/helpers/FLASH-CONVENTIONS.md), each written next to its line ---
+
+FA2_BLOCK_N = 64  # kBlockN: the keys of one tile of the forward kernel (64 or 128 by head dimension)
+
+
+def _fa2_rows(
+    q: Array, k: Array, v: Array, scale: float, causal: bool, window_size: tuple[int, int], softcap: float,
+    slopes: Array | None, limit: int,
+) -> tuple[Array, Array]:  # fmt: skip
+    """One sequence (q (L, H, D), k (S, H_k, D), v (S, H_k, D_v)) as flash_fwd_kernel.h computes it; returns out
+    (L, H, D_v) in the working dtype and lse (H, L) in float32. `slopes` (H,); `limit`: the seqlen_k of the host
+    code's window substitutions (max_seqlen_k for the packed API)."""
+    work = np.float64 if q.dtype == np.float64 else np.float32  # FA2: fp32 accumulators; float64 kept as float64
+    L, H, S = q.shape[0], q.shape[1], k.shape[0]
+    group = H // k.shape[1]  # MQA/GQA: query head h reads key head h // group
+    qh = np.swapaxes(q, 0, 1).astype(work)  # (H, L, D)
+    kh, vh = (np.repeat(np.swapaxes(a, 0, 1), group, axis=0).astype(work) for a in (k, v))
+    # flash_api.cpp: a side >= seqlen_k becomes -1, causal sets right = 0, then -1 on one side becomes seqlen_k
+    # (choice (d): window (left >= 0, -1) is right = seqlen_k, finite). params.is_causal: the window (-1, 0).
+    left, right = (-1 if side >= limit else side for side in window_size)
+    if causal:
+        right = 0
+    is_causal = left < 0 and right == 0
+    if left < 0 <= right:
+        left = limit
+    if right < 0 <= left:
+        right = limit
+    # softcap > 0: params.softcap = scale / softcap and scale_softmax = softcap: scores are tanh(q.k scale / softcap)
+    # in units of softcap; else raw q.k in units of the scale. exp2 uses unit * log2(e) (scale_softmax_log2).
+    unit = work(softcap if softcap > 0 else scale)
+    raw = qh @ np.swapaxes(kh, -1, -2)  # (H, L, S)
+    scores = np.tanh(raw * work(scale / softcap)) if softcap > 0 else raw
+    rel = np.arange(L)[:, None] + S - L - np.arange(S)[None, :]  # mask.h: col_idx vs row_idx + seqlen_k - seqlen_q
+    if slopes is not None:  # mask.h: alibi_slope / scale_softmax, added after the cap, so slope in logit units
+        slope = (slopes.astype(work) / unit)[:, None, None]  # fp32 on the GPU; the working dtype here
+        # choice (a): under is_causal the kernel adds +slope * j (equal to -slope |rel| up to a constant of the
+        # row on the visible keys: outputs agree, softmax_lse is higher by slope (i + S - L)); else -slope |rel|.
+        scores = scores + slope * np.arange(S) if is_causal else scores - slope * np.abs(rel)
+    visible = np.ones((L, S), dtype=bool)
+    if right >= 0:
+        visible &= rel >= -right
+    if left >= 0:
+        visible &= rel <= left
+    scores = np.where(visible, scores, -np.inf)
+    # softmax.h: the online softmax over tiles of kBlockN keys, exp2((s - max) unit log2(e)).
+    log2_unit = work(float(unit) * LOG2_E)
+    row_max = np.full((H, L), -np.inf, dtype=work)
+    row_sum = np.zeros((H, L), dtype=work)
+    acc = np.zeros((H, L, vh.shape[-1]), dtype=work)
+    for start in range(0, S, FA2_BLOCK_N):
+        tile = scores[..., start : start + FA2_BLOCK_N]
+        new_max = np.maximum(row_max, tile.max(axis=-1, initial=-np.inf))
+        safe = np.where(np.isfinite(new_max), new_max, 0.0)  # a row with nothing visible yet: max = 0 (Check_inf)
+        weights = np.exp2((tile - safe[..., None]) * log2_unit)
+        correction = np.exp2((np.where(np.isfinite(row_max), row_max, safe) - safe) * log2_unit)
+        row_sum = row_sum * correction + weights.sum(axis=-1)
+        acc = acc * correction[..., None] + weights @ vh[:, start : start + FA2_BLOCK_N]
+        row_max = new_max
+    empty = row_sum == 0
+    # choice (b): a row with no visible key gets inv_sum = 1 (out = acc = 0) and lse = +inf (the non-split path;
+    # the split path writes -inf).
+    out = acc * np.where(empty, 1.0, 1.0 / np.where(empty, 1.0, row_sum)).astype(work)[..., None]
+    with np.errstate(divide="ignore"):
+        lse = np.where(empty, np.inf, row_max * unit + np.log(np.where(empty, 1.0, row_sum)))
+    return np.swapaxes(out, 0, 1), lse.astype(np.float32)  # choice (e): softmax_lse is float32 whatever q's dtype
+
+
+def _fa2_checks(dropout_p: float, alibi_slopes: Any, batch: int, nheads: int) -> Array | None:
+    if dropout_p != 0.0:
+        raise ValueError(f"dropout_p must be 0.0 here (no dropout); got {dropout_p!r}")
+    if alibi_slopes is None:
+        return None
+    return np.broadcast_to(np.asarray(alibi_slopes, dtype=np.float64), (batch, nheads))  # (nheads,) or (B, H)
+
+
+def _fa2_dmask(shape: tuple[int, ...]) -> Array:
+    """choice (c): return_attn_probs with dropout_p = 0 gives no usable probabilities (FlashAttention returns an
+    empty S_dmask); here an array of the probabilities' shape holding meaningless values, so that a law which
+    judged them would fail on this variant."""
+    return np.random.default_rng(0).uniform(0.0, 1.0, shape).astype(np.float32)
+
+
+def flash_attention_2_choices(
+    q: Array, k: Array, v: Array, dropout_p: float = 0.0, softmax_scale: float | None = None, causal: bool = False,
+    window_size: tuple[int, int] = (-1, -1), softcap: float = 0.0, alibi_slopes: Any = None,
+    deterministic: bool = False, return_attn_probs: bool = False,
+) -> Any:  # fmt: skip
+    """flash_attn_func exactly as FlashAttention 2 chooses at the edges (FLASH-CONVENTIONS.md; no sinks: FA2 takes
+    none): causal ALiBi as +slope j, lse = +inf for a query that sees no key, a finite right side seqlen_k for
+    window (left, -1), float32 lse, meaningless attn_probs; tiles of 64 keys and exp2 as its kernel."""
+    q, k, v = (np.asarray(a) for a in (q, k, v))
+    B, L, H, D = q.shape
+    scale = 1.0 / float(np.sqrt(D)) if softmax_scale is None else float(softmax_scale)
+    slopes = _fa2_checks(dropout_p, alibi_slopes, B, H)
+    outs, lses = [], []
+    for b in range(B):
+        window = (int(window_size[0]), int(window_size[1]))
+        out, lse = _fa2_rows(q[b], k[b], v[b], scale, causal, window, float(softcap),
+                             None if slopes is None else slopes[b], k.shape[1])  # fmt: skip
+        outs.append(out)
+        lses.append(lse)
+    out = np.stack(outs).astype(q.dtype)  # out in q's dtype
+    if not return_attn_probs:
+        return out
+    return out, np.stack(lses), _fa2_dmask((B, H, L, k.shape[1]))
+
+
+def flash_attention_2_varlen_choices(
+    q: Array, k: Array, v: Array, cu_seqlens_q: Any, cu_seqlens_k: Any, max_seqlen_q: int, max_seqlen_k: int,
+    dropout_p: float = 0.0, softmax_scale: float | None = None, causal: bool = False,
+    window_size: tuple[int, int] = (-1, -1), softcap: float = 0.0, alibi_slopes: Any = None,
+    deterministic: bool = False, return_attn_probs: bool = False,
+) -> Any:  # fmt: skip
+    """flash_attn_varlen_func with FlashAttention 2's choices: each sequence aligned by its own lengths (causal,
+    windows, ALiBi's +slope j), the host code's window substitutions by max_seqlen_k (mha_varlen_fwd), softmax_lse
+    (nheads, total_q) in float32, +inf for a query that sees no key."""
+    q, k, v = (np.asarray(a) for a in (q, k, v))
+    cu_q, cu_k = np.asarray(cu_seqlens_q, dtype=np.int64), np.asarray(cu_seqlens_k, dtype=np.int64)
+    batch, H = len(cu_q) - 1, q.shape[1]
+    scale = 1.0 / float(np.sqrt(q.shape[-1])) if softmax_scale is None else float(softmax_scale)
+    slopes = _fa2_checks(dropout_p, alibi_slopes, batch, H)
+    out = np.zeros((q.shape[0], H, v.shape[-1]), dtype=q.dtype)
+    lse = np.full((H, q.shape[0]), np.inf, dtype=np.float32)  # varlen: lse (nheads, total_q)
+    for b in range(batch):
+        q0, q1, k0, k1 = int(cu_q[b]), int(cu_q[b + 1]), int(cu_k[b]), int(cu_k[b + 1])
+        if q1 == q0:
+            continue
+        window = (int(window_size[0]), int(window_size[1]))
+        rows, rows_lse = _fa2_rows(q[q0:q1], k[k0:k1], v[k0:k1], scale, causal, window, float(softcap),
+                                   None if slopes is None else slopes[b], int(max_seqlen_k))  # fmt: skip
+        out[q0:q1], lse[:, q0:q1] = rows, rows_lse
+    if not return_attn_probs:
+        return out
+    return out, lse, _fa2_dmask((batch, H, int(max_seqlen_q), int(max_seqlen_k)))
+
+
 def log_domain_merge(out_a: Array, lse_a: Array, out_b: Array, lse_b: Array) -> tuple[Array, Array]:
     """The log-sum-exp merge with np.logaddexp and exp(lse_part - lse) (no explicit maximum)."""
     lse = np.logaddexp(lse_a, lse_b)
@@ -568,5 +705,7 @@ CATALOGUE: tuple[Variant, ...] = (
     Variant(split_kv(2), "flash"),
     Variant(split_kv(7), "flash"),
     Variant(flash_in_float32, "flash"),
+    Variant(flash_attention_2_choices, "flash"),  # FlashAttention 2's own choices at the edges: no law may FAIL
+    Variant(flash_attention_2_varlen_choices, "varlen"),
     Variant(log_domain_merge, "merge"),
 )  # fmt: skip

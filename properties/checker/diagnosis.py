@@ -306,6 +306,12 @@ def diagnose(arguments: Mapping[str, Any]) -> Diagnosis | None:
         backward = arguments.get("backward")
         if backward is not None:
             return diagnose_backward(backward, first_gradient_problem(arguments))
+        if arguments.get("varlen") is not None:
+            return diagnose_varlen(arguments["varlen"])
+        if arguments.get("merge") is not None:
+            return diagnose_merge(arguments["merge"])
+        if arguments.get("flash") is not None:
+            return diagnose_flash(arguments["flash"], first_flash_problem(arguments))
         implementation = arguments.get("implementation")
         if isinstance(implementation, Implementation):
             return diagnose_attention(implementation, first_problem(dict(arguments)))
@@ -425,3 +431,256 @@ def diagnose_backward(backward: Any, problem: Any) -> Diagnosis | None:
         if agrees(mistake.function):
             return Diagnosis(mistake.function.__name__, mistake.message)
     return None
+
+
+# ----------------------------------------------------------------------- kernels: flash, packed batches, merges
+# Tolerance: every candidate is one evaluation of attention in float64 (attention/flash.py's reference with one
+# twist), the target one evaluation at its own epsilon: the bounds of both (flash_convention.row_bounds at scale 1,
+# which is at least every scale the probes use, with the ALiBi bias in l_n and the sink as one more key), twice
+# over, cover the two compared; the mistakes differ from the correct answer and from each other by O(0.1) or more
+# on the probes, many orders above it.
+
+FLASH_MISTAKES = (
+    Mistake(b.flash_causal_top_left, "matches causal aligned to the top left (query n sees keys m <= n); "
+            "FlashAttention's causal is bottom-right, m <= n + S - L"),
+    Mistake(b.flash_always_causal, "matches a causal mask applied whatever `causal` says"),
+    Mistake(b.flash_softmax_over_queries, "matches a softmax over the queries; each query's weights are a softmax "
+            "over the keys (the last axis of q k^T)"),
+    Mistake(b.flash_ignores_softmax_scale, "matches attention scaled by 1/sqrt(D) whatever softmax_scale says"),
+    Mistake(b.flash_decoding_cache_off_by_one, "matches a decoding step (L = 1) that misses the newest key: the "
+            "cache's length is S, not S - 1"),
+    Mistake(b.flash_window_left_off_by_one, "matches a window that sees left + 1 keys behind a query (<= where < "
+            "belongs): query n sees keys with -right <= n + S - L - m <= left"),
+    Mistake(b.flash_window_right_off_by_one, "matches a window that sees right + 1 keys ahead of a query"),
+    Mistake(b.flash_window_top_left, "matches a window aligned to the top left (rel = n - m) while causal is "
+            "bottom-right (rel = n + S - L - m)"),
+    Mistake(b.flash_window_unbounded_as_zero, "matches a window side of -1 read as 0: -1 leaves that side "
+            "unbounded"),
+    Mistake(b.flash_softcap_before_the_scale, "matches soft-capping before the scale, scale c tanh(q.k / c); the "
+            "cap applies to the scaled logit, c tanh(scale q.k / c)"),
+    Mistake(b.flash_softcap_ignored, "matches attention without the soft-cap: softcap is taken and never applied"),
+    Mistake(b.flash_score_modification_path_unscaled, "matches a path for softcap, alibi_slopes or sinks that "
+            "forgets softmax_scale (uses 1)"),
+    Mistake(b.flash_alibi_wrong_sign, "matches ALiBi with the wrong sign, +slope |rel|: the bias is -slope |rel|"),
+    Mistake(b.flash_alibi_signed_distance, "matches ALiBi charging the signed distance slope (n - m); it charges "
+            "|n + S - L - m| on both sides"),
+    Mistake(b.flash_sink_in_the_numerator, "matches a sink added to every key's numerator; a sink joins the "
+            "denominator only"),
+    Mistake(b.flash_nan_for_queries_without_keys, "matches NaN (0 / 0) for a query that sees no key; "
+            "FlashAttention gives it out = 0"),
+    Mistake(b.flash_lse_in_base_2, "matches softmax_lse in base 2 (an exp2 kernel's log2 sum); softmax_lse is the "
+            "natural log: multiply by ln 2"),
+    Mistake(b.flash_lse_over_all_keys, "matches softmax_lse over every key, masked ones included; the lse is over "
+            "the keys each query sees"),
+    Mistake(b.flash_lse_without_the_alibi_bias, "matches softmax_lse of the logits before the ALiBi bias"),
+)  # fmt: skip
+SDPA_KERNEL_MISTAKES = (
+    Mistake(b.sdpa_causal_bottom_right, "matches is_causal aligned to the bottom right (key m <= n + S - L); torch's "
+            "is_causal is top-left, m <= n"),
+)  # fmt: skip
+VARLEN_MISTAKES = (
+    Mistake(b.varlen_sees_the_previous_last_block, "matches packed sequences that also see the last block of 16 "
+            "keys of the sequence before: each sequence's keys start at cu_seqlens_k[b]"),
+    Mistake(b.varlen_aligned_by_the_longest_sequences, "matches causal and windows aligned by max_seqlen_k - "
+            "max_seqlen_q for every packed sequence; each aligns by its own S_b - L_b"),
+    Mistake(b.varlen_alibi_slopes_of_the_first_sequence, "matches (batch, nheads) ALiBi slopes read at row 0 for "
+            "every packed sequence; sequence b takes row b"),
+)  # fmt: skip
+MERGE_MISTAKES = (
+    Mistake(b.merge_without_the_max_shift, "matches a merge that weighs parts by exp(lse) unshifted (inf / inf "
+            "beyond lse ~ 709): weigh them by exp(lse_part - max)"),
+    Mistake(b.merge_with_the_weights_swapped, "matches a merge that gives out_a the weight of part b and out_b that "
+            "of part a"),
+)  # fmt: skip
+
+
+def _flash_problem(seed: int, B: int, L: int, S: int, H: int, H_k: int, D: int, D_v: int) -> Any:
+    from properties.helpers.flash_convention import FlashProblem
+
+    rng = np.random.default_rng(seed)
+    shapes = [(B, L, H, D), (B, S, H_k, D), (B, S, H_k, D_v)]
+    return FlashProblem(*(rng.uniform(-1.5, 1.5, size=shape) for shape in shapes))
+
+
+# (problem, options, lse): L = 3 against S = 5 and L = 5 against S = 3 (both alignments differ; under causal the
+# second's first two queries see no key), a decoding step against 6 keys; D = 3 (a scale of 1/sqrt(3), not 1),
+# grouped heads. Windows stay on L <= S + 1, where FlashAttention 2's reading of a side of -1 is the definition's;
+# lse probes hold no query without keys and no causal ALiBi (FlashAttention's constant of the row).
+_WIDE, _TALL, _STEP = (_flash_problem(31, 1, 3, 5, 2, 1, 3, 2), _flash_problem(32, 2, 5, 3, 2, 2, 3, 2),
+                       _flash_problem(33, 1, 1, 6, 2, 1, 3, 2))  # fmt: skip
+_SLOPES, _SINKS = np.array([0.5, 0.25]), np.array([0.5, -1.0])
+FLASH_PROBES: tuple[tuple[Any, dict[str, Any], bool], ...] = (
+    (_WIDE, {}, False), (_TALL, {}, False), (_STEP, {}, False),
+    (_WIDE, {"causal": True}, False), (_TALL, {"causal": True}, False), (_STEP, {"causal": True}, False),
+    (_WIDE, {"window_size": (1, 0)}, False), (_TALL, {"window_size": (0, 1)}, False),
+    (_WIDE, {"window_size": (-1, -1)}, False), (_WIDE, {"window_size": (1, -1)}, False),
+    (_WIDE, {"softcap": 0.7}, False), (_WIDE, {"alibi_slopes": _SLOPES}, False),
+    (_WIDE, {"alibi_slopes": _SLOPES, "causal": True}, False), (_WIDE, {"sinks": _SINKS}, False),
+    (_WIDE, {"softmax_scale": 0.3}, False),
+    (_WIDE, {}, True), (_WIDE, {"causal": True}, True), (_WIDE, {"alibi_slopes": _SLOPES}, True),
+)  # fmt: skip
+
+
+def _flash_outcome(flash: Any, problem: Any, options: dict[str, Any], lse: bool) -> Any:
+    try:
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return flash.call(problem, lse=lse, **options)
+    except Exception as error:
+        return type(error)
+
+
+def _same_flash(one: Any, other: Any, problem: Any, options: dict[str, Any]) -> bool:
+    """Both raise, or both give out (and softmax_lse, when both returned one) within the bounds above."""
+    from properties.helpers.flash_convention import FlashResult, row_bounds
+
+    if not isinstance(one, FlashResult) or not isinstance(other, FlashResult):
+        return not isinstance(one, FlashResult) and not isinstance(other, FlashResult)
+    slopes = options.get("alibi_slopes")
+    offset = 0.0 if slopes is None else float(np.max(slopes)) * (problem.L + problem.S)
+    sinks = options.get("sinks")
+    bounds = (row_bounds(problem, 1.0, max(one.lse_eps, other.lse_eps), offset=offset, sinks=sinks)
+              + row_bounds(problem, 1.0, FLOAT64_EPS, offset=offset, sinks=sinks)) * 2  # fmt: skip
+    if not _agree(one.out, other.out, float(np.max(bounds.out, initial=0.0))):
+        return False
+    return one.lse is None or other.lse is None or _agree(one.lse, other.lse, float(np.max(bounds.lse, initial=0.0)))
+
+
+def diagnose_flash(flash: Any, problem: Any = None) -> Diagnosis | None:
+    """The first mistake of FLASH_MISTAKES (SDPA_KERNEL_MISTAKES for a row-convention kernel) whose results agree with
+    the kernel's on the law's counterexample (a plain call) and on every FLASH_PROBES call whose options the kernel
+    takes, where the correct kernel's do not on at least one; None when there is none."""
+    from attention.flash import flash_attn_func
+    from attention.rows import scaled_dot_product_attention
+    from properties.helpers.flash_convention import FlashImplementation
+    from properties.helpers.row_convention import Convention
+
+    calls: list[tuple[Any, dict[str, Any], bool]] = [(problem, {}, False)] if problem is not None else []
+    calls += [(p, options, lse) for p, options, lse in FLASH_PROBES
+              if flash.takes(*options, *(("return_attn_probs",) if lse else ()))]  # fmt: skip
+    observed = [_flash_outcome(flash, p, options, lse) for p, options, lse in calls]
+
+    def agrees(function: Callable[..., Any]) -> bool:
+        layout = "BHLE" if flash.source == "sdpa" else "BLHE"  # rows (B, H, L, E) for a row-convention kernel
+        candidate = FlashImplementation(function, function.__name__, Convention(layout=layout), flash.alignment,
+                                        flash.source)  # fmt: skip
+        return all(_same_flash(o, _flash_outcome(candidate, p, options, lse), p, options)
+                   for o, (p, options, lse) in zip(observed, calls, strict=True))  # fmt: skip
+
+    sdpa = flash.source == "sdpa"
+    if agrees(scaled_dot_product_attention if sdpa else flash_attn_func):
+        return None
+    for mistake in SDPA_KERNEL_MISTAKES if sdpa else FLASH_MISTAKES:
+        if agrees(mistake.function):
+            return Diagnosis(mistake.function.__name__, mistake.message)
+    return None
+
+
+def _packed_probe() -> tuple[Any, ...]:
+    """Three sequences (L_b, S_b) = (3, 5), (4, 2), (2, 7): the second's keys start at 5, inside a block of 16, and
+    S_b - L_b differs from max_seqlen_k - max_seqlen_q = 3; two heads on one key head, D = 3, D_v = 2."""
+    rng = np.random.default_rng(41)
+    cu_q, cu_k = np.array([0, 3, 7, 9], dtype=np.int32), np.array([0, 5, 7, 14], dtype=np.int32)
+    q, k, v = (rng.uniform(-1.5, 1.5, size=shape) for shape in ((9, 2, 3), (14, 1, 3), (14, 1, 2)))
+    return q, k, v, cu_q, cu_k
+
+
+VARLEN_PROBES: tuple[dict[str, Any], ...] = (
+    {}, {"causal": True}, {"window_size": (1, 1)},
+    {"alibi_slopes": np.array([[0.5, 0.25], [0.0, 1.0], [0.25, 0.5]])},
+)  # fmt: skip
+
+
+def diagnose_varlen(varlen: Any) -> Diagnosis | None:
+    """The first mistake of VARLEN_MISTAKES whose outputs agree with the packed kernel's on the packed probe under
+    every VARLEN_PROBES option set it takes, where the bundled flash_attn_varlen_func's do not on one; None else.
+    Tolerance as diagnose_flash's: both evaluations' row_bounds (float64, scale 1) of the longest sequence, twice."""
+    from attention.flash import flash_attn_varlen_func
+    from properties.helpers.flash_convention import FlashProblem, VarlenImplementation, row_bounds
+
+    q, k, v, cu_q, cu_k = _packed_probe()
+    fixed = {"cu_seqlens_q": cu_q, "cu_seqlens_k": cu_k, "max_seqlen_q": 4, "max_seqlen_k": 7}
+    probes = [options for options in VARLEN_PROBES if varlen.takes(*options)]
+    whole = FlashProblem(q[None], k[None], v[None])
+    tolerance = 4 * float(np.max(row_bounds(whole, 1.0, FLOAT64_EPS, offset=14.0).out))
+
+    def outcome(target: Any, options: dict[str, Any]) -> Any:
+        try:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return target.call(q, k, v, **fixed, **options)
+        except Exception as error:
+            return type(error)
+
+    observed = [outcome(varlen, options) for options in probes]
+
+    def agrees(function: Callable[..., Any]) -> bool:
+        candidate = VarlenImplementation(function, function.__name__)
+        for seen, options in zip(observed, probes, strict=True):
+            theirs = outcome(candidate, options)
+            if isinstance(seen, np.ndarray) != isinstance(theirs, np.ndarray):
+                return False
+            if isinstance(seen, np.ndarray) and not _agree(seen, theirs, tolerance):
+                return False
+        return True
+
+    if agrees(flash_attn_varlen_func):
+        return None
+    for mistake in VARLEN_MISTAKES:
+        if agrees(mistake.function):
+            return Diagnosis(mistake.function.__name__, mistake.message)
+    return None
+
+
+def diagnose_merge(merge: Any) -> Diagnosis | None:
+    """The first mistake of MERGE_MISTAKES whose (out, lse) agree with the merge's on two parts of a probe (keys
+    [0, 2) and [2, 5) of the wide probe, their lse shifted by 0 and by 800, where exp overflows), where the bundled
+    merge_attention_states's do not on one; None else. Tolerance: four float64 row_bounds of the probe (as the merge
+    law's), plus 4 u |shift| on the lse."""
+    from attention.flash import merge_attention_states
+    from properties.helpers.flash_convention import MergeImplementation, exact_attention, row_bounds
+
+    scale = 1 / np.sqrt(_WIDE.D)
+    parts = [exact_attention(_WIDE.keys(0, 2), scale), exact_attention(_WIDE.keys(2, _WIDE.S), scale)]
+    bounds = row_bounds(_WIDE, scale, FLOAT64_EPS) * 4
+    cases = [(shift, [(out, lse + shift) for out, lse in parts]) for shift in (0.0, 800.0)]
+
+    def outcome(target: Any, arrays: list[tuple[Array, Array]]) -> Any:
+        try:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return target.call(arrays[0][0], arrays[0][1], arrays[1][0], arrays[1][1])
+        except Exception as error:
+            return type(error)
+
+    observed = [outcome(merge, arrays) for _, arrays in cases]
+
+    def agrees(function: Callable[..., Any]) -> bool:
+        candidate = MergeImplementation(function, function.__name__)
+        for seen, (shift, arrays) in zip(observed, cases, strict=True):
+            theirs = outcome(candidate, arrays)
+            if isinstance(seen, tuple) != isinstance(theirs, tuple):
+                return False
+            if isinstance(seen, tuple) and not (
+                _agree(seen[0], theirs[0], float(np.max(bounds.out)))
+                and _agree(seen[1], theirs[1], float(np.max(bounds.lse)) + 4 * shift * FLOAT64_EPS)
+            ):
+                return False
+        return True
+
+    if agrees(merge_attention_states):
+        return None
+    for mistake in MERGE_MISTAKES:
+        if agrees(mistake.function):
+            return Diagnosis(mistake.function.__name__, mistake.message)
+    return None
+
+
+def first_flash_problem(value: Any) -> Any:
+    """The first FlashProblem in a law's arguments (a problem, or a tuple case that holds one)."""
+    from properties.helpers.flash_convention import FlashProblem
+
+    if isinstance(value, FlashProblem):
+        return value
+    items = value.values() if isinstance(value, Mapping) else value if isinstance(value, tuple | list) else ()
+    return next((p for p in (first_flash_problem(v) for v in items) if p is not None), None)

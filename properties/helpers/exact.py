@@ -1,5 +1,7 @@
 """The one law-side exact attention: float64, with a visibility mask, an additive bias and a scale, shifted by the
-column maximum (tests/helpers/test_exact.py checks it against regression/exact.py's 50-digit computation).
+maximum, with attention sinks and the log-sum-exp (softmax_with_lse; the notebook's columns, the row convention's
+rows and flash_convention.exact_attention all take it; tests/helpers/test_exact.py checks them against
+regression/exact.py's 50-digit computations).
 
 Laws compare against it where no oracle-free relation exists; its own forward error is that of one float64
 evaluation (tolerances.error_bounds with FLOAT64_EPS), which a law adds to the implementation's.
@@ -15,16 +17,33 @@ from properties.helpers.problems import AttentionProblem
 Array = NDArray[np.float64]
 
 
+def softmax_with_lse(
+    logits: Array, visible: NDArray[np.bool_] | None = None, *, axis: int = 0, sink: Array | None = None
+) -> tuple[Array, Array]:
+    """(weights, lse): the softmax along `axis` of `logits` over its visible entries (all by default) and its
+    log-sum-exp, in float64, shifted by the maximum; `sink` (broadcast to the shape without `axis`) is one more logit
+    in every denominator with no entry of its own (an attention sink). Hidden entries are 0; a slice with nothing
+    visible and no sink has weights 0 and lse = -inf (the log of an empty sum)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    visible = np.broadcast_to(True if visible is None else np.asarray(visible, dtype=bool), logits.shape)
+    top = np.where(visible, logits, -np.inf).max(axis=axis, initial=-np.inf, keepdims=True)
+    extra = None if sink is None else np.expand_dims(np.asarray(sink, dtype=np.float64), axis)
+    if extra is not None:
+        top = np.maximum(top, extra)
+    shift = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(under="ignore"):
+        weights = np.exp(np.where(visible, logits - shift, -np.inf))
+        totals = weights.sum(axis=axis, keepdims=True) + (0.0 if extra is None else np.exp(extra - shift))
+    seen = totals > 0
+    lse = np.where(seen, shift + np.log(np.where(seen, totals, 1.0)), -np.inf)
+    probabilities = np.divide(weights, totals, out=np.zeros_like(weights), where=seen)
+    return np.asarray(probabilities), np.asarray(np.squeeze(lse, axis=axis))
+
+
 def softmax_columns(logits: Array, visible: NDArray[np.bool_] | None = None) -> Array:
     """softmax over each column of `logits`, over its visible entries (all by default), in float64, shifted by the
-    column maximum; hidden entries and columns with no visible entry are 0."""
-    logits = np.asarray(logits, dtype=np.float64)
-    visible = np.ones(logits.shape, dtype=bool) if visible is None else np.asarray(visible, dtype=bool)
-    top = np.where(visible, logits, -np.inf).max(axis=0, initial=-np.inf, keepdims=True)
-    with np.errstate(under="ignore"):
-        weights = np.exp(np.where(visible, logits - np.where(np.isfinite(top), top, 0.0), -np.inf))
-    totals = weights.sum(axis=0, keepdims=True)
-    return np.asarray(np.divide(weights, totals, out=np.zeros_like(weights), where=totals > 0))
+    column maximum; hidden entries and columns with no visible entry are 0 (softmax_with_lse along axis 0)."""
+    return softmax_with_lse(logits, visible, axis=0)[0]
 
 
 def exact_attention(

@@ -10,7 +10,8 @@ class also wraps a row-convention (sdpa) kernel, whose `is_causal` and `scale` a
 `softmax_scale`, so that the rectangular laws (L != S) check those kernels too.
 
 Law-side, in float64: `visibility` (which keys each query sees under causal and windows, for a declared causal
-alignment), `exact_attention` (the definition with an explicit bias, soft-capping and sinks) and `row_bounds`
+alignment), `exact_attention` (the definition with an explicit bias, soft-capping and sinks, through exact.py's
+softmax_with_lse, the one law-side softmax) and `row_bounds`
 (the forward-error model of properties/helpers/tolerances.py in rows).
 
 Causal alignment: query n (0 <= n < L) and key m (0 <= m < S) are at distance rel = n + offset - m with offset
@@ -30,6 +31,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
+from properties.helpers.exact import softmax_with_lse
 from properties.helpers.implementations import ImplementationFailed, call_function
 from properties.helpers.options import ALIGNMENTS
 from properties.helpers.problems import code_for
@@ -133,6 +135,55 @@ def visibility(
     return seen
 
 
+def flash_attention_2_window(left: int, right: int, causal: bool, limit: int) -> tuple[int, int, bool]:
+    """The window FlashAttention 2's kernel applies for window_size=(left, right) and `causal`, from its host code
+    (flash_api.cpp, mha_fwd and set_params_fprop): a side >= limit becomes -1; causal sets right = 0; then a left of
+    -1 with right >= 0 becomes `limit` and a right of -1 with left >= 0 becomes `limit` (finite). `limit` is
+    seqlen_k (max_seqlen_k for the packed API). Returns (left, right, causal_form): causal_form is the kernel's
+    is_causal, the window (-1, 0) before those substitutions, under which ALiBi is added as +slope * j."""
+    left, right = (-1 if side >= limit else side for side in (left, right))
+    if causal:
+        right = 0
+    causal_form = left < 0 and right == 0
+    if left < 0 <= right:
+        left = limit
+    if right < 0 <= left:
+        right = limit
+    return left, right, causal_form
+
+
+def window_readings(
+    L: int, S: int, window: tuple[int, int], *, causal: bool = False, alignment: str = "bottom-right",
+    limit: int | None = None,
+) -> list[NDArray[np.bool_]]:  # fmt: skip
+    """The visibilities a correct kernel may give window_size=`window` (and `causal`): the definition (a side of -1
+    unbounded) and, when it differs, FlashAttention 2's reading (flash_attention_2_window with `limit`, S by
+    default), whose finite right side `limit` hides keys only when L > limit + 1 (FLASH-CONVENTIONS.md, (d))."""
+    readings = [visibility(L, S, causal=causal, window=window, alignment=alignment)]
+    left, right, _ = flash_attention_2_window(*window, causal, S if limit is None else limit)
+    second = visibility(L, S, window=(left, right), alignment=alignment)
+    if not np.array_equal(second, readings[0]):
+        readings.append(second)
+    return readings
+
+
+def closest(actual: Array, candidates: list[Array], bound: Array, *, axis: int | None = -1) -> Array:
+    """Per row of `actual` (reduced over `axis`, None: entry by entry), the candidate nearest it measured by
+    `bound`: the expected value of a law that accepts any of `candidates` row by row (a convention), to hand to
+    assert_close, which then reports the worst row against its nearest reading."""
+    if len(candidates) == 1:
+        return candidates[0]
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        ratios = []
+        for candidate in candidates:
+            ratio = np.abs(np.nan_to_num(actual - candidate, nan=np.inf)) / np.maximum(bound, np.finfo(float).tiny)
+            ratios.append(ratio if axis is None else ratio.max(axis=axis, initial=0.0))
+    best = np.argmin(np.stack(ratios), axis=0)
+    if axis is not None:
+        best = np.expand_dims(best, axis)
+    return np.asarray(np.choose(np.broadcast_to(best, actual.shape), candidates), dtype=np.float64)
+
+
 def distances(L: int, S: int, alignment: str = "bottom-right") -> Array:
     """|rel(n, m)|, shape (L, S): the distance ALiBi charges."""
     offset = S - L if alignment == "bottom-right" else 0
@@ -170,17 +221,9 @@ def exact_attention(
     every denominator and no value. A query that sees nothing gets out = 0 and lse = -inf (or the sink)."""
     _, _, v = heads_first(problem)
     s = logits(problem, scale, softcap) + (0.0 if bias is None else bias)
-    shown = np.broadcast_to(np.ones((problem.L, problem.S), dtype=bool) if visible is None else visible, s.shape)
-    top = np.max(np.where(shown, s, -np.inf), axis=-1, initial=-np.inf)
-    sink = None if sinks is None else np.broadcast_to(np.asarray(sinks, dtype=np.float64)[None, :, None], top.shape)
-    if sink is not None:
-        top = np.maximum(top, sink)
-    top = np.where(np.isfinite(top), top, 0.0)
-    weights = np.exp(np.where(shown, s - top[..., None], -np.inf))
-    total = weights.sum(axis=-1) + (0.0 if sink is None else np.exp(sink - top))
-    seen = total > 0
-    lse = np.where(seen, top + np.log(np.where(seen, total, 1.0)), -np.inf)
-    probs = weights / np.where(seen, total, 1.0)[..., None]
+    shown = np.ones((problem.L, problem.S), dtype=bool) if visible is None else visible
+    sink = None if sinks is None else np.broadcast_to(np.asarray(sinks, dtype=np.float64)[None, :, None], s.shape[:3])
+    probs, lse = softmax_with_lse(s, np.broadcast_to(shown, s.shape), axis=-1, sink=sink)
     return np.swapaxes(probs @ v, 1, 2), lse
 
 
@@ -254,12 +297,18 @@ def row_bounds(
 @dataclass(frozen=True)
 class FlashResult:
     """What one call returned, in float64: out (B, L, H, D_v), softmax_lse (B, H, L) when asked for, attn_probs
-    (B, H, L, S) when the target returned them, and the epsilon to judge them by."""
+    (B, H, L, S) when the target returned them (no law judges them: FlashAttention returns meaningless ones with
+    dropout_p = 0), the epsilon to judge out by and the one to judge softmax_lse by (the coarser of out's and the
+    lse's own dtype: FlashAttention's lse is float32 whatever the inputs)."""
 
     out: Array
     lse: Array | None
     probs: Array | None
     eps: float
+    lse_eps: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lse_eps", max(self.eps, self.lse_eps))
 
 
 @dataclass(frozen=True, repr=False)
@@ -328,13 +377,14 @@ class FlashImplementation:
             keywords["return_attn_probs"] = True
         returned = call_function(self.name, self.function, *given, **keywords)
         probs = lse_array = None
+        lse_eps = 0.0
         if lse:
             if not isinstance(returned, tuple | list) or len(returned) < 2:
                 raise ImplementationFailed(
                     f"{self.name} with return_attn_probs=True returned {type(returned).__name__}; expected "
                     f"(out, softmax_lse, ...)"
                 )
-            lse_array, _ = c.from_target(returned[1], "softmax_lse", laid_out=False)
+            lse_array, lse_eps = c.from_target(returned[1], "softmax_lse", laid_out=False)
             if lse_array.shape != (problem.B, problem.H, problem.L):
                 raise ImplementationFailed(
                     f"softmax_lse has shape {lse_array.shape}; expected (batch, nheads, L) = "
@@ -351,7 +401,7 @@ class FlashImplementation:
         shape = (problem.B, problem.L, problem.H, problem.D_v)
         if out.shape != shape:
             raise ImplementationFailed(f"the output has shape {out.shape}; expected (batch, L, nheads, D_v) = {shape}")
-        return FlashResult(out, lse_array, probs, max(eps, self.eps))
+        return FlashResult(out, lse_array, probs, max(eps, self.eps), lse_eps)
 
     def _call_sdpa(self, problem: FlashProblem, **options: Any) -> FlashResult:
         assert self.sdpa is not None
@@ -417,6 +467,14 @@ class VarlenImplementation:
 
     def __repr__(self) -> str:
         return f"VarlenImplementation(load_function({self.name!r}), {self.name!r})"
+
+    def takes(self, *options: str) -> bool:
+        """Whether the target names these options (flash_attn_varlen_func's names) in its signature."""
+        try:
+            names = inspect.signature(self.function).parameters
+        except (TypeError, ValueError):
+            return False
+        return all(option in names for option in options)
 
     def call(self, q: Array, k: Array, v: Array, **keywords: Any) -> Array:
         returned = call_function(self.name, self.function, q.copy(), k.copy(), v.copy(), **keywords)

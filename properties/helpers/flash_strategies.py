@@ -9,13 +9,14 @@ normal from a drawn seed, times a drawn magnitude (hypothesis shrinks the seed, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
-from properties.helpers.flash_convention import FlashProblem, visibility
+from properties.helpers.flash_convention import FlashProblem, window_readings
 from properties.helpers.strategies import LONG_LENGTHS
 
 Array = NDArray[np.float64]
@@ -139,7 +140,10 @@ class OutsideTheWindow(NamedTuple):
 def problems_with_keys_outside_a_window(draw: st.DrawFn, alignment: str) -> OutsideTheWindow:
     problem, window = draw(problems_with_windows())
     n = draw(st.integers(0, problem.L - 1), label="n")
-    hidden = ~visibility(problem.L, problem.S, window=window, alignment=alignment)[n]
+    # The keys hidden from query n under every accepted reading of the window (window_readings: the definition
+    # and FlashAttention 2's, which differ when L > S + 1 and a side is -1 or >= S).
+    readings = window_readings(problem.L, problem.S, window, alignment=alignment)
+    hidden = np.logical_and.reduce([~reading[n] for reading in readings])
     k2, v2 = random_rows(draw, [problem.k.shape, problem.v.shape], 4.0)
     k = np.where(hidden[None, :, None, None], k2, problem.k)
     v = np.where(hidden[None, :, None, None], v2, problem.v)
@@ -197,19 +201,91 @@ def problems_with_split_points(draw: st.DrawFn) -> Split:
     return Split(problem, draw(st.integers(0, problem.S), label="split point"))
 
 
+class Masking(NamedTuple):
+    """The options that hide keys or bias them by position: causal, window_size, alibi_slopes."""
+
+    causal: bool = False
+    window: tuple[int, int] = (-1, -1)
+    slopes: Array | None = None  # (H,) or (B, H)
+
+    def keywords(self) -> dict[str, Any]:
+        """flash_attn_func's keywords for these options (only those that are set)."""
+        options: dict[str, Any] = {}
+        if self.causal:
+            options["causal"] = True
+        if self.window != (-1, -1):
+            options["window_size"] = self.window
+        if self.slopes is not None:
+            options["alibi_slopes"] = self.slopes
+        return options
+
+    def supported(self, takes: Callable[..., bool]) -> Masking:
+        """The options a target takes (by its signature, `takes(name)`); the others turned off."""
+        return Masking(
+            self.causal and takes("causal"),
+            self.window if takes("window_size") else (-1, -1),
+            self.slopes if takes("alibi_slopes") else None,
+        )
+
+
+def slopes_for(draw: st.DrawFn, B: int, H: int) -> Array:
+    """ALiBi slopes, one a head (H,) or one a batch element and head (B, H), 0 included."""
+    values = st.sampled_from((0.0, 0.0625, 0.25, 0.5, 1.0))
+    shape = (B, H) if draw(st.booleans(), label="per batch") else (H,)
+    drawn = draw(st.lists(values, min_size=int(np.prod(shape)), max_size=int(np.prod(shape))), label="slopes")
+    return np.array(drawn, dtype=np.float64).reshape(shape)
+
+
+def masking_for(draw: st.DrawFn, B: int, H: int, L: int, S: int) -> Masking:
+    """No mask, causal, a window (its edges and one past them, windows_for) or both, with ALiBi or without."""
+    kind = draw(st.sampled_from(("none", "causal", "window", "causal window")), label="mask")
+    window = windows_for(draw, L, S) if "window" in kind else (-1, -1)
+    slopes = slopes_for(draw, B, H) if draw(st.booleans(), label="alibi") else None
+    return Masking("causal" in kind, window, slopes)
+
+
 class Shifted(NamedTuple):
     problem: FlashProblem
     shift: float  # added to every logit
+    masking: Masking
 
 
 @st.composite
 def problems_with_logit_shifts(draw: st.DrawFn) -> Shifted:
+    """Unmasked, causal or windowed problems, with ALiBi or without, and a shift of every logit."""
     problem = draw(rectangular_problems())
-    return Shifted(problem, draw(st.sampled_from((-5.0, 0.5, 3.0, 40.0)), label="shift"))
+    shift = draw(st.sampled_from((-5.0, 0.5, 3.0, 40.0)), label="shift")
+    return Shifted(problem, shift, masking_for(draw, problem.B, problem.H, problem.L, problem.S))
+
+
+class MaskedLse(NamedTuple):
+    problem: FlashProblem
+    masking: Masking
+    softcap: float  # 0: off
+
+
+@st.composite
+def problems_with_masks(draw: st.DrawFn) -> MaskedLse:
+    """Causal or windowed problems (or neither), with ALiBi or without, soft-capped or not."""
+    problem = draw(rectangular_problems())
+    masking = masking_for(draw, problem.B, problem.H, problem.L, problem.S)
+    return MaskedLse(problem, masking, draw(st.sampled_from((0.0, 0.0, 1.0, 5.0)), label="softcap"))
+
+
+@st.composite
+def problems_with_empty_rows(draw: st.DrawFn) -> Windowed:
+    """More queries than keys (L >= S + 3) and a narrow window (left in 0..2, right in 0..1, both < S, so that
+    FlashAttention 2 reads it as written): the first L - S - right queries see no key bottom-right, the last
+    L - S - left top-left."""
+    S = draw(st.sampled_from((3, 4, 5)), label="S")
+    L = S + draw(st.sampled_from((3, 4, 6, 14)), label="L - S")
+    problem = draw(rectangular_problems(L=L, S=S))
+    return Windowed(problem, (draw(st.integers(0, 2), label="left"), draw(st.integers(0, 1), label="right")))
 
 
 class Packed(NamedTuple):
-    """Sequences b = 0, ..., batch - 1 of lengths (L_b, S_b), packed as flash_attn_varlen_func takes them."""
+    """Sequences b = 0, ..., batch - 1 of lengths (L_b, S_b), packed as flash_attn_varlen_func takes them, with the
+    options of the call (only those set are passed)."""
 
     q: Array  # (total_q, H, D)
     k: Array  # (total_k, H_k, D)
@@ -217,6 +293,10 @@ class Packed(NamedTuple):
     cu_seqlens_q: NDArray[np.int32]
     cu_seqlens_k: NDArray[np.int32]
     causal: bool
+    window: tuple[int, int] = (-1, -1)
+    slopes: Array | None = None  # (H,) or (batch, H)
+    softcap: float = 0.0
+    sinks: Array | None = None  # (H,)
 
     def sequence(self, b: int) -> FlashProblem:
         q0, q1, k0, k1 = (int(a) for a in (*self.cu_seqlens_q[b : b + 2], *self.cu_seqlens_k[b : b + 2]))
@@ -226,10 +306,29 @@ class Packed(NamedTuple):
     def batch(self) -> int:
         return len(self.cu_seqlens_q) - 1
 
+    @property
+    def max_seqlen_k(self) -> int:
+        return int(np.diff(self.cu_seqlens_k).max(initial=0))
 
-@st.composite
-def packed_batches(draw: st.DrawFn) -> Packed:
-    """2 to 4 sequences, lengths 0 (empty), small or at a block boundary, causal or not."""
+    def slopes_of(self, b: int) -> Array | None:
+        """Sequence b's ALiBi slopes, (H,)."""
+        if self.slopes is None:
+            return None
+        return np.asarray(self.slopes[b] if self.slopes.ndim == 2 else self.slopes)
+
+    def supported(self, takes: Callable[..., bool]) -> Packed:
+        """The options a target takes (by its signature, `takes(name)`); the others turned off."""
+        return self._replace(
+            causal=self.causal and takes("causal"),
+            window=self.window if takes("window_size") else (-1, -1),
+            slopes=self.slopes if takes("alibi_slopes") else None,
+            softcap=self.softcap if takes("softcap") else 0.0,
+            sinks=self.sinks if takes("sinks") else None,
+        )
+
+
+def packed_sequences(draw: st.DrawFn) -> tuple[Array, Array, Array, NDArray[np.int32], NDArray[np.int32]]:
+    """2 to 4 sequences of lengths 0 (empty), small or at a block boundary: q, k, v, cu_seqlens_q, cu_seqlens_k."""
     count = draw(st.integers(2, 4), label="sequences")
     length = st.sampled_from((0, 1, 2, 3, 5, 15, 16, 17, 33))
     pairs = [(draw(length, label="L_b"), draw(length, label="S_b")) for _ in range(count)]
@@ -240,7 +339,31 @@ def packed_batches(draw: st.DrawFn) -> Packed:
     q, k, v = random_rows(draw, [(total_q, H, D), (total_k, H_k, D), (total_k, H_k, D_v)])
     cu_q = np.concatenate([[0], np.cumsum([p[0] for p in pairs])]).astype(np.int32)
     cu_k = np.concatenate([[0], np.cumsum([p[1] for p in pairs])]).astype(np.int32)
-    return Packed(q, k, v, cu_q, cu_k, draw(st.booleans(), label="causal"))
+    return q, k, v, cu_q, cu_k
+
+
+@st.composite
+def packed_batches(draw: st.DrawFn) -> Packed:
+    """2 to 4 sequences, lengths 0 (empty), small or at a block boundary, causal or not, with a window or not (sides
+    at their edges, windows_for, up to the longest sequence + 1)."""
+    q, k, v, cu_q, cu_k = packed_sequences(draw)
+    causal = draw(st.booleans(), label="causal")
+    longest = int(max(np.diff(cu_q).max(initial=0), np.diff(cu_k).max(initial=0)))
+    window = windows_for(draw, longest, longest) if draw(st.booleans(), label="window") else (-1, -1)
+    return Packed(q, k, v, cu_q, cu_k, causal, window)
+
+
+@st.composite
+def packed_batches_with_score_modifications(draw: st.DrawFn) -> Packed:
+    """Packed batches (causal or not) with ALiBi (one slope a head, or a sequence and head), a softcap and sinks,
+    each drawn or not."""
+    q, k, v, cu_q, cu_k = packed_sequences(draw)
+    H, batch = q.shape[1], len(cu_q) - 1
+    slopes = slopes_for(draw, batch, H) if draw(st.booleans(), label="alibi") else None
+    softcap = draw(st.sampled_from((0.0, 1.0, 5.0)), label="softcap")
+    values = st.sampled_from((-3.0, 0.0, 1.0, 4.0))
+    sinks = np.array(draw(st.lists(values, min_size=H, max_size=H), label="sinks")) if draw(st.booleans()) else None
+    return Packed(q, k, v, cu_q, cu_k, draw(st.booleans(), label="causal"), (-1, -1), slopes, softcap, sinks)
 
 
 class PackedChange(NamedTuple):
@@ -275,13 +398,22 @@ def merge_cases(draw: st.DrawFn) -> Parts:
 
 
 def varlen_keywords(packed: Packed, **options: Any) -> dict[str, Any]:
-    """The keyword arguments of flash_attn_varlen_func for `packed`."""
+    """The keyword arguments of flash_attn_varlen_func for `packed` (its options only when set)."""
     lengths_q, lengths_k = np.diff(packed.cu_seqlens_q), np.diff(packed.cu_seqlens_k)
-    return {
+    keywords: dict[str, Any] = {
         "cu_seqlens_q": packed.cu_seqlens_q,
         "cu_seqlens_k": packed.cu_seqlens_k,
         "max_seqlen_q": int(lengths_q.max(initial=0)),
         "max_seqlen_k": int(lengths_k.max(initial=0)),
-        "causal": packed.causal,
-        **options,
     }
+    if packed.causal:
+        keywords["causal"] = True
+    if packed.window != (-1, -1):
+        keywords["window_size"] = packed.window
+    if packed.slopes is not None:
+        keywords["alibi_slopes"] = packed.slopes
+    if packed.softcap:
+        keywords["softcap"] = packed.softcap
+    if packed.sinks is not None:
+        keywords["sinks"] = packed.sinks
+    return {**keywords, **options}

@@ -24,7 +24,7 @@ from attention.rows import scaled_dot_product_attention
 from properties.catalogues import registry
 from properties.catalogues.correct import CATALOGUE, Variant
 from properties.helpers.backward import RowBackward
-from properties.helpers.flash_convention import FlashImplementation, MergeImplementation
+from properties.helpers.flash_convention import FlashImplementation, MergeImplementation, VarlenImplementation
 from properties.helpers.hypothesis_internals import (
     draws,
     explicit_examples_of,
@@ -111,6 +111,8 @@ def under_test(variant: Variant) -> dict[str, Any]:
         fixtures["backward"] = RowBackward(variant.function, target, scaled_dot_product_attention, ROW_FORWARD_TARGET)
     elif variant.role == "flash":  # the rectangular laws, through the flash adapter
         fixtures["flash"] = FlashImplementation(variant.function, target, Convention(layout="BLHE"))
+    elif variant.role == "varlen":  # the packed-batch laws
+        fixtures["varlen"] = VarlenImplementation(variant.function, target)
     elif variant.role == "merge":
         fixtures["merge"] = MergeImplementation(variant.function, target)
     elif variant.role == "softmax":

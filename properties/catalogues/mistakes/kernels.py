@@ -41,6 +41,10 @@ def _attend(
     always_causal: bool = False,
     ignore_scale: bool = False,
     cache_off_by_one: bool = False,
+    lse_over_all_keys: bool = False,
+    lse_without_alibi: bool = False,
+    nan_for_empty_rows: bool = False,
+    offset: int | None = None,
 ) -> Any:
     """flash_attn_func's computation written out in float64 (correct with no twist), with one twist."""
     q, k, v = (np.asarray(o[name], dtype=np.float64) for name in "qkv")
@@ -62,8 +66,8 @@ def _attend(
         s = scale * raw
 
     def rel(kind: str) -> Any:
-        offset = S - L if kind == "bottom-right" else 0
-        return np.arange(L)[:, None] + offset - np.arange(S)[None, :]
+        shift = (S - L if kind == "bottom-right" else 0) if offset is None else offset
+        return np.arange(L)[:, None] + shift - np.arange(S)[None, :]
 
     seen = np.ones((L, S), dtype=bool)
     if o["causal"] or always_causal:
@@ -76,6 +80,7 @@ def _attend(
         seen &= r >= -(right + right_extra)
     if left >= 0:
         seen &= r <= left + left_extra
+    unbiased = s
     if o["alibi_slopes"] is not None:
         slopes = np.broadcast_to(np.asarray(o["alibi_slopes"], dtype=np.float64), (B, H))
         distance = rel(alignment) if signed_distance else np.abs(rel(alignment))
@@ -93,11 +98,18 @@ def _attend(
         total = total + np.exp(sink - top)
         if sink_in_numerator:
             weights = np.where(shown, weights + np.exp(sink - top), 0.0)
-    probs = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
+    if nan_for_empty_rows:
+        with np.errstate(invalid="ignore"):
+            probs = weights / total  # 0 / 0 = NaN where a query sees no key
+    else:
+        probs = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
     out = np.swapaxes(probs @ vh, 1, 2).astype(np.asarray(o["q"]).dtype)
     if not o["return_attn_probs"]:
         return out
     lse = np.where(total[..., 0] > 0, top[..., 0] + np.log(np.where(total[..., 0] > 0, total[..., 0], 1.0)), -np.inf)
+    if lse_over_all_keys or lse_without_alibi:
+        reduced = np.where(shown, unbiased, -np.inf) if lse_without_alibi else s
+        lse = np.logaddexp.reduce(reduced, axis=-1)
     return out, lse / np.log(2) if lse_base_2 else lse, probs
 
 
@@ -243,6 +255,29 @@ def flash_lse_in_base_2(o: dict[str, Any]) -> Any:
     return _attend(o, lse_base_2=True)
 
 
+@mistake("lse", "mask")
+@_flash_kernel
+def flash_lse_over_all_keys(o: dict[str, Any]) -> Any:
+    """Returns softmax_lse as a log-sum-exp over every key, the masked ones included (a separate reduction that
+    forgets causal and the window); out is right."""
+    return _attend(o, lse_over_all_keys=True)
+
+
+@mistake("lse, alibi", "bias")
+@_flash_kernel
+def flash_lse_without_the_alibi_bias(o: dict[str, Any]) -> Any:
+    """Returns softmax_lse of the logits before the ALiBi bias (the lse taken from the unbiased scores); out is
+    right."""
+    return _attend(o, lse_without_alibi=True)
+
+
+@mistake("causal, window", "empty row")
+@_flash_kernel
+def flash_nan_for_queries_without_keys(o: dict[str, Any]) -> Any:
+    """Divides by the softmax denominator unguarded: a query that sees no key gets 0 / 0 = NaN in its output."""
+    return _attend(o, nan_for_empty_rows=True)
+
+
 @mistake("varlen", "boundary")
 def varlen_sees_the_previous_last_block(
     q: Array, k: Array, v: Array, cu_seqlens_q: Any, cu_seqlens_k: Any, max_seqlen_q: int, max_seqlen_k: int,
@@ -261,6 +296,71 @@ def varlen_sees_the_previous_last_block(
             out[q0:q1] = flash_attn_func(q[None, q0:q1], k[None, start:k1], v[None, start:k1],
                                          softmax_scale=softmax_scale, causal=causal)[0]  # fmt: skip
     return out
+
+
+def _varlen_by_sequence(
+    q: Array, k: Array, v: Array, cu_seqlens_q: Any, cu_seqlens_k: Any, options: dict[str, Any],
+    twist: Callable[[int, dict[str, Any]], dict[str, Any]],
+) -> Array:  # fmt: skip
+    """A packed batch computed sequence by sequence with _attend, each sequence's options (and _attend's keywords)
+    from twist(b, options): out (total_q, H, D_v)."""
+    cu_q, cu_k = np.asarray(cu_seqlens_q), np.asarray(cu_seqlens_k)
+    out = np.zeros((q.shape[0], q.shape[1], v.shape[-1]), dtype=np.float64)
+    for b in range(len(cu_q) - 1):
+        q0, q1, k0, k1 = int(cu_q[b]), int(cu_q[b + 1]), int(cu_k[b]), int(cu_k[b + 1])
+        if q1 > q0:
+            extra = twist(b, options)
+            o = {**options, **extra.pop("options", {}), "q": q[None, q0:q1], "k": k[None, k0:k1], "v": v[None, k0:k1],
+                 "return_attn_probs": False, "given": frozenset(options)}  # fmt: skip
+            out[q0:q1] = _attend(o, **extra)[0]
+    return out
+
+
+def _sequence_slopes(slopes: Any, b: int) -> Any:
+    """Sequence b's slopes, (nheads,), from (nheads,) or (batch, nheads)."""
+    if slopes is None:
+        return None
+    array = np.asarray(slopes, dtype=np.float64)
+    return array[b] if array.ndim == 2 else array
+
+
+@mistake("varlen", "alignment")
+def varlen_aligned_by_the_longest_sequences(
+    q: Array, k: Array, v: Array, cu_seqlens_q: Any, cu_seqlens_k: Any, max_seqlen_q: int, max_seqlen_k: int,
+    dropout_p: float = 0.0, softmax_scale: float | None = None, causal: bool = False,
+    window_size: tuple[int, int] = (-1, -1), softcap: float = 0.0, alibi_slopes: Any = None,
+    deterministic: bool = False, return_attn_probs: bool = False, *, sinks: Any = None,
+) -> Any:  # fmt: skip
+    """Aligns causal and windows by the packed batch's max_seqlen_k - max_seqlen_q for every sequence instead of by
+    each sequence's own S_b - L_b: right when every sequence has the longest lengths, wrong otherwise."""
+    options = {"softmax_scale": softmax_scale, "causal": causal, "window_size": tuple(window_size),
+               "softcap": softcap, "sinks": sinks}  # fmt: skip
+    return _varlen_by_sequence(
+        q, k, v, cu_seqlens_q, cu_seqlens_k, options,
+        lambda b, o: {"offset": int(max_seqlen_k) - int(max_seqlen_q),
+                      "options": {"alibi_slopes": _sequence_slopes(alibi_slopes, b)}},
+    )  # fmt: skip
+
+
+@mistake("varlen, alibi", "batch")
+def varlen_alibi_slopes_of_the_first_sequence(
+    q: Array, k: Array, v: Array, cu_seqlens_q: Any, cu_seqlens_k: Any, max_seqlen_q: int, max_seqlen_k: int,
+    dropout_p: float = 0.0, softmax_scale: float | None = None, causal: bool = False,
+    window_size: tuple[int, int] = (-1, -1), softcap: float = 0.0, alibi_slopes: Any = None,
+    deterministic: bool = False, return_attn_probs: bool = False, *, sinks: Any = None,
+) -> Any:  # fmt: skip
+    """Reads (batch, nheads) ALiBi slopes at row 0 for every packed sequence (the batch index dropped)."""
+    options = {"softmax_scale": softmax_scale, "causal": causal, "window_size": tuple(window_size),
+               "softcap": softcap, "sinks": sinks}  # fmt: skip
+    return _varlen_by_sequence(
+        q,
+        k,
+        v,
+        cu_seqlens_q,
+        cu_seqlens_k,
+        options,
+        lambda b, o: {"options": {"alibi_slopes": _sequence_slopes(alibi_slopes, 0)}},
+    )
 
 
 @mistake("merge", "overflow")
@@ -287,8 +387,10 @@ def broken_flash(function: Any, convention: Convention | None = None, alignment:
     flash adapter, float64, with its source's causal alignment unless `alignment` says."""
     source = "sdpa" if function.__name__.startswith("sdpa_") else "flash"
     default = "top-left" if source == "sdpa" else "bottom-right"
+    # A row-convention kernel takes (B, H, L, E) rows (the sdpa adapter's BHLE), a flash one (B, L, H, D).
+    layout = "BHLE" if source == "sdpa" else "BLHE"
     return FlashImplementation(function, f"{MISTAKES}:{function.__name__}",
-                               convention or Convention(layout="BLHE"), alignment or default, source)  # fmt: skip
+                               convention or Convention(layout=layout), alignment or default, source)  # fmt: skip
 
 
 def broken_varlen(function: Any) -> Any:
