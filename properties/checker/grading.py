@@ -14,6 +14,7 @@ import gc
 import hashlib
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -292,15 +293,28 @@ def absolute_target(target: str) -> str:
     return target
 
 
+def defines_a_function(path: Path) -> bool:
+    """Whether a .py file defines one of the notebook's functions (a `def softmax_cols(`, ... line): a student's
+    solution, not a helper module beside it."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(re.search(rf"^\s*def\s+{name}\s*\(", text, re.MULTILINE) for name in NOTEBOOK_FUNCTIONS)
+
+
 def jobs_for(paths: Sequence[str]) -> tuple[list[Job], list[str]]:
-    """The files to grade (folders searched recursively for notebooks), and the PATHs that name nothing."""
+    """The files to grade (folders searched recursively for notebooks and for .py files that define one of the
+    notebook's functions), and the PATHs that name nothing."""
     if not paths:
         return [Job("attention (the bundled reference)", None, REFERENCE)], []
     jobs, unknown = [], []
     for given in paths:
         path = Path(given).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+            found = sorted(p for pattern in ("*.ipynb", "*.py") for p in path.rglob(pattern)
+                           if ".ipynb_checkpoints" not in p.parts
+                           and (p.suffix == ".ipynb" or defines_a_function(p)))  # fmt: skip
             jobs += [Job(str(p), str(p.resolve()), None) for p in found]
         elif path.suffix in (".ipynb", ".py") and path.is_file():
             jobs.append(Job(given, str(path.resolve()), None))

@@ -27,6 +27,7 @@ from properties.checker.grading import (
     Graded,
     Subject,
     absolute_target,
+    jobs_for,
     merged,
     rows,
     subjects_of_file,
@@ -229,6 +230,18 @@ def test_failures_of_the_courses_softmax_cols_are_shown_not_counted() -> None:
         for subject in graded.subjects:
             subject.uncounted = ()
         assert [s.verdict for s in graded.subjects] == ["FAIL", "FAIL"]
+
+
+def test_a_folder_gives_its_notebooks_and_the_py_files_that_define_a_notebook_function(tmp_path: Path) -> None:
+    write_notebook(tmp_path / "a.ipynb", "solved")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.py").write_text("import numpy as np\n\n\ndef  softmax_cols (x):\n    return x\n")
+    (tmp_path / "helpers.py").write_text("def softmax(x):\n    return x\n")
+    (tmp_path / ".ipynb_checkpoints").mkdir()
+    write_notebook(tmp_path / ".ipynb_checkpoints" / "a-checkpoint.ipynb", "solved")
+    jobs, unknown = jobs_for([str(tmp_path)])
+    assert [Path(job.file).relative_to(tmp_path) for job in jobs] == [Path("a.ipynb"), Path("sub/b.py")]
+    assert not unknown
 
 
 def test_a_snippet_replays_a_law_that_has_explicit_examples() -> None:
