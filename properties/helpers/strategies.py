@@ -1019,6 +1019,16 @@ def causal_gradient_problems_with_earlier_cotangents(draw: st.DrawFn) -> Any:
 
 
 @st.composite
+def gradient_problems_with_other_cotangents(draw: st.DrawFn) -> Any:
+    """(problem, n, d_out_2): a problem (N >= 2), a query n and d_out with the rows of every other query redrawn."""
+    problem = draw(gradient_problems(min_n=2))
+    n = draw(st.integers(0, problem.N - 1), label="n")
+    second = draw(grid_arrays(problem.d_out.shape), label="other d_out")
+    second[..., n, :] = problem.d_out[..., n, :]
+    return problem, n, second
+
+
+@st.composite
 def gradient_problems_with_permutations(draw: st.DrawFn) -> Any:
     """(problem, p): a problem without causal masking (which orders the tokens) and an order p of its N tokens."""
     problem = draw(gradient_problems(causal=False))

@@ -50,7 +50,8 @@ def textbook_backward(
     logits = q @ np.swapaxes(k, -1, -2) * (1.0 if broken == "unscaled_logits" else s)
     P = rows_softmax(logits, visible)
     dP = dO @ np.swapaxes(v, -1, -2)
-    D = 0.0 if broken == "rowsum_dropped" else (P * dP).sum(axis=-1, keepdims=True)
+    D = 0.0 if broken == "rowsum_dropped" else (P * dP).sum(axis=-2 if broken == "rowsum_over_queries" else -1,
+                                                             keepdims=True)  # fmt: skip
     dS = P * (dP - D)
     dQ = s * (dS @ k) * (s if broken == "dq_scaled_twice" else 1.0)
     if broken == "flows_to_masked_keys":  # dK and dV from the weights without the key-padding mask
@@ -71,6 +72,17 @@ def backward_without_the_rowsum_term(
     """Drops the softmax's D = rowsum(dO o O) term: dS = P o dP instead of P o (dP - D)."""
     return textbook_backward(query, key, value, d_out, attn_mask, dropout_p, is_causal, scale, enable_gqa,
                              broken="rowsum_dropped")  # fmt: skip
+
+
+@mistake("backward", "wrong axis")
+def backward_rowsum_over_the_queries(
+    query: Array, key: Array, value: Array, d_out: Array, attn_mask: Any = None, dropout_p: float = 0.0,
+    is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False,
+) -> Grads:  # fmt: skip
+    """Sums P o dP over the queries (axis -2) instead of over the keys: the notebook's column sum c = 1^T (P o dP)
+    carried to rows without transposing (the shapes agree when L = S)."""
+    return textbook_backward(query, key, value, d_out, attn_mask, dropout_p, is_causal, scale, enable_gqa,
+                             broken="rowsum_over_queries")  # fmt: skip
 
 
 @mistake("backward,scale", "scale")
