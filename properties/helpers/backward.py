@@ -218,14 +218,25 @@ class Backward(FunctionUnderTest):
         raise NotImplementedError
 
 
+_TAKEN: dict[tuple[int, tuple[str, ...]], tuple[Callable[..., Any], frozenset[str]]] = {}
+
+
 def _takes(function: Callable[..., Any], names: tuple[str, ...]) -> frozenset[str]:
+    """Which of `names` the function takes as keywords (all of them with **kwargs); remembered per function (a
+    signature is read once: the laws ask before every call)."""
+    key = (id(function), names)
+    if key in _TAKEN and _TAKEN[key][0] is function:
+        return _TAKEN[key][1]
     try:
         parameters = inspect.signature(function).parameters
     except (TypeError, ValueError):
         return frozenset()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return frozenset(names)
-    return frozenset(name for name in names if name in parameters)
+        taken = frozenset(names)
+    else:
+        taken = frozenset(name for name in names if name in parameters)
+    _TAKEN[key] = (function, taken)
+    return taken
 
 
 def _modified(given: list[Array], original: list[Array], names: tuple[str, ...]) -> tuple[str, ...]:
