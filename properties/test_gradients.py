@@ -68,14 +68,15 @@ def test_gradients_are_the_directional_derivatives_catches(bug: Any) -> None:
     assert_law_fails(test_gradients_are_the_directional_derivatives_of_the_forward, backward=b.broken_backward(bug))
 
 
-@given(case=gradient_problems_with_directions(weights=True, scale=False))
+@given(case=gradient_problems_with_directions(weights=True, scale=False, bias=True))
 def test_gradients_are_the_directional_derivatives_of_the_output_and_the_attentions(
     backward: Backward, case: tuple[GradientProblem, Directions]
 ) -> None:
     """With a cotangent dA of the attentions too (the notebook's d_attentions), the gradients are those of
     <d_X_prime, X_prime> + <dA, attentions>: <dq, δq> + <dk, δk> + <dv, δv> = d/dt (<d_out, f(...)> +
-    <d_weights, P(...)>) at t = 0, P the forward's weights (its attentions, transposed)."""
-    backward.require_notebook("d_attentions")
+    <d_weights, P(...)>) at t = 0, P the forward's weights (its attentions, transposed); with the forward's bias
+    of the logits given to both, when drawn."""
+    backward.require_notebook("d_attentions", "bias")
     check_directional_derivative(backward, *case)
 
 
@@ -101,9 +102,10 @@ def test_the_cotangents_of_X_the_biases_and_the_positions_follow_from_the_projec
     """The chain rule through Q = omega_q (X + Pi) + beta_q 1^T (likewise K; V from X + Pi when
     positional_mode="input", else from X): at X + Pi = I_N, dQ = d omega_q, so dX = omega_q^T d omega_q +
     omega_k^T d omega_k + omega_v^T d omega_v, d beta = d omega 1 (each of q, k, v), and d Pi = dX ("input") or
-    omega_q^T d omega_q + omega_k^T d omega_k ("query_key", at Pi = 0)."""
+    omega_q^T d omega_q + omega_k^T d omega_k ("query_key", at Pi = 0); with a bias of the logits (S = s K^T Q +
+    bias), d omega_q = s omega_k d bias and d omega_k = s omega_q d bias^T."""
     problem, positional, mode = case
-    backward.require_notebook("positional", "positional_mode")
+    backward.require_notebook("positional", "positional_mode", "bias")
     assert isinstance(backward, NotebookBackward)
     check_the_chain_rule(backward, backward.adapt(problem), positional, mode)
 

@@ -55,8 +55,9 @@ class GradientProblem:
     (None: the kind's default) and enable_gqa (H_kv < H: query head h reads key/value head h // (H / H_kv)).
     d_weights (B, H, N, N), when given, is the cotangent of the weights P[l, s] (the notebook's attentions[s, l]):
     the gradients are then those of <d_out, out> + <d_weights, P>, which only the notebook contract can take
-    (its d_attentions keyword). Queries and keys are the same N tokens (self-attention), so every convention can
-    be checked."""
+    (its d_attentions keyword); bias (N, N), when given, is added to every slot's logits ([l, s], the notebook's
+    bias[s, l]), which also only the notebook contract takes. Queries and keys are the same N tokens
+    (self-attention), so every convention can be checked."""
 
     query: Array
     key: Array
@@ -67,9 +68,10 @@ class GradientProblem:
     scale: float | None = None
     enable_gqa: bool = False
     d_weights: Array | None = None
+    bias: Array | None = None
 
     def __post_init__(self) -> None:
-        for name in ("query", "key", "value", "d_out", "d_weights"):
+        for name in ("query", "key", "value", "d_out", "d_weights", "bias"):
             if getattr(self, name) is None:
                 continue
             array = np.array(getattr(self, name), dtype=np.float64)
@@ -119,8 +121,9 @@ class GradientProblem:
         if self.attn_mask is not None:
             fields.append(f"attn_mask={code_for(self.attn_mask)}")
         fields += [f"is_causal={self.is_causal!r}", f"scale={self.scale!r}", f"enable_gqa={self.enable_gqa!r}"]
-        if self.d_weights is not None:
-            fields.append(f"d_weights={code_for(self.d_weights)}")
+        for name in ("d_weights", "bias"):
+            if getattr(self, name) is not None:
+                fields.append(f"{name}={code_for(getattr(self, name))}")
         shape = "x".join(map(str, self.query.shape))
         return "GradientProblem(  # query " + shape + "\n    " + ",\n    ".join(fields) + ",\n)"
 
@@ -291,8 +294,8 @@ class RowBackward(Backward):
     def __call__(self, problem: GradientProblem, **changes: Any) -> Gradients:
         """The gradients at `problem` (with some of query, key, value, d_out replaced by `changes`)."""
         self.require(*problem.keywords())
-        if problem.d_weights is not None:
-            self.require_notebook("d_attentions")
+        if problem.d_weights is not None or problem.bias is not None:
+            self.require_notebook("d_attentions", "bias")
         names = ("query", "key", "value", "d_out")
         original = [np.asarray(changes.get(name, getattr(problem, name)), dtype=np.float64) for name in names]
         if self.convention == Convention():
@@ -349,12 +352,15 @@ def _slot_arguments(q: Array, k: Array, v: Array) -> list[Array]:
 
 
 def _cotangent(returned: Any, name: str, index: int) -> Any:
-    if isinstance(returned, Mapping):
+    """The cotangent `name` of what a notebook backward returned: a key, an attribute or the item at `index`."""
+    if isinstance(returned, Mapping) and name in returned:
         return returned[name]
     if hasattr(returned, name):
         return getattr(returned, name)
-    if isinstance(returned, tuple | list) and len(returned) >= len(COTANGENT_NAMES):
+    if isinstance(returned, tuple | list) and len(returned) >= max(len(COTANGENT_NAMES), index + 1):
         return returned[index]
+    if index >= len(COTANGENT_NAMES):
+        raise ImplementationFailed(f"the backward returned no cotangent of {name} (item {index}), which was given")
     raise ImplementationFailed(
         f"the backward returned {type(returned).__name__}; expected the cotangents of {', '.join(COTANGENT_NAMES)}"
     )
@@ -384,16 +390,22 @@ class NotebookBackward(Backward):
             given["mask"] = problem.attn_mask.T.copy()  # mask[m, n]: key m visible to query n
         if problem.is_causal:
             given["causal"] = True
+        if problem.bias is not None:
+            self.require_notebook("bias")
+            given["bias"] = problem.bias.T.copy()  # bias[m, n]: added to the logit of key m for query n
         return given
 
     def cotangents(
         self, problem: GradientProblem, positional: Array | None = None, positional_mode: str | None = None
     ) -> list[list[dict[str, NDArray[np.floating]]]]:
-        """Every cotangent the backward returns ([b][h]: X, the omegas, the betas, and positional when given)
-        at the notebook arguments of each slot: X = I_N - positional (N x N, positional drawn by the law; 0 when
-        None), omega_q = q^T, omega_k = k^T, omega_v = v^T, zero betas, d_X_prime = d_out^T, so that
+        """Every cotangent the backward returns ([b][h]: X, the omegas, the betas, and positional and bias when
+        given) at the notebook arguments of each slot: X = I_N - positional (N x N, positional drawn by the law;
+        0 when None), omega_q = q^T, omega_k = k^T, omega_v = v^T, zero betas, d_X_prime = d_out^T, so that
         X + positional = I_N and, with positional_mode "input" (or no positional), Q = q^T, K = k^T, V = v^T."""
-        names = [*COTANGENT_NAMES, *(["positional"] if positional is not None else [])]
+        N = problem.N
+        read = list(enumerate(COTANGENT_NAMES))  # (index in a returned sequence, name)
+        read += [(7, "positional")] if positional is not None else []
+        read += [(8, "bias")] if problem.bias is not None else []
         keywords = self._notebook_keywords(problem)
         if positional is not None:
             keywords["positional"] = positional.copy()
@@ -412,10 +424,10 @@ class NotebookBackward(Backward):
                     keywords["d_attentions"] = problem.d_weights[b, h].T.copy()
                 given = [a.copy() for a in arguments] + [problem.d_out[b, h].T.copy()]
                 returned = call_function(self.target, self.function, *given, **keywords)
-                shapes = [a.shape for a in arguments] + ([positional.shape] if positional is not None else [])
+                shapes = [a.shape for a in arguments] + [(N, N), (N, N)]
                 slots[-1].append({
-                    name: as_result_array(_cotangent(returned, name, index), f"d {name}", shape)
-                    for index, (name, shape) in enumerate(zip(names, shapes, strict=True))
+                    name: as_result_array(_cotangent(returned, name, index), f"d {name}", shapes[index])
+                    for index, name in read
                 })  # fmt: skip
         return slots
 
@@ -519,6 +531,7 @@ def gradient_bounds(problem: GradientProblem, scale: float, eps: float) -> Gradi
     - a key/value head shared by G query heads (enable_gqa) has the sum of its G copies' bounds (plus G eps of
       the sum, counted in the +3).
     - the forward's output O = P V: |error| <= c (rho_P + (N + 2) eps); its weights P: |error| <= rho_P.
+    A bias adds at most beta = max |bias| to each logit (one more rounding): lambda = s E a b + beta.
     First-order terms: the products n eps with n <= 100 and eps <= 2^-10 leave the second-order ones below
     1/10 of them, absorbed by the rounded-up constants (2 for 1, 3 for 2). A masked weight is exactly zero and
     only lowers the sums. Float32 computation with float64 accumulation has eps of float32 (its result's dtype).
@@ -530,7 +543,7 @@ def gradient_bounds(problem: GradientProblem, scale: float, eps: float) -> Gradi
     b = np.repeat(_slot_max(problem.key), G, axis=1)
     c = np.repeat(_slot_max(problem.value), G, axis=1)
     g = _slot_max(problem.d_out)
-    logit = s * E * a * b
+    logit = s * E * a * b + (0.0 if problem.bias is None else float(np.max(np.abs(problem.bias), initial=0.0)))
     rho_P = eps * (2.0 * (E + 2) * logit + N + 4)
     w = 0.0 if problem.d_weights is None else _slot_max(problem.d_weights)
     pi = E_v * g * c + w
@@ -572,7 +585,8 @@ def central_difference_step(
 
     Truncation: |(phi(h) - phi(-h)) / 2h - phi'(0)| <= (h^2 / 6) max_{|t| <= h} |phi'''(t)|. phi is analytic:
     for complex t = t0 + w, t0 real in [-h, h], |w| <= r, the logits z(t) = scale (q + t dq)(k + t dk)^T have
-    |Im z| <= s E (r (|dq| b + a |dk|) + 4 r^2 |dq| |dk|) (Im t^2 = 2 Re t Im t, |Re t| <= h <= r). Choose r so
+    |Im z| <= s E (r (|dq| b + a |dk|) + 4 r^2 |dq| |dk|) (Im t^2 = 2 Re t Im t, |Re t| <= h <= r; a bias is
+    real and fixed). Choose r so
     that this is pi / 6: then the phases of the softmax's terms differ by at most pi / 3, the real part of its
     denominator is at least half the sum of the moduli, and sum_s |p_ls(t)| <= 2. Hence
     |phi(t)| <= M = 2 sum |d_out| (c + 2 r |dv|) on the disc, and Cauchy's estimate gives |phi'''(t0)| <= 6 M / r^3:
@@ -604,7 +618,8 @@ def central_difference_step(
     M = 2.0 * G1 * (c + 2.0 * r * dv) + 2.0 * W
     # The forward's rounding at magnitudes up to the step's largest (h <= r / 2 <= r).
     a_h, b_h, c_h = a + r * dq, b + r * dk, c + r * dv
-    rho_P = eps_forward * (2.0 * (E + 2) * s * E * a_h * b_h + N + 4)
+    beta = 0.0 if problem.bias is None else float(np.max(np.abs(problem.bias), initial=0.0))
+    rho_P = eps_forward * (2.0 * (E + 2) * (s * E * a_h * b_h + beta) + N + 4)
     n = problem.d_out.size
     eps64 = float(np.finfo(np.float64).eps)
     eps_phi = G1 * c_h * (rho_P + (N + 2) * eps_forward) + (n + 1) * eps64 * G1 * c_h

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 from numpy.typing import NDArray
 
 from properties.helpers.backward import Backward, GradientProblem, NotebookBackward, central_difference_step, inner
@@ -62,6 +63,9 @@ def check_directional_derivative(backward: Backward, problem: GradientProblem, d
         visible = problem.visible()
         problem = without_blind_queries(problem)
         eps_forward = EPS64
+
+        if problem.bias is not None:
+            pytest.skip("a bias is judged in float64 only: the forward returned a coarser dtype")
 
         def forward(changed: GradientProblem) -> float:
             phi = inner(changed.d_out, exact_rows(changed.query, changed.key, changed.value, scale, visible))[0]
@@ -139,21 +143,28 @@ def check_key_sums(backward: Backward, problem: GradientProblem) -> None:
 def check_the_chain_rule(backward: NotebookBackward, problem: GradientProblem, positional: Array, mode: str) -> None:
     """The chain rule through the notebook's projections, slot by slot, at X + positional = I_N (see
     NotebookBackward.cotangents): dX = omega_q^T d omega_q + omega_k^T d omega_k + omega_v^T d omega_v, d beta =
-    d omega 1, d positional = dX ("input") or its query and key terms ("query_key").
+    d omega 1, d positional = dX ("input") or its query and key terms ("query_key"); with a bias of the logits,
+    d omega_q = s omega_k d bias and d omega_k = s omega_q d bias^T (its cotangent is the logits').
 
     Tolerance: the returned d omegas are within the row bounds (their transposes are dq, dk, dv); dX, d beta and
     d Pi come from the backward's own dQ, dK, dV by the same sums, so each side is within the sum over its terms
     of |omega| x bound, plus (n + 1) eps64 of the sum of |terms| for its n-term sums: twice that covers both."""
     bounds = backward.bounds(problem, EPS64)
+    scale = backward.scale(problem.E, problem.scale)
     G = problem.group
     for b_, slots in enumerate(backward.cotangents(problem, positional, mode)):
         for h, got in enumerate(slots):
             slot_bounds = (bounds.d_query[b_, h], bounds.d_key[b_, h // G], bounds.d_value[b_, h // G])
-            _check_the_chain_rule_on_a_slot(got, problem, (b_, h), mode, slot_bounds)
+            _check_the_chain_rule_on_a_slot(got, problem, (b_, h), mode, slot_bounds, scale)
 
 
 def _check_the_chain_rule_on_a_slot(
-    got: dict[str, Any], problem: GradientProblem, slot: tuple[int, int], mode: str, bounds: tuple[Any, Any, Any]
+    got: dict[str, Any],
+    problem: GradientProblem,
+    slot: tuple[int, int],
+    mode: str,
+    bounds: tuple[Any, Any, Any],
+    scale: float,
 ) -> None:
     b_, h = slot
     G = problem.group
@@ -178,6 +189,16 @@ def _check_the_chain_rule_on_a_slot(
     qk_or_all = paths if mode == "input" else paths[:2]
     expect(qk_or_all, f"d positional ({mode})", g["positional"])
     N = problem.N
+    if problem.bias is not None:  # S = s K^T Q + bias: d bias = dS, dQ = s K dS, dK = s Q dS^T (X + positional = I_N)
+        s = scale
+        d_bias = np.asarray(got["bias"], dtype=np.float64)
+        for omega, other, product, what in (("omega_q", "omega_k", d_bias, "s omega_k d bias"),
+                                            ("omega_k", "omega_q", d_bias.T, "s omega_q d bias^T")):  # fmt: skip
+            expected = s * omegas[other] @ product
+            tolerance = 2 * bound[omega] + 2 * (N + 2) * EPS64 * abs(s) * np.abs(omegas[other]) @ np.abs(product)
+            assert_close(
+                g[omega], expected, tolerance, what=f"d {omega} of batch element {b_}, head {h} against {what}"
+            )
     for omega, beta in zip(paths, ("beta_q", "beta_k", "beta_v"), strict=True):
         row_sums = g[omega].sum(axis=1, keepdims=True)
         tolerance = 2 * N * bound[omega] + 2 * (N + 2) * EPS64 * np.abs(g[omega]).sum(axis=1, keepdims=True)

@@ -922,12 +922,13 @@ def gradient_problems(
     min_n: int = 1,
     lengths: tuple[int, ...] | None = None,
     weights: bool = False,
+    bias: bool = False,
 ) -> Any:
     """A GradientProblem: B, H_kv in [1, 2], N in [min_n, size_limit() + 1] (or from `lengths`, drawn from a seed),
     E, E_v in [1, size_limit() - 1], grid entries; with a boolean attn_mask (when `mask`), causal or not (or as
     `causal` says), a scale from GRADIENT_SCALES or None (when `scale`), G = 2 or 3 query heads per key/value
-    head under enable_gqa (when `grouped`; drawn when None), and a cotangent d_weights of the weights (when
-    `weights`)."""
+    head under enable_gqa (when `grouped`; drawn when None), a cotangent d_weights of the weights (when
+    `weights`), and a bias of the logits (N x N, grid, when `bias`; or none, drawn)."""
     from properties.helpers.backward import GradientProblem
 
     side = max(2, size_limit() - 1)
@@ -959,7 +960,8 @@ def gradient_problems(
     is_causal = draw(st.booleans(), label="is_causal") if causal is None else causal
     chosen = draw(st.sampled_from((None, *GRADIENT_SCALES)), label="scale") if scale else None
     d_weights = draw(grid_arrays((B, H, N, N)), label="d_weights") if weights else None
-    return GradientProblem(query, key, value, d_out, attn_mask, is_causal, chosen, grouped, d_weights)
+    logit_bias = draw(grid_arrays((N, N)), label="bias") if bias and draw(st.booleans(), label="with a bias") else None
+    return GradientProblem(query, key, value, d_out, attn_mask, is_causal, chosen, grouped, d_weights, logit_bias)
 
 
 @st.composite
@@ -975,10 +977,11 @@ def gradient_problems_with_directions(draw: st.DrawFn, /, **options: Any) -> Any
 
 @st.composite
 def gradient_problems_with_positions(draw: st.DrawFn) -> Any:
-    """(problem, positional, mode): a problem (no scale keyword: the notebook has none), a positional encoding
-    (N x N, grid) and its mode: "input" with a drawn encoding, or "query_key" with a zero one (the laws read the
-    notebook in rows at X + positional = I_N, which a drawn encoding keeps only when the values see it too)."""
-    problem = draw(gradient_problems(scale=False, grouped=False))
+    """(problem, positional, mode): a problem (no scale keyword: the notebook has none; a bias or none), a
+    positional encoding (N x N, grid) and its mode: "input" with a drawn encoding, or "query_key" with a zero one
+    (the laws read the notebook in rows at X + positional = I_N, which a drawn encoding keeps only when the values
+    see it too)."""
+    problem = draw(gradient_problems(scale=False, grouped=False, bias=True))
     mode = draw(st.sampled_from(("input", "query_key")), label="positional_mode")
     N = problem.N
     positional = draw(grid_arrays((N, N)), label="positional") if mode == "input" else np.zeros((N, N))

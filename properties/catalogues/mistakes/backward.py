@@ -242,11 +242,11 @@ def backward_keys_of_the_first_batch_element(
 def textbook_vjp(
     X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array,
     d_X_prime: Array, *, d_attentions: Any = None, positional: Any = None, positional_mode: str = "input",
-    mask: Any = None, causal: bool = False, broken: str = "",
+    mask: Any = None, causal: bool = False, bias: Any = None, broken: str = "",
 ) -> dict[str, Any]:  # fmt: skip
-    """The cotangents of scaled_dot_product_self_attention in float64 (book's columns: P = softmax_cols(s K^T Q)
+    """The cotangents of scaled_dot_product_self_attention in float64 (book's columns: P = softmax_cols(s K^T Q + bias)
     over the visible keys, X' = V P), correct for broken="", else with the named mistake:
-    dV = dX' P^T, dP = V^T dX' + dA, dS = P o (dP - 1^T (P o dP)), dQ = s K dS, dK = s Q dS^T, then the chain rule
+    dV = dX' P^T, dP = V^T dX' + dA, dS = P o (dP - 1^T (P o dP)) = d bias, dQ = s K dS, dK = s Q dS^T, the chain rule
     through the projections (X_qk = X + positional; the values see the positions when positional_mode="input")."""
     X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, dX_prime = (
         np.asarray(a, dtype=np.float64) for a in (X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, d_X_prime)
@@ -258,7 +258,8 @@ def textbook_vjp(
     N = X.shape[1]
     s = 1.0 if broken == "unscaled" else 1 / np.sqrt(omega_q.shape[0])
     visible = _visible(N, mask, causal)
-    P = rows_softmax(s * K.T @ Q, np.ones((N, N), dtype=bool) if visible is None else visible, axis=0)
+    logits = s * K.T @ Q + (0.0 if bias is None else np.asarray(bias, dtype=np.float64))
+    P = rows_softmax(logits, np.ones((N, N), dtype=bool) if visible is None else visible, axis=0)
     dV = dX_prime @ P.T
     dP = V.T @ dX_prime
     if d_attentions is not None and broken != "d_attentions_dropped":
@@ -280,6 +281,7 @@ def textbook_vjp(
         "X": dX, "omega_v": dV @ X_v.T, "omega_q": dQ @ X_qk.T, "omega_k": dK @ X_qk.T,
         "beta_v": dV.sum(axis=1, keepdims=True), "beta_q": dQ.sum(axis=1, keepdims=True),
         "beta_k": dK.sum(axis=1, keepdims=True), "positional": None if Pi is None else d_Pi,
+        "bias": None if bias is None else dS,
     }  # fmt: skip
 
 
@@ -287,48 +289,48 @@ def textbook_vjp(
 def notebook_vjp_ignores_d_attentions(
     X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array,
     d_X_prime: Array, *, d_attentions: Any = None, positional: Any = None, positional_mode: str = "input",
-    mask: Any = None, causal: bool = False,
+    mask: Any = None, causal: bool = False, bias: Any = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Takes d_attentions and drops it: the gradients of <d_X_prime, X_prime> alone, as if the attentions were
     not an output (the cotangent of a returned matrix forgotten)."""
     return textbook_vjp(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, d_X_prime, d_attentions=d_attentions,
                         positional=positional, positional_mode=positional_mode, mask=mask, causal=causal,
-                        broken="d_attentions_dropped")  # fmt: skip
+                        bias=bias, broken="d_attentions_dropped")  # fmt: skip
 
 
 @mistake("backward,scale", "scale")
 def notebook_vjp_without_the_scale(
     X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array,
     d_X_prime: Array, *, d_attentions: Any = None, positional: Any = None, positional_mode: str = "input",
-    mask: Any = None, causal: bool = False,
+    mask: Any = None, causal: bool = False, bias: Any = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The vjp of self_attention (eq. 12.8) given for scaled_dot_product_self_attention (eq. 12.9): no 1/sqrt(D_q),
     neither in P nor in dQ and dK."""
     return textbook_vjp(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, d_X_prime, d_attentions=d_attentions,
                         positional=positional, positional_mode=positional_mode, mask=mask, causal=causal,
-                        broken="unscaled")  # fmt: skip
+                        bias=bias, broken="unscaled")  # fmt: skip
 
 
 @mistake("backward,positional", "missing term")
 def notebook_vjp_forgets_the_positional_gradient(
     X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array,
     d_X_prime: Array, *, d_attentions: Any = None, positional: Any = None, positional_mode: str = "input",
-    mask: Any = None, causal: bool = False,
+    mask: Any = None, causal: bool = False, bias: Any = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Returns a zero cotangent for the positional encoding (treated as a constant), though X + positional
     feeds the queries and keys."""
     return textbook_vjp(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, d_X_prime, d_attentions=d_attentions,
                         positional=positional, positional_mode=positional_mode, mask=mask, causal=causal,
-                        broken="positional_forgotten")  # fmt: skip
+                        bias=bias, broken="positional_forgotten")  # fmt: skip
 
 
 @mistake("backward", "missing term")
 def notebook_vjp_dX_without_the_values_path(
     X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array,
     d_X_prime: Array, *, d_attentions: Any = None, positional: Any = None, positional_mode: str = "input",
-    mask: Any = None, causal: bool = False,
+    mask: Any = None, causal: bool = False, bias: Any = None,
 ) -> dict[str, Any]:  # fmt: skip
     """dX = omega_q^T dQ + omega_k^T dK: forgets that X also makes the values (omega_v^T dV)."""
     return textbook_vjp(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, d_X_prime, d_attentions=d_attentions,
                         positional=positional, positional_mode=positional_mode, mask=mask, causal=causal,
-                        broken="values_path_dropped")  # fmt: skip
+                        bias=bias, broken="values_path_dropped")  # fmt: skip
