@@ -100,10 +100,11 @@ def test_the_cotangents_of_X_the_biases_and_the_positions_follow_from_the_projec
     backward: Backward, case: tuple[GradientProblem, Array, str]
 ) -> None:
     """The chain rule through Q = omega_q (X + Pi) + beta_q 1^T (likewise K; V from X + Pi when
-    positional_mode="input", else from X): at X + Pi = I_N, dQ = d omega_q, so dX = omega_q^T d omega_q +
-    omega_k^T d omega_k + omega_v^T d omega_v, d beta = d omega 1 (each of q, k, v), and d Pi = dX ("input") or
-    omega_q^T d omega_q + omega_k^T d omega_k ("query_key", at Pi = 0); with a bias of the logits (S = s K^T Q +
-    bias), d omega_q = s omega_k d bias and d omega_k = s omega_q d bias^T."""
+    positional_mode="input", else from X): at X + Pi = I_N, dQ = d omega_q and dK = d omega_k, so d beta = d omega 1
+    and d Pi = omega_q^T d omega_q + omega_k^T d omega_k (+ omega_v^T d omega_v, and d beta_v = d omega_v 1, when
+    the values see Pi: "input", where dX = d Pi); under "query_key" V = omega_v X, so (dX - d Pi) X^T =
+    omega_v^T d omega_v. With a bias of the logits (S = s K^T Q + bias), d omega_q = s omega_k d bias and
+    d omega_k = s omega_q d bias^T."""
     problem, positional, mode = case
     backward.require_notebook("positional", "positional_mode", "bias")
     assert isinstance(backward, NotebookBackward)

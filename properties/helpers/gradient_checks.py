@@ -144,18 +144,24 @@ def check_the_chain_rule(backward: NotebookBackward, problem: GradientProblem, p
     """The chain rule through the notebook's projections, slot by slot, at X + positional = I_N (see
     NotebookBackward.cotangents): dX = omega_q^T d omega_q + omega_k^T d omega_k + omega_v^T d omega_v, d beta =
     d omega 1, d positional = dX ("input") or its query and key terms ("query_key"); with a bias of the logits,
-    d omega_q = s omega_k d bias and d omega_k = s omega_q d bias^T (its cotangent is the logits').
+    d omega_q = s omega_k d bias and d omega_k = s omega_q d bias^T (its cotangent is the logits'). Under
+    "query_key" the values see X = I_N - positional alone: V = omega_v X, d omega_v = dV X^T and dX = d positional +
+    omega_v^T dV, so (dX - d positional) X^T = omega_v^T d omega_v (which a transpose missing from d omega_v
+    breaks, X not being symmetric).
 
     Tolerance: the returned d omegas are within the row bounds (their transposes are dq, dk, dv); dX, d beta and
     d Pi come from the backward's own dQ, dK, dV by the same sums, so each side is within the sum over its terms
     of |omega| x bound, plus (n + 1) eps64 of the sum of |terms| for its n-term sums: twice that covers both."""
-    bounds = backward.bounds(problem, EPS64)
+    X = np.eye(problem.N) - positional
+    # Under "query_key" the values are V = omega_v X, rows X^T v: the error bounds take their magnitudes.
+    seen = problem if mode == "input" else problem.replace(value=np.einsum("nm,bhme->bhne", X.T, problem.value))
+    bounds = backward.bounds(seen, EPS64)
     scale = backward.scale(problem.E, problem.scale)
     G = problem.group
     for b_, slots in enumerate(backward.cotangents(problem, positional, mode)):
         for h, got in enumerate(slots):
             slot_bounds = (bounds.d_query[b_, h], bounds.d_key[b_, h // G], bounds.d_value[b_, h // G])
-            _check_the_chain_rule_on_a_slot(got, problem, (b_, h), mode, slot_bounds, scale)
+            _check_the_chain_rule_on_a_slot(got, problem, (b_, h), mode, slot_bounds, scale, X)
 
 
 def _check_the_chain_rule_on_a_slot(
@@ -165,6 +171,7 @@ def _check_the_chain_rule_on_a_slot(
     mode: str,
     bounds: tuple[Any, Any, Any],
     scale: float,
+    X: Array,
 ) -> None:
     b_, h = slot
     G = problem.group
@@ -185,10 +192,22 @@ def _check_the_chain_rule_on_a_slot(
         assert_close(np.asarray(actual, dtype=np.float64), expected, tolerance,
                      what=f"{what} of batch element {b_}, head {h} against the chain rule")  # fmt: skip
 
-    expect(paths, "d X", g["X"])
-    qk_or_all = paths if mode == "input" else paths[:2]
-    expect(qk_or_all, f"d positional ({mode})", g["positional"])
     N = problem.N
+    where = f"batch element {b_}, head {h}"
+    if mode == "input":
+        expect(paths, "d X", g["X"])
+        expect(paths, "d positional (input)", g["positional"])
+    else:
+        expect(paths[:2], "d positional (query_key)", g["positional"])
+        through_values = (g["X"] - g["positional"]) @ X.T
+        expected = omegas["omega_v"].T @ g["omega_v"]
+        X_sums = np.abs(X).sum(axis=1)[None, :]  # sum_j |X[n, j]| for column n of the product with X^T
+        e_v = errors["omega_v"]
+        rounding = (2 * sum(sizes.values()) + N + 4) * EPS64 * (np.abs(g["X"]) + np.abs(g["positional"])) @ np.abs(X.T)
+        rounding += (sizes["omega_v"] + 2) * EPS64 * np.abs(omegas["omega_v"].T) @ np.abs(g["omega_v"])
+        tolerance = (2 * (errors["omega_q"] + errors["omega_k"] + e_v)) * X_sums + 2 * rounding
+        assert_close(through_values, expected, tolerance,
+                     what=f"(d X - d positional) X^T of {where} against omega_v^T d omega_v (query_key)")  # fmt: skip
     if problem.bias is not None:  # S = s K^T Q + bias: d bias = dS, dQ = s K dS, dK = s Q dS^T (X + positional = I_N)
         s = scale
         d_bias = np.asarray(got["bias"], dtype=np.float64)
@@ -196,10 +215,8 @@ def _check_the_chain_rule_on_a_slot(
                                             ("omega_k", "omega_q", d_bias.T, "s omega_q d bias^T")):  # fmt: skip
             expected = s * omegas[other] @ product
             tolerance = 2 * bound[omega] + 2 * (N + 2) * EPS64 * abs(s) * np.abs(omegas[other]) @ np.abs(product)
-            assert_close(
-                g[omega], expected, tolerance, what=f"d {omega} of batch element {b_}, head {h} against {what}"
-            )
-    for omega, beta in zip(paths, ("beta_q", "beta_k", "beta_v"), strict=True):
+            assert_close(g[omega], expected, tolerance, what=f"d {omega} of {where} against {what}")
+    for omega, beta in zip(paths if mode == "input" else paths[:2], ("beta_q", "beta_k", "beta_v"), strict=False):
         row_sums = g[omega].sum(axis=1, keepdims=True)
         tolerance = 2 * N * bound[omega] + 2 * (N + 2) * EPS64 * np.abs(g[omega]).sum(axis=1, keepdims=True)
-        assert_close(g[beta], row_sums, tolerance, what=f"d {beta} of batch element {b_}, head {h} against d {omega} 1")
+        assert_close(g[beta], row_sums, tolerance, what=f"d {beta} of {where} against d {omega} 1")

@@ -978,13 +978,12 @@ def gradient_problems_with_directions(draw: st.DrawFn, /, **options: Any) -> Any
 @st.composite
 def gradient_problems_with_positions(draw: st.DrawFn) -> Any:
     """(problem, positional, mode): a problem (no scale keyword: the notebook has none; a bias or none), a
-    positional encoding (N x N, grid) and its mode: "input" with a drawn encoding, or "query_key" with a zero one
-    (the laws read the notebook in rows at X + positional = I_N, which a drawn encoding keeps only when the values
-    see it too)."""
+    positional encoding (N x N, grid) and its mode, "input" or "query_key" (the laws read the notebook at
+    X = I_N - positional)."""
     problem = draw(gradient_problems(scale=False, grouped=False, bias=True))
     mode = draw(st.sampled_from(("input", "query_key")), label="positional_mode")
     N = problem.N
-    positional = draw(grid_arrays((N, N)), label="positional") if mode == "input" else np.zeros((N, N))
+    positional = draw(grid_arrays((N, N)), label="positional")
     return problem, positional, mode
 
 
