@@ -17,6 +17,7 @@ missing scale) is off by O(1).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,7 @@ from attention import (
     self_attention_vjp,
 )
 from attention.rows import scaled_dot_product_attention
+from properties import test_gradients
 
 U = float(np.finfo(np.float64).eps) / 2
 H_STEP = U ** (1 / 3)
@@ -484,3 +486,26 @@ def test_gqa_groups_heads_on_axis_minus_3_whatever_the_batch_axes(layout: str) -
     for given, full in ((dk, dk_full), (dv, dv_full)):
         pairs = full.reshape(*full.shape[:-3], 2, 2, *full.shape[-2:]).sum(axis=-3)
         np.testing.assert_allclose(given, pairs, rtol=0, atol=8 * U * np.abs(full).max())
+
+
+@pytest.mark.parametrize(
+    "law",
+    [
+        test_gradients.test_gradients_are_the_directional_derivatives_of_the_forward,
+        test_gradients.test_gradients_are_the_directional_derivatives_of_the_output_and_the_attentions,
+        test_gradients.test_the_cotangents_of_X_the_biases_and_the_positions_follow_from_the_projections,
+    ],
+    ids=lambda law: law.__name__.removeprefix("test_"),
+)
+@pytest.mark.parametrize("kind", ["scaled", "unscaled"])
+def test_a_correct_notebook_vjp_passes_the_notebook_contracts_laws(law: Any, kind: str) -> None:
+    """No false alarm on the laws of the notebook contract: the textbook vjp (P by a plain column softmax, no
+    shift-free path, every cotangent by the chain rule written out; `textbook_vjp` with nothing broken, of the
+    scaled kind or, with its scale set to 1, of the unscaled one) passes them, as the reference's vjps do."""
+    from properties.catalogues.mistakes import broken_notebook_backward, textbook_vjp
+
+    def vjp(*arguments: Any, **keywords: Any) -> Any:
+        return textbook_vjp(*arguments, **keywords, unscaled=kind == "unscaled")
+
+    vjp.__signature__ = inspect.signature(textbook_vjp)  # type: ignore[attr-defined]
+    law(backward=broken_notebook_backward(vjp, kind))  # type: ignore[arg-type]

@@ -242,12 +242,13 @@ def backward_keys_of_the_first_batch_element(
 def textbook_vjp(
     X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array,
     d_X_prime: Array, *, d_attentions: Any = None, positional: Any = None, positional_mode: str = "input",
-    mask: Any = None, causal: bool = False, bias: Any = None, broken: str = "",
+    mask: Any = None, causal: bool = False, bias: Any = None, broken: str = "", unscaled: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """The cotangents of scaled_dot_product_self_attention in float64 (book's columns: P = softmax_cols(s K^T Q + bias)
     over the visible keys, X' = V P), correct for broken="", else with the named mistake:
     dV = dX' P^T, dP = V^T dX' + dA, dS = P o (dP - 1^T (P o dP)) = d bias, dQ = s K dS, dK = s Q dS^T, the chain rule
-    through the projections (X_qk = X + positional; the values see the positions when positional_mode="input")."""
+    through the projections (X_qk = X + positional; the values see the positions when positional_mode="input").
+    unscaled=True gives the correct vjp of self_attention (s = 1)."""
     X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, dX_prime = (
         np.asarray(a, dtype=np.float64) for a in (X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, d_X_prime)
     )
@@ -256,7 +257,7 @@ def textbook_vjp(
     X_v = X_qk if positional_mode == "input" else X
     Q, K, V = omega_q @ X_qk + beta_q, omega_k @ X_qk + beta_k, omega_v @ X_v + beta_v
     N = X.shape[1]
-    s = 1.0 if broken == "unscaled" else 1 / np.sqrt(omega_q.shape[0])
+    s = 1.0 if broken == "unscaled" or unscaled else 1 / np.sqrt(omega_q.shape[0])
     visible = _visible(N, mask, causal)
     logits = s * K.T @ Q + (0.0 if bias is None else np.asarray(bias, dtype=np.float64))
     P = rows_softmax(logits, np.ones((N, N), dtype=bool) if visible is None else visible, axis=0)
