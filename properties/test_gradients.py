@@ -75,8 +75,8 @@ def test_gradients_are_the_directional_derivatives_of_the_output_and_the_attenti
     """With a cotangent dA of the attentions too (the notebook's d_attentions), the gradients are those of
     <d_X_prime, X_prime> + <dA, attentions>: <dq, δq> + <dk, δk> + <dv, δv> = d/dt (<d_out, f(...)> +
     <d_weights, P(...)>) at t = 0, P the forward's weights (its attentions, transposed); with the forward's bias
-    of the logits given to both, when drawn."""
-    backward.require_notebook("d_attentions", "bias")
+    of the logits given to both, when drawn and taken."""
+    backward.require_notebook("d_attentions")
     check_directional_derivative(backward, *case)
 
 
@@ -106,7 +106,7 @@ def test_the_cotangents_of_X_the_biases_and_the_positions_follow_from_the_projec
     omega_v^T d omega_v. With a bias of the logits (S = s K^T Q + bias), d omega_q = s omega_k d bias and
     d omega_k = s omega_q d bias^T."""
     problem, positional, mode = case
-    backward.require_notebook("positional", "positional_mode", "bias")
+    backward.require_notebook("positional", "positional_mode")
     assert isinstance(backward, NotebookBackward)
     check_the_chain_rule(backward, backward.adapt(problem), positional, mode)
 

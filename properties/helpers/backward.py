@@ -193,8 +193,8 @@ class Backward(FunctionUnderTest):
 
     def require_notebook(self, *names: str) -> None:
         """Skip the calling law unless this is a backward of the notebook's contract taking these keywords
-        (d_attentions, positional, positional_mode): the cotangents of the attentions, of X, the biases and
-        the positional encoding exist only there."""
+        (d_attentions, positional, positional_mode, bias): the cotangents of the attentions, of X, the biases
+        and the positional encoding exist only there."""
         pytest.skip("the row contract has no cotangents of the attentions, of X, of the biases or of positions")
 
     def adapt(self, problem: GradientProblem) -> GradientProblem:
@@ -376,13 +376,21 @@ class NotebookBackward(Backward):
 
     def require_notebook(self, *names: str) -> None:
         """Skip the calling law unless the backward takes these keywords (d_attentions, positional,
-        positional_mode), and its forward those of them that are the forward's (positional, positional_mode)."""
+        positional_mode, bias), and its forward those of them that are the forward's (all but d_attentions)."""
         backward_takes = _takes(self.function, names)
         forward_takes = _takes(self.forward, tuple(name for name in names if name != "d_attentions"))
         missing = sorted(name for name in names if name not in backward_takes
                          or (name != "d_attentions" and name not in forward_takes))  # fmt: skip
         if missing:
             pytest.skip(f"the backward takes no keyword argument(s) {', '.join(missing)}")
+
+    def adapt(self, problem: GradientProblem) -> GradientProblem:
+        """Backward.adapt, and no bias unless the backward and its forward take one."""
+        problem = super().adapt(problem)
+        if problem.bias is not None and not ("bias" in _takes(self.function, ("bias",))
+                                             and "bias" in _takes(self.forward, ("bias",))):  # fmt: skip
+            problem = problem.replace(bias=None)
+        return problem
 
     def _notebook_keywords(self, problem: GradientProblem) -> dict[str, Any]:
         given: dict[str, Any] = {}
