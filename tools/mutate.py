@@ -164,6 +164,10 @@ EQUIVALENT: dict[tuple[str, str], str] = {
         "attention/self_attention_backward.py",
         "return gradient.reshape(np.shape(given)).astype(as_float_array(name, given).dtype, copy=True)",
     ): "a copy of the same values",
+    (
+        "attention/self_attention_backward.py",
+        "check_no_overflow('the queries Q and keys K', np.concatenate([Q, K], axis=0), LOGIT_REMEDY)",
+    ): "Q and K are both D_q x N: joined along either axis, the check sees the same entries",
 }
 # Survivors that change only the reference's own error contract: what it raises on invalid arguments or on
 # projections and logits that overflow. The laws judge results on valid inputs; tests/ judges these (each listed
