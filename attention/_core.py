@@ -152,34 +152,45 @@ def dense_attention(
     attentions_t = np.empty((N, N), dtype=dtype)
     X_prime_t = np.empty((N, D_v), dtype=dtype)
     rows = max(1, BLOCK_ELEMENTS // max(N, 1))
-    bound = logit_bound(queries_t.T, keys, 0.0 if bias is None else largest_magnitude(bias))
-    check_blocks = logits_may_overflow(bound, dtype)
-    if exp_needs_no_shift(bound, dtype, N):
-        with np.errstate(under="ignore"):
-            for start in range(0, N, rows):
-                block = attentions_t[start : start + rows]
-                np.matmul(queries_t[start : start + rows], keys, out=block)
-                if bias is not None:
-                    block += bias[:, start : start + rows].T
-                np.exp(block, out=block)
-                block *= 1 / block.sum(axis=1, keepdims=True)
-                np.matmul(block, values_t, out=X_prime_t[start : start + rows])
-        return X_prime_t.T, attentions_t.T
+    check, shift_free = softmax_choices(queries_t.T, keys, bias)
     for start in range(0, N, rows):
         block = attentions_t[start : start + rows]
         with np.errstate(over="ignore", invalid="ignore"):
             np.matmul(queries_t[start : start + rows], keys, out=block)
             if bias is not None:
                 block += bias[:, start : start + rows].T
-        block_max = block.max(axis=1, keepdims=True)
-        if check_blocks:
-            check_no_overflow("the logits K^T Q (with Q, K)", block, LOGIT_REMEDY)
-        with np.errstate(under="ignore"):
-            block -= block_max
-            np.exp(block, out=block)
-        block /= block.sum(axis=1, keepdims=True)
+        softmax_in_place(block, 1, check, shift_free)
         np.matmul(block, values_t, out=X_prime_t[start : start + rows])
     return X_prime_t.T, attentions_t.T
+
+
+def softmax_choices(queries: FloatArray, keys: FloatArray, bias: FloatArray | None) -> tuple[bool, bool]:
+    """(check, shift_free) for the unmasked logits K^T Q + bias (queries and keys as columns): whether a logit may
+    overflow (`logits_may_overflow`: then the logits are checked) and whether the exp may skip the shift by the
+    maximum (`exp_needs_no_shift`). The forward (dense_attention) and the backward (attention.self_attention_backward)
+    take this one choice."""
+    bound = logit_bound(queries, keys, 0.0 if bias is None else largest_magnitude(bias))
+    return logits_may_overflow(bound, queries.dtype), exp_needs_no_shift(bound, queries.dtype, keys.shape[1])
+
+
+def softmax_in_place(logits: FloatArray, axis: int, check: bool, shift_free: bool) -> None:
+    """The softmax of `logits` along `axis`, in place, as `softmax_choices` chose: shift-free, exp and the product
+    by the reciprocal of the sum; else the overflow check (when `check`), the shift by the maximum, exp and the
+    division by the sum."""
+    if logits.size == 0:
+        return
+    if shift_free:
+        with np.errstate(under="ignore"):
+            np.exp(logits, out=logits)
+        logits *= 1 / logits.sum(axis=axis, keepdims=True)
+        return
+    logits_max = logits.max(axis=axis, keepdims=True)
+    if check:
+        check_no_overflow("the logits K^T Q (with Q, K)", logits, LOGIT_REMEDY)
+    with np.errstate(under="ignore"):
+        logits -= logits_max
+        np.exp(logits, out=logits)
+    logits /= logits.sum(axis=axis, keepdims=True)
 
 
 def masked_softmax_cols(logits: FloatArray, visible: NDArray[np.bool_]) -> FloatArray:

@@ -25,9 +25,10 @@ A key that no query sees gets zero dK and dV. As in the forward, the logits and 
 never enter, even when they would overflow.
 
 P is recomputed as the forward computes it (`attention._core`): the logits shifted by their column maximum
-over the visible keys (or not shifted when `exp_needs_no_shift` proves the exp cannot leave the normal range),
-so the backward accepts exactly the logits the forward accepts (logits of 1e4 give finite gradients) and
-raises the forward's ValueError where it does not. Every product of the backward is then a product of
+over the visible keys (or not shifted when `exp_needs_no_shift` proves the exp cannot leave the normal range;
+one choice and one softmax with the forward: `attention._core.softmax_choices` and `softmax_in_place`), so the
+backward accepts exactly the logits the forward accepts (logits of 1e4 give finite gradients) and raises the
+forward's ValueError where it does not. Every product of the backward is then a product of
 finite arrays; one that overflows (enormous cotangents) raises a ValueError naming the remedy.
 """
 
@@ -49,11 +50,9 @@ from attention._checks import (
 from attention._core import (
     LOGIT_REMEDY,
     check_no_overflow,
-    exp_needs_no_shift,
-    largest_magnitude,
-    logit_bound,
-    logits_may_overflow,
     masked_softmax_cols,
+    softmax_choices,
+    softmax_in_place,
 )
 from attention.self_attention import PositionalMode, _check_options
 
@@ -259,10 +258,9 @@ def attend_backward(
 def _softmax_of_logits(
     Q_s: FloatArray, K: FloatArray, visible: NDArray[np.bool_] | None, bias: FloatArray | None
 ) -> FloatArray:
-    """P = softmax_cols(K^T Q_s + bias) over the visible keys, as the forward computes it (attention._core):
-    shifted by the column maximum unless `exp_needs_no_shift`; the forward's ValueError when a logit overflows."""
-    dtype = Q_s.dtype
-    N = Q_s.shape[1]
+    """P = softmax_cols(K^T Q_s + bias) over the visible keys, as the forward computes it (attention._core: the
+    masked softmax, or the dense path's `softmax_choices` and `softmax_in_place`); the forward's ValueError when a
+    logit overflows."""
     with np.errstate(over="ignore", invalid="ignore"):
         logits: FloatArray = K.T @ Q_s
         if bias is not None:
@@ -271,14 +269,5 @@ def _softmax_of_logits(
         logits[~visible] = 0.0
         check_no_overflow("the visible logits K^T Q", logits, LOGIT_REMEDY)
         return masked_softmax_cols(logits, visible)
-    bound = logit_bound(Q_s, K, 0.0 if bias is None else largest_magnitude(bias))
-    if logits_may_overflow(bound, dtype):
-        check_no_overflow("the logits K^T Q (with Q, K)", logits, LOGIT_REMEDY)
-    if N == 0:
-        return logits
-    with np.errstate(under="ignore"):
-        if not exp_needs_no_shift(bound, dtype, N):
-            logits -= logits.max(axis=0, keepdims=True)
-        np.exp(logits, out=logits)
-    logits *= 1 / logits.sum(axis=0, keepdims=True)
+    softmax_in_place(logits, 0, *softmax_choices(Q_s, K, bias))
     return logits

@@ -16,7 +16,6 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.errors import Unsatisfiable
 
-from attention import scaled_dot_product_attention_backward, self_attention, self_attention_vjp
 from attention.rows import scaled_dot_product_attention
 from properties.catalogues.registry import NotALaw, category_of_item
 from properties.helpers.autograd import autograd_backward
@@ -51,8 +50,10 @@ from properties.helpers.options import (
     LAYOUTS,
     MARKERS,
     MERGE_REFERENCE_TARGET,
+    REFERENCE_TARGETS,
     SDPA_REFERENCE_TARGET,
     VARLEN_REFERENCE_TARGET,
+    Kind,
 )
 from properties.helpers.row_convention import Convention, SdpaImplementation, sdpa_implementation
 
@@ -253,9 +254,15 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "implementation" in metafunc.fixturenames:
-        impls = metafunc.config.stash[IMPLEMENTATIONS]
-        metafunc.parametrize("implementation", impls, ids=[impl.kind for impl in impls], scope="session")
+    if "implementation" not in metafunc.fixturenames:
+        return
+    impls = metafunc.config.stash[IMPLEMENTATIONS]
+    if "backward" in metafunc.fixturenames and not _backward_given(metafunc.config):
+        pairs = [(impl, name, bw) for impl in impls for name, bw in default_backwards(metafunc.config, impl)]
+        metafunc.parametrize(("implementation", "backward"), [(impl, bw) for impl, _, bw in pairs],
+                             ids=[f"{impl.kind}-{name}" for impl, name, _ in pairs], scope="session")  # fmt: skip
+        return
+    metafunc.parametrize("implementation", impls, ids=[impl.kind for impl in impls], scope="session")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -357,14 +364,27 @@ def multihead(pytestconfig: pytest.Config) -> Multihead:
     return result
 
 
-# The bundled backward passes, by the kind of the reference they differentiate: the row kernel's backward (scaled),
-# and the notebook's vjp of self_attention (unscaled) read in rows.
-REFERENCE_BACKWARDS: dict[str, Backward] = {
-    "scaled": RowBackward(scaled_dot_product_attention_backward, BACKWARD_REFERENCE_TARGETS["scaled"],
-                          scaled_dot_product_attention, SDPA_REFERENCE_TARGET, "scaled"),
-    "unscaled": NotebookBackward(self_attention_vjp, BACKWARD_REFERENCE_TARGETS["unscaled"], self_attention,
-                                 "attention:self_attention", "unscaled"),
-}  # fmt: skip
+def reference_backward(convention: str, kind: Kind) -> Backward:
+    """The bundled backward pass of a convention ("sdpa": the row kernel's; "notebook": the vjp of the kind)."""
+    target = BACKWARD_REFERENCE_TARGETS[convention, kind]
+    if convention == "sdpa":
+        return RowBackward(load_function(target), target, scaled_dot_product_attention, SDPA_REFERENCE_TARGET, kind)
+    return NotebookBackward(load_function(target), target, REFERENCE[kind].function, REFERENCE_TARGETS[kind], kind)
+
+
+def default_backwards(config: pytest.Config, implementation: Implementation) -> list[tuple[str, Backward]]:
+    """pytest's backward passes without --impl, --backward or --gradients, with their ids: under a row convention
+    the row kernel's; else the notebook vjp of the implementation's kind and, for the scaled kind, the row kernel's
+    too (so that the gradient laws reach both of the reference's backward code paths)."""
+    kind = implementation.kind
+    if config.getoption("--convention") != "notebook":
+        return [("sdpa", reference_backward("sdpa", kind))]
+    conventions = ("sdpa", "notebook") if kind == "scaled" else ("notebook",)
+    return [(convention, reference_backward(convention, kind)) for convention in conventions]
+
+
+def _backward_given(config: pytest.Config) -> bool:
+    return bool(config.getoption("--impl") or config.getoption("--backward") or config.getoption("--gradients"))
 
 
 @pytest.fixture(scope="session")
@@ -379,7 +399,7 @@ def backward(pytestconfig: pytest.Config, implementation: Implementation) -> Bac
     if not target:
         if pytestconfig.getoption("--impl"):
             pytest.skip("no backward pass under test: pass --backward TARGET to check one")
-        return REFERENCE_BACKWARDS[implementation.kind]
+        return default_backwards(pytestconfig, implementation)[0][1]
     function = _load(target, "--backward")
     if isinstance(implementation, SdpaImplementation):
         return RowBackward(function, target, implementation.function, implementation.name, implementation.kind,

@@ -32,6 +32,7 @@ from properties.helpers.strategies import (
     gradient_problems_with_a_changed_slot,
     gradient_problems_with_a_hidden_key,
     gradient_problems_with_directions,
+    gradient_problems_with_other_cotangents,
     gradient_problems_with_permutations,
 )
 
@@ -86,6 +87,30 @@ def test_causal_gradients_depend_only_on_the_cotangents_of_later_queries(
 def test_causal_gradients_catch_a_forgotten_causal_mask() -> None:
     law = test_causal_gradients_depend_only_on_the_cotangents_of_later_queries
     assert_law_fails(law, backward=b.broken_backward(b.backward_forgets_the_causal_mask))
+
+
+@given(case=gradient_problems_with_other_cotangents())
+def test_a_query_gradient_depends_only_on_its_own_output_cotangent(
+    backward: Backward, case: tuple[GradientProblem, int, Array]
+) -> None:
+    """dq[n] depends on d_out[n] alone, whatever the mask: query n's logits reach the output only through out[n]
+    (dS[n] = P[n] o (dO[n] V^T - rowsum(dO[n] o O[n]))), so changing the cotangents of the other queries leaves
+    dq[n] unchanged. (A query that sees no key gets a zero cotangent: its output is a convention.)"""
+    problem, n, second = case
+    problem = without_blind_queries(backward.adapt(problem))
+    second = without_blind_queries(problem.replace(d_out=second)).d_out
+    one, two = backward(problem), backward(problem, d_out=second)
+    eps = max(one.eps, two.eps)
+    bound = (backward.bounds(problem, eps) + backward.bounds(problem.replace(d_out=second), eps)).d_query
+    own = one.as_float64()[0][..., n, :]
+    assert_close(two.as_float64()[0][..., n, :], own, np.broadcast_to(bound[..., 0, :], own.shape),
+                 what=f"d_query of query {n} after changing d_out of every other query")  # fmt: skip
+
+
+@pytest.mark.meta
+def test_a_query_gradient_catches_the_rowsum_over_the_queries() -> None:
+    law = test_a_query_gradient_depends_only_on_its_own_output_cotangent
+    assert_law_fails(law, backward=b.broken_backward(b.backward_rowsum_over_the_queries))
 
 
 @given(problem=gradient_problems(grouped=True))

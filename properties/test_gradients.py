@@ -1,5 +1,6 @@
 """Laws of a backward pass, by what the forward's own laws imply for its derivative: the directional
-derivative of the forward under test, the values' and keys' sums, the query/key gauge and the scale.
+derivative of the forward under test (of its output, and of its attentions under the notebook's contract), the
+values' and keys' sums, the query/key gauge, the scale, and the chain rule through the notebook's projections.
 
 They run on the `backward` fixture: --backward TARGET (with the forward --impl TARGET it differentiates), else
 the bundled reference's (the row kernel's backward, and the notebook's unscaled vjp read in rows). Every law
@@ -18,13 +19,14 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from properties.catalogues import mistakes as b
-from properties.helpers.backward import Backward, GradientProblem
+from properties.helpers.backward import Backward, GradientProblem, NotebookBackward
 from properties.helpers.checks import assert_close
 from properties.helpers.gradient_checks import (
     EPS64,
     Directions,
     check_directional_derivative,
     check_key_sums,
+    check_the_chain_rule,
     check_value_sums,
     per_kv_head,
 )
@@ -32,6 +34,7 @@ from properties.helpers.meta import assert_law_fails
 from properties.helpers.strategies import (
     gradient_problems,
     gradient_problems_with_directions,
+    gradient_problems_with_positions,
     gradient_problems_with_second_cotangents,
 )
 
@@ -63,6 +66,60 @@ def test_gradients_are_the_directional_derivatives_of_the_forward(
 )
 def test_gradients_are_the_directional_derivatives_catches(bug: Any) -> None:
     assert_law_fails(test_gradients_are_the_directional_derivatives_of_the_forward, backward=b.broken_backward(bug))
+
+
+@given(case=gradient_problems_with_directions(weights=True, scale=False, bias=True))
+def test_gradients_are_the_directional_derivatives_of_the_output_and_the_attentions(
+    backward: Backward, case: tuple[GradientProblem, Directions]
+) -> None:
+    """With a cotangent dA of the attentions too (the notebook's d_attentions), the gradients are those of
+    <d_X_prime, X_prime> + <dA, attentions>: <dq, δq> + <dk, δk> + <dv, δv> = d/dt (<d_out, f(...)> +
+    <d_weights, P(...)>) at t = 0, P the forward's weights (its attentions, transposed); with the forward's bias
+    of the logits given to both, when drawn and taken."""
+    backward.require_notebook("d_attentions")
+    check_directional_derivative(backward, *case)
+
+
+@pytest.mark.meta
+@pytest.mark.parametrize(
+    "bug", [b.notebook_vjp_ignores_d_attentions, b.notebook_vjp_without_the_scale], ids=lambda bug: bug.__name__
+)
+def test_the_attentions_cotangent_law_catches(bug: Any) -> None:
+    law = test_gradients_are_the_directional_derivatives_of_the_output_and_the_attentions
+    assert_law_fails(law, backward=b.broken_notebook_backward(bug))
+
+
+@pytest.mark.meta
+def test_the_directional_derivative_catches_a_notebook_vjp_without_the_scale() -> None:
+    law = test_gradients_are_the_directional_derivatives_of_the_forward
+    assert_law_fails(law, backward=b.broken_notebook_backward(b.notebook_vjp_without_the_scale))
+
+
+@given(case=gradient_problems_with_positions())
+def test_the_cotangents_of_X_the_biases_and_the_positions_follow_from_the_projections(
+    backward: Backward, case: tuple[GradientProblem, Array, str]
+) -> None:
+    """The chain rule through Q = omega_q (X + Pi) + beta_q 1^T (likewise K; V from X + Pi when
+    positional_mode="input", else from X): at X + Pi = I_N, dQ = d omega_q and dK = d omega_k, so d beta = d omega 1
+    and d Pi = omega_q^T d omega_q + omega_k^T d omega_k (+ omega_v^T d omega_v, and d beta_v = d omega_v 1, when
+    the values see Pi: "input", where dX = d Pi); under "query_key" V = omega_v X, so (dX - d Pi) X^T =
+    omega_v^T d omega_v. With a bias of the logits (S = s K^T Q + bias), d omega_q = s omega_k d bias and
+    d omega_k = s omega_q d bias^T."""
+    problem, positional, mode = case
+    backward.require_notebook("positional", "positional_mode")
+    assert isinstance(backward, NotebookBackward)
+    check_the_chain_rule(backward, backward.adapt(problem), positional, mode)
+
+
+@pytest.mark.meta
+@pytest.mark.parametrize(
+    "bug",
+    [b.notebook_vjp_forgets_the_positional_gradient, b.notebook_vjp_dX_without_the_values_path],
+    ids=lambda bug: bug.__name__,
+)
+def test_the_chain_rule_catches(bug: Any) -> None:
+    law = test_the_cotangents_of_X_the_biases_and_the_positions_follow_from_the_projections
+    assert_law_fails(law, backward=b.broken_notebook_backward(bug))
 
 
 @given(problem=gradient_problems(mask=False))

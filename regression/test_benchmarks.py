@@ -37,7 +37,7 @@ from properties.helpers.backward import RowBackward
 from properties.helpers.hypothesis_internals import is_hypothesis_test, wrapped_body
 from properties.helpers.implementations import Implementation
 from properties.helpers.loading import load_function
-from properties.helpers.options import BACKWARD_REFERENCE_TARGETS, SDPA_REFERENCE_TARGET
+from properties.helpers.options import ROW_BACKWARD_TARGET, SDPA_REFERENCE_TARGET
 from regression.benchmarking import blas_info, record_flop_floor, record_median
 
 pytestmark = pytest.mark.benchmark  # measurements, not laws: attention-check leaves them out
@@ -168,7 +168,7 @@ LAWS = list(hypothesis_laws())
 # The bundled functions a law checks, by fixture: the scaled reference and its own backward pass; the kernels
 # (kernel, flash, varlen, merge, softmax, multihead) come from the plugin's fixtures, the bundled ones here.
 REFERENCE = Implementation(load_function(REFERENCE_TARGET), "scaled", REFERENCE_TARGET)
-REFERENCE_BACKWARD = RowBackward(scaled_dot_product_attention_backward, BACKWARD_REFERENCE_TARGETS["scaled"],
+REFERENCE_BACKWARD = RowBackward(scaled_dot_product_attention_backward, ROW_BACKWARD_TARGET,
                                  scaled_dot_product_attention, SDPA_REFERENCE_TARGET, "scaled")  # fmt: skip
 
 

@@ -146,6 +146,28 @@ EQUIVALENT: dict[tuple[str, str], str] = {
     ("attention/softmax.py", "if data.shape[1] == 0:"): "differs only on logits of zero keys for N > 0 queries "
     "(0 x N), which self-attention never forms (its logits are N x N); a law demanding them would fail the usual "
     "stable softmax, whose max over an empty axis raises",
+    # The backward (attention/self_attention_backward.py) fills the keys and values of keys no query sees, and the
+    # queries of queries that see no key, as the forward does: masked entries have P = 0, so dS = 0 there and
+    # dQ = s K dS, dP = V^T dX' (times P) and dK = s Q dS^T never read them.
+    ("attention/self_attention_backward.py", "K[:, unseen] = 1.0"): "keys no query sees enter only masked logits "
+    "(replaced) and dQ = s K dS, whose rows of dS are zero there",
+    ("attention/self_attention_backward.py", "V[:, unseen] = 1.0"): "values of keys no query sees enter dP only "
+    "where P = 0",
+    ("attention/self_attention_backward.py", "Q[:, ~visible.any(axis=0)] = 1.0"): "a query that sees no key has a "
+    "zero column of P, hence of dS: dK = s Q dS^T never reads it",
+    (
+        "attention/self_attention_backward.py",
+        "gradients = attend_backward(work, scaled, dX_prime.astype(dtype, copy=True), cast(dA), cast(Pi), "
+        "positions_in_values, visible, cast(bias_array))",
+    ): "a copy of the same values (the backward never writes to dX')",
+    (
+        "attention/self_attention_backward.py",
+        "return gradient.reshape(np.shape(given)).astype(as_float_array(name, given).dtype, copy=True)",
+    ): "a copy of the same values",
+    (
+        "attention/self_attention_backward.py",
+        "check_no_overflow('the queries Q and keys K', np.concatenate([Q, K], axis=0), LOGIT_REMEDY)",
+    ): "Q and K are both D_q x N: joined along either axis, the check sees the same entries",
 }
 # Survivors that change only the reference's own error contract: what it raises on invalid arguments or on
 # projections and logits that overflow. The laws judge results on valid inputs; tests/ judges these (each listed

@@ -273,7 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\n{file.file}: {file.error}")
         for subject in file.subjects:
             print_subject(subject)
-        backward = backward_arguments(options.backward, options.gradients, not args.paths, options.convention)
+        backward = backward_arguments(options.backward, options.gradients, not args.paths, options.convention,
+                                      options.kind)  # fmt: skip
         for subject in file.subjects:
             print_details(subject, options.convention, backward)
     print_summary(graded)

@@ -329,6 +329,8 @@ def diagnose(arguments: Mapping[str, Any]) -> Diagnosis | None:
 BACKWARD_MISTAKES = (
     Mistake(b.backward_without_the_rowsum_term, "matches a backward without the softmax's rowsum(dO o O) term: "
             "dS = P o (dP - D), D = rowsum(dO o O)"),
+    Mistake(b.backward_rowsum_over_the_queries, "matches a backward whose rowsum(dO o O) term sums over the queries: "
+            "D[l] = sum over keys s of P[l, s] dP[l, s]"),
     Mistake(b.backward_dk_without_the_scale, "matches a backward whose dK misses the logit scale: dK = s dS^T Q"),
     Mistake(b.backward_dq_scaled_twice, "matches a backward whose dQ is scaled twice: dQ = s dS K, once"),
     Mistake(b.backward_dv_with_P_not_its_transpose, "matches dV = P dO: the value gradient is P^T dO"),

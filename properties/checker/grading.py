@@ -30,15 +30,15 @@ from hypothesis import Phase, Verbosity, settings
 
 from properties.checker.records import Graded, Job, LawVerdict, Options, Subject, WorkerJob, counted_laws
 from properties.checker.report import own_output
-from properties.helpers.options import CATEGORIES, FLASH_REFERENCE_TARGET, PROFILES, SDPA_REFERENCE_TARGET
+from properties.helpers.options import (
+    BACKWARD_REFERENCE_TARGETS,
+    CATEGORIES,
+    FLASH_REFERENCE_TARGET,
+    PROFILES,
+    SDPA_REFERENCE_TARGET,
+)
 
 __all__ = ["Graded", "Job", "LawVerdict", "Options", "Subject", "WorkerJob", "grade", "jobs_for", "merged", "rows"]
-
-# The reference's backward passes by convention (--backward of attention-check on the bundled reference).
-BACKWARD_OF_REFERENCE = {
-    "notebook": "attention:scaled_dot_product_self_attention_vjp",
-    "sdpa": "attention:scaled_dot_product_attention_backward",
-}
 
 NOTEBOOK_FUNCTIONS = {"softmax_cols": "softmax", "self_attention": "unscaled",
                       "scaled_dot_product_self_attention": "scaled"}  # fmt: skip
@@ -61,13 +61,17 @@ def convention_arguments(convention: str, **choices: str | None) -> tuple[str, .
     return ("--convention", convention, *(f"--{name}={value}" for name, value in choices.items() if value))
 
 
-def backward_arguments(backward: str | None, gradients: bool, reference: bool, convention: Sequence[str]) -> list[str]:
+def backward_arguments(
+    backward: str | None, gradients: bool, reference: bool, convention: Sequence[str], kind: str = "scaled"
+) -> list[str]:
     """The pytest arguments that give the gradient laws their backward pass: --gradients, --backward TARGET, or the
-    reference's own backward pass in its convention when the job checks the bundled reference."""
+    reference's own backward pass of its convention and kind when the job checks the bundled reference."""
     if gradients:
         return ["--gradients"]
     if backward is None and reference:
-        backward = BACKWARD_OF_REFERENCE["sdpa" if convention else "notebook"]
+        backward = BACKWARD_REFERENCE_TARGETS[
+            "sdpa" if convention else "notebook", "unscaled" if kind == "unscaled" else "scaled"
+        ]
     return ["--backward", backward] if backward else []
 
 
@@ -182,7 +186,8 @@ def _battery(subjects: list[Subject], job: WorkerJob, scratch: Path) -> None:
         else:
             arguments += [f"--{subject.kind}", subject.target]
     if any(subject.kind in ("scaled", "unscaled") for subject in subjects):
-        arguments += backward_arguments(job.backward, job.gradients, job.target == REFERENCE, job.convention)
+        arguments += backward_arguments(job.backward, job.gradients, job.target == REFERENCE, job.convention,
+                                        job.kind)  # fmt: skip
     if job.laws:
         arguments += ["-k", job.laws]
     if job.seed is not None:

@@ -53,7 +53,11 @@ class GradientProblem:
     """query (B, H, N, E), key (B, H_kv, N, E), value (B, H_kv, N, E_v), the output cotangent d_out (B, H, N, E_v)
     and the forward's keywords: a boolean attn_mask (N, N) ([l, s] True: query l sees key s), is_causal, scale
     (None: the kind's default) and enable_gqa (H_kv < H: query head h reads key/value head h // (H / H_kv)).
-    Queries and keys are the same N tokens (self-attention), so every convention can be checked."""
+    d_weights (B, H, N, N), when given, is the cotangent of the weights P[l, s] (the notebook's attentions[s, l]):
+    the gradients are then those of <d_out, out> + <d_weights, P>, which only the notebook contract can take
+    (its d_attentions keyword); bias (N, N), when given, is added to every slot's logits ([l, s], the notebook's
+    bias[s, l]), which also only the notebook contract takes. Queries and keys are the same N tokens
+    (self-attention), so every convention can be checked."""
 
     query: Array
     key: Array
@@ -63,9 +67,13 @@ class GradientProblem:
     is_causal: bool = False
     scale: float | None = None
     enable_gqa: bool = False
+    d_weights: Array | None = None
+    bias: Array | None = None
 
     def __post_init__(self) -> None:
-        for name in ("query", "key", "value", "d_out"):
+        for name in ("query", "key", "value", "d_out", "d_weights", "bias"):
+            if getattr(self, name) is None:
+                continue
             array = np.array(getattr(self, name), dtype=np.float64)
             array.setflags(write=False)
             object.__setattr__(self, name, array)
@@ -113,6 +121,9 @@ class GradientProblem:
         if self.attn_mask is not None:
             fields.append(f"attn_mask={code_for(self.attn_mask)}")
         fields += [f"is_causal={self.is_causal!r}", f"scale={self.scale!r}", f"enable_gqa={self.enable_gqa!r}"]
+        for name in ("d_weights", "bias"):
+            if getattr(self, name) is not None:
+                fields.append(f"{name}={code_for(getattr(self, name))}")
         shape = "x".join(map(str, self.query.shape))
         return "GradientProblem(  # query " + shape + "\n    " + ",\n    ".join(fields) + ",\n)"
 
@@ -138,10 +149,12 @@ class Gradients(NamedTuple):
 
 
 class Output(NamedTuple):
-    """What one forward call returned, as float64 rows (B, H, N, E_v), and the epsilon of its dtype."""
+    """What one forward call returned, as float64 rows (B, H, N, E_v), the epsilon of its dtype, and its weights
+    P (B, H, N, N) when it returns them (the notebook's attentions, transposed), else None."""
 
     out: Array
     eps: float
+    weights: Array | None = None
 
 
 @dataclass(frozen=True, repr=False)
@@ -178,6 +191,12 @@ class Backward(FunctionUnderTest):
         if missing:
             pytest.skip(f"the backward takes no keyword argument(s) {', '.join(missing)}")
 
+    def require_notebook(self, *names: str) -> None:
+        """Skip the calling law unless this is a backward of the notebook's contract taking these keywords
+        (d_attentions, positional, positional_mode, bias): the cotangents of the attentions, of X, the biases
+        and the positional encoding exist only there."""
+        pytest.skip("the row contract has no cotangents of the attentions, of X, of the biases or of positions")
+
     def adapt(self, problem: GradientProblem) -> GradientProblem:
         """The problem without the keywords this backward does not take: no attn_mask, is_causal False, scale None,
         and grouped key/value heads repeated over their query heads (the laws that need one of them skip)."""
@@ -202,14 +221,25 @@ class Backward(FunctionUnderTest):
         raise NotImplementedError
 
 
+_TAKEN: dict[tuple[int, tuple[str, ...]], tuple[Callable[..., Any], frozenset[str]]] = {}
+
+
 def _takes(function: Callable[..., Any], names: tuple[str, ...]) -> frozenset[str]:
+    """Which of `names` the function takes as keywords (all of them with **kwargs); remembered per function (a
+    signature is read once: the laws ask before every call)."""
+    key = (id(function), names)
+    if key in _TAKEN and _TAKEN[key][0] is function:
+        return _TAKEN[key][1]
     try:
         parameters = inspect.signature(function).parameters
     except (TypeError, ValueError):
         return frozenset()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        return frozenset(names)
-    return frozenset(name for name in names if name in parameters)
+        taken = frozenset(names)
+    else:
+        taken = frozenset(name for name in names if name in parameters)
+    _TAKEN[key] = (function, taken)
+    return taken
 
 
 def _modified(given: list[Array], original: list[Array], names: tuple[str, ...]) -> tuple[str, ...]:
@@ -264,6 +294,8 @@ class RowBackward(Backward):
     def __call__(self, problem: GradientProblem, **changes: Any) -> Gradients:
         """The gradients at `problem` (with some of query, key, value, d_out replaced by `changes`)."""
         self.require(*problem.keywords())
+        if problem.d_weights is not None or problem.bias is not None:
+            self.require_notebook("d_attentions", "bias")
         names = ("query", "key", "value", "d_out")
         original = [np.asarray(changes.get(name, getattr(problem, name)), dtype=np.float64) for name in names]
         if self.convention == Convention():
@@ -320,12 +352,15 @@ def _slot_arguments(q: Array, k: Array, v: Array) -> list[Array]:
 
 
 def _cotangent(returned: Any, name: str, index: int) -> Any:
-    if isinstance(returned, Mapping):
+    """The cotangent `name` of what a notebook backward returned: a key, an attribute or the item at `index`."""
+    if isinstance(returned, Mapping) and name in returned:
         return returned[name]
     if hasattr(returned, name):
         return getattr(returned, name)
-    if isinstance(returned, tuple | list) and len(returned) >= len(COTANGENT_NAMES):
+    if isinstance(returned, tuple | list) and len(returned) >= max(len(COTANGENT_NAMES), index + 1):
         return returned[index]
+    if index >= len(COTANGENT_NAMES):
+        raise ImplementationFailed(f"the backward returned no cotangent of {name} (item {index}), which was given")
     raise ImplementationFailed(
         f"the backward returned {type(returned).__name__}; expected the cotangents of {', '.join(COTANGENT_NAMES)}"
     )
@@ -339,13 +374,70 @@ class NotebookBackward(Backward):
         taken = _takes(self.function, ("mask", "causal")) & _takes(self.forward, ("mask", "causal"))
         return frozenset({"mask": "attn_mask", "causal": "is_causal"}[name] for name in taken)
 
+    def require_notebook(self, *names: str) -> None:
+        """Skip the calling law unless the backward takes these keywords (d_attentions, positional,
+        positional_mode, bias), and its forward those of them that are the forward's (all but d_attentions)."""
+        backward_takes = _takes(self.function, names)
+        forward_takes = _takes(self.forward, tuple(name for name in names if name != "d_attentions"))
+        missing = sorted(name for name in names if name not in backward_takes
+                         or (name != "d_attentions" and name not in forward_takes))  # fmt: skip
+        if missing:
+            pytest.skip(f"the backward takes no keyword argument(s) {', '.join(missing)}")
+
+    def adapt(self, problem: GradientProblem) -> GradientProblem:
+        """Backward.adapt, and no bias unless the backward and its forward take one."""
+        problem = super().adapt(problem)
+        if problem.bias is not None and not ("bias" in _takes(self.function, ("bias",))
+                                             and "bias" in _takes(self.forward, ("bias",))):  # fmt: skip
+            problem = problem.replace(bias=None)
+        return problem
+
     def _notebook_keywords(self, problem: GradientProblem) -> dict[str, Any]:
         given: dict[str, Any] = {}
         if problem.attn_mask is not None:
             given["mask"] = problem.attn_mask.T.copy()  # mask[m, n]: key m visible to query n
         if problem.is_causal:
             given["causal"] = True
+        if problem.bias is not None:
+            self.require_notebook("bias")
+            given["bias"] = problem.bias.T.copy()  # bias[m, n]: added to the logit of key m for query n
         return given
+
+    def cotangents(
+        self, problem: GradientProblem, positional: Array | None = None, positional_mode: str | None = None
+    ) -> list[list[dict[str, NDArray[np.floating]]]]:
+        """Every cotangent the backward returns ([b][h]: X, the omegas, the betas, and positional and bias when
+        given) at the notebook arguments of each slot: X = I_N - positional (N x N, positional drawn by the law;
+        0 when None), omega_q = q^T, omega_k = k^T, omega_v = v^T, zero betas, d_X_prime = d_out^T, so that
+        X + positional = I_N and, with positional_mode "input" (or no positional), Q = q^T, K = k^T, V = v^T."""
+        N = problem.N
+        read = list(enumerate(COTANGENT_NAMES))  # (index in a returned sequence, name)
+        read += [(7, "positional")] if positional is not None else []
+        read += [(8, "bias")] if problem.bias is not None else []
+        keywords = self._notebook_keywords(problem)
+        if positional is not None:
+            keywords["positional"] = positional.copy()
+        if positional_mode is not None:
+            keywords["positional_mode"] = positional_mode
+        if problem.d_weights is not None:
+            self.require_notebook("d_attentions")
+        slots: list[list[dict[str, NDArray[np.floating]]]] = []
+        for b in range(problem.query.shape[0]):
+            slots.append([])
+            for h in range(problem.query.shape[1]):
+                arguments = _slot_arguments(problem.query[b, h], problem.key[b, h], problem.value[b, h])
+                if positional is not None:
+                    arguments[0] = arguments[0] - positional
+                if problem.d_weights is not None:
+                    keywords["d_attentions"] = problem.d_weights[b, h].T.copy()
+                given = [a.copy() for a in arguments] + [problem.d_out[b, h].T.copy()]
+                returned = call_function(self.target, self.function, *given, **keywords)
+                shapes = [a.shape for a in arguments] + [(N, N), (N, N)]
+                slots[-1].append({
+                    name: as_result_array(_cotangent(returned, name, index), f"d {name}", shapes[index])
+                    for index, name in read
+                })  # fmt: skip
+        return slots
 
     def __call__(self, problem: GradientProblem, **changes: Any) -> Gradients:
         self.require(*problem.keywords())
@@ -354,11 +446,16 @@ class NotebookBackward(Backward):
         dq, dk, dv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
         modified: set[str] = set()
         dtypes: list[np.dtype[Any]] = []
+        keywords = self._notebook_keywords(problem)
+        if problem.d_weights is not None:
+            self.require_notebook("d_attentions")
         for b in range(q.shape[0]):
             for h in range(q.shape[1]):
                 arguments = _slot_arguments(q[b, h], k[b, h], v[b, h])
                 given = [a.copy() for a in arguments] + [dO[b, h].T.copy()]
-                returned = call_function(self.target, self.function, *given, **self._notebook_keywords(problem))
+                if problem.d_weights is not None:
+                    keywords["d_attentions"] = problem.d_weights[b, h].T.copy()
+                returned = call_function(self.target, self.function, *given, **keywords)
                 for name, index, target in (("omega_q", 2, dq), ("omega_k", 3, dk), ("omega_v", 1, dv)):
                     value = as_result_array(_cotangent(returned, name, index), f"d {name}", arguments[index].shape)
                     dtypes.append(value.dtype)
@@ -370,6 +467,8 @@ class NotebookBackward(Backward):
     def out(self, problem: GradientProblem, **changes: Any) -> Output:
         q, k, v = (np.asarray(changes.get(n, getattr(problem, n)), dtype=np.float64) for n in ("query", "key", "value"))
         out = np.zeros(problem.d_out.shape)
+        N = q.shape[-2]
+        weights: Array | None = np.zeros((*q.shape[:2], N, N))
         eps = epsilon_of(np.dtype(np.float64))
         for b in range(q.shape[0]):
             for h in range(q.shape[1]):
@@ -377,12 +476,19 @@ class NotebookBackward(Backward):
                 returned = call_function(
                     self.forward_target, self.forward, *arguments, **self._notebook_keywords(problem)
                 )
+                attentions = None
                 if isinstance(returned, tuple | list):
-                    returned = returned[0]
-                X_prime = as_result_array(returned, "X_prime", (v.shape[-1], q.shape[-2]))
+                    returned, attentions = returned[0], (returned[1] if len(returned) > 1 else None)
+                X_prime = as_result_array(returned, "X_prime", (v.shape[-1], N))
                 eps = max(eps, epsilon_of(X_prime.dtype))
                 out[b, h] = X_prime.T
-        return Output(out, eps)
+                if attentions is None or weights is None:
+                    weights = None
+                else:
+                    A = as_result_array(attentions, "attentions", (N, N))
+                    eps = max(eps, epsilon_of(A.dtype))
+                    weights[b, h] = np.asarray(A, dtype=np.float64).T
+        return Output(out, eps, weights)
 
 
 # ----------------------------------------------------------------------------------------- the error model
@@ -424,14 +530,16 @@ def gradient_bounds(problem: GradientProblem, scale: float, eps: float) -> Gradi
       the normalisation adds N + 2 roundings and the difference of two logit errors (2x);
     - dV = P^T dO sums at most N products of weights and cotangents over queries (sum_l P[l, s] <= N):
       |error| <= N g (rho_P + (N + 1) eps);
-    - dP = dO V^T has |dP| <= pi = E_v g c and error (E_v + 1) eps pi; D = rowsum(P o dP) has |D| <= pi and
-      error pi (rho_P + (N + E_v + 2) eps); dS = P o (dP - D) is then |dS[l, s]| <= 2 pi P[l, s] with error
-      P[l, s] pi sigma, sigma = 3 rho_P + (N + 2 E_v + 6) eps;
+    - dP = dO V^T (+ d_weights, w its largest |entry| in the slot, 0 without) has |dP| <= pi = E_v g c + w and
+      error (E_v + 2) eps pi; D = rowsum(P o dP) has |D| <= pi and error pi (rho_P + (N + E_v + 3) eps);
+      dS = P o (dP - D) is then |dS[l, s]| <= 2 pi P[l, s] with error P[l, s] pi sigma,
+      sigma = 3 rho_P + (N + 2 E_v + 8) eps;
     - dQ = s dS K sums N keys with sum_s P = 1: |error| <= s b pi (sigma + 2 (N + 3) eps);
       dK = s dS^T Q sums N queries with sum_l P <= N: |error| <= s a pi N (sigma + 2 (N + 3) eps);
     - a key/value head shared by G query heads (enable_gqa) has the sum of its G copies' bounds (plus G eps of
       the sum, counted in the +3).
-    - the forward's output O = P V: |error| <= c (rho_P + (N + 2) eps).
+    - the forward's output O = P V: |error| <= c (rho_P + (N + 2) eps); its weights P: |error| <= rho_P.
+    A bias adds at most beta = max |bias| to each logit (one more rounding): lambda = s E a b + beta.
     First-order terms: the products n eps with n <= 100 and eps <= 2^-10 leave the second-order ones below
     1/10 of them, absorbed by the rounded-up constants (2 for 1, 3 for 2). A masked weight is exactly zero and
     only lowers the sums. Float32 computation with float64 accumulation has eps of float32 (its result's dtype).
@@ -443,10 +551,11 @@ def gradient_bounds(problem: GradientProblem, scale: float, eps: float) -> Gradi
     b = np.repeat(_slot_max(problem.key), G, axis=1)
     c = np.repeat(_slot_max(problem.value), G, axis=1)
     g = _slot_max(problem.d_out)
-    logit = s * E * a * b
+    logit = s * E * a * b + (0.0 if problem.bias is None else float(np.max(np.abs(problem.bias), initial=0.0)))
     rho_P = eps * (2.0 * (E + 2) * logit + N + 4)
-    pi = E_v * g * c
-    sigma = 3.0 * rho_P + (N + 2 * E_v + 6) * eps
+    w = 0.0 if problem.d_weights is None else _slot_max(problem.d_weights)
+    pi = E_v * g * c + w
+    sigma = 3.0 * rho_P + (N + 2 * E_v + 8) * eps
     d_query = s * b * pi * (sigma + 2.0 * (N + 3) * eps)
     d_key = s * a * pi * N * (sigma + 2.0 * (N + 3) * eps)
     d_value = N * g * (rho_P + (N + 1) * eps)
@@ -484,14 +593,17 @@ def central_difference_step(
 
     Truncation: |(phi(h) - phi(-h)) / 2h - phi'(0)| <= (h^2 / 6) max_{|t| <= h} |phi'''(t)|. phi is analytic:
     for complex t = t0 + w, t0 real in [-h, h], |w| <= r, the logits z(t) = scale (q + t dq)(k + t dk)^T have
-    |Im z| <= s E (r (|dq| b + a |dk|) + 4 r^2 |dq| |dk|) (Im t^2 = 2 Re t Im t, |Re t| <= h <= r). Choose r so
+    |Im z| <= s E (r (|dq| b + a |dk|) + 4 r^2 |dq| |dk|) (Im t^2 = 2 Re t Im t, |Re t| <= h <= r; a bias is
+    real and fixed). Choose r so
     that this is pi / 6: then the phases of the softmax's terms differ by at most pi / 3, the real part of its
     denominator is at least half the sum of the moduli, and sum_s |p_ls(t)| <= 2. Hence
     |phi(t)| <= M = 2 sum |d_out| (c + 2 r |dv|) on the disc, and Cauchy's estimate gives |phi'''(t0)| <= 6 M / r^3:
-    the truncation error is at most h^2 M / r^3.
+    the truncation error is at most h^2 M / r^3. With a cotangent d_weights of the weights, phi gains
+    <d_weights, P(t)>, at most 2 W = 2 sum |d_weights| on the disc (sum_s |p_ls(t)| <= 2): M gains 2 W.
     Rounding: each phi(+-h) is evaluated with error at most eps_phi = sum |d_out| c_h (rho_P + (N + 2) eps_f)
     (the forward's bound, at magnitudes a + h |dq|, ...) + (n + 1) eps64 sum |d_out o out| (the inner product,
-    n entries; bounded with |out| <= c_h); q + h dq is exact on the strategies' dyadic grid. The difference quotient
+    n entries; bounded with |out| <= c_h), and W (rho_P + (N + 2) eps_f) + (n_w + 1) eps64 W for the weights
+    (|P| <= 1); q + h dq is exact on the strategies' dyadic grid. The difference quotient
     errs by at most eps_phi / h. h = (eps_phi r^3 / 2M)^(1/3), the minimiser of h^2 M / r^3 + eps_phi / h,
     rounded down to a power of two (so that 2h divides exactly) within [2^-40, r / 2].
     """
@@ -510,12 +622,17 @@ def central_difference_step(
     else:
         r = 1.0  # the logits do not move: phi is linear in t
     G1 = float(np.abs(problem.d_out).sum())
-    M = 2.0 * G1 * (c + 2.0 * r * dv)
+    W = 0.0 if problem.d_weights is None else float(np.abs(problem.d_weights).sum())
+    M = 2.0 * G1 * (c + 2.0 * r * dv) + 2.0 * W
     # The forward's rounding at magnitudes up to the step's largest (h <= r / 2 <= r).
     a_h, b_h, c_h = a + r * dq, b + r * dk, c + r * dv
-    rho_P = eps_forward * (2.0 * (E + 2) * s * E * a_h * b_h + N + 4)
+    beta = 0.0 if problem.bias is None else float(np.max(np.abs(problem.bias), initial=0.0))
+    rho_P = eps_forward * (2.0 * (E + 2) * (s * E * a_h * b_h + beta) + N + 4)
     n = problem.d_out.size
-    eps_phi = G1 * c_h * (rho_P + (N + 2) * eps_forward) + (n + 1) * float(np.finfo(np.float64).eps) * G1 * c_h
+    eps64 = float(np.finfo(np.float64).eps)
+    eps_phi = G1 * c_h * (rho_P + (N + 2) * eps_forward) + (n + 1) * eps64 * G1 * c_h
+    if problem.d_weights is not None:
+        eps_phi += W * (rho_P + (N + 2) * eps_forward) + (problem.d_weights.size + 1) * eps64 * W
     if M == 0.0 or eps_phi == 0.0:
         h = 2.0 ** np.floor(np.log2(r / 2))
     else:

@@ -60,10 +60,15 @@ LAYOUTS = ("BHLE", "BLHE")  # (batch, heads, length, width) as torch; (batch, le
 ARRAYS = ("numpy", "torch", "jax")
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 SDPA_REFERENCE_TARGET = "attention.rows:scaled_dot_product_attention"
-# The bundled backward passes (--backward TARGET): the row kernel's, and the notebook's unscaled vjp.
-BACKWARD_REFERENCE_TARGETS: dict[Kind, str] = {
-    "scaled": "attention:scaled_dot_product_attention_backward",
-    "unscaled": "attention:self_attention_vjp",
+# The bundled backward passes, by the calling convention and kind of the forward they differentiate: pytest's
+# default `backward` (every one of a kind) and attention-check's --backward on the bundled reference (that of its
+# convention). The row kernel's backward takes its scale as a keyword: one for both kinds.
+ROW_BACKWARD_TARGET = "attention:scaled_dot_product_attention_backward"
+BACKWARD_REFERENCE_TARGETS: dict[tuple[str, Kind], str] = {
+    ("sdpa", "scaled"): ROW_BACKWARD_TARGET,
+    ("sdpa", "unscaled"): ROW_BACKWARD_TARGET,
+    ("notebook", "scaled"): "attention:scaled_dot_product_self_attention_vjp",
+    ("notebook", "unscaled"): "attention:self_attention_vjp",
 }
 
 # FlashAttention's convention (--convention flash, properties/helpers/flash_convention.py): flash_attn_func(q, k, v,

@@ -921,11 +921,14 @@ def gradient_problems(
     grouped: bool | None = None,
     min_n: int = 1,
     lengths: tuple[int, ...] | None = None,
+    weights: bool = False,
+    bias: bool = False,
 ) -> Any:
     """A GradientProblem: B, H_kv in [1, 2], N in [min_n, size_limit() + 1] (or from `lengths`, drawn from a seed),
     E, E_v in [1, size_limit() - 1], grid entries; with a boolean attn_mask (when `mask`), causal or not (or as
-    `causal` says), a scale from GRADIENT_SCALES or None (when `scale`), and G = 2 or 3 query heads per key/value
-    head under enable_gqa (when `grouped`; drawn when None)."""
+    `causal` says), a scale from GRADIENT_SCALES or None (when `scale`), G = 2 or 3 query heads per key/value
+    head under enable_gqa (when `grouped`; drawn when None), a cotangent d_weights of the weights (when
+    `weights`), and a bias of the logits (N x N, grid, when `bias`; or none, drawn)."""
     from properties.helpers.backward import GradientProblem
 
     side = max(2, size_limit() - 1)
@@ -956,7 +959,9 @@ def gradient_problems(
         attn_mask = draw(boolean_arrays((N, N)), label="attn_mask")
     is_causal = draw(st.booleans(), label="is_causal") if causal is None else causal
     chosen = draw(st.sampled_from((None, *GRADIENT_SCALES)), label="scale") if scale else None
-    return GradientProblem(query, key, value, d_out, attn_mask, is_causal, chosen, grouped)
+    d_weights = draw(grid_arrays((B, H, N, N)), label="d_weights") if weights else None
+    logit_bias = draw(grid_arrays((N, N)), label="bias") if bias and draw(st.booleans(), label="with a bias") else None
+    return GradientProblem(query, key, value, d_out, attn_mask, is_causal, chosen, grouped, d_weights, logit_bias)
 
 
 @st.composite
@@ -968,6 +973,18 @@ def gradient_problems_with_directions(draw: st.DrawFn, /, **options: Any) -> Any
         for name in ("query", "key", "value")
     )
     return problem, directions
+
+
+@st.composite
+def gradient_problems_with_positions(draw: st.DrawFn) -> Any:
+    """(problem, positional, mode): a problem (no scale keyword: the notebook has none; a bias or none), a
+    positional encoding (N x N, grid) and its mode, "input" or "query_key" (the laws read the notebook at
+    X = I_N - positional)."""
+    problem = draw(gradient_problems(scale=False, grouped=False, bias=True))
+    mode = draw(st.sampled_from(("input", "query_key")), label="positional_mode")
+    N = problem.N
+    positional = draw(grid_arrays((N, N)), label="positional")
+    return problem, positional, mode
 
 
 @st.composite
@@ -1001,6 +1018,16 @@ def causal_gradient_problems_with_earlier_cotangents(draw: st.DrawFn) -> Any:
     second = problem.d_out.copy()
     second[..., :m, :] = earlier
     return problem, m, second
+
+
+@st.composite
+def gradient_problems_with_other_cotangents(draw: st.DrawFn) -> Any:
+    """(problem, n, d_out_2): a problem (N >= 2), a query n and d_out with the rows of every other query redrawn."""
+    problem = draw(gradient_problems(min_n=2))
+    n = draw(st.integers(0, problem.N - 1), label="n")
+    second = draw(grid_arrays(problem.d_out.shape), label="other d_out")
+    second[..., n, :] = problem.d_out[..., n, :]
+    return problem, n, second
 
 
 @st.composite

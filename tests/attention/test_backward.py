@@ -17,6 +17,7 @@ missing scale) is off by O(1).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,7 @@ from attention import (
     self_attention_vjp,
 )
 from attention.rows import scaled_dot_product_attention
+from properties import test_gradients
 
 U = float(np.finfo(np.float64).eps) / 2
 H_STEP = U ** (1 / 3)
@@ -448,3 +450,62 @@ def test_a_broadcast_batch_axis_gets_the_sum_of_its_copies(broadcast: str) -> No
         expected = full.sum(axis=0, keepdims=True) if source.shape[0] == 1 else full
         assert given.shape == source.shape == expected.shape
         np.testing.assert_allclose(given, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_a_one_dimensional_mask_broadcasts_over_the_queries() -> None:
+    """A 1-D attn_mask (S,) is valid (it broadcasts over the queries, as in the forward): the gradients equal those
+    with the (L, S) mask it broadcasts to; a 0-D mask is refused by name."""
+    (q, k, v), _ = ROW_CASES["bool mask"]
+    d_out = np.random.default_rng(16).standard_normal((*q.shape[:-1], v.shape[-1]))
+    for keys_seen in (np.array([True, False, True, True, False, True]), np.linspace(-1.0, 1.0, 6)):
+        full = np.broadcast_to(keys_seen, (q.shape[-2], k.shape[-2]))
+        for given, expected in zip(row_backward(q, k, v, d_out, attn_mask=keys_seen),
+                                   row_backward(q, k, v, d_out, attn_mask=full), strict=True):  # fmt: skip
+            np.testing.assert_array_equal(given, expected)
+    with pytest.raises(ValueError, match="attn_mask"):
+        row_backward(q, k, v, d_out, attn_mask=np.array(True))
+
+
+@pytest.mark.parametrize("layout", ["3-D (H, L, E)", "5-D (A, B, H, L, E)", "query broadcast over the batch"])
+def test_gqa_groups_heads_on_axis_minus_3_whatever_the_batch_axes(layout: str) -> None:
+    """Under enable_gqa the heads are axis -3 however many batch axes come before it (none, or two), and a query
+    broadcast over the batch of key and value gets its gradient summed over the batch: the gradients equal those
+    with key and value repeated over each group (explicitly broadcast)."""
+    rng = np.random.default_rng(17)
+    batch = {"3-D (H, L, E)": ((), ()), "5-D (A, B, H, L, E)": ((2, 3), (2, 3)),
+             "query broadcast over the batch": ((1,), (2,))}[layout]  # fmt: skip
+    q = rng.standard_normal((*batch[0], 4, 3, 5))
+    k, v = rng.standard_normal((*batch[1], 2, 6, 5)), rng.standard_normal((*batch[1], 2, 6, 3))
+    out_batch = np.broadcast_shapes(batch[0], batch[1])
+    d_out = rng.standard_normal((*out_batch, 4, 3, 3))
+    dq, dk, dv = row_backward(q, k, v, d_out, enable_gqa=True)
+    q_full = np.broadcast_to(q, (*out_batch, *q.shape[-3:]))
+    dq_full, dk_full, dv_full = row_backward(q_full, np.repeat(k, 2, axis=-3), np.repeat(v, 2, axis=-3), d_out)
+    expected_q = dq_full.sum(axis=0, keepdims=True) if q.shape[:-3] != out_batch else dq_full
+    np.testing.assert_allclose(dq, expected_q, rtol=0, atol=8 * U * np.abs(dq_full).max())
+    for given, full in ((dk, dk_full), (dv, dv_full)):
+        pairs = full.reshape(*full.shape[:-3], 2, 2, *full.shape[-2:]).sum(axis=-3)
+        np.testing.assert_allclose(given, pairs, rtol=0, atol=8 * U * np.abs(full).max())
+
+
+@pytest.mark.parametrize(
+    "law",
+    [
+        test_gradients.test_gradients_are_the_directional_derivatives_of_the_forward,
+        test_gradients.test_gradients_are_the_directional_derivatives_of_the_output_and_the_attentions,
+        test_gradients.test_the_cotangents_of_X_the_biases_and_the_positions_follow_from_the_projections,
+    ],
+    ids=lambda law: law.__name__.removeprefix("test_"),
+)
+@pytest.mark.parametrize("kind", ["scaled", "unscaled"])
+def test_a_correct_notebook_vjp_passes_the_notebook_contracts_laws(law: Any, kind: str) -> None:
+    """No false alarm on the laws of the notebook contract: the textbook vjp (P by a plain column softmax, no
+    shift-free path, every cotangent by the chain rule written out; `textbook_vjp` with nothing broken, of the
+    scaled kind or, with its scale set to 1, of the unscaled one) passes them, as the reference's vjps do."""
+    from properties.catalogues.mistakes import broken_notebook_backward, textbook_vjp
+
+    def vjp(*arguments: Any, **keywords: Any) -> Any:
+        return textbook_vjp(*arguments, **keywords, unscaled=kind == "unscaled")
+
+    vjp.__signature__ = inspect.signature(textbook_vjp)  # type: ignore[attr-defined]
+    law(backward=broken_notebook_backward(vjp, kind))  # type: ignore[arg-type]

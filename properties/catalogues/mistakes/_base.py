@@ -19,9 +19,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from attention import scaled_dot_product_self_attention
-from properties.helpers.backward import RowBackward
+from properties.helpers.backward import NotebookBackward, RowBackward
 from properties.helpers.implementations import Implementation, Multihead, Softmax
-from properties.helpers.options import SDPA_REFERENCE_TARGET
+from properties.helpers.options import REFERENCE_TARGETS, SDPA_REFERENCE_TARGET, Kind
 from properties.helpers.row_convention import Convention, SdpaImplementation
 
 Array = NDArray[np.float64]
@@ -159,6 +159,16 @@ def broken_backward(function: Any) -> RowBackward:
 
     name = f"{MISTAKES}:{function.__name__}"
     return RowBackward(function, name, scaled_dot_product_attention, SDPA_REFERENCE_TARGET, "scaled")
+
+
+def broken_notebook_backward(function: Any, kind: Kind = "scaled") -> NotebookBackward:
+    """A broken backward of the notebook's contract behind its wrapper, differentiating the bundled reference of
+    that kind (scaled_dot_product_self_attention or self_attention)."""
+    import attention
+
+    target = REFERENCE_TARGETS[kind]
+    forward = getattr(attention, target.partition(":")[2])
+    return NotebookBackward(function, f"{MISTAKES}:{function.__name__}", forward, target, kind)
 
 
 def broken(function: Any, kind: str = "scaled") -> Implementation:

@@ -1,6 +1,9 @@
 """Mistakes in hand-written backward passes of the row kernel: backward(query, key, value, d_out, attn_mask=None,
 dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False) -> (d_query, d_key, d_value), each differentiating
-attention.rows.scaled_dot_product_attention. Each is `textbook_backward` with one thing wrong.
+attention.rows.scaled_dot_product_attention. Each is `textbook_backward` with one thing wrong. Those named
+`notebook_vjp_...` follow the notebook's contract instead (backward(X, omega_v, ..., beta_k, d_X_prime, *,
+d_attentions=None, positional=None, positional_mode="input", mask=None, causal=False) -> the cotangents of X, the
+omegas, the betas and positional), each `textbook_vjp` of scaled_dot_product_self_attention with one thing wrong.
 
 The textbook backward (rows as queries, P = softmax(s q k^T + mask) over the visible keys, O = P V):
 dV = P^T dO, dP = dO V^T, dS = P o (dP - rowsum(dO o O)), dQ = s dS K, dK = s dS^T Q; a key/value head shared
@@ -13,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from properties.catalogues.mistakes._base import Array, mistake, rows_softmax
+from properties.catalogues.mistakes._base import Array, _visible, mistake, rows_softmax
 
 Grads = tuple[Array, Array, Array]
 
@@ -47,7 +50,8 @@ def textbook_backward(
     logits = q @ np.swapaxes(k, -1, -2) * (1.0 if broken == "unscaled_logits" else s)
     P = rows_softmax(logits, visible)
     dP = dO @ np.swapaxes(v, -1, -2)
-    D = 0.0 if broken == "rowsum_dropped" else (P * dP).sum(axis=-1, keepdims=True)
+    D = 0.0 if broken == "rowsum_dropped" else (P * dP).sum(axis=-2 if broken == "rowsum_over_queries" else -1,
+                                                             keepdims=True)  # fmt: skip
     dS = P * (dP - D)
     dQ = s * (dS @ k) * (s if broken == "dq_scaled_twice" else 1.0)
     if broken == "flows_to_masked_keys":  # dK and dV from the weights without the key-padding mask
@@ -68,6 +72,17 @@ def backward_without_the_rowsum_term(
     """Drops the softmax's D = rowsum(dO o O) term: dS = P o dP instead of P o (dP - D)."""
     return textbook_backward(query, key, value, d_out, attn_mask, dropout_p, is_causal, scale, enable_gqa,
                              broken="rowsum_dropped")  # fmt: skip
+
+
+@mistake("backward", "wrong axis")
+def backward_rowsum_over_the_queries(
+    query: Array, key: Array, value: Array, d_out: Array, attn_mask: Any = None, dropout_p: float = 0.0,
+    is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False,
+) -> Grads:  # fmt: skip
+    """Sums P o dP over the queries (axis -2) instead of over the keys: the notebook's column sum c = 1^T (P o dP)
+    carried to rows without transposing (the shapes agree when L = S)."""
+    return textbook_backward(query, key, value, d_out, attn_mask, dropout_p, is_causal, scale, enable_gqa,
+                             broken="rowsum_over_queries")  # fmt: skip
 
 
 @mistake("backward,scale", "scale")
@@ -219,3 +234,104 @@ def backward_keys_of_the_first_batch_element(
     """Recomputes P from the keys of batch element 0 for every batch element (a test with batch size 1 hides it)."""
     return textbook_backward(query, key, value, d_out, attn_mask, dropout_p, is_causal, scale, enable_gqa,
                              broken="first_batch_keys")  # fmt: skip
+
+
+# --- The notebook's contract -------------------------------------------------------------------------------
+
+
+def textbook_vjp(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array,
+    d_X_prime: Array, *, d_attentions: Any = None, positional: Any = None, positional_mode: str = "input",
+    mask: Any = None, causal: bool = False, bias: Any = None, broken: str = "", unscaled: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """The cotangents of scaled_dot_product_self_attention in float64 (book's columns: P = softmax_cols(s K^T Q + bias)
+    over the visible keys, X' = V P), correct for broken="", else with the named mistake:
+    dV = dX' P^T, dP = V^T dX' + dA, dS = P o (dP - 1^T (P o dP)) = d bias, dQ = s K dS, dK = s Q dS^T, the chain rule
+    through the projections (X_qk = X + positional; the values see the positions when positional_mode="input").
+    unscaled=True gives the correct vjp of self_attention (s = 1)."""
+    X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, dX_prime = (
+        np.asarray(a, dtype=np.float64) for a in (X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, d_X_prime)
+    )
+    Pi = None if positional is None else np.asarray(positional, dtype=np.float64)
+    X_qk = X if Pi is None else X + Pi
+    X_v = X_qk if positional_mode == "input" else X
+    Q, K, V = omega_q @ X_qk + beta_q, omega_k @ X_qk + beta_k, omega_v @ X_v + beta_v
+    N = X.shape[1]
+    s = 1.0 if broken == "unscaled" or unscaled else 1 / np.sqrt(omega_q.shape[0])
+    visible = _visible(N, mask, causal)
+    logits = s * K.T @ Q + (0.0 if bias is None else np.asarray(bias, dtype=np.float64))
+    P = rows_softmax(logits, np.ones((N, N), dtype=bool) if visible is None else visible, axis=0)
+    dV = dX_prime @ P.T
+    dP = V.T @ dX_prime
+    if d_attentions is not None and broken != "d_attentions_dropped":
+        dP = dP + np.asarray(d_attentions, dtype=np.float64)
+    dS = P * (dP - (P * dP).sum(axis=0, keepdims=True))
+    dQ, dK = s * K @ dS, s * Q @ dS.T
+    d_X_qk = omega_q.T @ dQ + omega_k.T @ dK
+    d_X_v = omega_v.T @ dV
+    values_path = broken != "values_path_dropped"
+    if positional_mode == "input":
+        d_Pi = d_X_qk + d_X_v if values_path else d_X_qk
+        dX = d_Pi
+    else:
+        d_Pi = d_X_qk
+        dX = d_X_qk + d_X_v if values_path else d_X_qk
+    if broken == "positional_forgotten":
+        d_Pi = np.zeros_like(d_Pi)
+    return {
+        "X": dX, "omega_v": dV @ X_v.T, "omega_q": dQ @ X_qk.T, "omega_k": dK @ X_qk.T,
+        "beta_v": dV.sum(axis=1, keepdims=True), "beta_q": dQ.sum(axis=1, keepdims=True),
+        "beta_k": dK.sum(axis=1, keepdims=True), "positional": None if Pi is None else d_Pi,
+        "bias": None if bias is None else dS,
+    }  # fmt: skip
+
+
+@mistake("backward,d_attentions", "missing term")
+def notebook_vjp_ignores_d_attentions(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array,
+    d_X_prime: Array, *, d_attentions: Any = None, positional: Any = None, positional_mode: str = "input",
+    mask: Any = None, causal: bool = False, bias: Any = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Takes d_attentions and drops it: the gradients of <d_X_prime, X_prime> alone, as if the attentions were
+    not an output (the cotangent of a returned matrix forgotten)."""
+    return textbook_vjp(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, d_X_prime, d_attentions=d_attentions,
+                        positional=positional, positional_mode=positional_mode, mask=mask, causal=causal,
+                        bias=bias, broken="d_attentions_dropped")  # fmt: skip
+
+
+@mistake("backward,scale", "scale")
+def notebook_vjp_without_the_scale(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array,
+    d_X_prime: Array, *, d_attentions: Any = None, positional: Any = None, positional_mode: str = "input",
+    mask: Any = None, causal: bool = False, bias: Any = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The vjp of self_attention (eq. 12.8) given for scaled_dot_product_self_attention (eq. 12.9): no 1/sqrt(D_q),
+    neither in P nor in dQ and dK."""
+    return textbook_vjp(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, d_X_prime, d_attentions=d_attentions,
+                        positional=positional, positional_mode=positional_mode, mask=mask, causal=causal,
+                        bias=bias, broken="unscaled")  # fmt: skip
+
+
+@mistake("backward,positional", "missing term")
+def notebook_vjp_forgets_the_positional_gradient(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array,
+    d_X_prime: Array, *, d_attentions: Any = None, positional: Any = None, positional_mode: str = "input",
+    mask: Any = None, causal: bool = False, bias: Any = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Returns a zero cotangent for the positional encoding (treated as a constant), though X + positional
+    feeds the queries and keys."""
+    return textbook_vjp(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, d_X_prime, d_attentions=d_attentions,
+                        positional=positional, positional_mode=positional_mode, mask=mask, causal=causal,
+                        bias=bias, broken="positional_forgotten")  # fmt: skip
+
+
+@mistake("backward", "missing term")
+def notebook_vjp_dX_without_the_values_path(
+    X: Array, omega_v: Array, omega_q: Array, omega_k: Array, beta_v: Array, beta_q: Array, beta_k: Array,
+    d_X_prime: Array, *, d_attentions: Any = None, positional: Any = None, positional_mode: str = "input",
+    mask: Any = None, causal: bool = False, bias: Any = None,
+) -> dict[str, Any]:  # fmt: skip
+    """dX = omega_q^T dQ + omega_k^T dK: forgets that X also makes the values (omega_v^T dV)."""
+    return textbook_vjp(X, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k, d_X_prime, d_attentions=d_attentions,
+                        positional=positional, positional_mode=positional_mode, mask=mask, causal=causal,
+                        bias=bias, broken="values_path_dropped")  # fmt: skip
