@@ -141,12 +141,14 @@ def flash_attn_func(
     }
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module=FLEX_MODULE)
-        if not return_attn_probs:
-            return flex_attention(query, key, value, **options).transpose(1, 2)
+        # The lse is always asked for, so that Flex compiles one graph for both uses (its eager path traces each new
+        # combination of options and sizes once: it costs nothing more here, the scores being materialised anyway).
         out, aux = flex_attention(query, key, value, return_aux=AuxRequest(lse=True), **options)
+        if not return_attn_probs:
+            return out.transpose(1, 2)
         keys = key.shape[2]
-        identity = torch.eye(keys, dtype=value.dtype, device=value.device).expand(B, H_k, keys, keys)
-        probs = flex_attention(query, key, identity, **options)[..., :S]
+        identity = torch.eye(keys, dtype=value.dtype, device=value.device).repeat(B, H_k, 1, 1)
+        probs = flex_attention(query, key, identity, return_aux=AuxRequest(lse=True), **options)[0][..., :S]
     # Flex returns no lse when it has no entries (L = 0): an empty one of its dtype.
     lse = (
         aux.lse if aux.lse is not None else torch.empty((B, H, L), dtype=torch.promote_types(out.dtype, torch.float32))
