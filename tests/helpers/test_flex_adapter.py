@@ -138,13 +138,16 @@ def test_empty_queries_or_keys_give_flex_answer_for_a_query_that_sees_no_key(L: 
 
 @pytest.mark.slow
 def test_options_flex_cannot_honour_are_refused_by_name() -> None:
-    """dropout_p != 0 (Flex has no dropout) and alibi_slopes of another shape raise, naming the argument."""
+    """dropout_p != 0 (Flex has no dropout), alibi_slopes of another shape, nheads not a multiple of nheads_k and a
+    window_size that is not a pair raise, naming the argument."""
     torch = pytest.importorskip("torch")
-    q = torch.zeros((1, 2, 2, 4), dtype=torch.float64)
+    q = torch.zeros((1, 2, 3, 4), dtype=torch.float64)
     with pytest.raises(ValueError, match="dropout_p"):
         adapter.flash_attn_func(q, q, q, dropout_p=0.1)
     with pytest.raises(ValueError, match="alibi_slopes"):
-        adapter.flash_attn_func(q, q, q, alibi_slopes=torch.ones(3))
+        adapter.flash_attn_func(q, q, q, alibi_slopes=torch.ones(2))
+    with pytest.raises(ValueError, match="nheads_k"):
+        adapter.flash_attn_func(q, q[:, :, :2], q[:, :, :2])  # 3 query heads, 2 key/value heads
     with pytest.raises(TypeError, match="window_size"):
         adapter.flash_attn_func(q, q, q, window_size=3)  # type: ignore[arg-type]
 

@@ -90,8 +90,8 @@ def flash_attn_func(
     H_k, S = key.shape[1], key.shape[2]
     if H_k == 0 or H % H_k:
         raise ValueError(
-            f"nheads (q's axis 2) must be a multiple of nheads_k >= 1 (k's axis 2); got shapes {tuple(q.shape)}, "
-            f"{tuple(k.shape)}"
+            f"nheads (q's axis 2) must be a multiple of nheads_k >= 1 (k's axis 2); got nheads = {H}, nheads_k = "
+            f"{H_k} (q of shape {(B, L, H, query.shape[3])}, k of shape {(B, S, H_k, key.shape[3])})"
         )
     if softcap < 0:
         raise ValueError(f"softcap must be >= 0 (0 turns it off); got {softcap!r}")
