@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, reject
 
 from properties.catalogues.mistakes import kernels as m
 from properties.helpers.checks import LawViolation, assert_close, observe
@@ -47,6 +47,7 @@ from properties.helpers.flash_strategies import (
     problems_with_masks,
     problems_with_split_points,
 )
+from properties.helpers.implementations import SET_ASIDE, TargetRaised
 from properties.helpers.meta import assert_law_fails
 from properties.helpers.tolerances import FLOAT64_EPS
 
@@ -218,7 +219,15 @@ def test_two_key_splits_merged_by_their_lse_equal_attention_over_all_keys(
     problem, p = case
     whole = flash.call(problem, lse=True)
     parts = [problem.keys(0, p), problem.keys(p, problem.S)]
-    a, b = (flash.call(part, lse=True) for part in parts)
+    try:
+        a, b = (flash.call(part, lse=True) for part in parts)
+    except TargetRaised:
+        if 0 not in (p, problem.S - p):
+            raise
+        # No key at all refused (FlexAttention's IndexError, a kernel's ValueError): a choice at the edge, not a
+        # wrong merge; the split is set aside, as the empty-input law sets aside an empty input refused.
+        SET_ASIDE["the kernel raised on a part with no key (a choice at the edge)"] += 1
+        reject()
     assert a.lse is not None and b.lse is not None
     merged = law_merge(a.out, without_keys(a.lse, parts[0]), b.out, without_keys(b.lse, parts[1]))
     scale = flash.default_scale(problem)

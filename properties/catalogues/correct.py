@@ -532,6 +532,17 @@ def flash_in_float32(q: Array, k: Array, v: Array, *args: Any, **kwargs: Any) ->
 flash_in_float32.__signature__ = inspect.signature(flash_attn_func)  # type: ignore[attr-defined]
 
 
+def flash_refusing_no_keys(q: Array, k: Array, v: Array, *args: Any, **kwargs: Any) -> Any:
+    """flash_attn_func, except that it refuses a key set of length 0 with a ValueError (as FlexAttention fails on
+    one): a choice at the edge, which no law may count as a wrong result."""
+    if np.shape(k)[1] == 0:
+        raise ValueError(f"k has no keys: shape {np.shape(k)}")
+    return flash_attn_func(q, k, v, *args, **kwargs)
+
+
+flash_refusing_no_keys.__signature__ = inspect.signature(flash_attn_func)  # type: ignore[attr-defined]
+
+
 # --- FlashAttention 2's own choices (properties/helpers/FLASH-CONVENTIONS.md), each written next to its line ---
 
 FA2_BLOCK_N = 64  # kBlockN: the keys of one tile of the forward kernel (64 or 128 by head dimension)
@@ -705,6 +716,7 @@ CATALOGUE: tuple[Variant, ...] = (
     Variant(split_kv(2), "flash"),
     Variant(split_kv(7), "flash"),
     Variant(flash_in_float32, "flash"),
+    Variant(flash_refusing_no_keys, "flash"),  # raises on S = 0: the split law sets such a split aside
     Variant(flash_attention_2_choices, "flash"),  # FlashAttention 2's own choices at the edges: no law may FAIL
     Variant(flash_attention_2_varlen_choices, "varlen"),
     Variant(log_domain_merge, "merge"),
