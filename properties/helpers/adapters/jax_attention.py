@@ -134,8 +134,9 @@ def flash_attn_varlen_func(
         rows = np.asarray(a)
         index = starts[:-1, None] + np.arange(width)[None, :]
         real = np.arange(width)[None, :] < lengths[:, None]
-        padded = np.where(real[..., None, None], rows[np.where(real, index, 0)] if len(rows) else 0.0, 0.0)
-        return jax.device_put(padded.astype(rows.dtype))
+        padded = np.zeros((len(lengths), width, *rows.shape[1:]), dtype=rows.dtype)
+        padded[real] = rows[index[real]]
+        return jax.device_put(padded)
 
     qs, ks, vs = (
         unpacked(q, starts_q, lengths_q, L),
