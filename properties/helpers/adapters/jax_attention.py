@@ -10,7 +10,8 @@ FlashAttention's signatures, for `--convention flash --array jax` and `--varlen`
   m <= n (causal) and n - left <= m <= n + right (window), whatever L and S, so check it with
   `--causal-alignment top-left` (the flash convention's default, bottom-right, is FlashAttention's; the two agree
   when L = S).
-- The log-sum-exp: with `return_attn_probs=True` the adapter returns (out, softmax_lse, None), softmax_lse
+- The log-sum-exp: with `return_attn_probs=True` the adapter returns (out, softmax_lse) (no probabilities: the
+  flash convention's call reads a third item as probabilities and rejects None), softmax_lse
   (batch, heads, L) being jax's `return_residual`: logsumexp (natural log) of the scaled, masked logits, computed
   in float32 (float64 for float64 inputs) and returned in the inputs' dtype. A query that sees no key gets
   lse = log(S) - 0.7 * max(float32) (jax's masked fill) where FlashAttention writes +inf, and its output is the
@@ -85,7 +86,7 @@ def flash_attn_func(
     return_attn_probs: bool = False,
 ) -> Any:
     """FlashAttention's flash_attn_func on jax.nn.dot_product_attention: out (batch, L, heads, D_v), or with
-    return_attn_probs=True (out, softmax_lse (batch, heads, L), None)."""
+    return_attn_probs=True (out, softmax_lse (batch, heads, L))."""
     if dropout_p:
         raise ValueError(f"dropout_p must be 0.0: jax.nn.dot_product_attention has no dropout; got {dropout_p}")
     jax = _jax(q.dtype)
@@ -96,7 +97,7 @@ def flash_attn_func(
     scale = 1.0 / np.sqrt(q.shape[-1]) if softmax_scale is None else softmax_scale
     window = _window(window_size, q.shape[1], k.shape[1])
     out, lse = _attention(bool(causal), window, bool(return_attn_probs), False)(q, k, v, scale)
-    return (out, lse, None) if return_attn_probs else out
+    return (out, lse) if return_attn_probs else out
 
 
 def flash_attn_varlen_func(
@@ -115,7 +116,7 @@ def flash_attn_varlen_func(
 ) -> Any:
     """FlashAttention's flash_attn_varlen_func on jax.nn.dot_product_attention: q (total_q, heads, D), k and v
     (total_k, heads_k, D | D_v) packed by cu_seqlens_q and cu_seqlens_k (batch + 1 offsets), out (total_q, heads,
-    D_v); with return_attn_probs=True (out, softmax_lse (heads, total_q), None)."""
+    D_v); with return_attn_probs=True (out, softmax_lse (heads, total_q))."""
     if dropout_p:
         raise ValueError(f"dropout_p must be 0.0: jax.nn.dot_product_attention has no dropout; got {dropout_p}")
     jax = _jax(np.asarray(q).dtype if not hasattr(q, "dtype") else q.dtype)
@@ -151,4 +152,4 @@ def flash_attn_varlen_func(
     packed = np.asarray(out)[real]  # (total_q, heads, D_v): the real rows, sequence after sequence
     if not return_attn_probs:
         return packed
-    return packed, np.swapaxes(np.asarray(lse), 0, 1)[:, real], None  # lse (batch, heads, L) -> (heads, total_q)
+    return packed, np.swapaxes(np.asarray(lse), 0, 1)[:, real]  # lse (batch, heads, L) -> (heads, total_q)
