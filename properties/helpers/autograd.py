@@ -14,10 +14,13 @@ bfloat16's epsilon, and the directional derivative against the float64 derivativ
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from properties.helpers.backward import RowBackward
 from properties.helpers.row_convention import (
@@ -56,6 +59,42 @@ def torch_vjp(
 
 
 VJPS: dict[str, Vjp] = {"jax": jax_vjp, "torch": torch_vjp}
+# Forwards whose vjp cannot be traced under jax.jit: differentiated op by op.
+JAX_EAGER: set[Callable[..., Any]] = set()
+
+
+@functools.cache
+def _jitted_vjp(forward: Callable[..., Any], static: tuple[tuple[str, Any], ...]) -> Callable[..., Any]:
+    """jax_vjp of `forward` under one jax.jit: the keywords `static` fixed, the arrays (q, k, v, d_out, a mask and
+    the scale) traced, so that each shape compiles once for the whole pullback instead of once an operation."""
+    import jax
+
+    def pull(query: Any, key: Any, value: Any, d_out: Any, arrays: dict[str, Any]) -> tuple[Any, Any, Any]:
+        return jax_vjp(lambda q, k, v: forward(q, k, v, **dict(static), **arrays), (query, key, value), d_out)
+
+    return jax.jit(pull)
+
+
+def compiled_jax_vjp(
+    forward: Callable[..., Any], query: Any, key: Any, value: Any, d_out: Any, keywords: dict[str, Any]
+) -> tuple[Any, Any, Any] | None:
+    """jax_vjp(forward, ...) through `_jitted_vjp` (a float scale traced as a 0-d array); None when the forward
+    cannot be traced (it is then differentiated op by op from now on)."""
+    import jax
+
+    arrays = {name: value for name, value in keywords.items() if isinstance(value, jax.Array)}
+    if isinstance(keywords.get("scale"), float | int) and not isinstance(keywords["scale"], bool):
+        arrays["scale"] = jax.device_put(np.asarray(float(keywords["scale"])))
+    static = tuple(sorted((name, value) for name, value in keywords.items() if name not in arrays))
+    try:
+        hash(static)
+    except TypeError:  # a keyword neither a jax array nor hashable: op by op
+        return None
+    try:
+        return _jitted_vjp(forward, static)(query, key, value, d_out, arrays)  # type: ignore[no-any-return]
+    except (jax.errors.JAXTypeError, jax.errors.NonConcreteBooleanIndexError, jax.errors.JAXIndexError):
+        JAX_EAGER.add(forward)
+        return None
 
 
 @dataclass(frozen=True, repr=False)
@@ -87,6 +126,10 @@ def autograd_backward(kernel: SdpaImplementation) -> AutogradBackward:
     forward = row_forward(kernel)
 
     def backward(query: Any, key: Any, value: Any, d_out: Any, **keywords: Any) -> tuple[Any, Any, Any]:
+        if library == "jax" and forward not in JAX_EAGER:
+            compiled = compiled_jax_vjp(forward, query, key, value, d_out, keywords)
+            if compiled is not None:
+                return compiled
         return vjp(lambda q, k, v: forward(q, k, v, **keywords), (query, key, value), d_out)
 
     with_signature(backward, row_keywords(kernel), extra=("d_out",))

@@ -115,10 +115,10 @@ class Convention:
 
             tensor = torch.from_numpy(array.copy())
             return tensor.to(getattr(torch, self.dtype)) if cast and array.dtype != np.bool_ else tensor
-        if self.array == "jax":
-            import jax.numpy as jnp
+        if self.array == "jax":  # device_put: jnp.asarray compiles a copy for each new shape
+            import jax
 
-            return jnp.asarray(array)
+            return jax.device_put(array)
         return array.copy()
 
     def from_target(self, value: Any, what: str, *, laid_out: bool = True) -> tuple[Array, float]:
@@ -170,8 +170,8 @@ class ConventionResult(Result):
 
 @functools.cache
 def jax_compiled(function: Callable[..., Any], static: frozenset[str]) -> Callable[..., Any]:
-    """jax.jit of a jax target, its keywords that are not arrays (scale, is_causal...) static: one compilation
-    per shape of the whole function, where op-by-op execution compiles each of its operations per shape."""
+    """jax.jit of a jax target, its keywords that are not arrays (is_causal...) static: one compilation per shape
+    of the whole function, where op-by-op execution compiles each of its operations per shape."""
     import jax
 
     return jax.jit(function, static_argnames=tuple(sorted(static)))
@@ -179,25 +179,150 @@ def jax_compiled(function: Callable[..., Any], static: frozenset[str]) -> Callab
 
 # jax targets whose Python code cannot be traced (a value read into Python control flow): called op by op.
 JAX_EAGER: set[Callable[..., Any]] = set()
+# jax targets that read their scale into Python (float(scale), a branch on it): given it static, a compilation a value.
+JAX_STATIC_SCALE: set[Callable[..., Any]] = set()
+
+
+def _untraceable(failed: ImplementationFailed) -> bool:
+    """Whether the target failed on a tracer (it reads a traced value into Python), not on its inputs."""
+    import jax
+
+    untraceable = (jax.errors.JAXTypeError, jax.errors.NonConcreteBooleanIndexError, jax.errors.JAXIndexError)
+    return isinstance(failed.__cause__, untraceable)
 
 
 def call_target(name: str, function: Callable[..., Any], array: str, *arguments: Any, **keywords: Any) -> Any:
     """call_function(name, function, ...), through jax.jit for jax arrays: hypothesis draws many shapes, and op by
     op jax compiles every operation anew for each, which made a check of jax.nn.dot_product_attention take
-    minutes. A target that cannot be traced (jax's tracer errors) is called op by op from then on."""
+    minutes. A float `scale` is passed as a 0-d jax array, traced like the arrays, so that one compilation serves
+    every scale (the same value in the same dtype: jax rounds a Python float scale to the logits' dtype too); a
+    target that cannot take it traced gets it static from then on, and one that cannot be traced at all (jax's
+    tracer errors) is called op by op."""
     if array != "jax" or function in JAX_EAGER:
         return call_function(name, function, *arguments, **keywords)
     import jax
 
-    static = frozenset(key for key, value in keywords.items() if not isinstance(value, jax.Array))
+    scale = keywords.get("scale")
+    if isinstance(scale, float | int) and not isinstance(scale, bool) and function not in JAX_STATIC_SCALE:
+        traced = {**keywords, "scale": jax.device_put(np.asarray(float(scale)))}
+        try:
+            return call_function(name, jax_compiled(function, _static(traced)), *arguments, **traced)
+        except ImplementationFailed as failed:
+            if not _untraceable(failed):
+                raise
+        JAX_STATIC_SCALE.add(function)
     try:
-        return call_function(name, jax_compiled(function, static), *arguments, **keywords)
+        return call_function(name, jax_compiled(function, _static(keywords)), *arguments, **keywords)
     except ImplementationFailed as failed:
-        untraceable = (jax.errors.JAXTypeError, jax.errors.NonConcreteBooleanIndexError, jax.errors.JAXIndexError)
-        if not isinstance(failed.__cause__, untraceable):
+        if not _untraceable(failed):
             raise
     JAX_EAGER.add(function)
     return call_function(name, function, *arguments, **keywords)
+
+
+def _static(keywords: dict[str, Any]) -> frozenset[str]:
+    """The keywords whose values are not jax arrays: static arguments of jax.jit."""
+    import jax
+
+    return frozenset(key for key, value in keywords.items() if not isinstance(value, jax.Array))
+
+
+# Lengths and widths of jax calls are rounded up to a multiple of BUCKET, beyond BUCKET_LIMIT to a power of 2
+# (padded_to_buckets): the laws draw every small length and a handful of long ones.
+BUCKET, BUCKET_LIMIT = 8, 64
+
+
+def bucket(n: int) -> int:
+    """n rounded up to a multiple of BUCKET (0 stays 0), or beyond BUCKET_LIMIT to a power of 2."""
+    return -(-n // BUCKET) * BUCKET if n <= BUCKET_LIMIT else 1 << (n - 1).bit_length()
+
+
+@dataclass(frozen=True)
+class Padded:
+    """q, k, v and the keywords of a call padded to bucketed shapes."""
+
+    arrays: tuple[Array, Array, Array]
+    keywords: dict[str, Any]
+
+
+def every_query_sees_a_key(visible: NDArray[np.bool_] | None, causal: bool, L: int, S: int) -> bool:
+    """Whether every query sees at least one key under the mask `visible` (B|1, H|1, L, S) and, when causal, under
+    either alignment (keys m <= n + offset, offset 0 or S - L: the smaller is checked, which is the stricter)."""
+    if S == 0:
+        return L == 0
+    seen = np.ones((1, 1, L, S), dtype=bool) if visible is None else visible
+    if causal:
+        n, m = np.arange(L)[:, None], np.arange(S)[None, :]
+        seen = seen & (m <= n + min(0, S - L))
+    return bool(np.all(seen.any(axis=-1)))
+
+
+def padded_to_buckets(
+    query: Array, key: Array, value: Array, keywords: dict[str, Any], mask_keyword: str | None
+) -> Padded | None:
+    """The call padded to bucketed shapes, whose results cut back to (L, S, E_v) are those of the call itself
+    (None when there is nothing to pad or it cannot be padded exactly): a jax target compiles once a shape, and
+    the laws draw hundreds of shapes; bucketed, they share a few dozen compilations.
+
+    Why it is exact, for a kernel that computes attention (what every law assumes of a correct target):
+    - widths: q, k and v get zero columns up to W = bucket(max(E, E_v)) and the scale of width E is passed
+      explicitly (1/sqrt(E) unless given): a zero column adds 0 to every logit, and a zero value column gives a
+      zero output column, cut off;
+    - queries: zero rows appended up to bucket(L); each query's output depends on its own row only, and the
+      appended rows' outputs are cut off;
+    - keys: zero rows of k and v appended up to bucket(S), hidden from every query by the boolean mask (the
+      given mask, or an all-true one, extended with False columns), which the target combines with its other
+      options: a hidden key gets weight exactly 0 (exp of the masked fill minus a visible logit underflows) so
+      long as the query sees some real key. Keys are therefore padded only when every query sees a key under
+      the mask and causal (else the convention of a query that sees no key, jax's mean of all values, would
+      take the padded values in), never when S = 0;
+    - causal: queries and keys are padded by the same number p (or not at all), so that S - L, the offset of a
+      bottom-right alignment, stays what it was; with the top-left alignment (offset 0) the real queries see the
+      real keys they saw, and any padded key they might reach is hidden by the mask;
+    - a bias is padded with zeros (those logits are hidden); a mask keyword holding a float mask (torch's
+      additive attn_mask) is left alone: no padding.
+    The padded call then differs from the call itself only in the order in which the target may sum its exact
+    zeros, which the error model allows (any summation order)."""
+    L, E = query.shape[-2:]
+    S, E_v = key.shape[-2], value.shape[-1]
+    if mask_keyword is None or E == 0:  # E = 0: no default scale 1/sqrt(E) to pass for the padded width
+        return None
+    mask = keywords.get(mask_keyword)
+    if mask is not None and (not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.ndim != 4):
+        return None
+    bias = keywords.get("bias")
+    if bias is not None and (not isinstance(bias, np.ndarray) or bias.ndim != 4):
+        return None
+    causal = bool(keywords.get("is_causal"))
+    visible = None if mask is None else np.broadcast_to(mask, (*mask.shape[:2], L, S))
+    pad_keys = every_query_sees_a_key(visible, causal, L, S) and S > 0
+    if causal and not pad_keys:
+        L_b, S_b = L, S
+    elif causal:
+        p = bucket(max(L, S)) - max(L, S)
+        L_b, S_b = L + p, S + p
+    else:
+        L_b, S_b = bucket(L), bucket(S) if pad_keys else S
+    W = bucket(max(E, E_v, 1))
+    if (L_b, S_b, W) == (L, S, E) and E_v == E:
+        return None
+
+    def zeros_around(a: NDArray[Any], length: int, width: int, fill: Any = 0) -> NDArray[Any]:
+        grown = np.full((*a.shape[:-2], length, width), fill, dtype=a.dtype)
+        grown[..., : a.shape[-2], : a.shape[-1]] = a
+        return grown
+
+    given = dict(keywords)
+    given["scale"] = 1.0 / np.sqrt(E) if keywords.get("scale") is None else keywords["scale"]
+    if S_b > S or visible is not None:
+        base = np.ones((1, 1, L, S), dtype=bool) if visible is None else visible
+        grown = zeros_around(base, L_b, S_b, False)
+        grown[..., L:, :S] = True  # appended queries see the real keys (their outputs are cut off)
+        given[mask_keyword] = grown
+    if bias is not None:
+        given["bias"] = zeros_around(np.broadcast_to(bias, (*bias.shape[:2], L, S)), L_b, S_b)
+    arrays = (zeros_around(query, L_b, W), zeros_around(key, S_b, W), zeros_around(value, S_b, W))
+    return Padded(arrays, given)
 
 
 def rows(problem: AttentionProblem) -> tuple[Array, Array, Array]:
@@ -291,9 +416,25 @@ class SdpaImplementation(Implementation):
             result[self.mask_keyword() or "mask"] = visible
         return result
 
+    def buckets(self) -> bool:
+        """Whether calls are padded to bucketed shapes (`padded_to_buckets`): for jax targets, which compile once
+        a shape, when they take a scale (for padded widths) and a boolean mask (to hide padded keys)."""
+        return self.convention.array == "jax" and "scale" in self.keywords() and self.mask_keyword() is not None
+
     def run(self, query: Array, key: Array, value: Array, **keywords: Any) -> Batched:
         """Call the target on (B, H, L, E) float64 q, k, v (masks (B|1, H|1, L, S)), cast and laid out by the
-        convention; return its output (and weights) in the same canonical layout."""
+        convention; return its output (and weights) in the same canonical layout. A jax target is called on the
+        problem padded to bucketed shapes (`padded_to_buckets`), and the padding cut off its results."""
+        padded = padded_to_buckets(query, key, value, keywords, self.mask_keyword()) if self.buckets() else None
+        if padded is None:
+            return self.run_exact(query, key, value, **keywords)
+        L, S, E_v = query.shape[-2], key.shape[-2], value.shape[-1]
+        result = self.run_exact(*padded.arrays, **padded.keywords)
+        weights = None if result.weights is None else result.weights[..., :L, :S]
+        return Batched(result.out[..., :L, :E_v], weights, result.eps, result.modified)
+
+    def run_exact(self, query: Array, key: Array, value: Array, **keywords: Any) -> Batched:
+        """`run` on these very shapes."""
         given = [self.convention.to_target(a) for a in (query, key, value)]
         names = ("query", "key", "value")
         before = [self.convention.from_target(a, name)[0] for a, name in zip(given, names, strict=True)]

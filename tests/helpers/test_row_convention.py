@@ -10,6 +10,7 @@ from numpy.typing import NDArray
 
 from attention.rows import scaled_dot_product_attention
 from properties import test_attention_matrix, test_masks
+from properties.helpers import row_convention
 from properties.helpers.row_convention import SdpaImplementation
 
 Array = NDArray[np.float64]
@@ -61,3 +62,49 @@ def test_jax_targets_are_compiled_whole_and_untraceable_ones_called_op_by_op() -
             np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-6)
     assert untraceable in row_convention.JAX_EAGER and traceable not in row_convention.JAX_EAGER
     assert traced == [q.shape]  # traced (and compiled) once for the two calls
+
+
+def kernel_with_mask_and_bias(
+    query: Array, key: Array, value: Array, *, mask: Any = None, bias: Any = None, is_causal: bool = False,
+    scale: Any = None,
+) -> Array:  # fmt: skip
+    """Attention in numpy on (B, H, L, E) rows with jax's keywords (mask, bias, top-left is_causal, scale, grouped
+    heads), a query that sees no key getting the mean of all values (jax's convention)."""
+    L, S = query.shape[-2], key.shape[-2]
+    group = query.shape[1] // key.shape[1]
+    key, value = np.repeat(key, group, axis=1), np.repeat(value, group, axis=1)
+    s = 1.0 / np.sqrt(query.shape[-1]) if scale is None else scale
+    logits = s * query @ np.swapaxes(key, -1, -2) + (0.0 if bias is None else bias)
+    visible = np.ones((1, 1, L, S), dtype=bool) if mask is None else mask
+    if is_causal:
+        visible = visible & np.tri(L, S, dtype=bool)
+    logits = np.where(visible, logits, -1e300)
+    weights = np.exp(logits - logits.max(axis=-1, keepdims=True)) if S else logits
+    weights = weights / weights.sum(axis=-1, keepdims=True) if S else weights
+    return np.asarray(weights @ value)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_calls_padded_to_buckets_give_the_results_of_the_calls_themselves(seed: int) -> None:
+    """A call padded to bucketed shapes (zero columns, zero queries, zero keys hidden by the mask), cut back, gives
+    the call's own output, with masks, causal, biases and grouped heads; a query that sees no key keeps its keys
+    unpadded, so that its convention (here the mean of all values) is that of the call itself."""
+    rng = np.random.default_rng(seed)
+    B, H_k, group = rng.integers(1, 3), rng.integers(1, 3), rng.integers(1, 3)
+    L, S, E_v = (int(n) for n in rng.integers(0, 12, size=3))
+    E = int(rng.integers(1, 12))
+    query, key = rng.standard_normal((B, H_k * group, L, E)), rng.standard_normal((B, H_k, S, E))
+    value = rng.standard_normal((B, H_k, S, E_v))
+    keywords: dict[str, Any] = {"is_causal": bool(rng.integers(2))}
+    if rng.integers(2):
+        keywords["mask"] = rng.random((B, 1, L, S)) < (0.3 if seed % 4 == 0 else 0.8)  # some queries see no key
+    if rng.integers(2):
+        keywords["bias"] = rng.standard_normal((1, 1, L, S))
+    padded = row_convention.padded_to_buckets(query, key, value, keywords, "mask")
+    assert padded is not None  # E_v or a length off the buckets: drawn so that something is padded
+    q, k, v = padded.arrays
+    assert q.shape[-1] % 8 == 0 and q.shape[-2] - L == k.shape[-2] - S if keywords["is_causal"] else True
+    sees_nothing = not row_convention.every_query_sees_a_key(keywords.get("mask"), keywords["is_causal"], L, S)
+    assert k.shape[-2] == (S if sees_nothing or S == 0 else row_convention.bucket(S)) or keywords["is_causal"]
+    out = kernel_with_mask_and_bias(q, k, v, **padded.keywords)[..., :L, :E_v]
+    np.testing.assert_allclose(out, kernel_with_mask_and_bias(query, key, value, **keywords), rtol=0, atol=1e-13)
