@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from properties.catalogues import correct
 from properties.catalogues.mistakes import kernels as m
 from properties.helpers.checks import assert_close
 from properties.helpers.flash_convention import (
@@ -31,6 +33,7 @@ from properties.helpers.flash_strategies import (
     rectangular_problems,
 )
 from properties.helpers.meta import assert_law_fails
+from properties.helpers.row_convention import Convention
 
 pytestmark = [pytest.mark.semantics, pytest.mark.filterwarnings("ignore:Generating overly large repr")]
 
@@ -38,7 +41,8 @@ pytestmark = [pytest.mark.semantics, pytest.mark.filterwarnings("ignore:Generati
 @given(case=problems_with_windows())
 def test_a_window_equals_the_explicit_band(flash: FlashImplementation, case: Windowed) -> None:
     """f(q, k, v, window_size=(left, right)) is attention over the keys with -right <= rel(n, m) <= left (the band
-    mask, computed here for the declared alignment); a query whose band holds no key gets 0. A side of -1 is
+    mask, computed here for the declared alignment); a query whose band holds no key is a convention, not judged
+    here (test_a_query_that_sees_no_key_gets_a_zero_output). A side of -1 is
     unbounded; FlashAttention 2's reading, a right side of -1 (or >= S) as S when left >= 0 (finite: it hides keys
     only when L > S + 1), is accepted query by query (a convention, FLASH-CONVENTIONS.md (d))."""
     flash.require("window_size")
@@ -48,7 +52,12 @@ def test_a_window_equals_the_explicit_band(flash: FlashImplementation, case: Win
     bound = flash.bounds(problem, scale, result.eps).out
     readings = window_readings(problem.L, problem.S, window, alignment=flash.alignment)
     candidates = [exact_attention(problem, scale, visible=seen)[0] for seen in readings]
-    assert_close(result.out, closest(result.out, candidates, bound), bound,
+    expected = closest(result.out, candidates, bound)
+    # A query whose window holds no key under some reading: its output is a convention (FlashAttention's 0, jax's
+    # mean of all values), judged by test_a_query_that_sees_no_key_gets_a_zero_output, not here.
+    empty = np.logical_or.reduce([~seen.any(axis=-1) for seen in readings])
+    judged = np.where(empty[None, :, None, None], expected, result.out)
+    assert_close(judged, expected, bound,
                  what=f"out with window_size={window} (L={problem.L}, S={problem.S}, {flash.alignment})")  # fmt: skip
 
 
@@ -76,6 +85,15 @@ def test_outputs_do_not_depend_on_keys_outside_the_window(flash: FlashImplementa
 @pytest.mark.parametrize("bug", [m.flash_window_left_off_by_one, m.flash_window_right_off_by_one])
 def test_outputs_do_not_depend_on_keys_outside_the_window_catches(bug: Any) -> None:
     assert_law_fails(test_outputs_do_not_depend_on_keys_outside_the_window, flash=m.broken_flash(bug))
+
+
+@pytest.mark.meta
+def test_the_window_laws_leave_a_query_that_sees_no_key_to_the_conventions() -> None:
+    """No false alarm on jax's choice: a query whose window holds no key gets the mean of all values."""
+    flash = FlashImplementation(correct.flash_mean_for_queries_without_keys, "flash_mean_for_queries_without_keys",
+                                Convention(layout="BLHE"))  # fmt: skip
+    test_a_window_equals_the_explicit_band(flash=flash)
+    test_outputs_do_not_depend_on_keys_outside_the_window(flash=flash)
 
 
 @given(problem=rectangular_problems())

@@ -470,6 +470,9 @@ class Variant:
     # f(out_a, lse_a, out_b, lse_b))
     kind: Kind = "scaled"
     max_magnitude: float = float(np.finfo(np.float64).max)
+    # False: another choice where the conventions category judges (jax's mean of all values for a query that sees
+    # no key): correct, and reported there, so the false-alarm test runs every law but those on it.
+    conventions: bool = True
 
     @property
     def name(self) -> str:
@@ -541,6 +544,27 @@ def flash_refusing_no_keys(q: Array, k: Array, v: Array, *args: Any, **kwargs: A
 
 
 flash_refusing_no_keys.__signature__ = inspect.signature(flash_attn_func)  # type: ignore[attr-defined]
+
+
+def flash_mean_for_queries_without_keys(
+    q: Array, k: Array, v: Array, dropout_p: float = 0.0, softmax_scale: float | None = None, causal: bool = False,
+    window_size: tuple[int, int] = (-1, -1), return_attn_probs: bool = False,
+) -> Any:  # fmt: skip
+    """flash_attn_func (bottom-right causal and windows), except that a query whose window holds no key gets the
+    mean of all values, as jax.nn.dot_product_attention gives it: another convention for that query, which only the
+    conventions category may judge."""
+    from properties.helpers.flash_convention import visibility
+
+    returned = flash_attn_func(q, k, v, dropout_p, softmax_scale, causal, window_size,
+                               return_attn_probs=return_attn_probs)  # fmt: skip
+    out = np.array(returned[0] if return_attn_probs else returned)
+    L, S = np.shape(q)[1], np.shape(k)[1]
+    blind = ~visibility(L, S, causal=causal, window=tuple(window_size)).any(axis=1)  # type: ignore[arg-type]
+    if S and blind.any():
+        group = np.shape(q)[2] // np.shape(k)[2]
+        mean = np.repeat(np.asarray(v, dtype=out.dtype).mean(axis=1), group, axis=1)  # (B, H, D_v)
+        out[:, blind] = mean[:, None]
+    return (out, *returned[1:]) if return_attn_probs else out
 
 
 # --- FlashAttention 2's own choices (properties/helpers/FLASH-CONVENTIONS.md), each written next to its line ---
@@ -717,6 +741,7 @@ CATALOGUE: tuple[Variant, ...] = (
     Variant(split_kv(7), "flash"),
     Variant(flash_in_float32, "flash"),
     Variant(flash_refusing_no_keys, "flash"),  # raises on S = 0: the split law sets such a split aside
+    Variant(flash_mean_for_queries_without_keys, "flash", conventions=False),  # jax's choice for a blind query
     Variant(flash_attention_2_choices, "flash"),  # FlashAttention 2's own choices at the edges: no law may FAIL
     Variant(flash_attention_2_varlen_choices, "varlen"),
     Variant(log_domain_merge, "merge"),

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
+from hypothesis import reject
 from hypothesis import strategies as st
 from numpy.typing import NDArray
 
@@ -139,10 +140,14 @@ class OutsideTheWindow(NamedTuple):
 @st.composite
 def problems_with_keys_outside_a_window(draw: st.DrawFn, alignment: str) -> OutsideTheWindow:
     problem, window = draw(problems_with_windows())
-    n = draw(st.integers(0, problem.L - 1), label="n")
     # The keys hidden from query n under every accepted reading of the window (window_readings: the definition
-    # and FlashAttention 2's, which differ when L > S + 1 and a side is -1 or >= S).
+    # and FlashAttention 2's, which differ when L > S + 1 and a side is -1 or >= S). Query n sees a key under
+    # every reading: what a query that sees none gets is a convention (jax: the mean of all values).
     readings = window_readings(problem.L, problem.S, window, alignment=alignment)
+    seeing = [i for i in range(problem.L) if all(reading[i].any() for reading in readings)]
+    if not seeing:
+        reject()
+    n = draw(st.sampled_from(seeing), label="n")
     hidden = np.logical_and.reduce([~reading[n] for reading in readings])
     k2, v2 = random_rows(draw, [problem.k.shape, problem.v.shape], 4.0)
     k = np.where(hidden[None, :, None, None], k2, problem.k)

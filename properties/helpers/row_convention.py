@@ -265,17 +265,18 @@ def padded_to_buckets(
     the laws draw hundreds of shapes; bucketed, they share a few dozen compilations.
 
     Why it is exact, for a kernel that computes attention (what every law assumes of a correct target):
-    - widths: q, k and v get zero columns up to W = bucket(max(E, E_v)) and the scale of width E is passed
+    - widths (only when the call passes a scale, or its values are not as wide as the keys): q, k and v get zero
+      columns up to W = bucket(max(E, E_v)) and the scale of width E is passed
       explicitly (1/sqrt(E) unless given): a zero column adds 0 to every logit, and a zero value column gives a
       zero output column, cut off;
     - queries: zero rows appended up to bucket(L); each query's output depends on its own row only, and the
       appended rows' outputs are cut off;
-    - keys: zero rows of k and v appended up to bucket(S), hidden from every query by the boolean mask (the
-      given mask, or an all-true one, extended with False columns), which the target combines with its other
-      options: a hidden key gets weight exactly 0 (exp of the masked fill minus a visible logit underflows) so
-      long as the query sees some real key. Keys are therefore padded only when every query sees a key under
-      the mask and causal (else the convention of a query that sees no key, jax's mean of all values, would
-      take the padded values in), never when S = 0;
+    - keys (only when the call passes a boolean mask: a call without one keeps its unmasked path): zero rows of k
+      and v appended up to bucket(S), hidden from every query by that mask, extended with False columns, which the
+      target combines with its other options: a hidden key gets weight exactly 0 (exp of the masked fill minus a
+      visible logit underflows) so long as the query sees some real key. Keys are therefore padded only when
+      every query sees a key under the mask and causal (else the convention of a query that sees no key, jax's
+      mean of all values, would take the padded values in), never when S = 0;
     - causal: queries and keys are padded by the same number p (or not at all), so that S - L, the offset of a
       bottom-right alignment, stays what it was; with the top-left alignment (offset 0) the real queries see the
       real keys they saw, and any padded key they might reach is hidden by the mask;
@@ -295,7 +296,11 @@ def padded_to_buckets(
         return None
     causal = bool(keywords.get("is_causal"))
     visible = None if mask is None else np.broadcast_to(mask, (*mask.shape[:2], L, S))
-    pad_keys = every_query_sees_a_key(visible, causal, L, S) and S > 0
+    # The target takes the code path of the call itself: keys are padded only when the call passes a mask already,
+    # widths only when it passes a scale or its values are not as wide as the keys (a jax target needs them as
+    # wide: the scale is passed then in any case), so that a call without a mask, or with the default scale, is
+    # never checked as a masked or explicitly scaled one.
+    pad_keys = mask is not None and every_query_sees_a_key(visible, causal, L, S) and S > 0
     if causal and not pad_keys:
         L_b, S_b = L, S
     elif causal:
@@ -303,7 +308,7 @@ def padded_to_buckets(
         L_b, S_b = L + p, S + p
     else:
         L_b, S_b = bucket(L), bucket(S) if pad_keys else S
-    W = bucket(max(E, E_v, 1))
+    W = bucket(max(E, E_v, 1)) if keywords.get("scale") is not None or E_v != E else E
     if (L_b, S_b, W) == (L, S, E) and E_v == E:
         return None
 
@@ -313,7 +318,8 @@ def padded_to_buckets(
         return grown
 
     given = dict(keywords)
-    given["scale"] = 1.0 / np.sqrt(E) if keywords.get("scale") is None else keywords["scale"]
+    if W > E:  # zero columns change no logit, but the default scale 1/sqrt(width) would see the padded width
+        given["scale"] = 1.0 / np.sqrt(E) if keywords.get("scale") is None else keywords["scale"]
     if S_b > S or visible is not None:
         base = np.ones((1, 1, L, S), dtype=bool) if visible is None else visible
         grown = zeros_around(base, L_b, S_b, False)

@@ -100,11 +100,21 @@ def test_calls_padded_to_buckets_give_the_results_of_the_calls_themselves(seed: 
         keywords["mask"] = rng.random((B, 1, L, S)) < (0.3 if seed % 4 == 0 else 0.8)  # some queries see no key
     if rng.integers(2):
         keywords["bias"] = rng.standard_normal((1, 1, L, S))
+    if rng.integers(2):
+        keywords["scale"] = float(rng.uniform(0.1, 2.0))
     padded = row_convention.padded_to_buckets(query, key, value, keywords, "mask")
-    assert padded is not None  # E_v or a length off the buckets: drawn so that something is padded
+    if padded is None:  # nothing to pad: widths and lengths on the buckets already, or no padding keeps the path
+        assert E_v == E  # values narrower or wider than the keys are always padded (jax needs them as wide)
+        return
     q, k, v = padded.arrays
-    assert q.shape[-1] % 8 == 0 and q.shape[-2] - L == k.shape[-2] - S if keywords["is_causal"] else True
+    assert q.shape[-2] - L == k.shape[-2] - S if keywords["is_causal"] else True
     sees_nothing = not row_convention.every_query_sees_a_key(keywords.get("mask"), keywords["is_causal"], L, S)
-    assert k.shape[-2] == (S if sees_nothing or S == 0 else row_convention.bucket(S)) or keywords["is_causal"]
+    unmasked = "mask" not in keywords
+    assert (
+        k.shape[-2] == (S if unmasked or sees_nothing or S == 0 else row_convention.bucket(S)) or keywords["is_causal"]
+    )
+    # the call's own path: no mask added to a call without one, no scale to a call without one at its own width
+    assert ("mask" in padded.keywords) == (not unmasked) or k.shape[-2] > S
+    assert "scale" in padded.keywords or q.shape[-1] == E
     out = kernel_with_mask_and_bias(q, k, v, **padded.keywords)[..., :L, :E_v]
     np.testing.assert_allclose(out, kernel_with_mask_and_bias(query, key, value, **keywords), rtol=0, atol=1e-13)
