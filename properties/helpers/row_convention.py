@@ -18,8 +18,10 @@ from __future__ import annotations
 import functools
 import importlib.util
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -78,6 +80,8 @@ class Convention:
                 raise ValueError(f"--array {self.array} needs {module}: pip install -e {extra}")
         if self.dtype == "bfloat16" and self.array == "numpy" and importlib.util.find_spec("ml_dtypes") is None:
             raise ValueError('--dtype bfloat16 with numpy arrays needs ml_dtypes: pip install -e ".[bfloat16]"')
+        if self.array == "jax":
+            use_jax_compilation_cache()
         if self.array == "jax" and self.dtype == "float64":
             import jax
 
@@ -166,6 +170,29 @@ class ConventionResult(Result):
         if self.attentions is None:
             pytest.skip(self.missing)
         return self.attentions
+
+
+@functools.cache
+def use_jax_compilation_cache() -> Path | None:
+    """jax's persistent compilation cache for jax targets, every compilation kept, in ATTENTION_JAX_CACHE
+    (default: $XDG_CACHE_HOME or ~/.cache, then attention-properties/jax; "off" for none), unless jax's own
+    JAX_COMPILATION_CACHE_DIR is set. The laws draw the same shapes on every run (derandomised), and compiling them
+    is most of a jax check: the second check of a target reuses the first's executables, which compute exactly
+    what a fresh compilation would (jax keys them by the program, its shapes, options and backend)."""
+    import jax
+
+    config: Any = jax.config
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR") or config.jax_compilation_cache_dir:
+        return None
+    chosen = os.environ.get("ATTENTION_JAX_CACHE", "")
+    if chosen == "off":
+        return None
+    home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    directory = Path(chosen) if chosen else home / "attention-properties" / "jax"
+    config.update("jax_compilation_cache_dir", str(directory))
+    config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return directory
 
 
 @functools.cache

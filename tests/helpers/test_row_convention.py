@@ -118,3 +118,30 @@ def test_calls_padded_to_buckets_give_the_results_of_the_calls_themselves(seed: 
     assert "scale" in padded.keywords or q.shape[-1] == E
     out = kernel_with_mask_and_bias(q, k, v, **padded.keywords)[..., :L, :E_v]
     np.testing.assert_allclose(out, kernel_with_mask_and_bias(query, key, value, **keywords), rtol=0, atol=1e-13)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chosen", ["", "off"])
+def test_jax_targets_keep_their_compilations_in_a_persistent_cache(tmp_path: Any, chosen: str) -> None:
+    """--array jax turns on jax's persistent compilation cache in ATTENTION_JAX_CACHE (or the user's cache
+    directory), where a jitted call leaves its executable; "off", or jax's own JAX_COMPILATION_CACHE_DIR, wins."""
+    pytest.importorskip("jax")
+    import os
+    import subprocess
+    import sys
+
+    directory = tmp_path / "jax-cache"
+    code = (
+        "import jax, jax.numpy as jnp\n"
+        "from properties.helpers.row_convention import Convention\n"
+        "Convention(array='jax', dtype='float32').check_available()\n"
+        "jax.jit(lambda a: a @ a.T)(jnp.ones((3, 5))).block_until_ready()\n"
+        "print(jax.config.jax_compilation_cache_dir)\n"
+    )
+    environment = {**os.environ, "ATTENTION_JAX_CACHE": chosen or str(directory)}
+    environment.pop("JAX_COMPILATION_CACHE_DIR", None)
+    printed = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True, check=True)
+    if chosen == "off":
+        assert printed.stdout.strip() in ("None", "") and not directory.exists()
+    else:
+        assert printed.stdout.strip() == str(directory) and any(directory.rglob("*"))
