@@ -47,6 +47,7 @@ SOFTMAX_OVERFLOW_LAW = "test_softmax_is_finite_for_every_finite_input"
 COURSE_SOFTMAX = "softmax_cols as the course gives it"  # whose code a notebook's overflow FAILs are (records.py)
 BAD_EXPRESSION = "not a pytest -k expression (names joined by and, or, not, with parentheses)"
 OUTPUT_LIMIT_MB = 64  # what a file may print (its worker is stopped beyond)
+MAX_SHARDS = 4  # workers one file's laws are split between at most (grade)
 # No explain phase: it reruns a failing law many times for a note that the report does not use.
 CHECK_PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
 
@@ -407,9 +408,11 @@ def merged(parts: Sequence[Graded]) -> Graded:
 
 def grade(jobs: Sequence[Job], options: Options, workers: int, progress: Callable[[Graded], None]) -> list[Graded]:
     """Grade every job, `workers` at a time, in the order given; `progress` is called as each finishes. With fewer
-    jobs than workers, each job's laws are split between `workers // len(jobs)` workers (the idle cores' share)."""
+    jobs than workers, each job's laws are split between `workers // len(jobs)` workers (the idle cores' share, at
+    most MAX_SHARDS)."""
     workers = max(1, workers)
-    shards = max(1, workers // max(1, len(jobs)))
+    # At most MAX_SHARDS parts: each worker pays its own start (imports, collection: about a second here).
+    shards = max(1, min(MAX_SHARDS, workers // max(1, len(jobs))))
 
     def one(job: Job) -> Graded:
         if shards == 1:

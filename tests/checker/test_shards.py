@@ -91,6 +91,9 @@ def test_one_file_on_two_cores_is_split_in_two(monkeypatch: pytest.MonkeyPatch) 
     calls.clear()
     grading.grade([Job("f.ipynb", "f.ipynb", None)] * 2, Options(), 2, lambda _: None)
     assert calls == [(0, 1), (0, 1)]
+    calls.clear()
+    grading.grade([Job("f.ipynb", "f.ipynb", None)], Options(), 64, lambda _: None)
+    assert sorted(calls) == [(shard, grading.MAX_SHARDS) for shard in range(grading.MAX_SHARDS)]
 
 
 @pytest.mark.slow
