@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from properties.checker.grading import (
     BAD_EXPRESSION,
     Graded,
@@ -100,6 +102,19 @@ def print_subject(subject: Subject) -> None:
         print("  set aside: " + "; ".join(f"{n} problems with {why}" for why, n in total.items()))
 
 
+def rows_of(value: Any) -> dict[str, list[int]] | None:
+    """The shapes of q, k and v of the first rows problem in a counterexample's JSON (the flash and row
+    conventions' problems: q (batch, L, heads, D), ...), or None."""
+    if isinstance(value, dict):
+        if all(name in value for name in ("q", "k", "v")):
+            arrays = {name: value[name] for name in ("q", "k", "v")}
+            return {name: a["shape"] if isinstance(a, dict) else list(np.shape(a)) for name, a in arrays.items()}
+        value = list(value.values())
+    if isinstance(value, list) and value and isinstance(value[0], dict | list):
+        return next((found for found in map(rows_of, value) if found), None)
+    return None
+
+
 def print_details(subject: Subject, convention: Sequence[str] = (), backward: Sequence[str] = ()) -> None:
     for law in subject.laws:
         if law.status != "FAIL":
@@ -111,8 +126,11 @@ def print_details(subject: Subject, convention: Sequence[str] = (), backward: Se
         if law.diagnosis:
             print(f"diagnosis: {law.diagnosis}")
         example = law.counterexample
+        rows = rows_of(example) if example and "N" not in example else None
         if example and "N" in example:
             print(f"counterexample: D={example['D']}, D_q={example['D_q']}, D_v={example['D_v']}, N={example['N']}")
+        elif rows:
+            print("counterexample: " + ", ".join(f"{name} {tuple(shape)}" for name, shape in rows.items()))
         if law.reproduce:
             print("reproduce: save the lines between the markers as a .py file, run it with python from this directory")
             print(f"# --- begin ---\n{law.reproduce}\n# --- end ---")

@@ -395,3 +395,14 @@ def test_a_template_given_as_file_function_is_a_template(tmp_path: Path, functio
     (subject,) = subjects_of_target(WorkerJob(target, None, target))
     assert subject.state == state
     assert (subject.error == "still the notebook's template") == (state == "template")
+
+
+def test_a_rows_counterexample_is_summarised_by_the_shapes_of_q_k_v() -> None:
+    """A FAIL of the flash or row convention prints the shapes of its problem's q, k, v (inline or in an .npz)."""
+    from properties.checker.cli import rows_of
+
+    problem = {"q": np.zeros((1, 2, 1, 3)).tolist(), "k": {"npz": "a.npz", "key": "k", "shape": [1, 1100, 1, 3]},
+               "v": np.zeros((1, 1100, 1, 2)).tolist(), "B": 1}  # fmt: skip
+    example = {"arguments": {"case": [problem, [0, 1]]}}
+    assert rows_of(example) == {"q": [1, 2, 1, 3], "k": [1, 1100, 1, 3], "v": [1, 1100, 1, 2]}
+    assert rows_of({"arguments": {"case": [{"X": [[1.0]]}, 3]}}) is None
