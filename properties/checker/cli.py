@@ -263,7 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     seed = "derandomised" if args.seed is None else f"seed {args.seed}"
     print(f"attention-check: {len(jobs)} file(s); profile {args.profile}, {seed}" + (f"; only {', '.join(only)}"
-          if only else "") + (f"; laws matching {args.laws!r}" if args.laws else ""))  # fmt: skip
+          if only else "") + (f"; laws matching {args.laws!r}" if args.laws else "")
+          + ("; --square: only D_q = D_v = D drawn (a scale by 1/sqrt(D) for 1/sqrt(D_q) cannot show)"
+             if args.square else ""))  # fmt: skip
 
     def progress(graded: Graded) -> None:
         if len(jobs) > 1:
