@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
+from properties.catalogues import correct
 from properties.catalogues.mistakes import kernels as m
 from properties.helpers.checks import LawViolation, assert_close
 from properties.helpers.flash_convention import (
     FlashImplementation,
     FlashProblem,
+    blind_queries,
     exact_attention,
     prefix_step,
     visibility,
@@ -35,6 +37,7 @@ from properties.helpers.flash_strategies import (
     rectangular_problems,
 )
 from properties.helpers.meta import assert_law_fails
+from properties.helpers.row_convention import Convention
 
 # A failing decoding example (S up to 700) prints as code of some 80 kB: long, and still the replay.
 pytestmark = [pytest.mark.semantics, pytest.mark.filterwarnings("ignore:Generating overly large repr")]
@@ -162,13 +165,15 @@ def test_the_softmax_scale_catches_an_ignored_scale() -> None:
 @given(problem=rectangular_problems())
 def test_causal_queries_see_the_keys_their_alignment_allows(flash: FlashImplementation, problem: FlashProblem) -> None:
     """With causal, query n sees key m iff m <= n + S - L (the declared alignment bottom-right: FlashAttention,
-    decoding) or m <= n (top-left: torch's is_causal); L != S tells them apart. A query that sees no key gets 0."""
+    decoding) or m <= n (top-left: torch's is_causal); L != S tells them apart. What a query that sees no key
+    gets is a convention, judged by test_a_query_that_sees_no_key_gets_a_zero_output."""
     flash.require("causal")
     result = flash.call(problem, causal=True)
     scale = flash.default_scale(problem)
     seen = visibility(problem.L, problem.S, causal=True, alignment=flash.alignment)
     expected, _ = exact_attention(problem, scale, visible=seen)
-    assert_close(result.out, expected, flash.bounds(problem, scale, result.eps).out,
+    judged = np.where(blind_queries(seen)[None, :, None, None], expected, result.out)  # conventions
+    assert_close(judged, expected, flash.bounds(problem, scale, result.eps).out,
                  what=f"causal out aligned {flash.alignment} (L={problem.L}, S={problem.S})")  # fmt: skip
 
 
@@ -176,6 +181,14 @@ def test_causal_queries_see_the_keys_their_alignment_allows(flash: FlashImplemen
 @pytest.mark.parametrize("bug", [m.flash_causal_top_left, m.sdpa_causal_bottom_right])
 def test_causal_alignment_catches_the_other_alignment(bug: Any) -> None:
     assert_law_fails(test_causal_queries_see_the_keys_their_alignment_allows, flash=m.broken_flash(bug))
+
+
+@pytest.mark.meta
+def test_causal_alignment_leaves_a_query_that_sees_no_key_to_the_conventions() -> None:
+    """No false alarm on jax's choice: a query that sees no key (L > S, bottom-right) gets the mean of all values."""
+    law = test_causal_queries_see_the_keys_their_alignment_allows
+    law(flash=FlashImplementation(correct.flash_mean_for_queries_without_keys, "flash_mean_for_queries_without_keys",
+                                  Convention(layout="BLHE")))  # fmt: skip
 
 
 @settings(max_examples=10)

@@ -20,6 +20,7 @@ from properties.catalogues.mistakes import kernels as m
 from properties.helpers.checks import assert_close
 from properties.helpers.flash_convention import (
     VarlenImplementation,
+    blind_queries,
     closest,
     distances,
     exact_attention,
@@ -41,10 +42,10 @@ pytestmark = pytest.mark.semantics
 FEW = settings(max_examples=10)
 
 
-def expected_rows(packed: Packed, b: int) -> tuple[list[np.ndarray], np.ndarray]:
+def expected_rows(packed: Packed, b: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Sequence b computed alone in float64 (exact_attention, with its options): the outputs (1, L_b, H, D_v) under
     each accepted reading of the window (window_readings with max_seqlen_k, the limit of FlashAttention 2's packed
-    host code), and one evaluation's bound."""
+    host code), one evaluation's bound, and its queries that see no key under some reading (blind_queries)."""
     problem = packed.sequence(b)
     scale = 1 / np.sqrt(problem.D)
     slopes = packed.slopes_of(b)
@@ -58,18 +59,19 @@ def expected_rows(packed: Packed, b: int) -> tuple[list[np.ndarray], np.ndarray]
     offset = 0.0 if bias is None else float(np.abs(bias).max(initial=0.0))
     # One evaluation of sequence b by the target and one by the law (row_bounds; ALiBi within l_n, a sink one key).
     bound = row_bounds(problem, scale, FLOAT64_EPS, offset=offset, sinks=packed.sinks) * 2
-    return candidates, bound.out
+    return candidates, bound.out, blind_queries(*readings)
 
 
 def check_packing(varlen: VarlenImplementation, packed: Packed) -> None:
     """out[cu_q[b]:cu_q[b+1]] equals sequence b run alone, for every b."""
     out = varlen.call(packed.q, packed.k, packed.v, **varlen_keywords(packed))
     for b in range(packed.batch):
-        candidates, bound = expected_rows(packed, b)
+        candidates, bound, blind = expected_rows(packed, b)
         q0, q1 = int(packed.cu_seqlens_q[b]), int(packed.cu_seqlens_q[b + 1])
         expected = closest(out[None, q0:q1], candidates, bound)[0]
         options = {k: v for k, v in varlen_keywords(packed).items() if not k.startswith(("cu_", "max_"))}
-        assert_close(out[q0:q1], expected, bound[0],
+        judged = np.where(blind[:, None, None], expected, out[q0:q1])  # a query that sees no key: conventions
+        assert_close(judged, expected, bound[0],
                      what=f"sequence {b} (L_b={q1 - q0}, S_b={packed.sequence(b).S}, {options})")  # fmt: skip
 
 
@@ -78,8 +80,9 @@ def check_packing(varlen: VarlenImplementation, packed: Packed) -> None:
 def test_packing_equals_running_each_sequence_alone(varlen: VarlenImplementation, packed: Packed) -> None:
     """out[cu_q[b]:cu_q[b+1]] is attention of sequence b's queries over its own keys alone, causal and windows
     aligned bottom-right by its own lengths L_b, S_b (FlashAttention's varlen), for every b, empty sequences
-    included (they give no rows; a query that sees no key gets 0). Options the target does not take are left out;
-    FlashAttention 2's reading of a side of -1 or >= max_seqlen_k is accepted as in the window laws."""
+    included (they give no rows; what a query that sees no key gets is a convention, judged apart). Options the
+    target does not take are left out; FlashAttention 2's reading of a side of -1 or >= max_seqlen_k is accepted as
+    in the window laws."""
     check_packing(varlen, packed.supported(varlen.takes))
 
 

@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 from hypothesis import given
 
+from properties.catalogues import correct
 from properties.catalogues.mistakes import kernels as m
 from properties.helpers.checks import LawViolation, assert_close
 from properties.helpers.flash_convention import (
     FlashImplementation,
     FlashProblem,
+    blind_queries,
     distances,
     exact_attention,
     prefix_step,
@@ -35,6 +37,7 @@ from properties.helpers.flash_strategies import (
     rectangular_problems,
 )
 from properties.helpers.meta import assert_law_fails
+from properties.helpers.row_convention import Convention
 
 pytestmark = [pytest.mark.semantics, pytest.mark.filterwarnings("ignore:Generating overly large repr")]
 # A cap, a slope and a sink far enough that they change no float64 logit: c tanh(s / c) = s (1 - s^2 / 3c^2 + ...)
@@ -139,8 +142,17 @@ def test_alibi_equals_the_explicit_distance_bias(flash: FlashImplementation, cas
     seen = visibility(problem.L, problem.S, causal=causal, alignment=flash.alignment)
     expected, _ = exact_attention(problem, scale, visible=seen, bias=bias)
     offset = float(np.abs(bias).max(initial=0.0))
-    assert_close(result.out, expected, flash.bounds(problem, scale, result.eps, offset=offset).out,
+    judged = np.where(blind_queries(seen)[None, :, None, None], expected, result.out)  # conventions
+    assert_close(judged, expected, flash.bounds(problem, scale, result.eps, offset=offset).out,
                  what=f"out with alibi_slopes={slopes.tolist()} (causal={causal})")  # fmt: skip
+
+
+@pytest.mark.meta
+def test_alibi_leaves_a_query_that_sees_no_key_to_the_conventions() -> None:
+    """No false alarm on jax's choice: under causal ALiBi, a query that sees no key gets the mean of all values."""
+    flash = FlashImplementation(correct.flash_mean_for_queries_without_keys, "flash_mean_for_queries_without_keys",
+                                Convention(layout="BLHE"))  # fmt: skip
+    test_alibi_equals_the_explicit_distance_bias(flash=flash)
 
 
 @pytest.mark.meta

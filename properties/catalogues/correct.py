@@ -548,15 +548,16 @@ flash_refusing_no_keys.__signature__ = inspect.signature(flash_attn_func)  # typ
 
 def flash_mean_for_queries_without_keys(
     q: Array, k: Array, v: Array, dropout_p: float = 0.0, softmax_scale: float | None = None, causal: bool = False,
-    window_size: tuple[int, int] = (-1, -1), return_attn_probs: bool = False,
+    window_size: tuple[int, int] = (-1, -1), softcap: float = 0.0, alibi_slopes: Array | None = None,
+    deterministic: bool = False, return_attn_probs: bool = False,
 ) -> Any:  # fmt: skip
     """flash_attn_func (bottom-right causal and windows), except that a query whose window holds no key gets the
     mean of all values, as jax.nn.dot_product_attention gives it: another convention for that query, which only the
     conventions category may judge."""
     from properties.helpers.flash_convention import visibility
 
-    returned = flash_attn_func(q, k, v, dropout_p, softmax_scale, causal, window_size,
-                               return_attn_probs=return_attn_probs)  # fmt: skip
+    returned = flash_attn_func(q, k, v, dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes,
+                               deterministic, return_attn_probs)  # fmt: skip
     out = np.array(returned[0] if return_attn_probs else returned)
     L, S = np.shape(q)[1], np.shape(k)[1]
     blind = ~visibility(L, S, causal=causal, window=tuple(window_size)).any(axis=1)  # type: ignore[arg-type]
