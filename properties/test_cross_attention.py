@@ -37,7 +37,6 @@ from properties.helpers.flash_strategies import (
     rectangular_problems,
 )
 from properties.helpers.meta import assert_law_fails
-from properties.helpers.row_convention import Convention
 
 # A failing decoding example (S up to 700) prints as code of some 80 kB: long, and still the replay.
 pytestmark = [pytest.mark.semantics, pytest.mark.filterwarnings("ignore:Generating overly large repr")]
@@ -187,8 +186,7 @@ def test_causal_alignment_catches_the_other_alignment(bug: Any) -> None:
 def test_causal_alignment_leaves_a_query_that_sees_no_key_to_the_conventions() -> None:
     """No false alarm on jax's choice: a query that sees no key (L > S, bottom-right) gets the mean of all values."""
     law = test_causal_queries_see_the_keys_their_alignment_allows
-    law(flash=FlashImplementation(correct.flash_mean_for_queries_without_keys, "flash_mean_for_queries_without_keys",
-                                  Convention(layout="BLHE")))  # fmt: skip
+    law(flash=correct.as_flash(correct.flash_mean_for_queries_without_keys))
 
 
 @settings(max_examples=10)

@@ -37,7 +37,6 @@ from properties.helpers.flash_strategies import (
     rectangular_problems,
 )
 from properties.helpers.meta import assert_law_fails
-from properties.helpers.row_convention import Convention
 
 pytestmark = [pytest.mark.semantics, pytest.mark.filterwarnings("ignore:Generating overly large repr")]
 # A cap, a slope and a sink far enough that they change no float64 logit: c tanh(s / c) = s (1 - s^2 / 3c^2 + ...)
@@ -150,8 +149,7 @@ def test_alibi_equals_the_explicit_distance_bias(flash: FlashImplementation, cas
 @pytest.mark.meta
 def test_alibi_leaves_a_query_that_sees_no_key_to_the_conventions() -> None:
     """No false alarm on jax's choice: under causal ALiBi, a query that sees no key gets the mean of all values."""
-    flash = FlashImplementation(correct.flash_mean_for_queries_without_keys, "flash_mean_for_queries_without_keys",
-                                Convention(layout="BLHE"))  # fmt: skip
+    flash = correct.as_flash(correct.flash_mean_for_queries_without_keys)
     test_alibi_equals_the_explicit_distance_bias(flash=flash)
 
 

@@ -34,7 +34,6 @@ from properties.helpers.flash_strategies import (
     rectangular_problems,
 )
 from properties.helpers.meta import assert_law_fails
-from properties.helpers.row_convention import Convention
 
 pytestmark = [pytest.mark.semantics, pytest.mark.filterwarnings("ignore:Generating overly large repr")]
 
@@ -88,8 +87,7 @@ def test_outputs_do_not_depend_on_keys_outside_the_window_catches(bug: Any) -> N
 @pytest.mark.meta
 def test_the_window_laws_leave_a_query_that_sees_no_key_to_the_conventions() -> None:
     """No false alarm on jax's choice: a query whose window holds no key gets the mean of all values."""
-    flash = FlashImplementation(correct.flash_mean_for_queries_without_keys, "flash_mean_for_queries_without_keys",
-                                Convention(layout="BLHE"))  # fmt: skip
+    flash = correct.as_flash(correct.flash_mean_for_queries_without_keys)
     test_a_window_equals_the_explicit_band(flash=flash)
     test_outputs_do_not_depend_on_keys_outside_the_window(flash=flash)
 

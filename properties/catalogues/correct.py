@@ -479,6 +479,16 @@ class Variant:
         return str(getattr(self.function, "__name__", self.function))
 
 
+def as_flash(function: Callable[..., Any]) -> Any:
+    """A correct kernel of flash_attn_func's signature (a "flash" variant) behind the flash adapter, float64."""
+    from properties.helpers.flash_convention import FlashImplementation
+    from properties.helpers.row_convention import Convention
+
+    return FlashImplementation(
+        function, f"properties.catalogues.correct:{function.__name__}", Convention(layout="BLHE")
+    )
+
+
 def _named(function: Any, name: str) -> Any:
     function.__name__ = function.__qualname__ = name
     return function

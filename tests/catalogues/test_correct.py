@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, Phase, settings
 
 from attention.rows import scaled_dot_product_attention
 from properties.catalogues import registry
-from properties.catalogues.correct import CATALOGUE, Variant
+from properties.catalogues.correct import CATALOGUE, Variant, as_flash
 from properties.helpers.backward import RowBackward
-from properties.helpers.flash_convention import FlashImplementation, MergeImplementation, VarlenImplementation
+from properties.helpers.flash_convention import MergeImplementation, VarlenImplementation
 from properties.helpers.hypothesis_internals import (
     draws,
     explicit_examples_of,
@@ -111,7 +111,7 @@ def under_test(variant: Variant) -> dict[str, Any]:
     elif variant.role == "backward":  # a backward of the bundled row kernel: every gradient law
         fixtures["backward"] = RowBackward(variant.function, target, scaled_dot_product_attention, ROW_FORWARD_TARGET)
     elif variant.role == "flash":  # the rectangular laws, through the flash adapter
-        fixtures["flash"] = FlashImplementation(variant.function, target, Convention(layout="BLHE"))
+        fixtures["flash"] = as_flash(variant.function)
     elif variant.role == "varlen":  # the packed-batch laws
         fixtures["varlen"] = VarlenImplementation(variant.function, target)
     elif variant.role == "merge":
