@@ -21,8 +21,8 @@ from properties.helpers.checks import LawViolation, assert_close
 from properties.helpers.flash_convention import (
     FlashImplementation,
     FlashProblem,
-    blind_queries,
     exact_attention,
+    judged,
     prefix_step,
     visibility,
 )
@@ -171,8 +171,7 @@ def test_causal_queries_see_the_keys_their_alignment_allows(flash: FlashImplemen
     scale = flash.default_scale(problem)
     seen = visibility(problem.L, problem.S, causal=True, alignment=flash.alignment)
     expected, _ = exact_attention(problem, scale, visible=seen)
-    judged = np.where(blind_queries(seen)[None, :, None, None], expected, result.out)  # conventions
-    assert_close(judged, expected, flash.bounds(problem, scale, result.eps).out,
+    assert_close(judged(result.out, expected, seen), expected, flash.bounds(problem, scale, result.eps).out,
                  what=f"causal out aligned {flash.alignment} (L={problem.L}, S={problem.S})")  # fmt: skip
 
 

@@ -20,10 +20,10 @@ from properties.catalogues.mistakes import kernels as m
 from properties.helpers.checks import assert_close
 from properties.helpers.flash_convention import (
     VarlenImplementation,
-    blind_queries,
     closest,
     distances,
     exact_attention,
+    judged,
     row_bounds,
     window_readings,
 )
@@ -42,10 +42,10 @@ pytestmark = pytest.mark.semantics
 FEW = settings(max_examples=10)
 
 
-def expected_rows(packed: Packed, b: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+def expected_rows(packed: Packed, b: int) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray]]:
     """Sequence b computed alone in float64 (exact_attention, with its options): the outputs (1, L_b, H, D_v) under
     each accepted reading of the window (window_readings with max_seqlen_k, the limit of FlashAttention 2's packed
-    host code), one evaluation's bound, and its queries that see no key under some reading (blind_queries)."""
+    host code), one evaluation's bound, and those readings."""
     problem = packed.sequence(b)
     scale = 1 / np.sqrt(problem.D)
     slopes = packed.slopes_of(b)
@@ -59,19 +59,18 @@ def expected_rows(packed: Packed, b: int) -> tuple[list[np.ndarray], np.ndarray,
     offset = 0.0 if bias is None else float(np.abs(bias).max(initial=0.0))
     # One evaluation of sequence b by the target and one by the law (row_bounds; ALiBi within l_n, a sink one key).
     bound = row_bounds(problem, scale, FLOAT64_EPS, offset=offset, sinks=packed.sinks) * 2
-    return candidates, bound.out, blind_queries(*readings)
+    return candidates, bound.out, readings
 
 
 def check_packing(varlen: VarlenImplementation, packed: Packed) -> None:
     """out[cu_q[b]:cu_q[b+1]] equals sequence b run alone, for every b."""
     out = varlen.call(packed.q, packed.k, packed.v, **varlen_keywords(packed))
     for b in range(packed.batch):
-        candidates, bound, blind = expected_rows(packed, b)
+        candidates, bound, readings = expected_rows(packed, b)
         q0, q1 = int(packed.cu_seqlens_q[b]), int(packed.cu_seqlens_q[b + 1])
         expected = closest(out[None, q0:q1], candidates, bound)[0]
         options = {k: v for k, v in varlen_keywords(packed).items() if not k.startswith(("cu_", "max_"))}
-        judged = np.where(blind[:, None, None], expected, out[q0:q1])  # a query that sees no key: conventions
-        assert_close(judged, expected, bound[0],
+        assert_close(judged(out[q0:q1], expected, *readings), expected, bound[0],
                      what=f"sequence {b} (L_b={q1 - q0}, S_b={packed.sequence(b).S}, {options})")  # fmt: skip
 
 

@@ -167,11 +167,12 @@ def window_readings(
     return readings
 
 
-def blind_queries(*visibilities: NDArray[np.bool_]) -> NDArray[np.bool_]:
-    """(L,): the queries that see no key under some of the visibilities (L, S). What such a query gets is a
-    convention (FlashAttention's 0, jax's mean of all values), judged by the conventions law
-    test_a_query_that_sees_no_key_gets_a_zero_output; a law on outputs leaves it there."""
-    return np.asarray(np.logical_or.reduce([~seen.any(axis=-1) for seen in visibilities]))
+def judged(actual: Array, expected: Array, *visibilities: NDArray[np.bool_]) -> Array:
+    """`actual` (..., L, H, D_v) with the rows of the queries that see no key under some of the visibilities (L, S)
+    taken from `expected`: what such a query gets is a convention (FlashAttention's 0, jax's mean of all values),
+    judged by the conventions law test_a_query_that_sees_no_key_gets_a_zero_output, not by a law on outputs."""
+    blind = np.logical_or.reduce([~seen.any(axis=-1) for seen in visibilities])
+    return np.asarray(np.where(blind[:, None, None], expected, actual))
 
 
 def closest(actual: Array, candidates: list[Array], bound: Array, *, axis: int | None = -1) -> Array:

@@ -404,19 +404,13 @@ def merge_cases(draw: st.DrawFn) -> Parts:
 
 def varlen_keywords(packed: Packed, **options: Any) -> dict[str, Any]:
     """The keyword arguments of flash_attn_varlen_func for `packed` (its options only when set)."""
-    lengths_q, lengths_k = np.diff(packed.cu_seqlens_q), np.diff(packed.cu_seqlens_k)
     keywords: dict[str, Any] = {
         "cu_seqlens_q": packed.cu_seqlens_q,
         "cu_seqlens_k": packed.cu_seqlens_k,
-        "max_seqlen_q": int(lengths_q.max(initial=0)),
-        "max_seqlen_k": int(lengths_k.max(initial=0)),
+        "max_seqlen_q": int(np.diff(packed.cu_seqlens_q).max(initial=0)),
+        "max_seqlen_k": packed.max_seqlen_k,
+        **Masking(packed.causal, packed.window, packed.slopes).keywords(),
     }
-    if packed.causal:
-        keywords["causal"] = True
-    if packed.window != (-1, -1):
-        keywords["window_size"] = packed.window
-    if packed.slopes is not None:
-        keywords["alibi_slopes"] = packed.slopes
     if packed.softcap:
         keywords["softcap"] = packed.softcap
     if packed.sinks is not None:
