@@ -72,7 +72,8 @@ def _jitted_vjp(forward: Callable[..., Any], static: tuple[tuple[str, Any], ...]
     def pull(query: Any, key: Any, value: Any, d_out: Any, arrays: dict[str, Any]) -> tuple[Any, Any, Any]:
         return jax_vjp(lambda q, k, v: forward(q, k, v, **dict(static), **arrays), (query, key, value), d_out)
 
-    return jax.jit(pull)
+    compiled: Callable[..., Any] = jax.jit(pull)
+    return compiled
 
 
 def compiled_jax_vjp(

@@ -201,7 +201,8 @@ def jax_compiled(function: Callable[..., Any], static: frozenset[str]) -> Callab
     of the whole function, where op-by-op execution compiles each of its operations per shape."""
     import jax
 
-    return jax.jit(function, static_argnames=tuple(sorted(static)))
+    compiled: Callable[..., Any] = jax.jit(function, static_argnames=tuple(sorted(static)))
+    return compiled
 
 
 # jax targets whose Python code cannot be traced (a value read into Python control flow): called op by op.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,6 +113,20 @@ def integer_arrays(dtype: type, shape: tuple[int, ...], low: int, high: int) -> 
 def boolean_arrays(shape: tuple[int, ...]) -> st.SearchStrategy[NDArray[np.bool_]]:
     """Boolean arrays of `shape`."""
     return hnp.arrays(np.bool_, shape)
+
+
+def arrays_of_shapes(
+    draw: st.DrawFn,
+    shapes: Sequence[tuple[int, ...]],
+    entries: Callable[[tuple[int, ...]], st.SearchStrategy[Array]],
+    label: str,
+) -> list[Array]:
+    """Arrays of the given shapes from one draw of `entries((total size,))`, split in order: one array strategy
+    drawn once costs hypothesis a fraction of one drawn per array, and shrinks as well (attention_problems)."""
+    sizes = [math.prod(shape) for shape in shapes]
+    flat = draw(entries((sum(sizes),)), label=label)
+    parts = np.split(flat, np.cumsum(sizes)[:-1])
+    return [part.reshape(shape) for part, shape in zip(parts, shapes, strict=True)]
 
 
 def matrices(rows: int, cols: int, *, bound: float = ENTRY_BOUND) -> st.SearchStrategy[Array]:
@@ -710,10 +726,14 @@ def batched_problems(
     one N, D, D_q, D_v for all."""
     dims = draw(dimensions(max_side=BATCHED_SIDE, min_n=min_n), label="dimensions")
     B, H = draw(st.integers(*batch), label="B"), draw(st.integers(*heads), label="H")
+    head = AttentionProblem.shapes(dims.D, dims.D_q, dims.D_v, dims.N)[1:]
+    label = "for each b: X_b, then each head's six parameters"
+    arrays = iter(arrays_of_shapes(draw, [(dims.D, dims.N), *head * H] * B, finite_arrays, label))
     slots = []
     for _ in range(B):
-        X = draw(inputs(dims.D, dims.N), label="X_b")
-        slots.append(tuple(draw(head_on(X, dims)) for _ in range(H)))
+        X = next(arrays)
+        drawn = (AttentionProblem(X, *(next(arrays) for _ in head)) for _ in range(H))
+        slots.append(tuple(with_logits_within(problem, SEMANTIC_LOGIT_BOUND) for problem in drawn))
     return BatchedProblem(tuple(slots))
 
 
@@ -757,16 +777,19 @@ def grouped_query_problems(draw: st.DrawFn) -> tuple[BatchedProblem, int]:
     dims = draw(dimensions(max_side=BATCHED_SIDE), label="dimensions")
     B, kv_heads = draw(st.integers(1, 2), label="B"), draw(st.integers(1, 2), label="H_kv")
     G = draw(st.integers(2, 3), label="G")
+    _, omega_v, omega_q, omega_k, beta_v, beta_q, beta_k = AttentionProblem.shapes(dims.D, dims.D_q, dims.D_v, dims.N)
+    group = [omega_v, omega_k, beta_v, beta_k, *[omega_q, beta_q] * G]
+    label = "for each b: X_b, then per group omega_v, omega_k, beta_v, beta_k and each query head's omega_q, beta_q"
+    arrays = iter(arrays_of_shapes(draw, [(dims.D, dims.N), *group * kv_heads] * B, finite_arrays, label))
     slots = []
     for _ in range(B):
-        X = draw(inputs(dims.D, dims.N), label="X_b")
+        X = next(arrays)
         heads = []
         for _ in range(kv_heads):
-            shared = draw(head_on(X, dims), label="the group's key and value head")
+            ov, ok, bv, bk = (next(arrays) for _ in range(4))
             for _ in range(G):
-                own = draw(head_on(X, dims), label="a query head")
-                mixed = shared.replace(omega_q=own.omega_q, beta_q=own.beta_q)
-                heads.append(with_logits_within(mixed, SEMANTIC_LOGIT_BOUND))
+                oq, bq = next(arrays), next(arrays)
+                heads.append(with_logits_within(AttentionProblem(X, ov, oq, ok, bv, bq, bk), SEMANTIC_LOGIT_BOUND))
         slots.append(tuple(heads))
     return BatchedProblem(tuple(slots)), G
 
@@ -944,10 +967,8 @@ def gradient_problems(
     G = draw(st.integers(2, 3), label="G") if grouped else 1
     H = H_kv * G
     if lengths is None:
-        query = draw(grid_arrays((B, H, N, E)), label="query")
-        key = draw(grid_arrays((B, H_kv, N, E)), label="key")
-        value = draw(grid_arrays((B, H_kv, N, E_v)), label="value")
-        d_out = draw(grid_arrays((B, H, N, E_v)), label="d_out")
+        shapes = [(B, H, N, E), (B, H_kv, N, E), (B, H_kv, N, E_v), (B, H, N, E_v)]
+        query, key, value, d_out = arrays_of_shapes(draw, shapes, grid_arrays, "query, key, value, d_out")
     else:
         query, key, value, d_out = (
             seeded_grid_array(draw, shape, GRADIENT_ENTRY_BOUND, name)
