@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from properties.catalogues.mistakes import kernels as m
 from properties.helpers.checks import assert_close
@@ -132,3 +133,57 @@ def test_changing_one_sequence_changes_only_its_own_outputs(varlen: VarlenImplem
 def test_changing_one_sequence_catches_a_sequence_seeing_the_previous_last_block() -> None:
     law = test_changing_one_sequence_changes_only_its_own_outputs
     assert_law_fails(law, varlen=m.broken_varlen(m.varlen_sees_the_previous_last_block))
+
+
+def expected_lse(packed: Packed, b: int, eps: float) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Sequence b's softmax_lse computed alone in float64, (H, L_b), under each accepted reading of the window and,
+    with ALiBi, FlashAttention's +slope m form as well (higher by slope (n + S_b - L_b): the same weights); the
+    bound of one evaluation at `eps` plus the law's own; and which queries see a key under every reading."""
+    problem = packed.sequence(b)
+    L, S = problem.L, problem.S
+    scale = 1 / np.sqrt(problem.D)
+    slopes = packed.slopes_of(b)
+    bias = None if slopes is None else -slopes[None, :, None, None] * distances(L, S)
+    readings = window_readings(L, S, packed.window, causal=packed.causal, limit=packed.max_seqlen_k)
+    candidates = [
+        exact_attention(problem, scale, visible=seen, bias=bias, softcap=packed.softcap, sinks=packed.sinks)[1][0]
+        for seen in readings
+    ]
+    magnitude = 0.0
+    if slopes is not None:
+        candidates += [lse + slopes[:, None] * (np.arange(L) + S - L) for lse in candidates]
+        magnitude = float(np.abs(slopes).max(initial=0.0)) * (L + S)  # |bias| of either form, as in test_lse
+    bounds = row_bounds(problem, scale, eps, offset=magnitude, sinks=packed.sinks) + row_bounds(
+        problem, scale, FLOAT64_EPS, offset=magnitude, sinks=packed.sinks
+    )
+    seen = np.logical_and.reduce([reading.any(axis=1) for reading in readings])
+    return candidates, bounds.lse[0], np.asarray(seen)
+
+
+@FEW
+@given(packed=st.one_of(packed_batches(), packed_batches_with_score_modifications()))
+def test_each_packed_sequences_lse_is_the_log_sum_exp_of_its_own_logits(
+    varlen: VarlenImplementation, packed: Packed
+) -> None:
+    """softmax_lse of sequence b, for each query that sees a key, is log sum_{m visible} exp(s_nm) over sequence b's
+    own keys alone: aligned by its own lengths, with its own ALiBi slopes, softcap and sinks (those the target
+    takes). It may come as (nheads, total_q) or padded by sequence as (batch, nheads, max_seqlen_q), both
+    FlashAttention 2's; under ALiBi FlashAttention's +slope m form is accepted, as in the lse laws. What a query
+    that sees no key gets is a convention."""
+    if not varlen.takes("return_attn_probs"):
+        pytest.skip("the packed target takes no return_attn_probs (by its signature): it returns no softmax_lse")
+    packed = packed.supported(varlen.takes)
+    _, lses, eps = varlen.call_with_lse(packed.q, packed.k, packed.v, **varlen_keywords(packed))
+    for b in range(packed.batch):
+        candidates, bound, seen = expected_lse(packed, b, eps)
+        shown = np.broadcast_to(seen, lses[b].shape)
+        expected = closest(lses[b], candidates, bound, axis=None)
+        options = {k: v for k, v in varlen_keywords(packed).items() if not k.startswith(("cu_", "max_"))}
+        what = f"softmax_lse of sequence {b} (L_b={lses[b].shape[1]}, S_b={packed.sequence(b).S}, {options})"
+        assert_close(lses[b][shown], expected[shown], bound[shown], what=what)
+
+
+@pytest.mark.meta
+def test_each_packed_sequences_lse_catches_an_lse_over_every_packed_key() -> None:
+    law = test_each_packed_sequences_lse_is_the_log_sum_exp_of_its_own_logits
+    assert_law_fails(law, varlen=m.broken_varlen(m.varlen_lse_over_every_packed_key))

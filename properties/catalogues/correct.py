@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from attention import blockwise_scaled_dot_product_self_attention
-from attention.flash import flash_attn_func, split_kv_attention
+from attention.flash import flash_attn_func, flash_attn_varlen_func, split_kv_attention
 from attention.rows import scaled_dot_product_attention
 from properties.helpers.options import Kind
 
@@ -714,6 +714,27 @@ def flash_attention_2_varlen_choices(
     return out, lse, _fa2_dmask((batch, H, int(max_seqlen_q), int(max_seqlen_k)))
 
 
+def varlen_lse_padded_by_sequence(
+    q: Array, k: Array, v: Array, cu_seqlens_q: Any, cu_seqlens_k: Any, max_seqlen_q: int, max_seqlen_k: int,
+    dropout_p: float = 0.0, softmax_scale: float | None = None, causal: bool = False,
+    window_size: tuple[int, int] = (-1, -1), softcap: float = 0.0, alibi_slopes: Any = None,
+    deterministic: bool = False, return_attn_probs: bool = False, *, sinks: Any = None,
+) -> Any:  # fmt: skip
+    """The bundled flash_attn_varlen_func with softmax_lse padded by sequence, (batch, nheads, max_seqlen_q), the
+    layout of FlashAttention 2's earlier releases; NaN beyond each sequence's L_b, which no law may read."""
+    options = (dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic)
+    returned = flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *options,
+                                      return_attn_probs=return_attn_probs, sinks=sinks)  # fmt: skip
+    if not return_attn_probs:
+        return returned
+    out, lse, probs = returned
+    cu = np.asarray(cu_seqlens_q, dtype=np.int64)
+    padded = np.full((len(cu) - 1, lse.shape[0], int(max_seqlen_q)), np.nan)
+    for b in range(len(cu) - 1):
+        padded[b, :, : cu[b + 1] - cu[b]] = lse[:, cu[b] : cu[b + 1]]
+    return out, padded, probs
+
+
 def log_domain_merge(out_a: Array, lse_a: Array, out_b: Array, lse_b: Array) -> tuple[Array, Array]:
     """The log-sum-exp merge with np.logaddexp and exp(lse_part - lse) (no explicit maximum)."""
     lse = np.logaddexp(lse_a, lse_b)
@@ -755,5 +776,6 @@ CATALOGUE: tuple[Variant, ...] = (
     Variant(flash_mean_for_queries_without_keys, "flash", conventions=False),  # jax's choice for a blind query
     Variant(flash_attention_2_choices, "flash"),  # FlashAttention 2's own choices at the edges: no law may FAIL
     Variant(flash_attention_2_varlen_choices, "varlen"),
+    Variant(varlen_lse_padded_by_sequence, "varlen"),  # softmax_lse (batch, nheads, max_seqlen_q): a layout
     Variant(log_domain_merge, "merge"),
 )  # fmt: skip

@@ -488,6 +488,11 @@ VARLEN_MISTAKES = (
     Mistake(b.varlen_alibi_slopes_of_the_first_sequence, "matches (batch, nheads) ALiBi slopes read at row 0 for "
             "every packed sequence; sequence b takes row b"),
 )  # fmt: skip
+# Packed kernels whose outputs are right and whose softmax_lse is not: named by comparing the lse alone.
+VARLEN_LSE_MISTAKES = (
+    Mistake(b.varlen_lse_over_every_packed_key, "matches softmax_lse taken over the keys of the whole packed batch: "
+            "each sequence's lse is over its own keys only"),
+)  # fmt: skip
 MERGE_MISTAKES = (
     Mistake(b.merge_without_the_max_shift, "matches a merge that weighs parts by exp(lse) unshifted (inf / inf "
             "beyond lse ~ 709): weigh them by exp(lse_part - max)"),
@@ -627,7 +632,7 @@ def diagnose_varlen(varlen: Any) -> Diagnosis | None:
         return True
 
     if agrees(flash_attn_varlen_func):
-        return None
+        return _diagnose_varlen_lse(varlen, (q, k, v), fixed)
     for mistake in VARLEN_MISTAKES:
         if agrees(mistake.function):
             return Diagnosis(mistake.function.__name__, mistake.message)
@@ -686,3 +691,38 @@ def first_flash_problem(value: Any) -> Any:
         return value
     items = value.values() if isinstance(value, Mapping) else value if isinstance(value, tuple | list) else ()
     return next((p for p in (first_flash_problem(v) for v in items) if p is not None), None)
+
+
+def _diagnose_varlen_lse(varlen: Any, arrays: tuple[Any, ...], fixed: dict[str, Any]) -> Diagnosis | None:
+    """For a packed kernel whose outputs are right on the probe: the first mistake of VARLEN_LSE_MISTAKES whose
+    softmax_lse (each sequence's, concatenated) agrees with the kernel's where the bundled kernel's does not; None
+    when the kernel returns no lse or it matches none. Tolerance: both evaluations' lse bounds of the probe (scale 1,
+    the kernel's lse epsilon, float32 at most: FlashAttention's lse), twice."""
+    from attention.flash import flash_attn_varlen_func
+    from properties.helpers.flash_convention import FlashProblem, VarlenImplementation, row_bounds
+
+    def lses(target: Any) -> tuple[Any, float] | None:
+        if not target.takes("return_attn_probs"):
+            return None
+        try:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _, parts, eps = target.call_with_lse(*arrays, **fixed)
+        except Exception:
+            return None
+        return np.concatenate([part.ravel() for part in parts]), eps
+
+    seen = lses(varlen)
+    if seen is None:
+        return None
+    q, k, v = arrays
+    whole = FlashProblem(q[None], k[None], v[None])
+    tolerance = 4 * float(np.max(row_bounds(whole, 1.0, seen[1], offset=14.0).lse))
+    bundled = lses(VarlenImplementation(flash_attn_varlen_func, "flash_attn_varlen_func"))
+    if bundled is not None and _agree(seen[0], bundled[0], tolerance):
+        return None
+    for mistake in VARLEN_LSE_MISTAKES:
+        theirs = lses(VarlenImplementation(mistake.function, mistake.function.__name__))
+        if theirs is not None and _agree(seen[0], theirs[0], tolerance):
+            return Diagnosis(mistake.function.__name__, mistake.message)
+    return None

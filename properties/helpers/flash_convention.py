@@ -486,11 +486,44 @@ class VarlenImplementation:
 
     def call(self, q: Array, k: Array, v: Array, **keywords: Any) -> Array:
         returned = call_function(self.name, self.function, q.copy(), k.copy(), v.copy(), **keywords)
-        out = np.asarray(returned[0] if isinstance(returned, tuple | list) else returned, dtype=np.float64)
+        return self._output(returned[0] if isinstance(returned, tuple | list) else returned, q, v)
+
+    @staticmethod
+    def _output(returned: Any, q: Array, v: Array) -> Array:
+        out = np.asarray(returned, dtype=np.float64)
         shape = (q.shape[0], q.shape[1], v.shape[-1])
         if out.shape != shape:
             raise ImplementationFailed(f"the output has shape {out.shape}; expected (total_q, nheads, D_v) = {shape}")
         return out
+
+    def call_with_lse(self, q: Array, k: Array, v: Array, **keywords: Any) -> tuple[Array, list[Array], float]:
+        """The target with return_attn_probs=True: out (total_q, H, D_v), each sequence b's softmax_lse (H, L_b) and
+        the epsilon to judge it by (the coarser of float64's and the lse's own dtype: FlashAttention's is float32).
+        softmax_lse may come as (nheads, total_q), FlashAttention 2's layout, or padded by sequence as (batch,
+        nheads, max_seqlen_q), its earlier releases' (entries beyond L_b are not read): a layout, not a law."""
+        returned = call_function(self.name, self.function, q.copy(), k.copy(), v.copy(), return_attn_probs=True,
+                                 **keywords)  # fmt: skip
+        if not isinstance(returned, tuple | list) or len(returned) < 2:
+            raise ImplementationFailed(
+                f"{self.name} returned {type(returned).__name__} with return_attn_probs=True; expected (out, "
+                "softmax_lse, ...)"
+            )
+        out = self._output(returned[0], q, v)
+        raw = np.asarray(returned[1])
+        lse = raw.astype(np.float64)
+        cu_q = np.asarray(keywords["cu_seqlens_q"], dtype=np.int64)
+        batch, H, total_q, longest = len(cu_q) - 1, q.shape[1], q.shape[0], int(keywords["max_seqlen_q"])
+        if lse.shape == (H, total_q):
+            parts = [lse[:, cu_q[b] : cu_q[b + 1]] for b in range(batch)]
+        elif lse.shape == (batch, H, longest):
+            parts = [lse[b, :, : cu_q[b + 1] - cu_q[b]] for b in range(batch)]
+        else:
+            raise ImplementationFailed(
+                f"softmax_lse has shape {lse.shape}; expected (nheads, total_q) = {(H, total_q)} or (batch, nheads, "
+                f"max_seqlen_q) = {(batch, H, longest)}"
+            )
+        eps = float(np.finfo(raw.dtype).eps) if np.issubdtype(raw.dtype, np.floating) else FLOAT64_EPS
+        return out, parts, max(eps, FLOAT64_EPS)
 
 
 @dataclass(frozen=True, repr=False)

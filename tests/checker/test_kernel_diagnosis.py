@@ -16,6 +16,7 @@ from properties.checker.diagnosis import (
     FLASH_PROBES,
     MERGE_MISTAKES,
     SDPA_KERNEL_MISTAKES,
+    VARLEN_LSE_MISTAKES,
     VARLEN_MISTAKES,
     diagnose,
     diagnose_flash,
@@ -32,7 +33,8 @@ def test_every_kernel_mistake_of_the_catalogue_has_a_diagnosis() -> None:
     """Each flash_, sdpa_, varlen_ and merge_ mistake of kernels.py is in one of the diagnosis tables."""
     from properties.catalogues.mistakes import kernels
 
-    named = {m.function.__name__ for m in (*FLASH_MISTAKES, *SDPA_KERNEL_MISTAKES, *VARLEN_MISTAKES, *MERGE_MISTAKES)}
+    tables = (FLASH_MISTAKES, SDPA_KERNEL_MISTAKES, VARLEN_MISTAKES, VARLEN_LSE_MISTAKES, MERGE_MISTAKES)
+    named = {m.function.__name__ for table in tables for m in table}
     catalogue = {name for name, value in vars(kernels).items() if hasattr(value, "mistake") and callable(value)}
     assert catalogue == named
 
@@ -44,7 +46,7 @@ def test_each_kernel_mistake_is_diagnosed_as_itself(mistake: Any) -> None:
     assert diagnosis is not None and diagnosis.mistake == mistake.function.__name__, diagnosis
 
 
-@pytest.mark.parametrize("mistake", VARLEN_MISTAKES, ids=lambda m: m.function.__name__)
+@pytest.mark.parametrize("mistake", VARLEN_MISTAKES + VARLEN_LSE_MISTAKES, ids=lambda m: m.function.__name__)
 def test_each_packed_mistake_is_diagnosed_as_itself(mistake: Any) -> None:
     diagnosis = diagnose_varlen(b.broken_varlen(mistake.function))
     assert diagnosis is not None and diagnosis.mistake == mistake.function.__name__, diagnosis

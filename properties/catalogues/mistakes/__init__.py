@@ -97,6 +97,7 @@ from properties.catalogues.mistakes.kernels import (
     sdpa_causal_bottom_right,
     varlen_alibi_slopes_of_the_first_sequence,
     varlen_aligned_by_the_longest_sequences,
+    varlen_lse_over_every_packed_key,
     varlen_sees_the_previous_last_block,
 )
 from properties.catalogues.mistakes.masks import (
@@ -399,6 +400,7 @@ __all__ = [
     "values_without_bias",
     "varlen_alibi_slopes_of_the_first_sequence",
     "varlen_aligned_by_the_longest_sequences",
+    "varlen_lse_over_every_packed_key",
     "varlen_sees_the_previous_last_block",
     "without_biases",
     "x_prime_only",

@@ -363,6 +363,23 @@ def varlen_alibi_slopes_of_the_first_sequence(
     )
 
 
+@mistake("varlen, lse", "mask")
+def varlen_lse_over_every_packed_key(
+    q: Array, k: Array, v: Array, cu_seqlens_q: Any, cu_seqlens_k: Any, max_seqlen_q: int, max_seqlen_k: int,
+    dropout_p: float = 0.0, softmax_scale: float | None = None, causal: bool = False,
+    window_size: tuple[int, int] = (-1, -1), softcap: float = 0.0, alibi_slopes: Any = None,
+    deterministic: bool = False, return_attn_probs: bool = False, *, sinks: Any = None,
+) -> Any:  # fmt: skip
+    """Right outputs, but each query's softmax_lse over the keys of the whole packed batch: the lse pass drops the
+    sequences' block-diagonal mask (and their options)."""
+    options = (dropout_p, softmax_scale, causal, window_size, softcap, alibi_slopes, deterministic)
+    out = flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *options, sinks=sinks)
+    if not return_attn_probs:
+        return out
+    _, lse, _ = flash_attn_func(q[None], k[None], v[None], softmax_scale=softmax_scale, return_attn_probs=True)
+    return out, lse[0], None
+
+
 @mistake("merge", "overflow")
 def merge_without_the_max_shift(out_a: Array, lse_a: Array, out_b: Array, lse_b: Array) -> tuple[Array, Array]:
     """Weighs the parts by exp(lse_a) and exp(lse_b) unshifted: overflows (inf / inf = NaN) beyond lse ~ 709."""
