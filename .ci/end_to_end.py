@@ -109,7 +109,12 @@ def main() -> None:
         grades = list(csv.DictReader((here / "grades.csv").open()))
         solved = [row for row in grades if row["file"] == str(Path("class") / "solved.ipynb")]
         assert len(grades) == 3 * len(KINDS) and {row["verdict"] for row in solved} == {"PASS"}, grades
-        print(f"  ok: {len(grades)} CSV rows; the solved notebook passes")
+        hungry = next(row for row in grades if row["file"] == str(Path("class") / "memory_hungry.ipynb")
+                      and row["function"] == "scaled_dot_product_self_attention")  # fmt: skip
+        categories = ("semantics", "conventions", "robustness", "hygiene", "gradients", "golden")
+        assert hungry["verdict"] == "FAIL" and hungry["error"].startswith("exhausts memory"), hungry
+        assert not hungry["failed_laws"] and "FAIL" not in {hungry[c] for c in categories}, hungry
+        print(f"  ok: {len(grades)} CSV rows; the solved notebook passes; exhausting memory fails no law")
         # Deterministic: the same file gives the same verdicts on every run.
         runs = []
         for _ in range(2):

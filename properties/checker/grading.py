@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from hypothesis import Phase, Verbosity, settings
 
-from properties.checker.records import Graded, Job, LawVerdict, Options, Subject, WorkerJob, counted_laws
+from properties.checker.records import SKIP, Graded, Job, LawVerdict, Options, Subject, WorkerJob, counted_laws
 from properties.checker.report import own_output
 from properties.helpers.options import (
     BACKWARD_REFERENCE_TARGETS,
@@ -380,11 +380,32 @@ def grade_one(job: Job, options: Options, shard: int = 0, shards: int = 1) -> Gr
             subject.error += ":\n" + tail
         if not subject.done and not subject.error:
             subject.error = graded.error or "not run"
-        if any("MemoryError" in law.reason for law in subject.laws):
-            subject.error = subject.error or f"exhausts memory (limit {options.memory_mb} MB): MemoryError"
+        set_aside_exhausted_memory(subject, options.memory_mb)
     if not graded.subjects and not graded.error:
         graded.error = "the worker reported nothing"
     return graded
+
+
+def exhausted_memory(law: LawVerdict) -> bool:
+    """Whether the function raised MemoryError under this law (its FAIL's reason, or what a law that accepts a
+    raised exception saw)."""
+    return "MemoryError" in law.reason or any("MemoryError" in seen for seen in law.seen)
+
+
+def set_aside_exhausted_memory(subject: Subject, memory_mb: int) -> None:
+    """A function that raised MemoryError errs with "exhausts memory", and each law under which it did becomes a
+    SKIP (not checked): running out of the grader's memory is neither a law's FAIL nor, on an empty input, a
+    refusal that the conventions law would PASS. The laws it ran within the limit keep their verdicts."""
+    if not any(exhausted_memory(law) for law in subject.laws):
+        return
+    subject.error = subject.error or f"exhausts memory (limit {memory_mb} MB): MemoryError"
+    reason = f"not checked: the function exhausted the memory limit ({memory_mb} MB)"
+    subject.laws = [
+        dataclasses.replace(law, status=SKIP, reason=reason, details="", counterexample=None, reproduce=None,
+                            diagnosis=None, mistake=None, arrays=None, seen={})
+        if exhausted_memory(law) else law
+        for law in subject.laws
+    ]  # fmt: skip
 
 
 def merged(parts: Sequence[Graded]) -> Graded:

@@ -51,3 +51,31 @@ def test_a_counterexample_of_n_1100_is_stored_compactly_and_replays(tmp_path: Pa
     (tmp_path / "replay.py").write_text(law.reproduce)
     replay = subprocess.run([sys.executable, "replay.py"], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert replay.returncode != 0 and "LawViolation" in replay.stderr, replay.stderr[-2000:]
+
+
+def test_laws_under_which_the_function_exhausted_memory_are_not_checked() -> None:
+    """A MemoryError is the grader's limit, not a law's FAIL, and not the refusal of an empty input that the
+    conventions law accepts: those laws become SKIPs, the function errs with "exhausts memory", and the laws it ran
+    within the limit keep their verdicts."""
+    from properties.checker.grading import score, set_aside_exhausted_memory
+    from properties.checker.records import LawVerdict, Subject
+
+    def law(name: str, category: str, status: str, reason: str = "", seen: dict[str, int] | None = None) -> LawVerdict:
+        return LawVerdict(name, category, "properties.test_x", "implementation", status=status, reason=reason,
+                          seen=seen or {})  # fmt: skip
+
+    subject = Subject("f", "f.py:f", "scaled", laws=[
+        law("test_a", "semantics", "FAIL", "f raised MemoryError: Unable to allocate 11.9 GiB"),
+        law("test_b", "conventions", "PASS", seen={"raises MemoryError on an empty input": 20}),
+        law("test_c", "semantics", "PASS"),
+        law("test_d", "golden", "FAIL", "the golden values differ"),
+    ])  # fmt: skip
+    set_aside_exhausted_memory(subject, 4096)
+    assert subject.error == "exhausts memory (limit 4096 MB): MemoryError"
+    assert [law.status for law in subject.laws] == ["SKIP", "SKIP", "PASS", "FAIL"]
+    assert subject.laws[0].reason == "not checked: the function exhausted the memory limit (4096 MB)"
+    assert subject.category("conventions") == "SKIP" and subject.verdict == "FAIL"
+    assert score(subject.laws) == 0.5
+    untouched = Subject("g", "g.py:g", "scaled", laws=[law("test_a", "semantics", "FAIL", "wrong")])
+    set_aside_exhausted_memory(untouched, 4096)
+    assert untouched.error == "" and untouched.laws[0].status == "FAIL"
