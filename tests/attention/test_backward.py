@@ -171,6 +171,8 @@ def row_cases() -> dict[str, Any]:
         "causal L > S": (row_problem(3, (), 6, 4), {"is_causal": True}),
         "bool mask": (row_problem(4, (2, 3), 4, 6), {"attn_mask": bool_mask}),
         "float mask": (row_problem(5, (2, 3), 4, 6), {"attn_mask": float_mask, "scale": 0.3}),
+        # A float mask of shape (L, S) on a batch of one axis: the batch is (2,), not the mask's leading axes.
+        "float mask (L, S)": (row_problem(10, (2,), 4, 6), {"attn_mask": float_mask[0, 0]}),
         "gqa": ([q, k, v], {"enable_gqa": True}),
         "gqa causal": ([q, k, v], {"enable_gqa": True, "is_causal": True}),
         "broadcast key and value": ([row_problem(8, (2, 3), 4, 5)[0], *row_problem(9, (3,), 4, 5)[1:]], {}),
@@ -353,6 +355,12 @@ def test_notebook_vjp_rejects_bad_arguments_by_name(vjp: Any, change: dict[str, 
         ({"attn_mask": np.full((4, 6), np.nan)}, ValueError, "attn_mask .* must hold finite values or -inf"),
         ({"query": np.zeros((2, 3, 4, 4)), "key": np.zeros((2, 2, 6, 4)), "value": np.zeros((2, 2, 6, 3)),
           "d_out": np.zeros((2, 3, 4, 3)), "enable_gqa": True}, ValueError, "3 query heads .* not a multiple of 2"),
+        ({"query": np.zeros((2, 4, 4, 4)), "key": np.zeros((2, 2, 6, 4)), "value": np.zeros((2, 3, 6, 3)),
+          "d_out": np.zeros((2, 4, 4, 3)), "enable_gqa": True}, ValueError, "value must have key's 2 heads"),
+        ({"query": np.zeros((2, 4, 4, 4)), "key": np.zeros((2, 2, 6, 4)), "value": np.zeros((6, 3)),
+          "d_out": np.zeros((2, 4, 4, 3)), "enable_gqa": True}, ValueError, "value must have key's 2 heads"),
+        ({"query": np.zeros((2, 4, 4, 4)), "key": np.zeros((3, 2, 6, 4)), "value": np.zeros((2, 2, 6, 3)),
+          "d_out": np.zeros((2, 4, 4, 3)), "enable_gqa": True}, ValueError, "batch axes of query, key and value"),
     ],
 )  # fmt: skip
 def test_row_backward_rejects_bad_arguments_by_name(change: dict[str, Any], error: Any, words: str) -> None:
