@@ -182,6 +182,17 @@ CONTRACT: dict[tuple[str, str], str] = {
         "attention/multihead.py",
         "seen = type(head).__name__ - (f' of length {len(head)}' if isinstance(head, Sequence) else '')",
     ): "the TypeError for a malformed head loses its message",
+    ("attention/_core.py", "return 1.0"): "largest_magnitude of an empty matrix: only the path of an empty input, "
+    "whose outputs are empty either way (tests/attention checks the helper)",
+    # The row backward's argument handling beyond the gradient laws' 4-D draws (B <= 2): tests/attention kills each.
+    ("attention/rows_backward.py", "if array.ndim < 3:"): "refuses query, key or value without batch axes (2-D)",
+    ("attention/rows_backward.py", "if key.ndim < 4:"): "enable_gqa with a 3-D key loses its ValueError",
+    ("attention/rows_backward.py", "if not enable_gqa or query.ndim < 4:"): "enable_gqa on 3-D arrays skips the "
+    "head check (a ValueError of numpy's instead of ours)",
+    ("attention/rows_backward.py", "if key.shape[-4] == query.shape[-3]:"): "reads the batch axis as the heads: "
+    "wrong only when B equals H with H_kv > 1 (B <= 2 < H in the laws)",
+    ("attention/rows_backward.py", "shapes = (shapes[0], *((*shape[:-2], heads) for shape in shapes[1:]))"): "the "
+    "batch check under enable_gqa on the wrong axis: key batch axes that do not broadcast pass it",
 }
 CONTRACT_PREFIX = "check_"
 
