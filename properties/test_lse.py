@@ -36,11 +36,13 @@ from properties.helpers.flash_convention import (
 )
 from properties.helpers.flash_strategies import (
     MaskedLse,
+    MaskedParts,
     Masking,
     Parts,
     Shifted,
     Split,
     Windowed,
+    masked_merge_cases,
     merge_cases,
     problems_with_empty_rows,
     problems_with_logit_shifts,
@@ -258,6 +260,37 @@ def test_a_merge_of_two_key_splits_equals_attention_over_all_keys(merge: MergeIm
     finite = np.isfinite(expected_lse)
     assert_close(lse[finite] - shift, expected_lse[finite], bound.lse[finite] + abs(shift) * 4 * FLOAT64_EPS,
                  what="the merged lse")  # fmt: skip
+
+
+@pytest.mark.semantics
+@given(case=masked_merge_cases())
+def test_a_merge_weighs_a_part_that_hides_every_key_from_a_query_zero_for_that_query(
+    merge: MergeImplementation, case: MaskedParts
+) -> None:
+    """Under causal and windows a query may see no key in one part (its lse there -inf, its out 0) and keys in the
+    other: the merge weighs that part 0 for that query alone and equals attention over all its visible keys, out
+    and lse (shifted up to +-800). A query that sees no key in either part is a convention, not judged here."""
+    problem, p, shift, causal, window = case
+    scale = 1 / np.sqrt(problem.D)
+    visible = window_readings(problem.L, problem.S, window, causal=causal)[0]
+    parts = [exact_attention(problem.keys(0, p), scale, visible=visible[:, :p]),
+             exact_attention(problem.keys(p, problem.S), scale, visible=visible[:, p:])]  # fmt: skip
+    (out_a, lse_a), (out_b, lse_b) = ((out, lse + shift) for out, lse in parts)
+    out, lse = merge.call(out_a, lse_a, out_b, lse_b)
+    expected, expected_lse = exact_attention(problem, scale, visible=visible)
+    seen = np.asarray(visible.any(axis=1))  # (L,): the queries judged
+    rows, columns = np.broadcast_to(seen[None, :, None, None], out.shape), np.broadcast_to(seen, lse.shape)
+    bound = row_bounds(problem, scale, FLOAT64_EPS) * 4
+    what = f"keys [0, {p}) and [{p}, {problem.S}) under causal={causal}, window_size={window}"
+    assert_close(out[rows], expected[rows], bound.out[rows], what=f"the merged out of {what}")
+    assert_close(lse[columns] - shift, expected_lse[columns], bound.lse[columns] + abs(shift) * 4 * FLOAT64_EPS,
+                 what=f"the merged lse of {what}")  # fmt: skip
+
+
+@pytest.mark.meta
+def test_a_merge_of_parts_that_hide_keys_catches_special_cases_for_empty_parts_only() -> None:
+    law = test_a_merge_weighs_a_part_that_hides_every_key_from_a_query_zero_for_that_query
+    assert_law_fails(law, merge=m.broken_merge(m.merge_special_casing_only_empty_parts))
 
 
 @pytest.mark.meta

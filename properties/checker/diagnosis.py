@@ -498,6 +498,8 @@ MERGE_MISTAKES = (
             "beyond lse ~ 709): weigh them by exp(lse_part - max)"),
     Mistake(b.merge_with_the_weights_swapped, "matches a merge that gives out_a the weight of part b and out_b that "
             "of part a"),
+    Mistake(b.merge_special_casing_only_empty_parts, "matches a merge that sets aside a part with no key at all but "
+            "gives NaN to a query that sees no key in the first part only (lse_a = -inf): weigh it 0 row by row"),
 )  # fmt: skip
 
 
@@ -641,16 +643,20 @@ def diagnose_varlen(varlen: Any) -> Diagnosis | None:
 
 def diagnose_merge(merge: Any) -> Diagnosis | None:
     """The first mistake of MERGE_MISTAKES whose (out, lse) agree with the merge's on two parts of a probe (keys
-    [0, 2) and [2, 5) of the wide probe, their lse shifted by 0 and by 800, where exp overflows), where the bundled
-    merge_attention_states's do not on one; None else. Tolerance: four float64 row_bounds of the probe (as the merge
-    law's), plus 4 u |shift| on the lse."""
+    [0, 2) and [2, 5) of the wide probe, their lse shifted by 0 and by 800, where exp overflows, and under the window
+    (1, 0), where queries 1 and 2 see no key in the first part), where the bundled merge_attention_states's do not on
+    one; None else. Tolerance: four float64 row_bounds of the probe (as the merge law's), plus 4 u |shift| on the
+    lse."""
     from attention.flash import merge_attention_states
-    from properties.helpers.flash_convention import MergeImplementation, exact_attention, row_bounds
+    from properties.helpers.flash_convention import MergeImplementation, exact_attention, row_bounds, window_readings
 
     scale = 1 / np.sqrt(_WIDE.D)
     parts = [exact_attention(_WIDE.keys(0, 2), scale), exact_attention(_WIDE.keys(2, _WIDE.S), scale)]
     bounds = row_bounds(_WIDE, scale, FLOAT64_EPS) * 4
     cases = [(shift, [(out, lse + shift) for out, lse in parts]) for shift in (0.0, 800.0)]
+    band = window_readings(_WIDE.L, _WIDE.S, (1, 0))[0]
+    cases.append((0.0, [exact_attention(_WIDE.keys(0, 2), scale, visible=band[:, :2]),
+                        exact_attention(_WIDE.keys(2, _WIDE.S), scale, visible=band[:, 2:])]))  # fmt: skip
 
     def outcome(target: Any, arrays: list[tuple[Array, Array]]) -> Any:
         try:

@@ -402,6 +402,26 @@ def merge_cases(draw: st.DrawFn) -> Parts:
                  draw(st.sampled_from((0.0, 0.0, 800.0, -800.0)), label="lse shift"))  # fmt: skip
 
 
+class MaskedParts(NamedTuple):
+    """Two key splits of a problem under causal and a window (bottom-right), so that a query may see no key in one
+    part: lse -inf there, out 0."""
+
+    problem: FlashProblem
+    point: int
+    lse_shift: float
+    causal: bool
+    window: tuple[int, int]
+
+
+@st.composite
+def masked_merge_cases(draw: st.DrawFn) -> MaskedParts:
+    """merge_cases under causal or not and a window (windows_for): a query may see no key in one part, or in both."""
+    problem, point, shift = draw(merge_cases())
+    causal = draw(st.booleans(), label="causal")
+    window = windows_for(draw, problem.L, problem.S)
+    return MaskedParts(problem, point, shift, causal, window)
+
+
 def varlen_keywords(packed: Packed, **options: Any) -> dict[str, Any]:
     """The keyword arguments of flash_attn_varlen_func for `packed` (its options only when set)."""
     keywords: dict[str, Any] = {

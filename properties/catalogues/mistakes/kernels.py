@@ -399,6 +399,22 @@ def merge_with_the_weights_swapped(out_a: Array, lse_a: Array, out_b: Array, lse
     return np.nan_to_num(share_a) * out_a + np.nan_to_num(share_b) * out_b, lse
 
 
+@mistake("merge, window", "empty row")
+def merge_special_casing_only_empty_parts(
+    out_a: Array, lse_a: Array, out_b: Array, lse_b: Array
+) -> tuple[Array, Array]:
+    """Sets aside a part with no key at all (every lse -inf) but merges the rest by lse = lse_a + log1p(exp(lse_b -
+    lse_a)): a query that sees no key in the first part only (lse_a = -inf) gets NaN."""
+    if np.isneginf(lse_a).all():
+        return out_b.copy(), lse_b.copy()
+    if np.isneginf(lse_b).all():
+        return out_a.copy(), lse_a.copy()
+    with np.errstate(over="ignore", invalid="ignore"):
+        lse = lse_a + np.log1p(np.exp(lse_b - lse_a))
+        share_a, share_b = (np.swapaxes(np.exp(x - lse), -1, -2)[..., None] for x in (lse_a, lse_b))
+        return share_a * out_a + share_b * out_b, lse
+
+
 def broken_flash(function: Any, convention: Convention | None = None, alignment: str | None = None) -> Any:
     """A broken FlashAttention-signature kernel (or, for names starting sdpa_, a row-convention one) behind the
     flash adapter, float64, with its source's causal alignment unless `alignment` says."""
