@@ -244,6 +244,17 @@ def test_two_key_splits_merged_catch_an_lse_in_base_2() -> None:
     assert_law_fails(law, flash=m.broken_flash(m.flash_lse_in_base_2))
 
 
+def merge_bounds(problem: FlashProblem, scale: float, shift: float) -> tuple[np.ndarray, np.ndarray]:
+    """Tolerances of a merge law's out and lse: four float64 evaluations' row_bounds (the two parts, the merge, the
+    law's whole) and the shift. lse_part + shift is rounded at the magnitude of the shift, so the difference
+    lse_part - lse that sets a part's weight is off by up to 2 u (|shift| + 1) beyond row_bounds (the merged lse is
+    rounded likewise), each weight relatively by as much; out, a combination of outs no larger than max |v| with
+    weights summing to 1, by max |v| times that. Twice it: 4 u |shift| max |v| on out, 4 u |shift| on lse."""
+    bound = row_bounds(problem, scale, FLOAT64_EPS) * 4
+    drift = 4 * abs(shift) * FLOAT64_EPS
+    return bound.out + drift * float(np.abs(problem.v).max(initial=0.0)), bound.lse + drift
+
+
 @pytest.mark.semantics
 @given(case=merge_cases())
 def test_a_merge_of_two_key_splits_equals_attention_over_all_keys(merge: MergeImplementation, case: Parts) -> None:
@@ -255,11 +266,10 @@ def test_a_merge_of_two_key_splits_equals_attention_over_all_keys(merge: MergeIm
     (out_a, lse_a), (out_b, lse_b) = ((out, lse + shift) for out, lse in parts)
     out, lse = merge.call(out_a, lse_a, out_b, lse_b)
     expected, expected_lse = exact_attention(problem, scale)
-    bound = row_bounds(problem, scale, FLOAT64_EPS) * 4
-    assert_close(out, expected, bound.out, what=f"the merged out of keys [0, {p}) and [{p}, {problem.S})")
+    out_bound, lse_bound = merge_bounds(problem, scale, shift)
+    assert_close(out, expected, out_bound, what=f"the merged out of keys [0, {p}) and [{p}, {problem.S})")
     finite = np.isfinite(expected_lse)
-    assert_close(lse[finite] - shift, expected_lse[finite], bound.lse[finite] + abs(shift) * 4 * FLOAT64_EPS,
-                 what="the merged lse")  # fmt: skip
+    assert_close(lse[finite] - shift, expected_lse[finite], lse_bound[finite], what="the merged lse")
 
 
 @pytest.mark.semantics
@@ -280,11 +290,10 @@ def test_a_merge_weighs_a_part_that_hides_every_key_from_a_query_zero_for_that_q
     expected, expected_lse = exact_attention(problem, scale, visible=visible)
     seen = np.asarray(visible.any(axis=1))  # (L,): the queries judged
     rows, columns = np.broadcast_to(seen[None, :, None, None], out.shape), np.broadcast_to(seen, lse.shape)
-    bound = row_bounds(problem, scale, FLOAT64_EPS) * 4
+    out_bound, lse_bound = merge_bounds(problem, scale, shift)
     what = f"keys [0, {p}) and [{p}, {problem.S}) under causal={causal}, window_size={window}"
-    assert_close(out[rows], expected[rows], bound.out[rows], what=f"the merged out of {what}")
-    assert_close(lse[columns] - shift, expected_lse[columns], bound.lse[columns] + abs(shift) * 4 * FLOAT64_EPS,
-                 what=f"the merged lse of {what}")  # fmt: skip
+    assert_close(out[rows], expected[rows], out_bound[rows], what=f"the merged out of {what}")
+    assert_close(lse[columns] - shift, expected_lse[columns], lse_bound[columns], what=f"the merged lse of {what}")
 
 
 @pytest.mark.meta
