@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from properties.catalogues.mistakes import kernels as m
 from properties.helpers.checks import assert_close
 from properties.helpers.flash_convention import (
+    FlashProblem,
     VarlenImplementation,
     closest,
     distances,
@@ -43,24 +44,34 @@ pytestmark = pytest.mark.semantics
 FEW = settings(max_examples=10)
 
 
-def expected_rows(packed: Packed, b: int) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray]]:
-    """Sequence b computed alone in float64 (exact_attention, with its options): the outputs (1, L_b, H, D_v) under
-    each accepted reading of the window (window_readings with max_seqlen_k, the limit of FlashAttention 2's packed
-    host code), one evaluation's bound, and those readings."""
+def alone(packed: Packed, b: int) -> tuple[FlashProblem, float, list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
+    """Sequence b computed alone in float64 (exact_attention, with its own options): its problem, scale, the accepted
+    readings of the window (window_readings with max_seqlen_k, the limit of FlashAttention 2's packed host code) and
+    (out (1, L_b, H, D_v), lse (1, H, L_b)) under each."""
     problem = packed.sequence(b)
     scale = 1 / np.sqrt(problem.D)
     slopes = packed.slopes_of(b)
     bias = None if slopes is None else -slopes[None, :, None, None] * distances(problem.L, problem.S)
     readings = window_readings(problem.L, problem.S, packed.window, causal=packed.causal,
                                limit=packed.max_seqlen_k)  # fmt: skip
-    candidates = [
-        exact_attention(problem, scale, visible=seen, bias=bias, softcap=packed.softcap, sinks=packed.sinks)[0]
+    results = [
+        exact_attention(problem, scale, visible=seen, bias=bias, softcap=packed.softcap, sinks=packed.sinks)
         for seen in readings
     ]
-    offset = 0.0 if bias is None else float(np.abs(bias).max(initial=0.0))
+    return problem, scale, readings, results
+
+
+def expected_rows(packed: Packed, b: int) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray]]:
+    """Sequence b's outputs computed alone under each accepted reading of the window (`alone`), one evaluation's
+    bound, and those readings."""
+    problem, scale, readings, results = alone(packed, b)
+    slopes = packed.slopes_of(b)
+    offset = 0.0  # max |bias|: the largest slope times the longest distance
+    if slopes is not None:
+        offset = float(np.abs(slopes).max(initial=0.0) * distances(problem.L, problem.S).max(initial=0.0))
     # One evaluation of sequence b by the target and one by the law (row_bounds; ALiBi within l_n, a sink one key).
     bound = row_bounds(problem, scale, FLOAT64_EPS, offset=offset, sinks=packed.sinks) * 2
-    return candidates, bound.out, readings
+    return [out for out, _ in results], bound.out, readings
 
 
 def check_packing(varlen: VarlenImplementation, packed: Packed) -> None:
@@ -136,19 +147,13 @@ def test_changing_one_sequence_catches_a_sequence_seeing_the_previous_last_block
 
 
 def expected_lse(packed: Packed, b: int, eps: float) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Sequence b's softmax_lse computed alone in float64, (H, L_b), under each accepted reading of the window and,
-    with ALiBi, FlashAttention's +slope m form as well (higher by slope (n + S_b - L_b): the same weights); the
-    bound of one evaluation at `eps` plus the law's own; and which queries see a key under every reading."""
-    problem = packed.sequence(b)
+    """Sequence b's softmax_lse computed alone, (H, L_b), under each accepted reading of the window (`alone`) and,
+    with ALiBi, FlashAttention's +slope m form as well (higher by slope (n + S_b - L_b): the same weights); the bound
+    of one evaluation at `eps` plus the law's own; and which queries see a key under every reading."""
+    problem, scale, readings, results = alone(packed, b)
     L, S = problem.L, problem.S
-    scale = 1 / np.sqrt(problem.D)
     slopes = packed.slopes_of(b)
-    bias = None if slopes is None else -slopes[None, :, None, None] * distances(L, S)
-    readings = window_readings(L, S, packed.window, causal=packed.causal, limit=packed.max_seqlen_k)
-    candidates = [
-        exact_attention(problem, scale, visible=seen, bias=bias, softcap=packed.softcap, sinks=packed.sinks)[1][0]
-        for seen in readings
-    ]
+    candidates = [lse[0] for _, lse in results]
     magnitude = 0.0
     if slopes is not None:
         candidates += [lse + slopes[:, None] * (np.arange(L) + S - L) for lse in candidates]
