@@ -702,8 +702,8 @@ def first_flash_problem(value: Any) -> Any:
 def _diagnose_varlen_lse(varlen: Any, arrays: tuple[Any, ...], fixed: dict[str, Any]) -> Diagnosis | None:
     """For a packed kernel whose outputs are right on the probe: the first mistake of VARLEN_LSE_MISTAKES whose
     softmax_lse (each sequence's, concatenated) agrees with the kernel's where the bundled kernel's does not; None
-    when the kernel returns no lse or it matches none. Tolerance: both evaluations' lse bounds of the probe (scale 1,
-    the kernel's lse epsilon, float32 at most: FlashAttention's lse), twice."""
+    when the kernel returns no lse or it matches none. Tolerance: four lse bounds of the probe at scale 1 and the
+    epsilon of the kernel's lse dtype (float32's for FlashAttention's lse), as diagnose_varlen's for outputs."""
     from attention.flash import flash_attn_varlen_func
     from properties.helpers.flash_convention import FlashProblem, VarlenImplementation, row_bounds
 
