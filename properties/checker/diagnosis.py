@@ -17,7 +17,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -179,13 +179,22 @@ def _agree(one: NDArray[Any] | None, other: NDArray[Any] | None, tolerance: floa
 Outcome = Result | type[BaseException]
 
 
-def _outcome(implementation: Implementation, problem: AttentionProblem) -> Outcome:
+T = TypeVar("T")
+
+
+def _quietly(call: Callable[[], T]) -> T | type[Exception]:
+    """call() with numpy's floating-point warnings and every other warning silenced: what it returned, or the type of
+    the exception it raised (the code under test may do anything; a diagnosis compares outcomes)."""
     try:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return implementation(problem)
+            return call()
     except Exception as error:
         return type(error)
+
+
+def _outcome(implementation: Implementation, problem: AttentionProblem) -> Outcome:
+    return _quietly(lambda: implementation(problem))
 
 
 def _same(one: Outcome, other: Outcome, problem: AttentionProblem) -> bool:
@@ -380,12 +389,7 @@ GRADIENT_PROBES = (_gradient_probe(21, False), _gradient_probe(22, True))
 
 
 def _gradient_outcome(backward: Any, problem: Any) -> Any:
-    try:
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return backward(problem)
-    except Exception as error:
-        return type(error)
+    return _quietly(lambda: backward(problem))
 
 
 def _same_gradients(one: Any, other: Any, bounds: Any) -> bool:
@@ -531,12 +535,7 @@ FLASH_PROBES: tuple[tuple[Any, dict[str, Any], bool], ...] = (
 
 
 def _flash_outcome(flash: Any, problem: Any, options: dict[str, Any], lse: bool) -> Any:
-    try:
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return flash.call(problem, lse=lse, **options)
-    except Exception as error:
-        return type(error)
+    return _quietly(lambda: flash.call(problem, lse=lse, **options))
 
 
 def _same_flash(one: Any, other: Any, problem: Any, options: dict[str, Any]) -> bool:
@@ -614,12 +613,7 @@ def diagnose_varlen(varlen: Any) -> Diagnosis | None:
     tolerance = 4 * float(np.max(row_bounds(whole, 1.0, FLOAT64_EPS, offset=14.0).out))
 
     def outcome(target: Any, options: dict[str, Any]) -> Any:
-        try:
-            with np.errstate(all="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return target.call(q, k, v, **fixed, **options)
-        except Exception as error:
-            return type(error)
+        return _quietly(lambda: target.call(q, k, v, **fixed, **options))
 
     observed = [outcome(varlen, options) for options in probes]
 
@@ -659,12 +653,7 @@ def diagnose_merge(merge: Any) -> Diagnosis | None:
                         exact_attention(_WIDE.keys(2, _WIDE.S), scale, visible=band[:, 2:])]))  # fmt: skip
 
     def outcome(target: Any, arrays: list[tuple[Array, Array]]) -> Any:
-        try:
-            with np.errstate(all="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return target.call(arrays[0][0], arrays[0][1], arrays[1][0], arrays[1][1])
-        except Exception as error:
-            return type(error)
+        return _quietly(lambda: target.call(arrays[0][0], arrays[0][1], arrays[1][0], arrays[1][1]))
 
     observed = [outcome(merge, arrays) for _, arrays in cases]
 
@@ -710,12 +699,10 @@ def _diagnose_varlen_lse(varlen: Any, arrays: tuple[Any, ...], fixed: dict[str, 
     def lses(target: Any) -> tuple[Any, float] | None:
         if not target.takes("return_attn_probs"):
             return None
-        try:
-            with np.errstate(all="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                _, parts, eps = target.call_with_lse(*arrays, **fixed)
-        except Exception:
+        returned = _quietly(lambda: target.call_with_lse(*arrays, **fixed))
+        if isinstance(returned, type):  # it raised
             return None
+        _, parts, eps = returned
         return np.concatenate([part.ravel() for part in parts]), eps
 
     seen = lses(varlen)
