@@ -32,6 +32,7 @@ from properties.helpers.flash_convention import (
     distances,
     exact_attention,
     row_bounds,
+    sees_a_key_under_every,
     window_readings,
 )
 from properties.helpers.flash_strategies import (
@@ -79,8 +80,9 @@ def law_merge(out_a: np.ndarray, lse_a: np.ndarray, out_b: np.ndarray, lse_b: np
 def seen_by_every_reading(problem: FlashProblem, masking: Masking, alignment: str) -> np.ndarray:
     """[n] True iff query n sees a key under every accepted reading of the window (window_readings): the queries
     whose lse is judged."""
-    readings = window_readings(problem.L, problem.S, masking.window, causal=masking.causal, alignment=alignment)
-    return np.asarray(np.logical_and.reduce([reading.any(axis=1) for reading in readings]))
+    return sees_a_key_under_every(
+        window_readings(problem.L, problem.S, masking.window, causal=masking.causal, alignment=alignment)
+    )
 
 
 def alibi_magnitude(problem: FlashProblem, slopes: np.ndarray | None) -> float:

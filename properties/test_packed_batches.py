@@ -27,6 +27,7 @@ from properties.helpers.flash_convention import (
     exact_attention,
     judged,
     row_bounds,
+    sees_a_key_under_every,
     window_readings,
 )
 from properties.helpers.flash_strategies import (
@@ -161,8 +162,7 @@ def expected_lse(packed: Packed, b: int, eps: float) -> tuple[list[np.ndarray], 
     bounds = row_bounds(problem, scale, eps, offset=magnitude, sinks=packed.sinks) + row_bounds(
         problem, scale, FLOAT64_EPS, offset=magnitude, sinks=packed.sinks
     )
-    seen = np.logical_and.reduce([reading.any(axis=1) for reading in readings])
-    return candidates, bounds.lse[0], np.asarray(seen)
+    return candidates, bounds.lse[0], sees_a_key_under_every(readings)
 
 
 @FEW

@@ -23,7 +23,7 @@ with a cache) or 0 (top-left: torch's is_causal). Causal keeps rel >= 0; a windo
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,11 +167,17 @@ def window_readings(
     return readings
 
 
+def sees_a_key_under_every(visibilities: Sequence[NDArray[np.bool_]]) -> NDArray[np.bool_]:
+    """[n] True iff query n sees a key under every one of the visibilities (L, S): the queries whose rows the laws
+    judge (what a query that sees no key gets is a convention)."""
+    return np.asarray(np.logical_and.reduce([seen.any(axis=-1) for seen in visibilities]))
+
+
 def judged(actual: Array, expected: Array, *visibilities: NDArray[np.bool_]) -> Array:
     """`actual` (..., L, H, D_v) with the rows of the queries that see no key under some of the visibilities (L, S)
     taken from `expected`: what such a query gets is a convention (FlashAttention's 0, jax's mean of all values),
     judged by the conventions law test_a_query_that_sees_no_key_gets_a_zero_output, not by a law on outputs."""
-    blind = np.logical_or.reduce([~seen.any(axis=-1) for seen in visibilities])
+    blind = ~sees_a_key_under_every(visibilities)
     return np.asarray(np.where(blind[:, None, None], expected, actual))
 
 
