@@ -3,7 +3,8 @@
 - a law module (properties/test_*.py) imports no other law module, nothing of the checker, not the plugin;
 - the plugin, the helpers and the catalogues import nothing of the checker (checked transitively too: importing
   properties.plugin in a fresh interpreter loads no properties.checker module);
-- the reference (attention/) imports nothing of properties/ or regression/.
+- the reference (attention/) imports nothing of properties/ or regression/;
+- the command line (attention-check's parent process) loads neither pytest nor hypothesis.
 """
 
 from __future__ import annotations
@@ -74,6 +75,18 @@ def test_plugin_helpers_and_catalogues_import_nothing_of_the_checker(path: Path)
 @pytest.mark.slow
 def test_importing_the_plugin_loads_no_checker_module() -> None:
     code = "import sys, properties.plugin; print(sorted(m for m in sys.modules if m.startswith('properties.checker')))"
+    completed = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=120
+    )
+    assert completed.stdout.strip() == "[]", completed.stdout
+
+
+@pytest.mark.slow
+def test_the_command_line_loads_neither_pytest_nor_hypothesis() -> None:
+    """attention-check's parent only starts workers and prints their results: pytest and hypothesis (half a
+    second of imports) are the workers' (properties/checker/worker.py)."""
+    code = "import sys, properties.checker.cli; print(sorted({m.split('.')[0] for m in sys.modules} & {'pytest', "
+    code += "'_pytest', 'hypothesis'}))"
     completed = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=120
     )

@@ -93,9 +93,9 @@ def _compare(function: Any, reference: Any, arrays: list[np.ndarray]) -> dict[st
 
 def work(job: dict[str, Any], result: Path) -> None:
     """The worker: run the function on each problem of `job` and write the comparisons to `result`."""
-    from properties.checker.grading import _limit_resources
+    from properties.checker.grading import limit_resources
 
-    _limit_resources(job["memory_mb"])
+    limit_resources(job["memory_mb"])
     import attention
     from properties.helpers.loading import load_function
 

@@ -30,11 +30,11 @@ from properties.checker.grading import (
     jobs_for,
     merged,
     rows,
-    subjects_of_file,
 )
 from properties.checker.records import LawVerdict
 from properties.checker.report import Draws, counterexample, snippet
 from properties.checker.verdicts import describe
+from properties.checker.worker import subjects_of_file
 from properties.helpers.checks import LawViolation
 from properties.helpers.implementations import REFERENCE
 from properties.helpers.loading import load_function
@@ -387,8 +387,8 @@ def test_a_template_given_as_file_function_is_a_template(tmp_path: Path, functio
     """file.py:function is judged as the same function in a notebook or a file given whole: a body that raises
     NotImplementedError before any return (or the older zeros_like form) is a template, no run of the battery;
     a function that raises only on some inputs is implemented."""
-    from properties.checker.grading import subjects_of_target
     from properties.checker.records import WorkerJob
+    from properties.checker.worker import subjects_of_target
 
     (tmp_path / "course.py").write_text(COURSE_TEMPLATE)
     target = f"{tmp_path / 'course.py'}:{function}"

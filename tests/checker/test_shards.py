@@ -12,7 +12,8 @@ import pytest
 
 from properties.checker import grading
 from properties.checker.examples import write_notebook
-from properties.checker.grading import Graded, Job, KeepShard, LawVerdict, Options, Subject, grade_one, merged
+from properties.checker.grading import Graded, Job, LawVerdict, Options, Subject, grade_one, merged
+from properties.checker.worker import KeepShard
 
 pytestmark = pytest.mark.meta
 
