@@ -143,13 +143,13 @@ def _signal_name(number: int) -> str:
         return f"signal {number}"
 
 
-def grade_one(job: Job, options: Options, shard: int = 0, shards: int = 1) -> Graded:
+def grade_one(job: Job, options: Options, shard: int = 0, shards: int = 1, draws_dir: str | None = None) -> Graded:
     """Grade one file (its laws' part `shard` of `shards`) in a worker process with the time, memory and output
-    limits of `options`."""
+    limits of `options`; `draws_dir` is where the run's workers share the laws' drawn examples (shared_draws.py)."""
     graded = Graded(job.file)
     with tempfile.TemporaryDirectory(prefix="attention-grade-") as scratch:
         job_file, result, output = (Path(scratch) / name for name in ("job.json", "result.json", "output.txt"))
-        job_file.write_text(json.dumps(WorkerJob.of(job, options, shard, shards).to_json()))
+        job_file.write_text(json.dumps(WorkerJob.of(job, options, shard, shards, draws_dir).to_json()))
         environment = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OPENBLAS_NUM_THREADS": "1",
                        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
         environment.pop("ATTENTION_IMPL", None)
@@ -235,22 +235,26 @@ def merged(parts: Sequence[Graded]) -> Graded:
 def grade(jobs: Sequence[Job], options: Options, workers: int, progress: Callable[[Graded], None]) -> list[Graded]:
     """Grade every job, `workers` at a time, in the order given; `progress` is called as each finishes. With fewer
     jobs than workers, each job's laws are split between `workers // len(jobs)` workers (the idle cores' share, at
-    most MAX_SHARDS)."""
+    most MAX_SHARDS). The workers share the laws' drawn examples through a directory of this run (shared_draws.py):
+    each law is drawn for once, not once per file."""
     workers = max(1, workers)
     # At most MAX_SHARDS parts: each worker pays its own start (imports, collection: about a second here).
     shards = max(1, min(MAX_SHARDS, workers // max(1, len(jobs))))
 
-    def one(job: Job) -> Graded:
-        if shards == 1:
-            graded = grade_one(job, options)
-        else:
-            with ThreadPoolExecutor(max_workers=shards) as parts:
-                graded = merged(list(parts.map(lambda shard: grade_one(job, options, shard, shards), range(shards))))
-        progress(graded)
-        return graded
+    with tempfile.TemporaryDirectory(prefix="attention-draws-") as draws_dir:
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, jobs))
+        def one(job: Job) -> Graded:
+            if shards == 1:
+                graded = grade_one(job, options, draws_dir=draws_dir)
+            else:
+                with ThreadPoolExecutor(max_workers=shards) as parts:
+                    graded = merged(list(parts.map(lambda shard: grade_one(job, options, shard, shards, draws_dir),
+                                                   range(shards))))  # fmt: skip
+            progress(graded)
+            return graded
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(one, jobs))
 
 
 def score(laws: Sequence[LawVerdict | dict[str, Any]], uncounted: Sequence[str] = ("conventions",)) -> float:

@@ -202,10 +202,12 @@ class WorkerJob:
     # parts' laws, concatenated, are the laws of one whole run in their order (grading.grade_shards).
     shard: int = 0
     shards: int = 1
+    # Where the run keeps the laws' shared examples (properties/checker/shared_draws.py); None: in the worker only.
+    draws_dir: str | None = None
 
     @classmethod
-    def of(cls, job: Job, options: Options, shard: int = 0, shards: int = 1) -> WorkerJob:
-        return cls(**asdict(job), **asdict(options), shard=shard, shards=shards)
+    def of(cls, job: Job, options: Options, shard: int = 0, shards: int = 1, draws_dir: str | None = None) -> WorkerJob:
+        return cls(**asdict(job), **asdict(options), shard=shard, shards=shards, draws_dir=draws_dir)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

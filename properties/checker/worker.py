@@ -29,6 +29,7 @@ from properties.checker.grading import (
 )
 from properties.checker.records import Subject, WorkerJob
 from properties.checker.report import own_output
+from properties.checker.shared_draws import SharedDraws
 from properties.helpers.options import FLASH_REFERENCE_TARGET, PROFILES, SDPA_REFERENCE_TARGET
 
 # No explain phase: it reruns a failing law many times for a note that the report does not use.
@@ -121,8 +122,9 @@ class KeepShard:
 FIXTURE = {"scaled": "implementation", "unscaled": "implementation", "softmax": "softmax", "multihead": "multihead"}
 
 
-def _battery(subjects: list[Subject], job: WorkerJob, scratch: Path) -> None:
-    """Run the battery once on these subjects (at most one per fixture) and give each its laws."""
+def _battery(subjects: list[Subject], job: WorkerJob, scratch: Path, shared: SharedDraws) -> None:
+    """Run the battery once on these subjects (at most one per fixture) and give each its laws, each law replaying
+    its `shared` draws first."""
     from properties.checker.verdicts import VerdictRecorder
 
     ini = scratch / "pytest.ini"
@@ -161,7 +163,7 @@ def _battery(subjects: list[Subject], job: WorkerJob, scratch: Path) -> None:
     digest = hashlib.sha1("|".join(s.target for s in subjects).encode()).hexdigest()[:8]
     tag = "-".join([*(s.function for s in subjects), digest])
     recorder = VerdictRecorder(arrays=Path(job.arrays_dir) if job.arrays_dir else None, tag=tag)
-    plugins = [recorder, KeepSubjects(set().union(*(fixtures[s.kind] for s in subjects)))]
+    plugins = [recorder, shared, KeepSubjects(set().union(*(fixtures[s.kind] for s in subjects)))]
     if job.shards > 1:
         plugins.append(KeepShard(job.shard, job.shards))
     code = pytest.main(arguments, plugins=plugins)
@@ -207,10 +209,11 @@ def work(job: WorkerJob, result: Path) -> None:
         sessions = [[s] for s in sorted(ready, key=lambda s: list(NOTEBOOK_FUNCTIONS.values()).index(s.kind))]
     elif ready:  # a TARGET with its --softmax and --multihead, in one run
         sessions = [ready]
+    shared = SharedDraws(Path(job.draws_dir) if job.draws_dir else None, job.seed)  # one for the file's functions
     with tempfile.TemporaryDirectory(prefix="attention-check-") as scratch:
         for session in sessions:
             save()
-            _battery(session, job, Path(scratch))
+            _battery(session, job, Path(scratch), shared)
     note_softmax_overflow(subjects)
     save()
 

@@ -6,7 +6,8 @@ meta-test, on shared examples for the false-alarm test, counting examples for a 
 (`law.hypothesis._given_kwargs`, private), a build context to replay its body in (`BuildContext`, private), its
 undecorated body (`law.hypothesis.inner_test`, the hook hypothesis
 documents for plugins that wrap the body), its settings (`law._hypothesis_internal_use_settings`, private) and its
-explicit examples (`law.hypothesis_explicit_examples`, private). Nothing else in properties/, regression/ or tests/
+explicit examples (`law.hypothesis_explicit_examples`, private), and the seeding of the global random generators
+under which it runs each example (`deterministic_PRNG`, private). Nothing else in properties/, regression/ or tests/
 reads them (the checker's verdict recorder wraps `inner_test` itself, the documented hook).
 """
 
@@ -14,13 +15,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Hashable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from hypothesis import example, given, seed, settings
 from hypothesis.control import BuildContext
 from hypothesis.errors import UnsatisfiedAssumption
 from hypothesis.internal.conjecture.data import ConjectureData
+from hypothesis.internal.entropy import deterministic_PRNG
 from hypothesis.strategies import SearchStrategy
 
 
@@ -92,15 +94,24 @@ def replay(
     and parameters), in order, each inside a build context of its own (hypothesis.control.BuildContext, private, so
     that note() and reject() work), as hypothesis runs an explicit example but without its engine (about 2 ms a
     run, most of the cost of replaying two examples on a cheap law): the first failure propagates; an example the
-    body rejects counts as passed, as hypothesis counts a rejected explicit example. Returns the examples run."""
+    body rejects counts as passed, as hypothesis counts a rejected explicit example. Returns the number of examples
+    the body ran to its end (the rejected ones not counted)."""
     body = body_of(law)
+    completed = 0
     for keywords in examples:
         try:
             with BuildContext(ConjectureData.for_choices([]), wrapped_test=law):
                 body(**arguments, **keywords)
         except UnsatisfiedAssumption:
             continue
-    return len(examples)
+        completed += 1
+    return completed
+
+
+def deterministic_prng() -> AbstractContextManager[None]:
+    """The seeding hypothesis gives each example it runs (hypothesis.internal.entropy.deterministic_PRNG, private):
+    the global generators of `random` and `numpy.random` seeded alike, and restored after."""
+    return deterministic_PRNG()
 
 
 def draws(law: Callable[..., Any], chosen: settings, *, seed_of: Hashable = None) -> list[dict[str, Any]]:

@@ -81,7 +81,8 @@ def test_the_softmax_overflow_note_reaches_laws_of_the_other_part() -> None:
 def test_one_file_on_two_cores_is_split_in_two(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[int, int]] = []
 
-    def fake(job: Job, options: Options, shard: int = 0, shards: int = 1) -> Graded:
+    def fake(job: Job, options: Options, shard: int = 0, shards: int = 1, draws_dir: str | None = None) -> Graded:
+        assert draws_dir is not None and Path(draws_dir).is_dir()  # the run's shared draws
         calls.append((shard, shards))
         return part([verdict(f"s{shard}")], [])
 

@@ -1,0 +1,139 @@
+"""The laws' examples drawn once per grading run and shared by every function it checks.
+
+Drawing is most of a law's cost (hypothesis builds each example choice by choice), and a class of notebooks
+meets every law once per function per student. In a grading worker each hypothesis law first replays its shared
+examples: its explicit `@example`s, then `settings.max_examples` examples drawn from its own strategies (in two
+batches, BATCHES) under a seed of the law's name (and of `--seed`), drawn by the first worker that needs them and
+kept, pickled, in a directory of the run that the parent hands its workers (in memory only without one). The same
+law therefore meets the same examples in every file, whichever worker grades it and in whichever order: the
+verdicts of a file do not depend on the class it is graded with.
+
+A law that holds on every shared example, each run to its end, PASSes. Anything else (a failure, an example the
+law or the function sets aside, an error) runs the law as hypothesis runs it, whose verdict and shrunk
+counterexample are the law's; when that run holds although a shared example failed, the law is rerun with that
+example as an explicit one, so that it FAILs on it (unshrunk). A skip raised by the law is its verdict.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import inspect
+import os
+import pickle
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, Phase, settings
+
+from properties.helpers.checks import OBSERVED, leaves
+from properties.helpers.hypothesis_internals import (
+    deterministic_prng,
+    draws,
+    explicit_examples_of,
+    is_hypothesis_test,
+    replay,
+    rerun,
+    settings_of,
+)
+from properties.helpers.implementations import SET_ASIDE
+from properties.helpers.meta import shares_draws
+
+Example = dict[str, Any]
+# The drawn examples come in two batches: the first alone, since a law that skips (an option the function does not
+# take) or fails at once needs no more; then the rest of the law's max_examples.
+BATCHES = (1, 10**9)
+
+
+class SharedDraws:
+    """pytest plugin of the grading worker: each hypothesis law replays its shared examples first (module doc)."""
+
+    def __init__(self, directory: Path | None, seed: int | None) -> None:
+        """`directory`: where the run keeps the drawn examples (None: in this process only); `seed`: --seed."""
+        self.directory = directory
+        self.seed = seed
+        self.drawn: dict[str, list[Example]] = {}
+
+    def batch(self, law: Callable[..., Any], index: int) -> list[Example]:
+        """The law's `index`-th batch of drawn examples (BATCHES): from this process, else the run's directory,
+        else drawn now (and kept there)."""
+        name = f"{law.__module__}.{law.__qualname__}|{index}|{self.seed}"
+        if name in self.drawn:
+            return self.drawn[name]
+        path = self.directory / f"{hashlib.sha1(name.encode()).hexdigest()}.pickle" if self.directory else None
+        drawn: list[Example] | None = None
+        if path is not None and path.exists():
+            try:
+                drawn = pickle.loads(path.read_bytes())
+            except (OSError, pickle.UnpicklingError, EOFError):  # half written by a worker that was stopped
+                drawn = None
+        if drawn is None:
+            size = min(BATCHES[index], settings_of(law).max_examples - sum(BATCHES[:index]))
+            chosen = settings(settings_of(law), max_examples=max(size, 1), database=None, derandomize=False,
+                              phases=[Phase.generate], suppress_health_check=list(HealthCheck))  # fmt: skip
+            drawn = draws(law, chosen, seed_of=name) if size > 0 else []
+            if path is not None:
+                keep(path, drawn)
+        self.drawn[name] = drawn
+        return drawn
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> bool | None:
+        law = pyfuncitem.obj
+        if not is_hypothesis_test(law) or not shares_draws(law):
+            return None  # pytest calls it
+        arguments = {name: pyfuncitem.funcargs[name] for name in inspect.signature(law).parameters}
+        held, failing = replay_shared(law, explicit_examples_of(law), arguments)
+        for index in range(len(BATCHES)):
+            if not held:
+                break
+            try:
+                drawn = self.batch(law, index)
+            except Exception:  # its strategies cannot draw (unsatisfiable, say): the law's own run says so
+                held = False
+                break
+            held, failing = replay_shared(law, drawn, arguments)
+        if held:
+            return True
+        OBSERVED.clear()  # what the law saw is counted from the run that decides its verdict
+        SET_ASIDE.clear()
+        law(**arguments)
+        if failing is not None:  # hypothesis's own draws missed the failure the shared ones found
+            rerun(law, settings_of(law), [failing])(**arguments)
+        return True
+
+
+def replay_shared(
+    law: Callable[..., Any], examples: list[Example], arguments: dict[str, Any]
+) -> tuple[bool, Example | None]:
+    """Replay the examples on the law, each a deep copy under hypothesis's per-example seeding of the global random
+    generators, until the first that does not hold: (True, None) if each ran to its end and held; (False, the
+    example) if one failed as a law fails (an AssertionError, or a group of them); (False, None) after anything else
+    (an example set aside or rejected, another error). A skip propagates."""
+    for example in examples:
+        try:
+            with deterministic_prng():
+                completed = replay(law, [copy.deepcopy(example)], **arguments)
+        except (KeyboardInterrupt, SystemExit, pytest.skip.Exception):
+            raise
+        except BaseException as error:
+            return False, example if all(isinstance(leaf, AssertionError) for leaf in leaves(error)) else None
+        if not completed:
+            return False, None
+    return True, None
+
+
+def keep(path: Path, drawn: list[Example]) -> None:
+    """Write the drawn examples to `path` whole or not at all (another worker may read it meanwhile); examples
+    that do not pickle stay in this process."""
+    try:
+        data = pickle.dumps(drawn)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return
+    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".part")
+    with os.fdopen(handle, "wb") as file:
+        file.write(data)
+    os.replace(temporary, path)

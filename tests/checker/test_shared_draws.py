@@ -1,0 +1,153 @@
+"""The grading worker's shared draws (properties/checker/shared_draws.py): a law PASSes on its shared examples
+alone; anything else is decided by the law's own hypothesis run; a failure that run misses still FAILs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
+
+from properties.checker import shared_draws
+from properties.checker.shared_draws import SharedDraws
+
+CALLS: list[int] = []
+QUICK = settings(max_examples=5, database=None, derandomize=True, deadline=None)
+
+
+@QUICK
+@example(n=-1)
+@given(n=st.integers(0, 10))
+def law_that_holds(fixture: str, n: int) -> None:
+    CALLS.append(n)
+    assert n <= 10
+
+
+@QUICK
+@given(n=st.integers(0, 10))
+def law_that_fails_only_at_1000(fixture: str, n: int) -> None:
+    CALLS.append(n)
+    assert n != 1000, "n = 1000 breaks the law"
+
+
+@QUICK
+@given(n=st.integers(0, 100))
+def law_that_fails_from_5(fixture: str, n: int) -> None:
+    CALLS.append(n)
+    assert n < 5, "n >= 5 breaks the law"
+
+
+@QUICK
+@given(n=st.just(3))
+def law_that_rejects(fixture: str, n: int) -> None:
+    CALLS.append(n)
+    assume(n != 3)
+
+
+@QUICK
+@given(n=st.integers(0, 10))
+def law_that_skips(fixture: str, n: int) -> None:
+    CALLS.append(n)
+    pytest.skip("the function takes no mask")
+
+
+def call(shared: SharedDraws, law: Any) -> bool | None:
+    """The plugin's hook on a stand-in for pytest's item of `law` with the fixture "f"."""
+    CALLS.clear()
+    return shared.pytest_pyfunc_call(SimpleNamespace(obj=law, funcargs={"fixture": "f"}))  # type: ignore[arg-type]
+
+
+def test_a_law_that_holds_on_its_shared_examples_passes_on_them_and_later_workers_read_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its explicit example, then max_examples drawn ones (in BATCHES), each run once, and no hypothesis run; a
+    second worker of the run replays the same examples from the run's directory without drawing."""
+    assert call(SharedDraws(tmp_path, None), law_that_holds) is True
+    first = list(CALLS)
+    assert first[0] == -1 and len(first) == 1 + 5
+    assert list(tmp_path.glob("*.pickle"))
+
+    def no_drawing(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("drew again")
+
+    monkeypatch.setattr(shared_draws, "draws", no_drawing)
+    assert call(SharedDraws(tmp_path, None), law_that_holds) is True
+    assert first == CALLS
+
+
+def test_the_examples_depend_on_the_law_and_the_seed_only(tmp_path: Path) -> None:
+    """Two workers that draw for themselves (no directory, or each its own) meet the same examples; --seed changes
+    them."""
+    call(SharedDraws(None, 1), law_that_holds)
+    one = list(CALLS)
+    call(SharedDraws(tmp_path, 1), law_that_holds)
+    assert one == CALLS
+    call(SharedDraws(None, 2), law_that_holds)
+    assert len(CALLS) == len(one) and one != CALLS
+
+
+def test_a_failing_shared_example_leaves_the_verdict_to_hypothesis_which_shrinks_it(tmp_path: Path) -> None:
+    """The law's own run finds the failure again, shrinks it and replays the minimal example last (the call whose
+    exception the verdict recorder reports)."""
+    with pytest.raises(AssertionError, match="n >= 5"):
+        call(SharedDraws(tmp_path, None), law_that_fails_from_5)
+    assert CALLS[-1] == 5
+
+
+def test_a_failure_that_the_laws_own_run_misses_still_fails_on_the_shared_example(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shared examples the law's own draws do not reach (n = 1000 here, planted): the law's run passes, then the
+    law is rerun with the shared example as an explicit one, and FAILs on it."""
+    monkeypatch.setattr(SharedDraws, "batch", lambda self, law, index: [{"n": 1000}] if index else [{"n": 1}])
+    with pytest.raises(AssertionError, match="n = 1000"):
+        call(SharedDraws(tmp_path, None), law_that_fails_only_at_1000)
+    assert CALLS[:2] == [1, 1000] and CALLS[-1] == 1000
+    assert all(0 <= n <= 10 for n in CALLS[2:-1])  # the law's own run, which held
+
+
+def test_a_rejected_shared_example_is_not_a_pass(tmp_path: Path) -> None:
+    """An example the law rejects (or the function sets aside) checked nothing: the law's own run decides, here
+    unsatisfiable, as it would be without shared draws."""
+    with pytest.raises(Unsatisfiable):
+        call(SharedDraws(tmp_path, None), law_that_rejects)
+    assert len(CALLS) > 1
+
+
+def test_a_skip_is_the_laws_verdict_at_its_first_example(tmp_path: Path) -> None:
+    with pytest.raises(pytest.skip.Exception, match="no mask"):
+        call(SharedDraws(tmp_path, None), law_that_skips)
+    assert len(CALLS) == 1
+
+
+def test_a_test_that_is_not_a_hypothesis_law_is_left_to_pytest(tmp_path: Path) -> None:
+    assert SharedDraws(tmp_path, None).pytest_pyfunc_call(SimpleNamespace(obj=call, funcargs={})) is None  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_a_files_verdicts_do_not_depend_on_the_class_it_is_graded_with(tmp_path: Path) -> None:
+    """A notebook graded alone, and after another in the same run (which drew the shared examples it replays):
+    the same verdicts, reasons and counterexamples, law by law."""
+    from properties.checker.examples import write_notebook
+    from properties.checker.grading import Job, Options, grade
+
+    mistaken = write_notebook(tmp_path / "transposed.ipynb", "transposed")
+    solved = write_notebook(tmp_path / "solved.ipynb", "solved")
+    options = Options(only=("semantics",))
+
+    def job(path: Path) -> Job:
+        return Job(str(path), str(path), None)
+
+    (alone,) = grade([job(mistaken)], options, 1, lambda _: None)
+    _, together = grade([job(solved), job(mistaken)], options, 1, lambda _: None)
+
+    def verdicts(graded: Any) -> list[tuple[str, str, str, str, Any]]:
+        return [(s.function, law.law, law.status, law.reason, law.counterexample)
+                for s in graded.subjects for law in s.laws]  # fmt: skip
+
+    assert any(status == "FAIL" for _, _, status, _, _ in verdicts(alone))
+    assert verdicts(alone) == verdicts(together)
