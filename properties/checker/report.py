@@ -190,15 +190,20 @@ def snippet(
     arguments: Mapping[str, Any],
     error: BaseException | None = None,
     store: ArrayStore | None = None,
+    shrunk: bool = True,
 ) -> str:
     """Self-contained Python that calls the law's body on `arguments`; it raises (exits non-zero) while the
-    implementation still breaks the law. Large arrays are loaded from the store's .npz file."""
+    implementation still breaks the law. Large arrays are loaded from the store's .npz file. `shrunk`: whether
+    hypothesis shrank the example (not when it is an example shared by a grading run's workers that the law's own
+    run did not meet, properties/checker/shared_draws.py)."""
     store = store or ArrayStore()
     imports = {"import numpy as np"}  # problems print their arrays as np.array(...)
     lines = [f"    {name}={code_of(value, imports, store)}," for name, value in arguments.items()]
     loads = [f"ARRAYS = np.load({str(store.path)!r})  # the counterexample's large arrays"] if store.arrays else []
     module, name = law.__module__, law.__name__
-    header = f'"""Replays the shrunk counterexample of {name}'
+    header = f'"""Replays the {"shrunk " if shrunk else ""}counterexample of {name}'
+    if not shrunk:
+        header += " (an example the grading run drew once for every file; the law's own draws did not meet it)"
     header += f": it raised {type(error).__name__}." if error is not None else "."
     return "\n".join(
         [

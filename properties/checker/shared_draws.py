@@ -35,6 +35,7 @@ from properties.helpers.hypothesis_internals import (
     draws,
     explicit_examples_of,
     is_hypothesis_test,
+    local_constants_digest,
     replay,
     rerun,
     settings_of,
@@ -43,6 +44,8 @@ from properties.helpers.implementations import SET_ASIDE
 from properties.helpers.meta import shares_draws
 
 Example = dict[str, Any]
+# Set on a law's item when its FAIL is a shared example that the law's own run did not meet (so not shrunk).
+UNSHRUNK = pytest.StashKey[bool]()
 # The drawn examples come in two batches: the first alone, since a law that skips (an option the function does not
 # take) or fails at once needs no more; then the rest of the law's max_examples.
 BATCHES = (1, 10**9)
@@ -60,7 +63,9 @@ class SharedDraws:
     def batch(self, law: Callable[..., Any], index: int) -> list[Example]:
         """The law's `index`-th batch of drawn examples (BATCHES): from this process, else the run's directory,
         else drawn now (and kept there)."""
-        name = f"{law.__module__}.{law.__qualname__}|{index}|{self.seed}"
+        # Keyed by what the draws depend on: the law, the batch, the seed and the local constants hypothesis mixes in
+        # (the battery's and a TARGET file's own numbers: two files with different ones do not share).
+        name = f"{law.__module__}.{law.__qualname__}|{index}|{self.seed}|{local_constants_digest()}"
         if name in self.drawn:
             return self.drawn[name]
         path = self.directory / f"{hashlib.sha1(name.encode()).hexdigest()}.pickle" if self.directory else None
@@ -102,6 +107,7 @@ class SharedDraws:
         SET_ASIDE.clear()
         law(**arguments)
         if failing is not None:  # hypothesis's own draws missed the failure the shared ones found
+            pyfuncitem.stash[UNSHRUNK] = True
             rerun(law, settings_of(law), [failing])(**arguments)
         return True
 

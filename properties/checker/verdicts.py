@@ -10,6 +10,7 @@ propagate; the call that raised that very exception is the counterexample.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import traceback
 from collections.abc import Callable, Generator
@@ -24,6 +25,7 @@ from properties.catalogues.registry import category_of_item
 from properties.checker.diagnosis import diagnose
 from properties.checker.records import LawVerdict
 from properties.checker.report import ArrayStore, Draws, counterexample, snippet
+from properties.checker.shared_draws import UNSHRUNK
 from properties.helpers.checks import OBSERVED, leaves
 from properties.helpers.implementations import SET_ASIDE
 from properties.helpers.options import FIXTURES
@@ -55,15 +57,18 @@ CALLS = pytest.StashKey[Calls]()
 
 
 def recording(inner: Callable[..., Any], calls: Calls) -> Callable[..., Any]:
-    """`inner` (a law's body), recording the arguments and outcome of every call in `calls`."""
+    """`inner` (a law's body), recording the arguments (by name, also those hypothesis passes by position, as it
+    does for an explicit example) and the outcome of every call in `calls`."""
+    names = list(inspect.signature(inner).parameters)
 
     @functools.wraps(inner)
     def body(*args: Any, **kwargs: Any) -> Any:
-        arguments = {k: Draws(v) if isinstance(v, st.DataObject) else v for k, v in kwargs.items()}
+        given = {**dict(zip(names, args, strict=False)), **kwargs}
+        arguments = {k: Draws(v) if isinstance(v, st.DataObject) else v for k, v in given.items()}
         call = Call(arguments)
         calls.calls.append(call)
         try:
-            return inner(*args, **arguments)
+            return inner(**arguments)
         except BaseException as error:
             call.error = error
             raise
@@ -197,7 +202,8 @@ class VerdictRecorder:
         law = getattr(item, "obj", None)
         found: dict[str, Any] = {"counterexample": counterexample(failing.arguments, store)}
         try:
-            found["reproduce"] = snippet(law, failing.arguments, failing.error, store)  # type: ignore[arg-type]
+            shrunk = not item.stash.get(UNSHRUNK, False)
+            found["reproduce"] = snippet(law, failing.arguments, failing.error, store, shrunk)  # type: ignore[arg-type]
         except ValueError:
             found["reproduce"] = None
         found["arrays"] = store.save()

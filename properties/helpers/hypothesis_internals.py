@@ -6,13 +6,15 @@ meta-test, on shared examples for the false-alarm test, counting examples for a 
 (`law.hypothesis._given_kwargs`, private), a build context to replay its body in (`BuildContext`, private), its
 undecorated body (`law.hypothesis.inner_test`, the hook hypothesis
 documents for plugins that wrap the body), its settings (`law._hypothesis_internal_use_settings`, private) and its
-explicit examples (`law.hypothesis_explicit_examples`, private), and the seeding of the global random generators
-under which it runs each example (`deterministic_PRNG`, private). Nothing else in properties/, regression/ or tests/
+explicit examples (`law.hypothesis_explicit_examples`, private), the seeding of the global random generators
+under which it runs each example (`deterministic_PRNG`, private) and the constants of local modules it draws now
+and then (`_get_local_constants`, private). Nothing else in properties/, regression/ or tests/
 reads them (the checker's verdict recorder wraps `inner_test` itself, the documented hook).
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -112,6 +114,18 @@ def deterministic_prng() -> AbstractContextManager[None]:
     """The seeding hypothesis gives each example it runs (hypothesis.internal.entropy.deterministic_PRNG, private):
     the global generators of `random` and `numpy.random` seeded alike, and restored after."""
     return deterministic_PRNG()
+
+
+def local_constants_digest() -> str:
+    """A digest of the constants hypothesis has collected from the local modules loaded so far
+    (hypothesis.internal.conjecture.providers._get_local_constants, private), which it draws now and then: the
+    same seed draws the same examples only under the same constants (a TARGET file's own numbers among them)."""
+    from hypothesis.internal.conjecture.providers import _get_local_constants
+
+    constants = _get_local_constants()
+    kinds = (int, float, bytes, str)
+    text = repr([sorted(repr(value) for value in constants.set_for_type(kind)) for kind in kinds])
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def draws(law: Callable[..., Any], chosen: settings, *, seed_of: Hashable = None) -> list[dict[str, Any]]:

@@ -139,6 +139,26 @@ def test_snippet_replays_recorded_arguments_and_raises() -> None:
     assert "float('inf')" in snippet(laws.test_output_is_values_times_attentions, {"data": replay})
 
 
+def test_the_recorder_names_arguments_hypothesis_passes_by_position() -> None:
+    """hypothesis passes an explicit example's arguments by position to a rerun law's body: the recorded call
+    names them all, so that its counterexample and snippet are whole; an unshrunk one says so."""
+    from properties.checker.verdicts import Calls, recording
+
+    def body(implementation: object, problem: object) -> None:
+        raise LawViolation("broken")
+
+    calls = Calls()
+    with pytest.raises(LawViolation):
+        recording(body, calls)("the implementation", problem="the problem")
+    with pytest.raises(LawViolation):
+        recording(body, calls)("the implementation", "the problem")
+    assert [call.arguments for call in calls.calls] == [{"implementation": "the implementation",
+                                                         "problem": "the problem"}] * 2  # fmt: skip
+    law = laws.test_output_is_values_times_attentions
+    assert '"""Replays the shrunk counterexample' in snippet(law, {})
+    assert "the law's own draws did not meet it" in snippet(law, {}, shrunk=False)
+
+
 def test_readme_add_a_property_example_is_the_real_code() -> None:
     section = CONTRIBUTING.read_text().split("## Add a property", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]

@@ -14,8 +14,10 @@ from hypothesis.errors import Unsatisfiable
 
 from properties.checker import shared_draws
 from properties.checker.shared_draws import SharedDraws
+from properties.helpers import hypothesis_internals
 
 CALLS: list[int] = []
+ITEMS: list[SimpleNamespace] = []
 QUICK = settings(max_examples=5, database=None, derandomize=True, deadline=None)
 
 
@@ -58,7 +60,9 @@ def law_that_skips(fixture: str, n: int) -> None:
 def call(shared: SharedDraws, law: Any) -> bool | None:
     """The plugin's hook on a stand-in for pytest's item of `law` with the fixture "f"."""
     CALLS.clear()
-    return shared.pytest_pyfunc_call(SimpleNamespace(obj=law, funcargs={"fixture": "f"}))  # type: ignore[arg-type]
+    item = SimpleNamespace(obj=law, funcargs={"fixture": "f"}, stash=pytest.Stash())
+    ITEMS.append(item)
+    return shared.pytest_pyfunc_call(item)  # type: ignore[arg-type]
 
 
 def test_a_law_that_holds_on_its_shared_examples_passes_on_them_and_later_workers_read_them(
@@ -79,6 +83,23 @@ def test_a_law_that_holds_on_its_shared_examples_passes_on_them_and_later_worker
     assert first == CALLS
 
 
+def test_workers_under_other_local_constants_do_not_share(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """hypothesis mixes in the constants of local modules (a TARGET file's own numbers): a worker whose constants
+    differ draws for itself instead of replaying another's examples."""
+    assert call(SharedDraws(tmp_path, None), law_that_holds) is True
+    monkeypatch.setattr(shared_draws, "local_constants_digest", lambda: "another file's numbers")
+    drawn: list[str] = []
+    real = hypothesis_internals.draws
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        drawn.append(kwargs["seed_of"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(shared_draws, "draws", counting)
+    assert call(SharedDraws(tmp_path, None), law_that_holds) is True
+    assert len(drawn) == 2 and all("another file's numbers" in seed for seed in drawn)
+
+
 def test_the_examples_depend_on_the_law_and_the_seed_only(tmp_path: Path) -> None:
     """Two workers that draw for themselves (no directory, or each its own) meet the same examples; --seed changes
     them."""
@@ -96,6 +117,7 @@ def test_a_failing_shared_example_leaves_the_verdict_to_hypothesis_which_shrinks
     with pytest.raises(AssertionError, match="n >= 5"):
         call(SharedDraws(tmp_path, None), law_that_fails_from_5)
     assert CALLS[-1] == 5
+    assert shared_draws.UNSHRUNK not in ITEMS[-1].stash
 
 
 def test_a_failure_that_the_laws_own_run_misses_still_fails_on_the_shared_example(
@@ -108,6 +130,7 @@ def test_a_failure_that_the_laws_own_run_misses_still_fails_on_the_shared_exampl
         call(SharedDraws(tmp_path, None), law_that_fails_only_at_1000)
     assert CALLS[:2] == [1, 1000] and CALLS[-1] == 1000
     assert all(0 <= n <= 10 for n in CALLS[2:-1])  # the law's own run, which held
+    assert ITEMS[-1].stash[shared_draws.UNSHRUNK]  # the report says so
 
 
 def test_a_rejected_shared_example_is_not_a_pass(tmp_path: Path) -> None:
@@ -125,7 +148,8 @@ def test_a_skip_is_the_laws_verdict_at_its_first_example(tmp_path: Path) -> None
 
 
 def test_a_test_that_is_not_a_hypothesis_law_is_left_to_pytest(tmp_path: Path) -> None:
-    assert SharedDraws(tmp_path, None).pytest_pyfunc_call(SimpleNamespace(obj=call, funcargs={})) is None  # type: ignore[arg-type]
+    item = SimpleNamespace(obj=call, funcargs={}, stash=pytest.Stash())
+    assert SharedDraws(tmp_path, None).pytest_pyfunc_call(item) is None  # type: ignore[arg-type]
 
 
 @pytest.mark.slow

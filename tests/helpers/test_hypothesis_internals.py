@@ -4,6 +4,7 @@ installed hypothesis: if an upgrade moves what it reads, these fail first, by na
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -149,3 +150,23 @@ def test_deterministic_prng_seeds_the_global_generators_alike_and_restores_them(
         second = (legacy.random_sample(), random.random())  # noqa: NPY002
     assert first == second
     assert legacy.random_sample() == expected_after  # noqa: NPY002
+
+
+def test_the_local_constants_digest_changes_with_a_local_modules_constants(tmp_path: Path) -> None:
+    """hypothesis draws constants of local modules now and then: a module with a number of its own, once loaded,
+    changes what may be drawn, and the digest."""
+    import importlib.util
+    import sys
+
+    before = hi.local_constants_digest()
+    assert before == hi.local_constants_digest()
+    (tmp_path / "numbers_of_a_target.py").write_text("SPECIAL = 0.318309886183790671\n")
+    spec = importlib.util.spec_from_file_location("numbers_of_a_target", tmp_path / "numbers_of_a_target.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["numbers_of_a_target"] = module
+    try:
+        spec.loader.exec_module(module)
+        assert hi.local_constants_digest() != before
+    finally:
+        del sys.modules["numbers_of_a_target"]
