@@ -16,6 +16,7 @@ example as an explicit one, so that it FAILs on it (unshrunk). A skip raised by 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import inspect
@@ -29,6 +30,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
+from properties.checker.report import own_output
 from properties.helpers.checks import OBSERVED, leaves
 from properties.helpers.hypothesis_internals import (
     deterministic_prng,
@@ -133,13 +135,15 @@ def replay_shared(
 
 
 def keep(path: Path, drawn: list[Example]) -> None:
-    """Write the drawn examples to `path` whole or not at all (another worker may read it meanwhile); examples
-    that do not pickle stay in this process."""
+    """Write the drawn examples to `path` whole or not at all (another worker may read it meanwhile), outside the
+    output limit the worker sets for the code under test; examples that do not pickle, or a directory that cannot
+    be written, leave them in this process only."""
     try:
         data = pickle.dumps(drawn)
     except (pickle.PicklingError, TypeError, AttributeError):
         return
-    handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".part")
-    with os.fdopen(handle, "wb") as file:
-        file.write(data)
-    os.replace(temporary, path)
+    with own_output(), contextlib.suppress(OSError):
+        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".part")
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        os.replace(temporary, path)

@@ -175,3 +175,14 @@ def test_a_files_verdicts_do_not_depend_on_the_class_it_is_graded_with(tmp_path:
 
     assert any(status == "FAIL" for _, _, status, _, _ in verdicts(alone))
     assert verdicts(alone) == verdicts(together)
+
+
+def test_a_directory_that_cannot_be_written_leaves_the_draws_in_the_worker(tmp_path: Path) -> None:
+    """A run's directory gone or read-only costs the sharing, never the verdict."""
+    gone = tmp_path / "removed by the parent"
+    shared = SharedDraws(gone, None)
+    assert call(shared, law_that_holds) is True
+    first = list(CALLS)
+    assert call(shared, law_that_holds) is True and first == CALLS
+    assert len(shared.drawn) == len(shared_draws.BATCHES)  # drawn once, kept in the worker
+    assert not gone.exists()
