@@ -38,7 +38,12 @@ exit codes:
   {EXIT_CODES["PASS"]}  PASS: every file passed
   {EXIT_CODES["FAIL"]}  FAIL: some file failed (or could not be graded)
   {EXIT_CODES["usage"]}  usage error (a bad option, PATH or -k expression)
-  {EXIT_CODES["NOT CHECKED"]}  NOT CHECKED: nothing failed, but some function had no counted law checked"""
+  {EXIT_CODES["NOT CHECKED"]}  NOT CHECKED: nothing failed, but some function had no counted law checked
+
+environment:
+  ATTENTION_DRAWS_CACHE  where the laws' drawn examples are kept between runs (default
+                         ~/.cache/attention-properties/draws; off: for one run only). See docs/grading.md.
+  ATTENTION_JAX_CACHE    where jax targets' compilations are kept (default ~/.cache/attention-properties/jax; off)"""
 
 
 def arrays_directory(json_path: str | None) -> Path:

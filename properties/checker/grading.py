@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import importlib.util
 import json
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +43,8 @@ COURSE_SOFTMAX = "softmax_cols as the course gives it"  # whose code a notebook'
 BAD_EXPRESSION = "not a pytest -k expression (names joined by and, or, not, with parentheses)"
 OUTPUT_LIMIT_MB = 64  # what a file may print (its worker is stopped beyond)
 MAX_SHARDS = 4  # workers one file's laws are split between at most (grade)
+DRAWS_CACHE = "ATTENTION_DRAWS_CACHE"  # where the laws' drawn examples are kept between runs ("off": not kept)
+DRAWS_KEPT_DAYS = 14  # a cache of another version of the battery unused this long is removed
 
 
 def convention_arguments(convention: str, **choices: str | None) -> tuple[str, ...]:
@@ -232,16 +239,61 @@ def merged(parts: Sequence[Graded]) -> Graded:
     return graded
 
 
+def battery_fingerprint() -> str:
+    """A digest of what the laws' draws depend on besides their law, seed and options: the sources of attention/,
+    properties/ and regression/ (strategies, laws, the reference they call), and the versions of Python, hypothesis
+    and numpy (read from their metadata: nothing is imported)."""
+    digest = hashlib.sha1()
+    for package in ("attention", "properties", "regression"):
+        spec = importlib.util.find_spec(package)
+        roots = list(spec.submodule_search_locations or []) if spec is not None else []
+        for root in roots:
+            for path in sorted(Path(root).rglob("*.py")):
+                digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update(f"{sys.version}|{metadata.version('hypothesis')}|{metadata.version('numpy')}".encode())
+    return digest.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def draws_directory(options: Options) -> Generator[str, None, None]:
+    """Where a run's workers keep the laws' drawn examples (shared_draws.py), kept for later runs: DRAWS_CACHE
+    (default $XDG_CACHE_HOME or ~/.cache, then attention-properties/draws), in a directory of the battery's
+    fingerprint and the options the draws may depend on (profile, --square, the calling convention); entries of
+    other fingerprints unused for DRAWS_KEPT_DAYS are removed. "off", or a cache that cannot be made: a directory
+    of this run only."""
+    chosen = os.environ.get(DRAWS_CACHE, "")
+    if chosen != "off":
+        home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        base = Path(chosen).expanduser() if chosen else home / "attention-properties" / "draws"
+        context = json.dumps([options.profile, options.square, list(options.convention)])
+        fingerprint = battery_fingerprint()
+        directory = base / fingerprint / hashlib.sha1(context.encode()).hexdigest()[:12]
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            os.utime(directory.parent)
+        except OSError:
+            pass
+        else:
+            with contextlib.suppress(OSError):
+                for old in base.iterdir():
+                    if old.name != fingerprint and time.time() - old.stat().st_mtime > DRAWS_KEPT_DAYS * 86400:
+                        shutil.rmtree(old, ignore_errors=True)
+            yield str(directory)
+            return
+    with tempfile.TemporaryDirectory(prefix="attention-draws-") as scratch:
+        yield scratch
+
+
 def grade(jobs: Sequence[Job], options: Options, workers: int, progress: Callable[[Graded], None]) -> list[Graded]:
     """Grade every job, `workers` at a time, in the order given; `progress` is called as each finishes. With fewer
     jobs than workers, each job's laws are split between `workers // len(jobs)` workers (the idle cores' share, at
-    most MAX_SHARDS). The workers share the laws' drawn examples through a directory of this run (shared_draws.py):
-    each law is drawn for once, not once per file."""
+    most MAX_SHARDS). The workers share the laws' drawn examples through `draws_directory` (shared_draws.py): each
+    law is drawn for once, not once per file."""
     workers = max(1, workers)
     # At most MAX_SHARDS parts: each worker pays its own start (imports, collection: about a second here).
     shards = max(1, min(MAX_SHARDS, workers // max(1, len(jobs))))
 
-    with tempfile.TemporaryDirectory(prefix="attention-draws-") as draws_dir:
+    with draws_directory(options) as draws_dir:
 
         def one(job: Job) -> Graded:
             if shards == 1:

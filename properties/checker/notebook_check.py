@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from properties.checker.cli import TIMEOUTS, law_title
-from properties.checker.grading import Graded, Job, Options, convention_arguments, grade_one
+from properties.checker.grading import Graded, Job, Options, convention_arguments, draws_directory, grade_one
 from properties.checker.html import STYLE, Run, add_pictures, run_detail, runs_from_json
 from properties.checker.pictures import MISSING_MATPLOTLIB, have_matplotlib
 from properties.helpers.notebook import global_message
@@ -212,7 +212,8 @@ def check(
             state = f"reads a notebook global {', '.join(variables)}"
             graded = Graded(name, error=global_message(variables))
         else:
-            graded = grade_one(Job(name, None, target), options)
+            with draws_directory(options) as draws_dir:  # a check run again meets its draws again
+                graded = grade_one(Job(name, None, target), options, draws_dir=draws_dir)
             state = graded.subjects[0].state if graded.subjects else "not graded"
         subject = graded.subjects[0] if graded.subjects else None
         message = (subject.error if subject else "") or graded.error

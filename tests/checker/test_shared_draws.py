@@ -186,3 +186,49 @@ def test_a_directory_that_cannot_be_written_leaves_the_draws_in_the_worker(tmp_p
     assert call(shared, law_that_holds) is True and first == CALLS
     assert len(shared.drawn) == len(shared_draws.BATCHES)  # drawn once, kept in the worker
     assert not gone.exists()
+
+
+def test_the_draws_are_kept_by_battery_and_options_and_old_ones_are_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ATTENTION_DRAWS_CACHE/<fingerprint>/<options>: the same battery and options meet the same directory run after
+    run, other options another; an unused cache of another battery is removed after DRAWS_KEPT_DAYS; "off" keeps
+    nothing."""
+    import os
+    import time
+
+    from properties.checker import grading
+
+    monkeypatch.setenv("ATTENTION_DRAWS_CACHE", str(tmp_path))
+    stale, recent = tmp_path / "0123456789abcdef", tmp_path / "fedcba9876543210"
+    stale.mkdir()
+    recent.mkdir()
+    old = time.time() - (grading.DRAWS_KEPT_DAYS + 1) * 86400
+    os.utime(stale, (old, old))
+    with grading.draws_directory(grading.Options()) as first:
+        (Path(first) / "kept.pickle").write_bytes(b"")
+    with grading.draws_directory(grading.Options()) as again:
+        assert again == first and (Path(again) / "kept.pickle").exists()
+    with grading.draws_directory(grading.Options(profile="ci")) as other:
+        assert other != first
+    assert Path(first).parent.parent == tmp_path and Path(first).parent.name == grading.battery_fingerprint()
+    assert not stale.exists() and recent.exists()
+    monkeypatch.setenv("ATTENTION_DRAWS_CACHE", "off")
+    with grading.draws_directory(grading.Options()) as scratch:
+        assert not Path(scratch).is_relative_to(tmp_path)
+    assert not Path(scratch).exists()
+
+
+def test_the_fingerprint_follows_the_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another strategy or law (any source of the battery or the reference) is another cache."""
+    import importlib.util
+
+    from properties.checker import grading
+
+    (tmp_path / "strategies.py").write_text("SIDE = 4\n")
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name: SimpleNamespace(submodule_search_locations=[str(tmp_path)]))  # fmt: skip
+    before = grading.battery_fingerprint()
+    assert grading.battery_fingerprint() == before
+    (tmp_path / "strategies.py").write_text("SIDE = 5\n")
+    assert grading.battery_fingerprint() != before
