@@ -258,9 +258,9 @@ def battery_fingerprint() -> str:
 def draws_directory(options: Options) -> Generator[str, None, None]:
     """Where a run's workers keep the laws' drawn examples (shared_draws.py), kept for later runs: DRAWS_CACHE
     (default $XDG_CACHE_HOME or ~/.cache, then attention-properties/draws), in a directory of the battery's
-    fingerprint and the options the draws may depend on (profile, --square, the calling convention); entries of
-    other fingerprints unused for DRAWS_KEPT_DAYS are removed. "off", or a cache that cannot be made: a directory
-    of this run only."""
+    fingerprint and the options the draws may depend on (profile, --square, the calling convention); directories of
+    other fingerprints unused for DRAWS_KEPT_DAYS are removed (nothing else there is touched). "off", or a cache that
+    cannot be made: a directory of this run only."""
     chosen = os.environ.get(DRAWS_CACHE, "")
     if chosen != "off":
         home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -275,8 +275,9 @@ def draws_directory(options: Options) -> Generator[str, None, None]:
             pass
         else:
             with contextlib.suppress(OSError):
-                for old in base.iterdir():
-                    if old.name != fingerprint and time.time() - old.stat().st_mtime > DRAWS_KEPT_DAYS * 86400:
+                for old in base.iterdir():  # only what we made: a fingerprint's directory, 16 hex digits
+                    ours = re.fullmatch(r"[0-9a-f]{16}", old.name) is not None and old.is_dir()
+                    if ours and old.name != fingerprint and time.time() - old.stat().st_mtime > DRAWS_KEPT_DAYS * 86400:
                         shutil.rmtree(old, ignore_errors=True)
             yield str(directory)
             return

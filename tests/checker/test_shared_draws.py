@@ -201,10 +201,12 @@ def test_the_draws_are_kept_by_battery_and_options_and_old_ones_are_removed(
 
     monkeypatch.setenv("ATTENTION_DRAWS_CACHE", str(tmp_path))
     stale, recent = tmp_path / "0123456789abcdef", tmp_path / "fedcba9876543210"
-    stale.mkdir()
-    recent.mkdir()
+    not_ours = tmp_path / "photos"  # in a directory the user chose, nothing but our own is removed
+    for directory in (stale, recent, not_ours):
+        directory.mkdir()
     old = time.time() - (grading.DRAWS_KEPT_DAYS + 1) * 86400
     os.utime(stale, (old, old))
+    os.utime(not_ours, (old, old))
     with grading.draws_directory(grading.Options()) as first:
         (Path(first) / "kept.pickle").write_bytes(b"")
     with grading.draws_directory(grading.Options()) as again:
@@ -212,7 +214,7 @@ def test_the_draws_are_kept_by_battery_and_options_and_old_ones_are_removed(
     with grading.draws_directory(grading.Options(profile="ci")) as other:
         assert other != first
     assert Path(first).parent.parent == tmp_path and Path(first).parent.name == grading.battery_fingerprint()
-    assert not stale.exists() and recent.exists()
+    assert not stale.exists() and recent.exists() and not_ours.exists()
     monkeypatch.setenv("ATTENTION_DRAWS_CACHE", "off")
     with grading.draws_directory(grading.Options()) as scratch:
         assert not Path(scratch).is_relative_to(tmp_path)
