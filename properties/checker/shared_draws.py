@@ -2,16 +2,17 @@
 
 Drawing is most of a law's cost (hypothesis builds each example choice by choice), and a class of notebooks
 meets every law once per function per student. In a grading worker each hypothesis law first replays its shared
-examples: its explicit `@example`s, then `settings.max_examples` examples drawn from its own strategies (in two
-batches, BATCHES) under a seed of the law's name (and of `--seed`), drawn by the first worker that needs them and
-kept, pickled, in a directory of the run that the parent hands its workers (in memory only without one). The same
-law therefore meets the same examples in every file, whichever worker grades it and in whichever order: the
-verdicts of a file do not depend on the class it is graded with.
+examples: its explicit `@example`s, then the `settings.max_examples` examples its own run draws (the same seed:
+derandomised, or `--seed`; in two batches, BATCHES), drawn by the first worker that needs them and kept, pickled,
+in a directory the parent hands its workers (in memory only without one). So a law meets the examples it would
+have drawn itself, whichever worker drew them, in every file and whatever the class: a function on which the law
+holds throughout its run meets exactly those examples.
 
 A law that holds on every shared example, each run to its end, PASSes. Anything else (a failure, an example the
 law or the function sets aside, an error) runs the law as hypothesis runs it, whose verdict and shrunk
-counterexample are the law's; when that run holds although a shared example failed, the law is rerun with that
-example as an explicit one, so that it FAILs on it (unshrunk). A skip raised by the law is its verdict.
+counterexample are the law's; when that run holds although a shared example failed (its draws went another way
+after an example was set aside), the law is rerun with that example as an explicit one, so that it FAILs on it
+(unshrunk). A skip raised by the law is its verdict.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from hypothesis import HealthCheck, Phase, settings
 from properties.checker.report import own_output
 from properties.helpers.checks import OBSERVED, leaves
 from properties.helpers.hypothesis_internals import (
+    derandomized_seed,
     deterministic_prng,
     draws,
     explicit_examples_of,
@@ -49,7 +51,8 @@ Example = dict[str, Any]
 # Set on a law's item when its FAIL is a shared example that the law's own run did not meet (so not shrunk).
 UNSHRUNK = pytest.StashKey[bool]()
 # The drawn examples come in two batches: the first alone, since a law that skips (an option the function does not
-# take) or fails at once needs no more; then the rest of the law's max_examples.
+# take) or fails at once needs no more; then the rest of the law's max_examples (drawn from the start again: a run
+# seeded alike draws the same first example).
 BATCHES = (1, 10**9)
 
 
@@ -78,10 +81,12 @@ class SharedDraws:
             except (OSError, pickle.UnpicklingError, EOFError):  # half written by a worker that was stopped
                 drawn = None
         if drawn is None:
-            size = min(BATCHES[index], settings_of(law).max_examples - sum(BATCHES[:index]))
-            chosen = settings(settings_of(law), max_examples=max(size, 1), database=None, derandomize=False,
+            start = sum(BATCHES[:index])
+            end = min(start + BATCHES[index], settings_of(law).max_examples)
+            chosen = settings(settings_of(law), max_examples=max(end, 1), database=None, derandomize=False,
                               phases=[Phase.generate], suppress_health_check=list(HealthCheck))  # fmt: skip
-            drawn = draws(law, chosen, seed_of=name) if size > 0 else []
+            seed = derandomized_seed(law) if self.seed is None else self.seed
+            drawn = draws(law, chosen, seed_of=seed)[start:end] if end > start else []
             if path is not None:
                 keep(path, drawn)
         self.drawn[name] = drawn

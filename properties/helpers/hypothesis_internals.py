@@ -2,14 +2,15 @@
 against the installed hypothesis).
 
 A law decorated with `@given` carries what the battery needs to rerun it differently (without shrinking for a
-meta-test, on shared examples for the false-alarm test, counting examples for a benchmark): its strategies
-(`law.hypothesis._given_kwargs`, private), a build context to replay its body in (`BuildContext`, private), its
-undecorated body (`law.hypothesis.inner_test`, the hook hypothesis
-documents for plugins that wrap the body), its settings (`law._hypothesis_internal_use_settings`, private) and its
-explicit examples (`law.hypothesis_explicit_examples`, private), the seeding of the global random generators
-under which it runs each example (`deterministic_PRNG`, private) and the constants of local modules it draws now
-and then (`_get_local_constants`, private). Nothing else in properties/, regression/ or tests/
-reads them (the checker's verdict recorder wraps `inner_test` itself, the documented hook).
+meta-test, on shared examples for the false-alarm test and for grading, counting examples for a benchmark): its
+strategies (`law.hypothesis._given_kwargs`, private), a build context to replay its body in (`BuildContext`,
+private), its undecorated body (`law.hypothesis.inner_test`, the hook hypothesis documents for plugins that wrap
+the body), its settings (`law._hypothesis_internal_use_settings`, private) and its explicit examples
+(`law.hypothesis_explicit_examples`, private); hypothesis also seeds the global random generators around each
+example (`deterministic_PRNG`, private), draws constants of local modules now and then (`_get_local_constants`,
+private) and seeds a derandomised run from the body's digest (`function_digest`, private). Nothing else in
+properties/, regression/ or tests/ reads them (the checker's verdict recorder wraps `inner_test` itself, the
+documented hook).
 """
 
 from __future__ import annotations
@@ -114,6 +115,16 @@ def deterministic_prng() -> AbstractContextManager[None]:
     """The seeding hypothesis gives each example it runs (hypothesis.internal.entropy.deterministic_PRNG, private):
     the global generators of `random` and `numpy.random` seeded alike, and restored after."""
     return deterministic_PRNG()
+
+
+def derandomized_seed(law: Callable[..., Any]) -> int:
+    """The seed of the random generator hypothesis gives the law's run under `derandomize`
+    (`Random(int_from_bytes(function_digest(test)))`, hypothesis.core.get_random_for_wrapped_test, private): a run
+    seeded with it draws the law's own examples."""
+    from hypothesis.internal.compat import int_from_bytes
+    from hypothesis.internal.reflection import function_digest
+
+    return int(int_from_bytes(function_digest(body_of(law))))
 
 
 def local_constants_digest() -> str:

@@ -170,3 +170,20 @@ def test_the_local_constants_digest_changes_with_a_local_modules_constants(tmp_p
         assert hi.local_constants_digest() != before
     finally:
         del sys.modules["numbers_of_a_target"]
+
+
+SEEN: list[int] = []
+
+
+@settings(max_examples=8, derandomize=True, database=None)
+@given(n=st.integers(0, 1000))
+def derandomized_law(n: int) -> None:
+    SEEN.append(n)
+
+
+def test_a_run_seeded_with_the_derandomized_seed_draws_the_laws_own_examples() -> None:
+    SEEN.clear()
+    derandomized_law()
+    chosen = settings(hi.settings_of(derandomized_law), derandomize=False)
+    drawn = hi.draws(derandomized_law, chosen, seed_of=hi.derandomized_seed(derandomized_law))
+    assert [example["n"] for example in drawn] == SEEN
