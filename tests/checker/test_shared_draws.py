@@ -3,12 +3,13 @@ alone; anything else is decided by the law's own hypothesis run; a failure that 
 
 from __future__ import annotations
 
+import unittest
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from hypothesis import assume, example, given, settings
+from hypothesis import Phase, assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
@@ -157,6 +158,32 @@ def test_a_skip_is_the_laws_verdict_at_its_first_example(tmp_path: Path) -> None
     with pytest.raises(pytest.skip.Exception, match="no mask"):
         call(SharedDraws(tmp_path, None), law_that_skips)
     assert len(CALLS) == 1
+
+
+@settings(QUICK, phases=[Phase.explicit])
+@example(n=1)
+@given(n=st.integers(0, 10))
+def law_of_explicit_examples_only(fixture: str, n: int) -> None:
+    CALLS.append(n)
+
+
+@settings(QUICK, phases=[Phase.explicit])
+@given(n=st.integers(0, 10))
+def law_without_any_example(fixture: str, n: int) -> None:
+    CALLS.append(n)
+
+
+def test_a_law_that_generates_nothing_meets_only_its_explicit_examples_and_none_is_no_pass(tmp_path: Path) -> None:
+    """The law's own phases decide: explicit examples only, then nothing is drawn; with no example at all, the
+    law's own run decides (never a PASS on nothing replayed)."""
+    assert call(SharedDraws(tmp_path, None), law_of_explicit_examples_only) is True
+    assert CALLS == [1]  # its explicit example, nothing drawn: what its own run checks
+    CALLS.clear()
+    shared = SharedDraws(tmp_path, None)
+    item = SimpleNamespace(obj=law_without_any_example, funcargs={"fixture": "f"}, stash=pytest.Stash())
+    with pytest.raises(unittest.SkipTest):  # hypothesis's verdict on a law told to run no example
+        shared.pytest_pyfunc_call(item)  # type: ignore[arg-type]
+    assert CALLS == [] and not shared.drawn
 
 
 def test_a_test_that_is_not_a_hypothesis_law_is_left_to_pytest(tmp_path: Path) -> None:
