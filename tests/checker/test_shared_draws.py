@@ -178,17 +178,14 @@ def test_a_law_that_generates_nothing_meets_only_its_explicit_examples_and_none_
     law's own run decides (never a PASS on nothing replayed)."""
     assert call(SharedDraws(tmp_path, None), law_of_explicit_examples_only) is True
     assert CALLS == [1]  # its explicit example, nothing drawn: what its own run checks
-    CALLS.clear()
     shared = SharedDraws(tmp_path, None)
-    item = SimpleNamespace(obj=law_without_any_example, funcargs={"fixture": "f"}, stash=pytest.Stash())
     with pytest.raises(unittest.SkipTest):  # hypothesis's verdict on a law told to run no example
-        shared.pytest_pyfunc_call(item)  # type: ignore[arg-type]
+        call(shared, law_without_any_example)
     assert CALLS == [] and not shared.drawn
 
 
 def test_a_test_that_is_not_a_hypothesis_law_is_left_to_pytest(tmp_path: Path) -> None:
-    item = SimpleNamespace(obj=call, funcargs={}, stash=pytest.Stash())
-    assert SharedDraws(tmp_path, None).pytest_pyfunc_call(item) is None  # type: ignore[arg-type]
+    assert call(SharedDraws(tmp_path, None), call) is None
 
 
 @pytest.mark.slow
