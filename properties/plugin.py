@@ -56,6 +56,8 @@ from properties.helpers.options import (
     Kind,
 )
 from properties.helpers.row_convention import Convention, SdpaImplementation, sdpa_implementation
+from properties.helpers.sibling_examples import PLUGIN_NAME as SIBLINGS
+from properties.helpers.sibling_examples import SiblingExamples
 
 # Profiles. Numerical examples have no meaningful deadline; `ci` extends hypothesis's built-in ci
 # profile (derandomised, no example database), which hypothesis selects by itself when CI is set.
@@ -176,6 +178,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # Under pytest-benchmark's --benchmark-only every law skips by request: that run measures, it checks nothing.
     if not config.getoption("--benchmark-only", default=False):
         config.pluginmanager.register(LawOutcomes(), "attention-law-outcomes")
+        # A law's later parametrisations replay the examples its first one met (`-p no:` + the name turns it off).
+        config.pluginmanager.register(SiblingExamples(), SIBLINGS)
     target = config.getoption("--impl")
     kernel = _kernel(config)
     if config.getoption("--backward") and not target:

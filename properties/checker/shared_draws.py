@@ -18,7 +18,6 @@ after an example was set aside), the law is rerun with that example as an explic
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import inspect
 import os
@@ -32,20 +31,19 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 
 from properties.checker.report import own_output
-from properties.helpers.checks import OBSERVED, leaves
+from properties.helpers.checks import OBSERVED
 from properties.helpers.hypothesis_internals import (
     derandomized_seed,
-    deterministic_prng,
     draws,
     explicit_examples_of,
     is_hypothesis_test,
     local_constants_digest,
-    replay,
     rerun,
     settings_of,
 )
 from properties.helpers.implementations import SET_ASIDE
 from properties.helpers.meta import shares_draws
+from properties.helpers.sibling_examples import replay_examples
 
 Example = dict[str, Any]
 # Set on a law's item when its FAIL is a shared example that the law's own run did not meet (so not shrunk).
@@ -126,21 +124,11 @@ class SharedDraws:
 def replay_shared(
     law: Callable[..., Any], examples: list[Example], arguments: dict[str, Any]
 ) -> tuple[bool, Example | None]:
-    """Replay the examples on the law, each a deep copy under hypothesis's per-example seeding of the global random
-    generators, until the first that does not hold: (True, None) if each ran to its end and held; (False, the
-    example) if one failed as a law fails (an AssertionError, or a group of them); (False, None) after anything else
-    (an example set aside or rejected, another error). A skip propagates."""
-    for example in examples:
-        try:
-            with deterministic_prng():
-                completed = replay(law, [copy.deepcopy(example)], **arguments)
-        except (KeyboardInterrupt, SystemExit, pytest.skip.Exception):
-            raise
-        except BaseException as error:
-            return False, example if all(isinstance(leaf, AssertionError) for leaf in leaves(error)) else None
-        if not completed:
-            return False, None
-    return True, None
+    """Replay the examples on the law (sibling_examples.replay_examples): (True, None) if each ran to its end and
+    held; (False, the example) if one failed as a law fails; (False, None) after anything else (an example set aside
+    or rejected, another error). A skip propagates."""
+    held, failing, completed = replay_examples(law, examples, arguments)
+    return held and completed == len(examples), failing
 
 
 def keep(path: Path, drawn: list[Example]) -> None:

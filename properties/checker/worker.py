@@ -31,6 +31,7 @@ from properties.checker.records import Subject, WorkerJob
 from properties.checker.report import own_output
 from properties.checker.shared_draws import SharedDraws
 from properties.helpers.options import FLASH_REFERENCE_TARGET, PROFILES, SDPA_REFERENCE_TARGET
+from properties.helpers.sibling_examples import PLUGIN_NAME as SIBLINGS
 
 # No explain phase: it reruns a failing law many times for a note that the report does not use.
 CHECK_PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
@@ -134,7 +135,7 @@ def _battery(subjects: list[Subject], job: WorkerJob, scratch: Path, shared: Sha
         selection += " and (" + " or ".join(job.only) + ")"
     arguments = [
         "--pyargs", "properties", "regression", "-p", "properties.plugin", "-p", "properties.checker.verdicts",
-        "-p", "no:cacheprovider", "-p", "no:unraisableexception",
+        "-p", "no:cacheprovider", "-p", "no:unraisableexception", "-p", f"no:{SIBLINGS}",
         "-c", str(ini), "--rootdir", str(scratch), "-q", "-s", "--no-header", "--tb=short", "--benchmark-skip",
         "-W", "ignore::pytest.PytestAssertRewriteWarning",
         "-m", selection, "--hypothesis-profile", job.profile,

@@ -8,7 +8,8 @@ private), its undecorated body (`law.hypothesis.inner_test`, the hook hypothesis
 the body), its settings (`law._hypothesis_internal_use_settings`, private) and its explicit examples
 (`law.hypothesis_explicit_examples`, private); hypothesis also seeds the global random generators around each
 example (`deterministic_PRNG`, private), draws constants of local modules now and then (`_get_local_constants`,
-private) and seeds a derandomised run from the body's digest (`function_digest`, private). Nothing else in
+private), seeds a derandomised run from the body's digest (`function_digest`, private) and keys its example
+database with the same digest (`ConjectureRunner.database_key`, `.secondary`, private). Nothing else in
 properties/, regression/ or tests/ reads them (the checker's verdict recorder wraps `inner_test` itself, the
 documented hook).
 """
@@ -125,6 +126,20 @@ def derandomized_seed(law: Callable[..., Any]) -> int:
     from hypothesis.internal.reflection import function_digest
 
     return int(int_from_bytes(function_digest(body_of(law))))
+
+
+def has_saved_examples(law: Callable[..., Any]) -> bool:
+    """Whether the law's example database holds examples its next run replays first: the failures of an earlier run
+    (hypothesis keys them by `function_digest` of the body, which hypothesis's pytest plugin makes distinct for each
+    parametrisation, plus `.secondary`; core.StateForActualGivenExecution.run_engine, engine.ConjectureRunner,
+    private). False without a database."""
+    from hypothesis.internal.reflection import function_digest
+
+    database = settings_of(law).database
+    if database is None:
+        return False
+    key = getattr(law, "_hypothesis_internal_database_key", None) or function_digest(body_of(law))
+    return any(True for _ in database.fetch(key)) or any(True for _ in database.fetch(key + b".secondary"))
 
 
 def local_constants_digest() -> str:
