@@ -52,6 +52,7 @@ from properties.helpers.options import (
     MERGE_REFERENCE_TARGET,
     REFERENCE_TARGETS,
     SDPA_REFERENCE_TARGET,
+    SUITES,
     VARLEN_REFERENCE_TARGET,
     Kind,
 )
@@ -126,6 +127,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="also run the tests marked slow (subprocesses: the CLI end to end, grading workers), which the "
         "default run deselects; so does a -m expression that names slow",
+    )
+    group.addoption(
+        "--suite",
+        default=None,
+        choices=SUITES,
+        help="battery: the laws and golden values on the implementation under test (the default when pytest runs "
+        "its testpaths without -m); full: also the battery's meta-tests (marked meta) and, in the repository, the "
+        "project's tests (tests/), the default when paths, a -m expression or --run-slow are given",
     )
     group.addoption("--square", action="store_true", default=False, help="draw only D_q = D_v = D (the notebook's)")
     group.addoption(
@@ -285,6 +294,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if problems:
         raise pytest.UsageError("\n".join(dict.fromkeys(problems)))
     _deselect_slow(config, items)
+    _select_suite(config, items)
     if not config.getoption("--impl"):
         return
     skip = pytest.mark.skip(reason="a meta-test of the battery itself, not of --impl TARGET")
@@ -302,6 +312,26 @@ def _deselect_slow(config: pytest.Config, items: list[pytest.Item]) -> None:
     if slow:
         config.hook.pytest_deselected(items=slow)
         items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
+def suite(config: pytest.Config) -> str:
+    """--suite, else battery when pytest collects its testpaths without a -m expression or --run-slow, else full."""
+    chosen: str | None = config.getoption("--suite")
+    if chosen:
+        return chosen
+    named = config.args_source != pytest.Config.ArgsSource.TESTPATHS
+    return "full" if named or config.getoption("-m") or config.getoption("--run-slow") else "battery"
+
+
+def _select_suite(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under the battery suite, deselect the meta-tests: they check the battery, not the implementation under test
+    (`pytest --suite full` runs them, as CI does; the repository's conftest.py leaves tests/ uncollected)."""
+    if suite(config) != "battery":
+        return
+    meta = [item for item in items if item.get_closest_marker("meta")]
+    if meta:
+        config.hook.pytest_deselected(items=meta)
+        items[:] = [item for item in items if not item.get_closest_marker("meta")]
 
 
 def _under_test(config: pytest.Config, option: str, what: str, reference: FunctionUnderTest) -> Any:

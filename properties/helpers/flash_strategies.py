@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from numpy.typing import NDArray
 
 from properties.helpers.flash_convention import FlashProblem, window_readings
-from properties.helpers.strategies import LONG_LENGTHS
+from properties.helpers.strategies import LONG_LENGTHS, composite
 
 Array = NDArray[np.float64]
 SMALL = (1, 2, 3, 4, 5, 6)
@@ -26,7 +26,7 @@ BOUNDARIES = (15, 16, 17, 31, 32, 33, 63, 64, 65)
 MAGNITUDES = (0.25, 1.0, 2.0)
 
 
-@st.composite
+@composite
 def lengths(draw: st.DrawFn) -> tuple[int, int]:
     """(L, S): small against small, a block boundary against a small length either way, or a decoding step."""
     small, edge = st.sampled_from(SMALL), st.sampled_from(BOUNDARIES)
@@ -47,7 +47,7 @@ def random_rows(draw: st.DrawFn, shapes: list[tuple[int, ...]], magnitude: float
     return [size * rng.standard_normal(shape) for shape in shapes]
 
 
-@st.composite
+@composite
 def rectangular_problems(
     draw: st.DrawFn, L: int | None = None, S: int | None = None, groups: bool = True, magnitude: float | None = None
 ) -> FlashProblem:
@@ -67,13 +67,13 @@ class Reordered(NamedTuple):
     order: NDArray[np.intp]
 
 
-@st.composite
+@composite
 def problems_with_key_orders(draw: st.DrawFn) -> Reordered:
     problem = draw(rectangular_problems())
     return Reordered(problem, np.asarray(draw(st.permutations(range(problem.S))), dtype=np.intp))
 
 
-@st.composite
+@composite
 def problems_with_query_orders(draw: st.DrawFn) -> Reordered:
     problem = draw(rectangular_problems())
     return Reordered(problem, np.asarray(draw(st.permutations(range(problem.L))), dtype=np.intp))
@@ -85,7 +85,7 @@ class ChangedQuery(NamedTuple):
     changed: FlashProblem
 
 
-@st.composite
+@composite
 def problems_with_a_changed_query(draw: st.DrawFn) -> ChangedQuery:
     problem = draw(rectangular_problems())
     assume_two = problem.L >= 2
@@ -104,7 +104,7 @@ class Scaled(NamedTuple):
     power: int  # q is multiplied by 2**power and the scale divided by it
 
 
-@st.composite
+@composite
 def problems_with_scales(draw: st.DrawFn) -> Scaled:
     problem = draw(rectangular_problems())
     scale = draw(st.sampled_from((0.125, 0.3, 1.0, 1.7)), label="scale")
@@ -124,7 +124,7 @@ class Windowed(NamedTuple):
     window: tuple[int, int]
 
 
-@st.composite
+@composite
 def problems_with_windows(draw: st.DrawFn) -> Windowed:
     problem = draw(rectangular_problems())
     return Windowed(problem, windows_for(draw, problem.L, problem.S))
@@ -137,7 +137,7 @@ class OutsideTheWindow(NamedTuple):
     changed: FlashProblem  # keys and values outside query n's window replaced
 
 
-@st.composite
+@composite
 def problems_with_keys_outside_a_window(draw: st.DrawFn, alignment: str) -> OutsideTheWindow:
     problem, window = draw(problems_with_windows())
     # The keys hidden from query n under every accepted reading of the window (window_readings: the definition
@@ -160,7 +160,7 @@ class Capped(NamedTuple):
     softcap: float
 
 
-@st.composite
+@composite
 def problems_with_softcaps(draw: st.DrawFn) -> Capped:
     """Logits well beyond the cap (magnitude 2 rows, so |s| up to ~10) and caps from 0.5 to 30."""
     problem = draw(rectangular_problems(magnitude=draw(st.sampled_from((1.0, 2.0, 3.0)), label="magnitude")))
@@ -173,7 +173,7 @@ class Sloped(NamedTuple):
     causal: bool
 
 
-@st.composite
+@composite
 def problems_with_alibi(draw: st.DrawFn) -> Sloped:
     problem = draw(rectangular_problems())
     values = st.sampled_from((0.0, 0.0625, 0.25, 0.5, 1.0))
@@ -188,7 +188,7 @@ class Sunk(NamedTuple):
     sinks: Array  # (H,)
 
 
-@st.composite
+@composite
 def problems_with_sinks(draw: st.DrawFn) -> Sunk:
     problem = draw(rectangular_problems())
     values = st.sampled_from((-3.0, -0.5, 0.0, 1.0, 4.0))
@@ -200,7 +200,7 @@ class Split(NamedTuple):
     point: int  # keys [0, point) and [point, S)
 
 
-@st.composite
+@composite
 def problems_with_split_points(draw: st.DrawFn) -> Split:
     problem = draw(rectangular_problems())
     return Split(problem, draw(st.integers(0, problem.S), label="split point"))
@@ -255,7 +255,7 @@ class Shifted(NamedTuple):
     masking: Masking
 
 
-@st.composite
+@composite
 def problems_with_logit_shifts(draw: st.DrawFn) -> Shifted:
     """Unmasked, causal or windowed problems, with ALiBi or without, and a shift of every logit."""
     problem = draw(rectangular_problems())
@@ -269,7 +269,7 @@ class MaskedLse(NamedTuple):
     softcap: float  # 0: off
 
 
-@st.composite
+@composite
 def problems_with_masks(draw: st.DrawFn) -> MaskedLse:
     """Causal or windowed problems (or neither), with ALiBi or without, soft-capped or not."""
     problem = draw(rectangular_problems())
@@ -277,7 +277,7 @@ def problems_with_masks(draw: st.DrawFn) -> MaskedLse:
     return MaskedLse(problem, masking, draw(st.sampled_from((0.0, 0.0, 1.0, 5.0)), label="softcap"))
 
 
-@st.composite
+@composite
 def problems_with_empty_rows(draw: st.DrawFn) -> Windowed:
     """More queries than keys (L >= S + 3) and a narrow window (left in 0..2, right in 0..1, both < S, so that
     FlashAttention 2 reads it as written): the first L - S - right queries see no key bottom-right, the last
@@ -347,7 +347,7 @@ def packed_sequences(draw: st.DrawFn) -> tuple[Array, Array, Array, NDArray[np.i
     return q, k, v, cu_q, cu_k
 
 
-@st.composite
+@composite
 def packed_batches(draw: st.DrawFn) -> Packed:
     """2 to 4 sequences, lengths 0 (empty), small or at a block boundary, causal or not, with a window or not (sides
     at their edges, windows_for, up to the longest sequence + 1)."""
@@ -358,7 +358,7 @@ def packed_batches(draw: st.DrawFn) -> Packed:
     return Packed(q, k, v, cu_q, cu_k, causal, window)
 
 
-@st.composite
+@composite
 def packed_batches_with_score_modifications(draw: st.DrawFn) -> Packed:
     """Packed batches (causal or not) with ALiBi (one slope a head, or a sequence and head), a softcap and sinks,
     each drawn or not."""
@@ -377,7 +377,7 @@ class PackedChange(NamedTuple):
     changed: Packed
 
 
-@st.composite
+@composite
 def packed_batches_with_a_changed_sequence(draw: st.DrawFn) -> PackedChange:
     packed = draw(packed_batches())
     b = draw(st.integers(0, packed.batch - 1), label="b")
@@ -395,7 +395,7 @@ class Parts(NamedTuple):
     lse_shift: float  # added to every logit, so that lse reaches where exp overflows
 
 
-@st.composite
+@composite
 def merge_cases(draw: st.DrawFn) -> Parts:
     problem = draw(rectangular_problems(groups=False))
     return Parts(problem, draw(st.integers(0, problem.S), label="split point"),
@@ -413,7 +413,7 @@ class MaskedParts(NamedTuple):
     window: tuple[int, int]
 
 
-@st.composite
+@composite
 def masked_merge_cases(draw: st.DrawFn) -> MaskedParts:
     """merge_cases under causal or not and a window (windows_for): a query may see no key in one part, or in both."""
     problem, point, shift = draw(merge_cases())

@@ -38,6 +38,10 @@ REFERENCE_TARGETS: dict[Kind, str] = {
 SOFTMAX_REFERENCE_TARGET = "attention:softmax_cols"
 MULTIHEAD_REFERENCE_TARGET = "attention:multihead_scaled_self_attention"
 
+# What `pytest` runs (--suite): the battery (its laws and golden values, on the implementation under test), or also
+# the battery's meta-tests and, in the repository, the project's own tests (tests/; the repository's conftest.py).
+SUITES = ("battery", "full")
+
 # Hypothesis profiles (registered by properties/plugin.py) and the largest D, D_q, D_v each draws.
 PROFILES = ("dev", "ci", "thorough")
 SIZE_LIMITS = {"dev": 5, "ci": 6, "thorough": 9}

@@ -6,7 +6,7 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 import numpy as np
 from hypothesis import assume, reject
@@ -47,6 +47,30 @@ def size_limit() -> int:
     return SIZE_LIMITS.get(settings.get_current_profile_name(), DEFAULT_SIZE_LIMIT)
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def composite(definition: Callable[Concatenate[st.DrawFn, P], T]) -> Callable[P, st.SearchStrategy[T]]:
+    """hypothesis's st.composite, returning the same strategy object for the same (hashable) arguments.
+
+    A composite strategy called inside another one per draw (attention_problems(dims) in masks, say) is a new
+    object each time, and hypothesis binds its arguments, validates it and computes its properties afresh; the same
+    object draws exactly what a new one would. Unhashable arguments (an array) get a new object, as before."""
+    strategy = st.composite(definition)
+    cached = cast(Callable[P, st.SearchStrategy[T]], functools.lru_cache(maxsize=4096, typed=True)(strategy))
+
+    @functools.wraps(strategy)
+    def reused(*args: P.args, **kwargs: P.kwargs) -> st.SearchStrategy[T]:
+        try:
+            hash((args, tuple(kwargs.items())))
+        except TypeError:
+            return strategy(*args, **kwargs)
+        return cached(*args, **kwargs)
+
+    return reused
+
+
 @dataclass(frozen=True)
 class Dimensions:
     """The sizes of one problem: inputs of dimension D, queries and keys of D_q, values of D_v; N inputs."""
@@ -57,7 +81,7 @@ class Dimensions:
     N: int
 
 
-@st.composite
+@composite
 def dimensions(
     draw: st.DrawFn,
     *,
@@ -139,7 +163,7 @@ def columns(rows: int, *, bound: float = ENTRY_BOUND) -> st.SearchStrategy[Array
     return matrices(rows, 1, bound=bound)
 
 
-@st.composite
+@composite
 def well_conditioned_matrices(
     draw: st.DrawFn, rows: int, cols: int, *, max_condition: float = 10.0, bound: float = ENTRY_BOUND
 ) -> Array:
@@ -160,7 +184,7 @@ def well_conditioned_matrices(
     return np.asarray((U * sigma) @ V.T)
 
 
-@st.composite
+@composite
 def unimodular_pairs(draw: st.DrawFn, n: int) -> tuple[Array, Array]:
     """(M, M^-1) for invertible n x n matrices M whose inverse is exactly representable.
 
@@ -226,7 +250,7 @@ def with_logits_within(
     return with_queries_scaled(problem, 2.0 ** -int(np.ceil(np.log2(largest / max_logit))))
 
 
-@st.composite
+@composite
 def attention_problems(
     draw: st.DrawFn,
     dims: st.SearchStrategy[Dimensions] | None = None,
@@ -263,7 +287,7 @@ def _large_logit_target(draw: st.DrawFn, current: float, largest: float) -> floa
     return target
 
 
-@st.composite
+@composite
 def large_logit_problems(
     draw: st.DrawFn, dims: st.SearchStrategy[Dimensions] | None = None, *, largest: float = 1e4
 ) -> AttentionProblem:
@@ -277,7 +301,7 @@ def large_logit_problems(
     return with_queries_scaled(problem, _large_logit_target(draw, current, largest) / current)
 
 
-@st.composite
+@composite
 def large_logit_problems_with_options(
     draw: st.DrawFn, *, largest: float = 1e4
 ) -> tuple[AttentionProblem, AttentionOptions]:
@@ -295,7 +319,7 @@ def large_logit_problems_with_options(
     return problem, options
 
 
-@st.composite
+@composite
 def problems_with_permutations(
     draw: st.DrawFn, problems: st.SearchStrategy[AttentionProblem] | None = None
 ) -> tuple[AttentionProblem, NDArray[np.intp]]:
@@ -304,7 +328,7 @@ def problems_with_permutations(
     return problem, draw(permutations_of(problem.N), label="permutation")
 
 
-@st.composite
+@composite
 def symmetric_positive_definite_matrices(draw: st.DrawFn, n: int, *, low: float = 0.5, high: float = 2.0) -> Array:
     """n x n symmetric matrices U diag(lambda) U^T with U orthonormal and every eigenvalue in [low, high]."""
     seed = draw(st.integers(0, 2**32 - 1), label="eigenvector seed")
@@ -313,7 +337,7 @@ def symmetric_positive_definite_matrices(draw: st.DrawFn, n: int, *, low: float 
     return np.asarray((U * eigenvalues) @ U.T)
 
 
-@st.composite
+@composite
 def problems_with_value_shifts(
     draw: st.DrawFn, *, at_least: float = 0.0
 ) -> tuple[AttentionProblem, NDArray[np.float64]]:
@@ -325,7 +349,7 @@ def problems_with_value_shifts(
     return problem, draw(shifts, label="c")
 
 
-@st.composite
+@composite
 def multihead_problems(draw: st.DrawFn, max_heads: int = 3, min_heads: int = 1) -> MultiheadProblem:
     """min_heads to max_heads heads on one X, each with its own D_q and D_v (often all of one shape), and an
     omega_c for their stacked outputs."""
@@ -359,14 +383,14 @@ def multihead_problems(draw: st.DrawFn, max_heads: int = 3, min_heads: int = 1) 
 SOFTMAX_LOGIT_BOUND = 50.0
 
 
-@st.composite
+@composite
 def logit_matrices(draw: st.DrawFn, bound: float = SOFTMAX_LOGIT_BOUND) -> Array:
     """Matrices of logits, N x columns with N in [1, 8] and columns in [1, 4]."""
     rows, cols = draw(st.integers(1, 8), label="N"), draw(st.integers(1, 4), label="columns")
     return draw(matrices(rows, cols, bound=bound), label="logits")
 
 
-@st.composite
+@composite
 def logits_with_column_shifts(draw: st.DrawFn) -> tuple[Array, Array]:
     data = draw(logit_matrices())
     return data, draw(matrices(1, data.shape[1], bound=SOFTMAX_LOGIT_BOUND), label="shift per column")
@@ -375,7 +399,7 @@ def logits_with_column_shifts(draw: st.DrawFn) -> tuple[Array, Array]:
 # --- Problems paired with what the value laws vary ---
 
 
-@st.composite
+@composite
 def problems_with_second_values(draw: st.DrawFn) -> tuple[AttentionProblem, Array, Array, float, float]:
     problem = draw(attention_problems())
     omega_v = draw(matrices(problem.D_v, problem.D), label="second omega_v")
@@ -384,7 +408,7 @@ def problems_with_second_values(draw: st.DrawFn) -> tuple[AttentionProblem, Arra
     return problem, omega_v, beta_v, a, c
 
 
-@st.composite
+@composite
 def problems_with_repeated_inputs(draw: st.DrawFn) -> tuple[AttentionProblem, NDArray[np.intp]]:
     """A problem whose inputs repeat: X = X0[:, index] with at least one index drawn twice."""
     problem = draw(attention_problems(dimensions(min_n=1)))
@@ -396,13 +420,13 @@ def problems_with_repeated_inputs(draw: st.DrawFn) -> tuple[AttentionProblem, ND
 # --- Problems paired with what the invariance laws vary ---
 
 
-@st.composite
+@composite
 def problems_with_second_key_bias(draw: st.DrawFn) -> tuple[AttentionProblem, NDArray[np.float64]]:
     problem = draw(attention_problems())
     return problem, draw(columns(problem.D_q), label="second beta_k")
 
 
-@st.composite
+@composite
 def problems_with_gauges(
     draw: st.DrawFn,
 ) -> tuple[AttentionProblem, NDArray[np.float64], NDArray[np.float64]]:
@@ -414,7 +438,7 @@ def problems_with_gauges(
 # --- Temperatures ---
 
 
-@st.composite
+@composite
 def problems_with_temperatures(draw: st.DrawFn) -> tuple[AttentionProblem, float]:
     return draw(attention_problems()), draw(st.floats(1.0, 8.0), label="t")
 
@@ -438,7 +462,7 @@ def huge_scales() -> st.SearchStrategy[float]:
     return st.floats(0.0, float(np.log10(HUGE))).map(lambda exponent: float(10**exponent))
 
 
-@st.composite
+@composite
 def problems_with_a_position(draw: st.DrawFn) -> tuple[AttentionProblem, int, float]:
     """A problem (N >= 2), a query n < N - 1, and a scale for the inputs after n (huge_scales)."""
     problem = draw(attention_problems(dimensions(min_n=2)))
@@ -446,7 +470,7 @@ def problems_with_a_position(draw: st.DrawFn) -> tuple[AttentionProblem, int, fl
     return problem, n, draw(huge_scales(), label="scale of the later inputs")
 
 
-@st.composite
+@composite
 def problems_with_masks(draw: st.DrawFn) -> tuple[AttentionProblem, NDArray[np.bool_], NDArray[np.bool_], float]:
     """A problem, a mask (any pattern, fully hidden queries included), and a set of inputs to change (some, not
     all). One unchanged query n is made to see an unchanged key m and none of the changed ones, so that a query
@@ -462,14 +486,14 @@ def problems_with_masks(draw: st.DrawFn) -> tuple[AttentionProblem, NDArray[np.b
     return problem, mask, changed, draw(huge_scales(), label="scale")
 
 
-@st.composite
+@composite
 def problems_with_circulant_biases(draw: st.DrawFn) -> tuple[AttentionProblem, Array, int]:
     problem = draw(attention_problems())
     bias = circulant(draw(columns(problem.N), label="relative bias c").ravel())
     return problem, bias, draw(st.integers(0, max(problem.N - 1, 0)), label="cyclic shift")
 
 
-@st.composite
+@composite
 def bias_witnesses(draw: st.DrawFn) -> tuple[AttentionProblem, Array, NDArray[np.intp], Array]:
     """A generic bias with omega_q = omega_k = 0, so that the bias alone sets the attention, on inputs and
     value weights of full rank (D >= N, D_v >= D), so that different weights give different outputs.
@@ -509,7 +533,7 @@ def bit_matrices(N: int) -> st.SearchStrategy[NDArray[np.bool_]]:
     )
 
 
-@st.composite
+@composite
 def masks(draw: st.DrawFn, N: int, *, hidden_query: bool = False) -> NDArray[np.bool_]:
     """N x N boolean masks of any pattern, often with keys hidden from every query (all-False rows) and queries
     that see no key (all-False columns); with `hidden_query`, at least one such query (N >= 1)."""
@@ -537,7 +561,7 @@ def positions(D: int, N: int) -> st.SearchStrategy[Array]:
     return st.one_of(st.just(sinusoidal_positional_encoding(D, N)), learned)
 
 
-@st.composite
+@composite
 def attention_options(
     draw: st.DrawFn,
     D: int,
@@ -569,7 +593,7 @@ def attention_options(
     )
 
 
-@st.composite
+@composite
 def problems_with_options(
     draw: st.DrawFn, /, dims: st.SearchStrategy[Dimensions] | None = None, **switches: Any
 ) -> tuple[AttentionProblem, AttentionOptions]:
@@ -582,7 +606,7 @@ def problems_with_options(
     return problem, options
 
 
-@st.composite
+@composite
 def problems_with_options_and_a_query(
     draw: st.DrawFn, /, **switches: Any
 ) -> tuple[AttentionProblem, AttentionOptions, int]:
@@ -591,7 +615,7 @@ def problems_with_options_and_a_query(
     return problem, options, draw(st.integers(0, problem.N - 1), label="query n")
 
 
-@st.composite
+@composite
 def problems_with_options_and_column_shifts(
     draw: st.DrawFn,
 ) -> tuple[AttentionProblem, AttentionOptions, Array]:
@@ -600,7 +624,7 @@ def problems_with_options_and_column_shifts(
     return problem, options, draw(matrices(1, problem.N), label="c")
 
 
-@st.composite
+@composite
 def problems_with_visible_subsets(
     draw: st.DrawFn,
 ) -> tuple[AttentionProblem, AttentionOptions, NDArray[np.intp]]:
@@ -612,7 +636,7 @@ def problems_with_visible_subsets(
     return problem, options, np.asarray(sorted(subset), dtype=np.intp)
 
 
-@st.composite
+@composite
 def problems_with_constant_logits(draw: st.DrawFn) -> tuple[AttentionProblem, AttentionOptions]:
     """A problem with omega_q = omega_k = 0, so that every logit is beta_k^T beta_q, and options with a bias."""
     problem, options = draw(problems_with_options(bias=True))
@@ -627,7 +651,7 @@ def problems_with_constant_logits(draw: st.DrawFn) -> tuple[AttentionProblem, At
 LOSS_LOGITS = 2.0
 
 
-@st.composite
+@composite
 def position_sensitive_witnesses(draw: st.DrawFn) -> tuple[AttentionProblem, Array]:
     """Two identical inputs x, x (N = 2) and positions Pi with pi_0 != pi_1, on weights that cannot hide them.
 
@@ -662,7 +686,7 @@ def position_sensitive_witnesses(draw: st.DrawFn) -> tuple[AttentionProblem, Arr
     return with_logits_within(problem, LOSS_LOGITS, positions=Pi), Pi
 
 
-@st.composite
+@composite
 def problems_with_positions_and_permutations(draw: st.DrawFn) -> tuple[AttentionProblem, Array, NDArray[np.intp]]:
     problem = draw(attention_problems())
     if draw(st.booleans(), label="sinusoidal positions?"):
@@ -675,26 +699,26 @@ def problems_with_positions_and_permutations(draw: st.DrawFn) -> tuple[Attention
 # --- Multi-head problems paired with what the multi-head laws vary ---
 
 
-@st.composite
+@composite
 def multihead_problems_with_head_orders(draw: st.DrawFn) -> tuple[MultiheadProblem, NDArray[np.intp]]:
     problem = draw(multihead_problems())
     return problem, draw(permutations_of(len(problem.heads)), label="order of the heads")
 
 
-@st.composite
+@composite
 def multihead_problems_with_permutations(draw: st.DrawFn) -> tuple[MultiheadProblem, NDArray[np.intp]]:
     problem = draw(multihead_problems())
     return problem, draw(permutations_of(problem.X.shape[1]), label="permutation")
 
 
-@st.composite
+@composite
 def multihead_problems_with_second_mixings(draw: st.DrawFn) -> tuple[MultiheadProblem, Array, float, float]:
     problem = draw(multihead_problems())
     second = draw(finite_arrays(problem.omega_c.shape), label="second omega_c")
     return problem, second, draw(finite_floats(), label="a"), draw(finite_floats(), label="b")
 
 
-@st.composite
+@composite
 def multihead_problems_with_any_mixing(draw: st.DrawFn) -> MultiheadProblem:
     """Multi-head problems whose omega_c is rectangular or, as often, square (rows = the stacked rows)."""
     problem = draw(multihead_problems())
@@ -711,14 +735,14 @@ def multihead_problems_with_any_mixing(draw: st.DrawFn) -> MultiheadProblem:
 BATCHED_SIDE = 4
 
 
-@st.composite
+@composite
 def head_on(draw: st.DrawFn, X: Array, dims: Dimensions) -> AttentionProblem:
     """A head's own parameters (for dimensions `dims`) on the given X, logits within SEMANTIC_LOGIT_BOUND."""
     problem = draw(attention_problems(st.just(dims)), label="a head's parameters")
     return with_logits_within(problem.replace(X=X), SEMANTIC_LOGIT_BOUND)
 
 
-@st.composite
+@composite
 def batched_problems(
     draw: st.DrawFn, *, batch: tuple[int, int] = (2, 3), heads: tuple[int, int] = (2, 3), min_n: int = 1
 ) -> BatchedProblem:
@@ -737,7 +761,7 @@ def batched_problems(
     return BatchedProblem(tuple(slots))
 
 
-@st.composite
+@composite
 def batched_problems_with_a_changed_slot(draw: st.DrawFn) -> tuple[BatchedProblem, int, int, AttentionProblem]:
     """A batch, a slot (b, h) and new parameters for that head on the same X_b."""
     problem = draw(batched_problems())
@@ -746,13 +770,13 @@ def batched_problems_with_a_changed_slot(draw: st.DrawFn) -> tuple[BatchedProble
     return problem, b, h, draw(head_on(old.X, Dimensions(old.D, old.D_q, old.D_v, old.N)), label="new head")
 
 
-@st.composite
+@composite
 def batched_problems_with_batch_orders(draw: st.DrawFn) -> tuple[BatchedProblem, NDArray[np.intp]]:
     problem = draw(batched_problems())
     return problem, draw(permutations_of(problem.B), label="order of the batch")
 
 
-@st.composite
+@composite
 def batched_problems_with_scales(draw: st.DrawFn) -> tuple[BatchedProblem, float]:
     """A batch and a logit scale c = t / sqrt(D_q), t in [1/8, 2]: the keyword must set it whatever it is."""
     problem = draw(batched_problems(heads=(1, 2)))
@@ -760,7 +784,7 @@ def batched_problems_with_scales(draw: st.DrawFn) -> tuple[BatchedProblem, float
     return problem, t / float(np.sqrt(problem.slots[0][0].D_q))
 
 
-@st.composite
+@composite
 def batched_problems_with_key_padding(draw: st.DrawFn) -> tuple[BatchedProblem, NDArray[np.intp], float]:
     """A batch (N >= 2), a number of real keys n_b in [1, N] for each batch element (the rest is padding), and
     a factor in [1, 1e3] for what the padding holds: whatever it is must not matter."""
@@ -770,7 +794,7 @@ def batched_problems_with_key_padding(draw: st.DrawFn) -> tuple[BatchedProblem, 
     return problem, lengths, draw(st.floats(1.0, 1e3), label="factor of the padding")
 
 
-@st.composite
+@composite
 def grouped_query_problems(draw: st.DrawFn) -> tuple[BatchedProblem, int]:
     """A batch whose H = G H_kv query heads come in H_kv groups of G (G >= 2) sharing keys and values: slot (b, h)
     has the key and value parameters of slot (b, (h // G) G), its own query parameters. Returns (problem, G)."""
@@ -810,7 +834,7 @@ def long_examples() -> int:
     return max(2, int(settings().max_examples) // 10)
 
 
-@st.composite
+@composite
 def long_sequence_problems(draw: st.DrawFn, *, max_logit: float = SEMANTIC_LOGIT_BOUND) -> AttentionProblem:
     """Problems with N drawn from LONG_LENGTHS (15 ... 700) and D, D_q, D_v in [1, 3].
 
@@ -875,7 +899,7 @@ def as_generated(problem: AttentionProblem) -> AttentionProblem:
     )
 
 
-@st.composite
+@composite
 def long_sequence_problems_with_permutations(draw: st.DrawFn) -> tuple[AttentionProblem, NDArray[np.intp]]:
     """A long-sequence problem and a permutation of its inputs: a random one, or a reversal (which moves every
     key of a partial tail block to the front, across every block boundary)."""
@@ -894,7 +918,7 @@ TAIL_SPREAD = float(-np.log(np.finfo(np.float64).smallest_normal))
 TAIL_LOGIT_BOUND = 354.0
 
 
-@st.composite
+@composite
 def tail_problems(draw: st.DrawFn) -> AttentionProblem:
     """Problems (N >= 2) whose widest column of logits spans a target drawn log-uniformly from [10, 708]:
     weights in the far tail, down to about the smallest normal float64. The queries are rescaled to reach the
@@ -934,7 +958,7 @@ def seeded_grid_array(draw: st.DrawFn, shape: tuple[int, ...], bound: float, lab
     return np.random.default_rng(seed).integers(-top, top + 1, shape).astype(np.float64) * GRID
 
 
-@st.composite
+@composite
 def gradient_problems(
     draw: st.DrawFn,
     *,
@@ -985,7 +1009,7 @@ def gradient_problems(
     return GradientProblem(query, key, value, d_out, attn_mask, is_causal, chosen, grouped, d_weights, logit_bias)
 
 
-@st.composite
+@composite
 def gradient_problems_with_directions(draw: st.DrawFn, /, **options: Any) -> Any:
     """(problem, (dq, dk, dv)): a GradientProblem and a direction for each of query, key, value (grid, |.| <= 1)."""
     problem = draw(gradient_problems(**options))
@@ -996,7 +1020,7 @@ def gradient_problems_with_directions(draw: st.DrawFn, /, **options: Any) -> Any
     return problem, directions
 
 
-@st.composite
+@composite
 def gradient_problems_with_positions(draw: st.DrawFn) -> Any:
     """(problem, positional, mode): a problem (no scale keyword: the notebook has none; a bias or none), a
     positional encoding (N x N, grid) and its mode, "input" or "query_key" (the laws read the notebook at
@@ -1008,7 +1032,7 @@ def gradient_problems_with_positions(draw: st.DrawFn) -> Any:
     return problem, positional, mode
 
 
-@st.composite
+@composite
 def gradient_problems_with_second_cotangents(draw: st.DrawFn) -> Any:
     """(problem, d_out_2, alpha, beta): a second output cotangent and two dyadic coefficients (the combination
     alpha d_out + beta d_out_2 is exact)."""
@@ -1018,7 +1042,7 @@ def gradient_problems_with_second_cotangents(draw: st.DrawFn) -> Any:
     return problem, second, draw(coefficients, label="alpha"), draw(coefficients, label="beta")
 
 
-@st.composite
+@composite
 def gradient_problems_with_a_hidden_key(draw: st.DrawFn) -> Any:
     """(problem, j): a problem whose attn_mask hides key j from every query (and some other entries)."""
     problem = draw(gradient_problems(mask=False))
@@ -1029,7 +1053,7 @@ def gradient_problems_with_a_hidden_key(draw: st.DrawFn) -> Any:
     return problem.replace(attn_mask=seen), j
 
 
-@st.composite
+@composite
 def causal_gradient_problems_with_earlier_cotangents(draw: st.DrawFn) -> Any:
     """(problem, m, d_out_2): a causal problem (N >= 2), a split 1 <= m < N and d_out with the rows of the queries
     before m redrawn."""
@@ -1041,7 +1065,7 @@ def causal_gradient_problems_with_earlier_cotangents(draw: st.DrawFn) -> Any:
     return problem, m, second
 
 
-@st.composite
+@composite
 def gradient_problems_with_other_cotangents(draw: st.DrawFn) -> Any:
     """(problem, n, d_out_2): a problem (N >= 2), a query n and d_out with the rows of every other query redrawn."""
     problem = draw(gradient_problems(min_n=2))
@@ -1051,14 +1075,14 @@ def gradient_problems_with_other_cotangents(draw: st.DrawFn) -> Any:
     return problem, n, second
 
 
-@st.composite
+@composite
 def gradient_problems_with_permutations(draw: st.DrawFn) -> Any:
     """(problem, p): a problem without causal masking (which orders the tokens) and an order p of its N tokens."""
     problem = draw(gradient_problems(causal=False))
     return problem, draw(permutations_of(problem.N), label="p")
 
 
-@st.composite
+@composite
 def gradient_problems_with_a_changed_slot(draw: st.DrawFn) -> Any:
     """(problem, changed, (b, h)): a problem and a copy whose query, key, value and d_out of batch element b and
     head h are redrawn (one key/value head per query head)."""
@@ -1092,7 +1116,7 @@ def tail_ladder(dims: Dimensions, depth: float, omega_v: Array, beta_v: Array) -
     return AttentionProblem(X, omega_v, np.zeros((D_q, D)), omega_k, beta_v, beta_q, np.zeros((D_q, 1)))
 
 
-@st.composite
+@composite
 def tail_ladder_problems(draw: st.DrawFn) -> AttentionProblem:
     """Ladders of weights (tail_ladder) down to just above the smallest normal number of a judged dtype (float64,
     float32 or float16, TAIL_DEPTHS), N >= 2: at every depth a weight a zeroing rule would remove."""

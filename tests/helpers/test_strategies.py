@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from hypothesis import Phase, find, given, settings
@@ -178,3 +180,30 @@ def test_strategy_masks_reach_the_edges() -> None:
         lambda m: m.shape == (4, 4) and (~m.any(axis=0)).any() and (~m.any(axis=1)).any() and m.any(),
     ):
         find(st.integers(3, 4).flatmap(masks), goal, settings=settings(SEARCH, phases=[Phase.generate]))
+
+
+def test_a_composite_is_one_object_per_arguments_and_draws_what_a_new_one_draws() -> None:
+    """strategies.composite reuses the strategy object for the same hashable arguments (hypothesis validates a new
+    one afresh at each draw); an unhashable argument gets a new object; both draw what st.composite's would."""
+    from properties.helpers.hypothesis_internals import draws
+    from properties.helpers.strategies import composite
+
+    def pairs(draw: st.DrawFn, low: object) -> tuple[int, int]:
+        start = int(np.min(low))  # type: ignore[call-overload]
+        return draw(st.integers(start, start + 9)), draw(st.integers(0, 3))
+
+    reused, plain = composite(pairs), st.composite(pairs)
+    assert reused(1) is reused(1) and reused(low=1) is reused(low=1)
+    assert reused(1) is not reused(2)
+    assert reused(np.array([4, 5])) is not reused(np.array([4, 5]))
+
+    def law_of(strategy: st.SearchStrategy[tuple[int, int]]) -> Callable[..., None]:
+        @given(pair=strategy)
+        def law(pair: tuple[int, int]) -> None:
+            pass
+
+        return law
+
+    quick = settings(max_examples=30, database=None, phases=[Phase.generate])
+    for argument in (1, np.array([4, 5])):
+        assert draws(law_of(reused(argument)), quick, seed_of=3) == draws(law_of(plain(argument)), quick, seed_of=3)
