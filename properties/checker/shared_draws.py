@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import os
 import pickle
 import tempfile
@@ -31,19 +30,14 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 
 from properties.checker.report import own_output
-from properties.helpers.checks import OBSERVED
 from properties.helpers.hypothesis_internals import (
     derandomized_seed,
     draws,
     explicit_examples_of,
-    is_hypothesis_test,
     local_constants_digest,
-    rerun,
     settings_of,
 )
-from properties.helpers.implementations import SET_ASIDE
-from properties.helpers.meta import shares_draws
-from properties.helpers.sibling_examples import replay_examples
+from properties.helpers.sibling_examples import law_and_arguments, own_run, replay_examples
 
 Example = dict[str, Any]
 # Set on a law's item when its FAIL is a shared example that the law's own run did not meet (so not shrunk).
@@ -92,10 +86,9 @@ class SharedDraws:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> bool | None:
-        law = pyfuncitem.obj
-        if not is_hypothesis_test(law) or not shares_draws(law):
+        if (replayable := law_and_arguments(pyfuncitem)) is None:
             return None  # pytest calls it
-        arguments = {name: pyfuncitem.funcargs[name] for name in inspect.signature(law).parameters}
+        law, arguments = replayable
         explicit = explicit_examples_of(law)
         held, failing = replay_shared(law, explicit, arguments)
         replayed = len(explicit)
@@ -112,12 +105,11 @@ class SharedDraws:
             replayed += len(drawn)
         if held and replayed:  # never a PASS on no example
             return True
-        OBSERVED.clear()  # what the law saw is counted from the run that decides its verdict
-        SET_ASIDE.clear()
-        law(**arguments)
-        if failing is not None:  # hypothesis's own draws missed the failure the shared ones found
+
+        def unshrunk() -> None:
             pyfuncitem.stash[UNSHRUNK] = True
-            rerun(law, settings_of(law), [failing])(**arguments)
+
+        own_run(law, arguments, failing, unshrunk)
         return True
 
 

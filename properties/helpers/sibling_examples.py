@@ -82,10 +82,9 @@ class SiblingExamples:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> bool | None:
-        law = pyfuncitem.obj
-        if not is_hypothesis_test(law) or not shares_draws(law):
+        if (replayable := law_and_arguments(pyfuncitem)) is None:
             return None  # pytest calls it
-        arguments = {name: pyfuncitem.funcargs[name] for name in inspect.signature(law).parameters}
+        law, arguments = replayable
         if law not in self.kept:
             self.kept[law] = None  # stays None unless the leader passes
             leader = Kept(tuple(strategies_of(law)))
@@ -99,12 +98,33 @@ class SiblingExamples:
             held, failing, completed = replay_examples(law, kept.examples, arguments)
             if held and completed >= max(kept.completed, 1):  # never a PASS on no example
                 return True
-        OBSERVED.clear()  # what the law saw is counted from the run that decides its verdict
-        SET_ASIDE.clear()
-        law(**arguments)
-        if failing is not None:  # its own draws missed the failure a kept example found
-            rerun(law, settings_of(law), [failing])(**arguments)
+        own_run(law, arguments, failing)
         return True
+
+
+def law_and_arguments(item: pytest.Function) -> tuple[Callable[..., Any], dict[str, Any]] | None:
+    """The item's law and the arguments pytest gives it (fixtures, parameters), if its examples can be kept and
+    replayed: a hypothesis test that draws no st.data()."""
+    law = item.obj
+    if not is_hypothesis_test(law) or not shares_draws(law):
+        return None
+    return law, {name: item.funcargs[name] for name in inspect.signature(law).parameters}
+
+
+def own_run(
+    law: Callable[..., Any],
+    arguments: dict[str, Any],
+    failing: Example | None,
+    before_rerun: Callable[[], None] = lambda: None,
+) -> None:
+    """Run the law as hypothesis runs it (its verdict, its shrunk counterexample); if that holds although `failing`
+    (a replayed example) failed, call `before_rerun` and rerun it with that example as an explicit one."""
+    OBSERVED.clear()  # what the law saw is counted from the run that decides its verdict
+    SET_ASIDE.clear()
+    law(**arguments)
+    if failing is not None:  # its own draws missed the failure a replayed example found
+        before_rerun()
+        rerun(law, settings_of(law), [failing])(**arguments)
 
 
 def replay_examples(
