@@ -34,8 +34,9 @@ Array = NDArray[np.float64]
 Case = tuple[AttentionProblem, AttentionOptions]
 
 
-# A function that raises on every empty input has every example set aside: hypothesis then reports the law
-# unsatisfiable (which the plugin turns into a SKIP naming why), not a filtering health check.
+# A function that raises on the empty input without options SKIPs at once (its choice, named by the conventions law);
+# one that raises only under some option has those examples set aside, and if every one is, hypothesis reports the
+# law unsatisfiable (which the plugin turns into a SKIP naming why), not a filtering health check.
 @settings(suppress_health_check=[HealthCheck.filter_too_much])
 @given(case=problems_with_options(dimensions(min_n=0, max_n=0)))
 def test_no_inputs_give_empty_outputs_under_every_option(implementation: Implementation, case: Case) -> None:
@@ -48,8 +49,11 @@ def test_no_inputs_give_empty_outputs_under_every_option(implementation: Impleme
         call(implementation, problem, options)  # the wrapper checks the shapes and the dtype
     except TargetRaised:
         # An empty input refused: a choice, named by test_no_inputs_give_empty_outputs_or_raise, and nothing
-        # checked here: the example is set aside, so a function that always raises SKIPs this law, never PASSes.
-        SET_ASIDE["the function raised on an empty input (a convention, judged in conventions)"] += 1
+        # checked here. Refused without options, the function has made that choice for N = 0: the law SKIPs (rather
+        # than drawing hundreds of problems it would refuse alike); under an option, the example is set aside.
+        if not options.keywords():
+            pytest.skip("the function raises on an empty input (N = 0): a convention, judged in conventions")
+        SET_ASIDE["the function raised on an empty input under an option (a convention, judged in conventions)"] += 1
         reject()
 
 
@@ -96,3 +100,23 @@ def test_a_single_input_attends_to_itself(implementation: Implementation, proble
 @pytest.mark.parametrize("bug", [b.values_without_bias, b.bias_tiled_for_three_inputs])
 def test_a_single_input_attends_to_itself_catches(bug: object) -> None:
     assert_law_fails(test_a_single_input_attends_to_itself, implementation=b.broken(bug))
+
+
+@pytest.mark.meta
+def test_no_inputs_skips_a_function_that_refuses_the_empty_input_at_once() -> None:
+    """A function that raises on N = 0 has made a choice (the conventions law names it): this law SKIPs, and says
+    why, at the first example it refuses without options, instead of drawing hundreds it would refuse alike."""
+    from properties.helpers.implementations import REFERENCE
+
+    reference = REFERENCE["scaled"].function
+    calls: list[int] = []
+
+    def refusing(X: Array, *parameters: Array, **options: Any) -> Any:
+        calls.append(X.shape[1])
+        if X.shape[1] == 0:
+            raise ValueError("no inputs")
+        return reference(X, *parameters, **options)
+
+    with pytest.raises(pytest.skip.Exception, match=r"raises on an empty input \(N = 0\): a convention"):
+        test_no_inputs_give_empty_outputs_under_every_option(implementation=Implementation(refusing, "scaled"))
+    assert len(calls) < 20
