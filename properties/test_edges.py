@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, note, reject, settings
+from hypothesis.errors import Unsatisfiable
 from numpy.typing import NDArray
 
 from properties.catalogues import mistakes as b
@@ -117,6 +118,12 @@ def test_no_inputs_skips_a_function_that_refuses_the_empty_input_at_once() -> No
             raise ValueError("no inputs")
         return reference(X, *parameters, **options)
 
+    def law() -> None:
+        try:
+            test_no_inputs_give_empty_outputs_under_every_option(implementation=Implementation(refusing, "scaled"))
+        except Unsatisfiable as error:  # which the plugin would report as a SKIP too, after hundreds of problems
+            raise AssertionError("every problem was set aside instead of a SKIP at once") from error
+
     with pytest.raises(pytest.skip.Exception, match=r"raises on an empty input \(N = 0\): a convention"):
-        test_no_inputs_give_empty_outputs_under_every_option(implementation=Implementation(refusing, "scaled"))
+        law()
     assert len(calls) < 20
