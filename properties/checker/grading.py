@@ -152,7 +152,8 @@ def _signal_name(number: int) -> str:
 
 def grade_one(job: Job, options: Options, shard: int = 0, shards: int = 1, draws_dir: str | None = None) -> Graded:
     """Grade one file (its laws' part `shard` of `shards`) in a worker process with the time, memory and output
-    limits of `options`; `draws_dir` is where the run's workers share the laws' drawn examples (shared_draws.py)."""
+    limits of `options`; `draws_dir` is where the run's workers share the laws' drawn examples (shared_draws.py)
+    and keep hypothesis's storage (the constants it parses out of local modules, once per source)."""
     graded = Graded(job.file)
     with tempfile.TemporaryDirectory(prefix="attention-grade-") as scratch:
         job_file, result, output = (Path(scratch) / name for name in ("job.json", "result.json", "output.txt"))
@@ -160,6 +161,8 @@ def grade_one(job: Job, options: Options, shard: int = 0, shards: int = 1, draws
         environment = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OPENBLAS_NUM_THREADS": "1",
                        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
         environment.pop("ATTENTION_IMPL", None)
+        if draws_dir is not None:  # hypothesis's own cache (the constants it reads from local modules) kept too
+            environment.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(Path(draws_dir) / "hypothesis"))
         with output.open("wb") as sink:
             process = subprocess.Popen(
                 [sys.executable, "-m", "properties.checker.worker", str(job_file), str(result)],

@@ -120,6 +120,19 @@ class KeepShard:
         items[:] = keep
 
 
+class BatteryBytecode:
+    """While pytest collects the battery, its modules keep their assertion-rewritten bytecode (pytest writes it in
+    their __pycache__, as Python does on any import), so a later check does not rewrite them again; the code under
+    test, loaded before and run after, writes none (PYTHONDONTWRITEBYTECODE: no __pycache__ beside a student's file)."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection(self) -> None:
+        sys.dont_write_bytecode = False
+
+    def pytest_collection_finish(self) -> None:
+        sys.dont_write_bytecode = True
+
+
 FIXTURE = {"scaled": "implementation", "unscaled": "implementation", "softmax": "softmax", "multihead": "multihead"}
 
 
@@ -164,7 +177,7 @@ def _battery(subjects: list[Subject], job: WorkerJob, scratch: Path, shared: Sha
     digest = hashlib.sha1("|".join(s.target for s in subjects).encode()).hexdigest()[:8]
     tag = "-".join([*(s.function for s in subjects), digest])
     recorder = VerdictRecorder(arrays=Path(job.arrays_dir) if job.arrays_dir else None, tag=tag)
-    plugins = [recorder, shared, KeepSubjects(set().union(*(fixtures[s.kind] for s in subjects)))]
+    plugins = [recorder, shared, BatteryBytecode(), KeepSubjects(set().union(*(fixtures[s.kind] for s in subjects)))]
     if job.shards > 1:
         plugins.append(KeepShard(job.shard, job.shards))
     code = pytest.main(arguments, plugins=plugins)
