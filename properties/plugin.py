@@ -306,12 +306,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _deselect_slow(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Deselect the tests marked slow unless --run-slow is given or the -m expression names slow (`-m slow` runs
     them alone); a law is never marked slow (the registry's rule), so the battery itself is never cut."""
-    if config.getoption("--run-slow") or "slow" in (config.getoption("-m") or ""):
-        return
-    slow = [item for item in items if item.get_closest_marker("slow")]
-    if slow:
-        config.hook.pytest_deselected(items=slow)
-        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+    if not (config.getoption("--run-slow") or "slow" in (config.getoption("-m") or "")):
+        _deselect_marked(config, items, "slow")
+
+
+def _deselect_marked(config: pytest.Config, items: list[pytest.Item], marker: str) -> None:
+    """Deselect the items marked `marker`, telling pytest (its summary counts them)."""
+    marked = [item for item in items if item.get_closest_marker(marker)]
+    if marked:
+        config.hook.pytest_deselected(items=marked)
+        items[:] = [item for item in items if not item.get_closest_marker(marker)]
 
 
 def suite(config: pytest.Config) -> str:
@@ -326,12 +330,8 @@ def suite(config: pytest.Config) -> str:
 def _select_suite(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under the battery suite, deselect the meta-tests: they check the battery, not the implementation under test
     (`pytest --suite full` runs them, as CI does; the repository's conftest.py leaves tests/ uncollected)."""
-    if suite(config) != "battery":
-        return
-    meta = [item for item in items if item.get_closest_marker("meta")]
-    if meta:
-        config.hook.pytest_deselected(items=meta)
-        items[:] = [item for item in items if not item.get_closest_marker("meta")]
+    if suite(config) == "battery":
+        _deselect_marked(config, items, "meta")
 
 
 def _under_test(config: pytest.Config, option: str, what: str, reference: FunctionUnderTest) -> Any:
