@@ -13,7 +13,7 @@ import hashlib
 import json
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
 
 import pytest
@@ -125,12 +125,13 @@ class BatteryBytecode:
     their __pycache__, as Python does on any import), so a later check does not rewrite them again; the code under
     test, loaded before and run after, writes none (PYTHONDONTWRITEBYTECODE: no __pycache__ beside a student's file)."""
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_collection(self) -> None:
+    @pytest.hookimpl(wrapper=True)
+    def pytest_collection(self) -> Generator[None, object, object]:
         sys.dont_write_bytecode = False
-
-    def pytest_collection_finish(self) -> None:
-        sys.dont_write_bytecode = True
+        try:
+            return (yield)
+        finally:
+            sys.dont_write_bytecode = True
 
 
 FIXTURE = {"scaled": "implementation", "unscaled": "implementation", "softmax": "softmax", "multihead": "multihead"}

@@ -5,6 +5,7 @@ against the output limit meant for the code under test."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -79,3 +80,19 @@ def test_laws_under_which_the_function_exhausted_memory_are_not_checked() -> Non
     untouched = Subject("g", "g.py:g", "scaled", laws=[law("test_a", "semantics", "FAIL", "wrong")])
     set_aside_exhausted_memory(untouched, 4096)
     assert untouched.error == "" and untouched.laws[0].status == "FAIL"
+
+
+@pytest.mark.slow
+def test_a_checked_file_gets_no_bytecode_beside_it_and_the_battery_keeps_its_own(tmp_path: Path) -> None:
+    """The worker writes the battery's assertion-rewritten bytecode while pytest collects it (worker.BatteryBytecode)
+    and none for the code under test (PYTHONDONTWRITEBYTECODE): no __pycache__ appears in a student's folder."""
+    import properties
+
+    (tmp_path / "mine.py").write_text(SECOND_SLAB_WITHOUT_BIAS)
+    options = Options(only=("golden",), timeout=600)
+    graded = grade_one(Job("mine.py:attention", None, f"{tmp_path / 'mine.py'}:attention"), options)
+    assert not graded.error, graded.error
+    assert not (tmp_path / "__pycache__").exists()
+    cache = Path(properties.__file__).parent / "__pycache__"
+    if cache.exists() and os.access(cache, os.W_OK):
+        assert any("pytest" in path.name for path in cache.glob("test_*.pyc"))
