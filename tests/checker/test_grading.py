@@ -83,10 +83,14 @@ def test_laws_under_which_the_function_exhausted_memory_are_not_checked() -> Non
 
 
 @pytest.mark.slow
-def test_a_checked_file_gets_no_bytecode_beside_it_and_the_battery_keeps_its_own(tmp_path: Path) -> None:
+def test_a_checked_file_gets_no_bytecode_beside_it_and_the_battery_keeps_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The worker writes the battery's assertion-rewritten bytecode while pytest collects it (worker.BatteryBytecode)
     and none for the code under test (PYTHONDONTWRITEBYTECODE): no __pycache__ appears in a student's folder."""
     import properties
+
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)  # the worker's own setting, not the caller's
 
     (tmp_path / "mine.py").write_text(SECOND_SLAB_WITHOUT_BIAS)
     options = Options(only=("golden",), timeout=600)
