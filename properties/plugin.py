@@ -280,8 +280,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Fail the collection on a test function of a law module that is neither a law nor marked as something else
-    (properties/catalogues/registry.py); under --impl, skip the battery's meta-tests (marked `meta`): they test the
-    battery, not TARGET.
+    (properties/catalogues/registry.py); under --impl, skip the battery's meta-tests (marked `meta`) and its checks of
+    the bundled reference (marked `reference`): they test the battery and the reference, not TARGET.
 
     The reference's own tests (tests/) are skipped under --impl by their folder's conftest.py.
     """
@@ -297,10 +297,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     _select_suite(config, items)
     if not config.getoption("--impl"):
         return
-    skip = pytest.mark.skip(reason="a meta-test of the battery itself, not of --impl TARGET")
+    skips = {
+        "meta": pytest.mark.skip(reason="a meta-test of the battery itself, not of --impl TARGET"),
+        "reference": pytest.mark.skip(reason="a check of the bundled reference itself, not of --impl TARGET"),
+    }
     for item in items:
-        if item.get_closest_marker("meta"):
-            item.add_marker(skip)
+        for marker, skip in skips.items():
+            if item.get_closest_marker(marker):
+                item.add_marker(skip)
 
 
 def _deselect_slow(config: pytest.Config, items: list[pytest.Item]) -> None:

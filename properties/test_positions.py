@@ -248,8 +248,10 @@ MODES = ("input", "query_key")
 
 
 @pytest.fixture(scope="session")
-def encoding() -> Encoding:
-    """The sinusoidal encoding under test: the reference's."""
+def encoding(pytestconfig: pytest.Config) -> Encoding:
+    """The sinusoidal encoding under test: the reference's (skipped under --impl: it is not TARGET)."""
+    if pytestconfig.getoption("--impl"):
+        pytest.skip("a law of the reference's sinusoidal encoding, not of --impl TARGET")
     return sinusoidal_positional_encoding
 
 

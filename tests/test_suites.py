@@ -51,3 +51,17 @@ def test_the_suites_collect_what_they_say() -> None:
     assert any(node.startswith("tests/") for node in full) and any("catches" in node for node in full)
     masks = collected("properties/test_masks.py")
     assert any("catches" in node for node in masks)
+
+
+@pytest.mark.slow
+def test_under_impl_nothing_that_checks_the_reference_runs() -> None:
+    """`pytest --impl TARGET` counts only laws of TARGET: the reference's sinusoidal encoding laws and the checks of
+    the bundled reference (marked reference) skip, saying so."""
+    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "properties/test_positions.py",
+               "regression/test_backward_differential.py", "--impl", "attention:scaled_dot_product_self_attention",
+               "-k", "sinusoidal or backward"]  # fmt: skip
+    run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "passed" not in run.stdout.splitlines()[-1], run.stdout[-2000:]
+    assert "the reference's sinusoidal encoding, not of --impl TARGET" in run.stdout
+    assert "a check of the bundled reference itself, not of --impl TARGET" in run.stdout
