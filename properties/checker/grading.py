@@ -162,7 +162,7 @@ def grade_one(job: Job, options: Options, shard: int = 0, shards: int = 1, draws
                        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # fmt: skip
         environment.pop("ATTENTION_IMPL", None)
         if draws_dir is not None:  # hypothesis's own cache (the constants it reads from local modules) kept too
-            environment.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(Path(draws_dir) / "hypothesis"))
+            environment.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(hypothesis_storage(draws_dir)))
         with output.open("wb") as sink:
             process = subprocess.Popen(
                 [sys.executable, "-m", "properties.checker.worker", str(job_file), str(result)],
@@ -285,7 +285,17 @@ def draws_directory(options: Options) -> Generator[str, None, None]:
             yield str(directory)
             return
     with tempfile.TemporaryDirectory(prefix="attention-draws-") as scratch:
-        yield scratch
+        draws = Path(scratch) / "draws"  # its parent, like a fingerprint's directory, is the run's: hypothesis_storage
+        draws.mkdir()
+        yield str(draws)
+
+
+def hypothesis_storage(draws_dir: str) -> Path:
+    """Where the workers keep hypothesis's storage (the constants it parses out of every local module, a file per
+    source, keyed by its digest): beside the draws of every option set of the battery's version (draws_directory), so
+    that a check under other options (a profile, --square, a convention) does not parse them again (0.5 s of CPU a
+    worker), and removed with them."""
+    return Path(draws_dir).parent / "hypothesis"
 
 
 def grade(jobs: Sequence[Job], options: Options, workers: int, progress: Callable[[Graded], None]) -> list[Graded]:

@@ -228,8 +228,8 @@ def test_the_draws_are_kept_by_battery_and_options_and_old_ones_are_removed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """ATTENTION_DRAWS_CACHE/<fingerprint>/<options>: the same battery and options meet the same directory run after
-    run, other options another; an unused cache of another battery is removed after DRAWS_KEPT_DAYS; "off" keeps
-    nothing."""
+    run, other options another, and every option set the same hypothesis storage of the battery's version; an unused
+    cache of another battery is removed after DRAWS_KEPT_DAYS; "off" keeps nothing."""
     import os
     import time
 
@@ -250,11 +250,15 @@ def test_the_draws_are_kept_by_battery_and_options_and_old_ones_are_removed(
     with grading.draws_directory(grading.Options(profile="ci")) as other:
         assert other != first
     assert Path(first).parent.parent == tmp_path and Path(first).parent.name == grading.battery_fingerprint()
+    storage = grading.hypothesis_storage(first)
+    assert storage == grading.hypothesis_storage(other) and storage.parent == Path(first).parent
     assert not stale.exists() and recent.exists() and not_ours.exists()
     monkeypatch.setenv("ATTENTION_DRAWS_CACHE", "off")
     with grading.draws_directory(grading.Options()) as scratch:
         assert not Path(scratch).is_relative_to(tmp_path)
-    assert not Path(scratch).exists()
+        run = Path(scratch).parent  # the run's own: its storage goes with it
+        assert run.name.startswith("attention-draws-") and grading.hypothesis_storage(scratch).parent == run
+    assert not Path(scratch).exists() and not run.exists()
 
 
 def test_the_fingerprint_follows_the_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
