@@ -263,7 +263,8 @@ def draws_directory(options: Options) -> Generator[str, None, None]:
     (default $XDG_CACHE_HOME or ~/.cache, then attention-properties/draws), in a directory of the battery's
     fingerprint and the options the draws may depend on (profile, --square, the calling convention); directories of
     other fingerprints unused for DRAWS_KEPT_DAYS are removed (nothing else there is touched). "off", or a cache that
-    cannot be made: a directory of this run only."""
+    cannot be made: a directory of this run only. Either way the yielded directory's parent belongs to the battery's
+    version or to this run, which hypothesis_storage relies on."""
     chosen = os.environ.get(DRAWS_CACHE, "")
     if chosen != "off":
         home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -285,7 +286,7 @@ def draws_directory(options: Options) -> Generator[str, None, None]:
             yield str(directory)
             return
     with tempfile.TemporaryDirectory(prefix="attention-draws-") as scratch:
-        draws = Path(scratch) / "draws"  # its parent, like a fingerprint's directory, is the run's: hypothesis_storage
+        draws = Path(scratch) / "draws"  # a subdirectory: the parent is this run's own, as the docstring says
         draws.mkdir()
         yield str(draws)
 
